@@ -1,0 +1,55 @@
+# Two commands do all set-up on a fresh machine:
+#   make quickstart   the main job
+#   make test         the default test suite
+# TORCH_SPEC picks the torch build installed when the venv has none (a CPU wheel by
+# default; e.g. TORCH_SPEC="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128").
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+EXTRAS ?= speech,tta,metrics,dev
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.hfpref-installed
+OUTPUT_DIR ?= outputs/quickstart
+
+.PHONY: setup quickstart test test-slow bench style quality clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch goes first and only when absent: with no torch present, a bare `torch`
+# requirement resolves to a multi-GB CUDA build.
+$(STAMP): pyproject.toml Makefile | $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install $(TORCH_SPEC)
+	$(PIP) install -e ".[$(EXTRAS)]"
+	# speechtokenizer declares torchaudio (CUDA-linked on PyPI; it breaks transformers
+	# imports on a CPU torch), so it comes without its declared dependencies.
+	$(PIP) install --no-deps "speechtokenizer>=1.0"
+	@! $(PY) -c "import torchaudio" 2>/dev/null || { echo "torchaudio is installed in $(VENV); it breaks transformers on a CPU torch: pip uninstall torchaudio"; exit 1; }
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+quickstart: setup
+	$(VENV)/bin/hfpref quickstart --output-dir $(OUTPUT_DIR)
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+
+style: setup
+	$(VENV)/bin/ruff format hfpref recipes tests bench
+	$(VENV)/bin/ruff check --fix hfpref recipes tests bench
+
+quality: setup
+	$(VENV)/bin/ruff format --check hfpref recipes tests bench
+	$(VENV)/bin/ruff check hfpref recipes tests bench
+
+clean:
+	rm -rf $(VENV) outputs build *.egg-info

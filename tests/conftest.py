@@ -1,0 +1,25 @@
+import os
+
+
+# Tests never reach a hub: every model is built from a config, every tokenizer is
+# trained in a fixture, every clip is synthesized.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+FENSE_DIR = SHARED_DIR / "data" / "fense"
+
+
+@pytest.fixture(scope="session")
+def fense_dir() -> Path:
+    """The real FENSE human judgments in ../shared; tests that need them skip without it."""
+    if not (FENSE_DIR / "audiocaps_eval.json").is_file():
+        pytest.skip(f"FENSE data not found at {FENSE_DIR} (../shared is absent)")
+    return FENSE_DIR
