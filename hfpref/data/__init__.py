@@ -1,1 +1,33 @@
+from .audio import AudioDecodeError, decode_audio, decode_audio_column, drop_bad_audio, ensure_audio_column
+from .fense import load_fense
+from .preference import (
+    add_synthetic_negatives,
+    challenging_split,
+    load_binary_feedback,
+    load_preference_dataset,
+    push_preference_dataset,
+    split_by_clip,
+)
+from .schemas import SCHEMAS, validate_dataset
+from .synth import EVENT_KINDS, make_world, oracle_score
 
+
+__all__ = [
+    "EVENT_KINDS",
+    "SCHEMAS",
+    "AudioDecodeError",
+    "add_synthetic_negatives",
+    "challenging_split",
+    "decode_audio",
+    "decode_audio_column",
+    "drop_bad_audio",
+    "ensure_audio_column",
+    "load_binary_feedback",
+    "load_fense",
+    "load_preference_dataset",
+    "make_world",
+    "oracle_score",
+    "push_preference_dataset",
+    "split_by_clip",
+    "validate_dataset",
+]

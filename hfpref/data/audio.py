@@ -1,0 +1,400 @@
+"""Audio I/O that never goes through `datasets` decoding.
+
+`datasets` decodes audio with torchcodec, which needs FFmpeg (and, in recent wheels, CUDA libraries). hfpref keeps
+every audio column as `datasets.Audio(decode=False)`, whose values are `{"bytes": ..., "path": ...}` dicts, and
+decodes them here with soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, OGG/Opus, MP3 and more), downmixes to mono and
+resamples with soxr.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+import soxr
+from datasets import Audio, Dataset, Value
+
+
+logger = logging.getLogger(__name__)
+
+IN_MEMORY = "<in-memory bytes>"
+# How many undecodable files a warning names before summarising the rest as a count.
+_MAX_NAMED_BAD_FILES = 5
+_ROWS_PER_ARROW_BATCH = 256
+
+
+class AudioDecodeError(ValueError):
+    """
+    An audio value that cannot be turned into a finite, non-empty waveform.
+
+    The message always names the file (its path, or `"<in-memory bytes>"` when the value carries bytes without a
+    path), the dataset row and column when known, and the reason.
+
+    Args:
+        reason (`str`):
+            Why decoding failed, e.g. `"corrupt or unreadable format (Format not recognised.)"`.
+        file (`str`):
+            The file's path, or `"<in-memory bytes>"`.
+        row (`int`, *optional*):
+            Index of the dataset row the value came from.
+        column (`str`, *optional*):
+            Name of the dataset column the value came from; only shown together with `row`.
+    """
+
+    def __init__(self, reason: str, *, file: str, row: int | None = None, column: str | None = None):
+        self.reason = reason
+        self.file = file
+        self.row = row
+        self.column = column
+        where = ""
+        if row is not None:
+            where = f" (row {row}, column {column!r})" if column is not None else f" (row {row})"
+        super().__init__(f"cannot decode audio file {file!r}{where}: {reason}")
+
+    def __reduce__(self):
+        # Keyword-only arguments break the default exception pickling that multiprocessing relies on.
+        return _rebuild_audio_decode_error, (self.reason, self.file, self.row, self.column)
+
+
+def _rebuild_audio_decode_error(reason: str, file: str, row: int | None, column: str | None) -> AudioDecodeError:
+    return AudioDecodeError(reason, file=file, row=row, column=column)
+
+
+def _describe_file(value: Any) -> str:
+    """The name an error message uses for `value`."""
+    if isinstance(value, dict):
+        if value.get("path") is not None:
+            return str(value["path"])
+        if "array" in value:
+            return "<in-memory array>"
+        return IN_MEMORY
+    if isinstance(value, (str, os.PathLike)):
+        return os.fspath(value)
+    return IN_MEMORY
+
+
+def _read_soundfile(source: str | io.BytesIO, fail) -> tuple[np.ndarray, int]:
+    try:
+        samples, rate = sf.read(source, dtype="float32", always_2d=True)
+    except (sf.SoundFileError, RuntimeError, TypeError, ValueError, EOFError) as err:
+        detail = getattr(err, "error_string", None) or str(err)
+        raise fail(f"corrupt or unreadable format ({detail})") from err
+    # soundfile's layout is known to be (frames, channels), so downmix here rather than guess in _to_mono.
+    return (samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]), rate
+
+
+def _load(value: Any, fail) -> tuple[np.ndarray, int]:
+    """Reads `value` into `(samples, rate)`: 1-D from a file, 1-D or 2-D (channels on either axis) from an array."""
+    if isinstance(value, dict) and "array" in value:
+        if value.get("sampling_rate") is None:
+            raise fail("decoded audio dict has an 'array' but no 'sampling_rate'")
+        samples = np.asarray(value["array"])
+        if np.issubdtype(samples.dtype, np.integer):
+            samples = samples / float(np.iinfo(samples.dtype).max + 1)
+        elif not np.issubdtype(samples.dtype, np.floating):
+            raise fail(f"decoded audio array has dtype {samples.dtype}, expected integer or floating samples")
+        return samples, int(value["sampling_rate"])
+
+    if isinstance(value, dict):
+        data, path = value.get("bytes"), value.get("path")
+        if data is None and path is None:
+            raise fail("the value has neither 'bytes' nor 'path'")
+    elif isinstance(value, (str, os.PathLike)):
+        data, path = None, os.fspath(value)
+    elif isinstance(value, (bytes, bytearray)):
+        data, path = bytes(value), None
+    else:
+        raise fail(
+            f"unsupported audio value of type {type(value).__name__}; expected a {{'bytes', 'path'}} dict, a path, "
+            "bytes, or an {'array', 'sampling_rate'} dict"
+        )
+
+    if data is None and "://" in str(path):
+        import fsspec  # a `datasets` dependency; remote paths are how streamed Hub datasets point at audio
+
+        try:
+            with fsspec.open(path, "rb") as f:
+                data = f.read()
+        except (OSError, ValueError) as err:
+            raise fail(f"cannot read remote file ({err})") from err
+
+    if data is not None:
+        if len(data) == 0:
+            raise fail("empty file (0 bytes)")
+        return _read_soundfile(io.BytesIO(data), fail)
+
+    if not os.path.isfile(path):
+        raise fail("file not found" if not os.path.exists(path) else "not a regular file")
+    if os.path.getsize(path) == 0:
+        raise fail("empty file (0 bytes)")
+    return _read_soundfile(path, fail)
+
+
+def _to_mono(samples: np.ndarray, fail) -> np.ndarray:
+    if samples.ndim == 1:
+        return samples
+    if samples.ndim != 2:
+        raise fail(f"audio array has {samples.ndim} dimensions, expected 1 (mono) or 2 (channels and samples)")
+    # Decoded arrays come as (channels, frames) from datasets/torchcodec and librosa, or (frames, channels) from
+    # soundfile. Channels are the shorter axis for anything longer than a handful of samples.
+    channel_axis = 1 if samples.shape[1] <= samples.shape[0] else 0
+    return samples.mean(axis=channel_axis) if samples.shape[channel_axis] > 1 else samples.reshape(-1)
+
+
+def decode_audio(value: Any, sampling_rate: int, *, row: int | None = None, column: str = "audio") -> np.ndarray:
+    """
+    Decodes one audio value to a mono float32 waveform at `sampling_rate`.
+
+    Stereo and multichannel audio is averaged to mono; resampling uses soxr and is skipped when the rates match.
+
+    Args:
+        value (`dict`, `str`, `os.PathLike` or `bytes`):
+            One of:
+
+            - a `datasets.Audio(decode=False)` value `{"bytes": bytes | None, "path": str | None}`; bytes win when
+              they are not `None`, otherwise the path is read (relative paths resolve against the working directory,
+              `scheme://` paths through fsspec);
+            - a path to an audio file, or the file's bytes;
+            - an already decoded `{"array": ..., "sampling_rate": int}` dict (1-D, or 2-D with channels first or
+              last; integer samples are scaled to [-1, 1)).
+        sampling_rate (`int`):
+            Sampling rate of the returned waveform, in Hz.
+        row (`int`, *optional*):
+            Dataset row the value came from, named in errors.
+        column (`str`, *optional*, defaults to `"audio"`):
+            Dataset column the value came from, named in errors together with `row`.
+
+    Returns:
+        `np.ndarray`: float32, 1-D, at `sampling_rate`.
+
+    Raises:
+        [`AudioDecodeError`]: when the value is corrupt, in an unreadable format, missing, empty (0 bytes), has zero
+            frames, or holds NaN/inf samples.
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> from hfpref.data.audio import decode_audio, encode_wav
+    >>> sine = np.sin(2 * np.pi * 440 * np.arange(8000) / 8000)
+    >>> waveform = decode_audio({"bytes": encode_wav(sine, 8000), "path": "sine.wav"}, 16000)
+    >>> waveform.dtype, waveform.shape
+    (dtype('float32'), (16000,))
+
+    ```
+    """
+    if sampling_rate <= 0:
+        raise ValueError(f"sampling_rate={sampling_rate} must be a positive number of Hz")
+    file = _describe_file(value)
+
+    def fail(reason: str) -> AudioDecodeError:
+        return AudioDecodeError(reason, file=file, row=row, column=column)
+
+    samples, rate = _load(value, fail)
+    if rate <= 0:
+        raise fail(f"invalid source sampling rate {rate}")
+    waveform = _to_mono(samples, fail)
+    if waveform.size == 0:
+        raise fail("zero-length audio (0 frames)")
+    if not np.isfinite(waveform).all():
+        raise fail("non-finite samples (NaN or inf)")
+    waveform = np.ascontiguousarray(waveform, dtype=np.float32)
+    if rate != sampling_rate:
+        frames = waveform.size
+        waveform = soxr.resample(waveform, rate, sampling_rate)
+        if waveform.size == 0:
+            raise fail(f"{frames} frames at {rate} Hz are too short to resample to {sampling_rate} Hz")
+    return waveform
+
+
+def ensure_audio_column(ds: Dataset, column: str = "audio", sampling_rate: int | None = None) -> Dataset:
+    """
+    Makes `column` an `Audio(decode=False)` column, so that reading it never decodes through `datasets`.
+
+    Casting only rewrites the feature (an Arrow metadata change); no audio is read.
+
+    Args:
+        ds ([`~datasets.Dataset`]):
+            Dataset holding the column.
+        column (`str`, *optional*, defaults to `"audio"`):
+            Audio column: an `Audio` feature (decoding or not), a string column of file paths, a binary column of
+            file bytes, or `{"bytes", "path"}` structs such as `Dataset.from_dict` makes of [`audio_value`] dicts
+            (building the dataset with `features=Features({"audio": Audio()})` instead needs torchcodec).
+        sampling_rate (`int`, *optional*):
+            Sampling rate recorded on the feature. Defaults to the rate the column's `Audio` feature already declares.
+            It is metadata only: [`decode_audio`] takes the rate to decode at.
+
+    Returns:
+        [`~datasets.Dataset`]: `ds` itself when the column is already `Audio(decode=False)` (with the requested rate),
+        otherwise a cast copy.
+
+    Raises:
+        `ValueError`: when the column is missing or of none of these types.
+    """
+    if column not in ds.column_names:
+        raise ValueError(f"audio column {column!r} not found; the dataset has columns {ds.column_names}")
+    feature = ds.features[column]
+    if isinstance(feature, Audio):
+        rate = feature.sampling_rate if sampling_rate is None else sampling_rate
+        if not feature.decode and feature.sampling_rate == rate:
+            return ds
+        return ds.cast_column(column, Audio(sampling_rate=rate, decode=False))
+    is_paths = isinstance(feature, Value) and feature.dtype in ("string", "large_string")
+    is_bytes = isinstance(feature, Value) and feature.dtype in ("binary", "large_binary")
+    # What Dataset.from_dict makes of audio_value() dicts.
+    is_struct = isinstance(feature, dict) and 0 < len(feature) and set(feature) <= {"bytes", "path"}
+    if is_paths or is_bytes or is_struct:
+        return ds.cast_column(column, Audio(sampling_rate=sampling_rate, decode=False))
+    raise ValueError(
+        f"column {column!r} has feature {feature}; expected datasets.Audio, a string column of audio file paths, "
+        "a binary column of audio file bytes, or {'bytes', 'path'} structs"
+    )
+
+
+def _iter_decoded(
+    ds: Dataset, column: str, sampling_rate: int
+) -> Iterator[tuple[int, np.ndarray | None, AudioDecodeError | None]]:
+    """Yields `(row, waveform, None)` or `(row, None, error)` for every row, reading the raw Arrow values."""
+    if column not in ds.column_names:
+        raise ValueError(f"audio column {column!r} not found; the dataset has columns {ds.column_names}")
+    # The Arrow view skips every feature's decode_example (torchcodec) and still honours select/shuffle indices.
+    raw = ds.select_columns([column]).with_format("arrow")
+    row = 0
+    for batch in raw.iter(batch_size=_ROWS_PER_ARROW_BATCH):
+        for value in batch.column(column).to_pylist():
+            try:
+                yield row, decode_audio(value, sampling_rate, row=row, column=column), None
+            except AudioDecodeError as err:
+                yield row, None, err
+            row += 1
+
+
+def _warn_dropped(errors: list[AudioDecodeError], total: int, column: str) -> None:
+    named = "; ".join(f"{err.file!r} (row {err.row}): {err.reason}" for err in errors[:_MAX_NAMED_BAD_FILES])
+    more = f"; and {len(errors) - _MAX_NAMED_BAD_FILES} more" if len(errors) > _MAX_NAMED_BAD_FILES else ""
+    logger.warning(f"Dropped {len(errors)} of {total} rows whose {column!r} audio could not be decoded: {named}{more}")
+
+
+def decode_audio_column(
+    ds: Dataset, column: str = "audio", sampling_rate: int = 16000, *, skip_bad_audio: bool = False
+) -> tuple[list[np.ndarray], list[int]]:
+    """
+    Decodes every row of an audio column with [`decode_audio`], without decoding through `datasets`.
+
+    Args:
+        ds ([`~datasets.Dataset`]):
+            Dataset holding the column. Any column type works: `Audio` (decoding or not), string paths, or
+            `{"array", "sampling_rate"}` structs.
+        column (`str`, *optional*, defaults to `"audio"`):
+            Audio column.
+        sampling_rate (`int`, *optional*, defaults to `16000`):
+            Sampling rate of the returned waveforms, in Hz.
+        skip_bad_audio (`bool`, *optional*, defaults to `False`):
+            If `False`, the first undecodable row raises. If `True`, undecodable rows are left out and a warning names
+            how many and which files.
+
+    Returns:
+        `tuple[list[np.ndarray], list[int]]`: The float32 mono waveforms and the indices of the rows they came from,
+        so that callers can align other columns (`ds.select(kept)`).
+
+    Raises:
+        [`AudioDecodeError`]: with `skip_bad_audio=False`, for the first undecodable row, naming its file and row.
+        `ValueError`: when the column is missing.
+    """
+    waveforms, kept, errors = [], [], []
+    for row, waveform, error in _iter_decoded(ds, column, sampling_rate):
+        if error is not None:
+            if not skip_bad_audio:
+                raise error
+            errors.append(error)
+        else:
+            waveforms.append(waveform)
+            kept.append(row)
+    if errors:
+        _warn_dropped(errors, len(ds), column)
+    return waveforms, kept
+
+
+def drop_bad_audio(ds: Dataset, column: str = "audio", sampling_rate: int = 16000) -> Dataset:
+    """
+    Removes the rows whose audio [`decode_audio`] cannot decode at `sampling_rate`, logging a warning that names them.
+
+    Every row is decoded once to check it; the waveforms are not kept.
+
+    Args:
+        ds ([`~datasets.Dataset`]):
+            Dataset holding the column.
+        column (`str`, *optional*, defaults to `"audio"`):
+            Audio column.
+        sampling_rate (`int`, *optional*, defaults to `16000`):
+            Rate the audio will be decoded at later; a clip too short to resample to it counts as bad.
+
+    Returns:
+        [`~datasets.Dataset`]: `ds` itself when every row decodes, otherwise the decodable rows.
+    """
+    kept, errors = [], []
+    for row, _, error in _iter_decoded(ds, column, sampling_rate):
+        if error is None:
+            kept.append(row)
+        else:
+            errors.append(error)
+    if not errors:
+        return ds
+    _warn_dropped(errors, len(ds), column)
+    return ds.select(kept)
+
+
+def encode_wav(array: Any, sampling_rate: int, subtype: str = "PCM_16") -> bytes:
+    """
+    Encodes a waveform as WAV bytes with soundfile.
+
+    Args:
+        array (`np.ndarray` or `torch.Tensor`):
+            1-D mono samples, or 2-D `(frames, channels)`, in [-1, 1].
+        sampling_rate (`int`):
+            Sampling rate of `array`, in Hz.
+        subtype (`str`, *optional*, defaults to `"PCM_16"`):
+            `"PCM_16"` (compact; samples outside [-1, 1] are clipped) or `"FLOAT"` (lossless 32-bit float).
+
+    Returns:
+        `bytes`: A complete WAV file.
+    """
+    if subtype not in ("PCM_16", "FLOAT"):
+        raise ValueError(f"subtype={subtype!r} is not one of ['PCM_16', 'FLOAT']")
+    if hasattr(array, "detach"):
+        array = array.detach().float().cpu().numpy()
+    samples = np.asarray(array, dtype=np.float32)
+    if samples.ndim not in (1, 2) or samples.shape[0] == 0:
+        raise ValueError(f"expected a non-empty 1-D or (frames, channels) array, got shape {samples.shape}")
+    if not np.isfinite(samples).all():
+        raise ValueError("cannot encode audio with NaN or inf samples")
+    if subtype == "PCM_16":
+        samples = np.clip(samples, -1.0, 1.0)
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, int(sampling_rate), format="WAV", subtype=subtype)
+    return buffer.getvalue()
+
+
+def audio_value(array: Any, sampling_rate: int, path: str | None = None, subtype: str = "PCM_16") -> dict:
+    """
+    Builds a `datasets.Audio(decode=False)` value from a waveform.
+
+    Args:
+        array (`np.ndarray` or `torch.Tensor`):
+            1-D mono samples, or 2-D `(frames, channels)`, in [-1, 1].
+        sampling_rate (`int`):
+            Sampling rate of `array`, in Hz.
+        path (`str`, *optional*):
+            File name stored beside the bytes, e.g. `"sample_0.wav"`; it names the clip in errors and on the Hub.
+        subtype (`str`, *optional*, defaults to `"PCM_16"`):
+            WAV subtype, see [`encode_wav`].
+
+    Returns:
+        `dict`: `{"bytes": <WAV bytes>, "path": path}`.
+    """
+    return {"bytes": encode_wav(array, sampling_rate, subtype=subtype), "path": path}

@@ -1,0 +1,28 @@
+from .functions import (
+    REWARD_FUNCTIONS,
+    get_clap_similarity_reward,
+    get_reward_func,
+    get_reward_model_reward,
+    length_penalty,
+    with_length_penalty,
+    with_repetition_penalty,
+)
+from .losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
+from .modeling_clap_reward import CLAPRewardConfig, CLAPRewardModel, CLAPRewardOutput
+
+
+__all__ = [
+    "CLAPRewardConfig",
+    "CLAPRewardModel",
+    "CLAPRewardOutput",
+    "REWARD_FUNCTIONS",
+    "binary_feedback_loss",
+    "bradley_terry_loss",
+    "get_clap_similarity_reward",
+    "get_reward_func",
+    "get_reward_model_reward",
+    "l2_penalty",
+    "length_penalty",
+    "with_length_penalty",
+    "with_repetition_penalty",
+]

@@ -1,0 +1,247 @@
+"""
+Reward callables for RL fine-tuning, with TRL's signature `f(completions, **columns) -> list[float]`.
+
+Dataset columns arrive as keyword arguments (TRL's GRPO/RLOO do this, and so does hfpref's
+captioning RL trainer), so a reward reads the audio from an `audio_embedding` column when the
+data carries cached embeddings, or decodes the `audio` column otherwise. Shaping (length and
+repetition penalties) wraps a reward; it never lives inside a trainer.
+"""
+
+import functools
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+
+RewardFunc = Callable[..., list[float]]
+
+
+def completion_text(completion) -> str:
+    """
+    The text of one completion, standard (`str`) or conversational (a list of messages).
+
+    Example:
+    ```python
+    >>> completion_text([{"role": "assistant", "content": "a dog barks"}])
+    'a dog barks'
+
+    ```
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content", "")
+        if isinstance(content, list):  # multimodal message parts
+            return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+        return content
+    raise ValueError(f"completion of type {type(completion).__name__} is neither text nor a list of messages.")
+
+
+def _named(function: RewardFunc, name: str) -> RewardFunc:
+    function.__name__ = name
+    function.__qualname__ = name
+    return function
+
+
+def _audio_embeddings(embedder, n: int, audio=None, audio_embedding=None) -> np.ndarray:
+    """Audio embeddings for a batch: the cached `audio_embedding` column when present, else CLAP on `audio`."""
+    if audio_embedding is not None:
+        vectors = np.asarray(
+            [e.detach().cpu().numpy() if isinstance(e, torch.Tensor) else e for e in audio_embedding], np.float32
+        )
+    elif audio is not None:
+        from ..data.audio import decode_audio
+
+        arrays = [
+            a if isinstance(a, np.ndarray) else decode_audio(a, embedder.sampling_rate, row=i)
+            for i, a in enumerate(audio)
+        ]
+        vectors = embedder.embed_audio(arrays)
+    else:
+        raise ValueError("this reward needs an `audio` or `audio_embedding` column; the batch has neither.")
+    if len(vectors) != n:
+        raise ValueError(f"{len(vectors)} audio rows for {n} completions.")
+    return vectors
+
+
+def get_reward_model_reward(reward_model, embedder) -> RewardFunc:
+    """
+    Reward from a [`~hfpref.rewards.CLAPRewardModel`]: r(a, c) in (0, 1).
+
+    Args:
+        reward_model ([`~hfpref.rewards.CLAPRewardModel`]):
+            A trained reward model (put in eval mode here).
+        embedder ([`~hfpref.encoders.clap.ClapEmbedder`]):
+            The CLAP embedder the reward model was trained on (its cache is used for captions too).
+
+    Returns:
+        `Callable`: `reward_model_reward(completions, audio=None, audio_embedding=None, **kwargs)`.
+    """
+    reward_model.eval()
+
+    @torch.inference_mode()
+    def reward_model_reward(completions, audio=None, audio_embedding=None, **kwargs) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        audio_vectors = _audio_embeddings(embedder, len(texts), audio, audio_embedding)
+        text_vectors = embedder.embed_text(texts)
+        device = reward_model.device
+        out = reward_model(
+            audio_embedding=torch.from_numpy(audio_vectors).to(device),
+            text_embedding=torch.from_numpy(text_vectors).to(device),
+        )
+        return out.rewards.float().cpu().tolist()
+
+    return _named(reward_model_reward, "reward_model_reward")
+
+
+def get_clap_similarity_reward(embedder) -> RewardFunc:
+    """
+    CLAP score: cosine similarity of the audio and caption embeddings, in [-1, 1].
+
+    Args:
+        embedder ([`~hfpref.encoders.clap.ClapEmbedder`]): the CLAP embedder.
+
+    Returns:
+        `Callable`: `clap_similarity_reward(completions, audio=None, audio_embedding=None, **kwargs)`.
+    """
+
+    def clap_similarity_reward(completions, audio=None, audio_embedding=None, **kwargs) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        audio_vectors = _audio_embeddings(embedder, len(texts), audio, audio_embedding)
+        text_vectors = embedder.embed_text(texts)
+        audio_vectors = audio_vectors / np.linalg.norm(audio_vectors, axis=-1, keepdims=True).clip(1e-12)
+        text_vectors = text_vectors / np.linalg.norm(text_vectors, axis=-1, keepdims=True).clip(1e-12)
+        return (audio_vectors * text_vectors).sum(-1).astype(float).tolist()
+
+    return _named(clap_similarity_reward, "clap_similarity_reward")
+
+
+def length_penalty(reward: float, length: int, expected_length: float, alpha: float = 0.4) -> float:
+    """
+    Length-penalised reward, applied only above the expected length (Hegde et al., eq. 6):
+    `R' = R - alpha * max(0, L - L_exp) / L_exp`, L in words.
+
+    Example:
+    ```python
+    >>> round(length_penalty(0.8, length=15, expected_length=10, alpha=0.4), 6)  # 0.8 - 0.4 * 5 / 10
+    0.6
+    >>> length_penalty(0.8, length=7, expected_length=10)  # shorter than expected: unchanged
+    0.8
+
+    ```
+    """
+    if expected_length <= 0:
+        raise ValueError(f"expected_length={expected_length} must be positive")
+    return reward - alpha * max(0.0, length - expected_length) / expected_length
+
+
+def expected_caption_length(references: Sequence[Sequence[str]] | Sequence[str]) -> float:
+    """
+    Mean length in words of reference captions: the default `L_exp` of the length penalty.
+
+    Example:
+    ```python
+    >>> expected_caption_length([["a dog barks", "a dog barks loudly"], ["rain falls"]])
+    3.0
+
+    ```
+    """
+    lengths = [len(r.split()) for refs in references for r in ([refs] if isinstance(refs, str) else refs)]
+    if not lengths:
+        raise ValueError("expected_caption_length: no reference captions.")
+    return float(np.mean(lengths))
+
+
+def with_length_penalty(reward_func: RewardFunc, expected_length: float, alpha: float = 0.4) -> RewardFunc:
+    """
+    Wrap a reward with [`length_penalty`].
+
+    Args:
+        reward_func (`Callable`): the reward to shape.
+        expected_length (`float`): `L_exp`, in words (e.g. [`expected_caption_length`] of the references).
+        alpha (`float`, *optional*, defaults to `0.4`): penalty strength (0.4 AudioCaps, 1.0 the paper's in-house data).
+
+    Example:
+    ```python
+    >>> const = lambda completions, **kw: [1.0] * len(completions)
+    >>> shaped = with_length_penalty(const, expected_length=2, alpha=0.5)
+    >>> shaped(["a dog", "a dog barks loudly"])
+    [1.0, 0.5]
+
+    ```
+    """
+    if expected_length <= 0:
+        raise ValueError(f"expected_length={expected_length} must be positive")
+
+    @functools.wraps(reward_func)
+    def shaped(completions, **kwargs) -> list[float]:
+        rewards = reward_func(completions, **kwargs)
+        lengths = [len(completion_text(c).split()) for c in completions]
+        return [length_penalty(r, n, expected_length, alpha) for r, n in zip(rewards, lengths)]
+
+    return _named(shaped, f"{getattr(reward_func, '__name__', 'reward')}_length_penalty")
+
+
+def repetition_rate(text: str, n: int = 1) -> float:
+    """
+    Share of the n-grams of `text` that repeat an earlier n-gram, in [0, 1).
+
+    Example:
+    ```python
+    >>> round(repetition_rate("a dog a dog a dog"), 4)  # 6 words, 2 distinct
+    0.6667
+
+    ```
+    """
+    words = text.split()
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if not grams:
+        return 0.0
+    return 1.0 - len(set(grams)) / len(grams)
+
+
+def with_repetition_penalty(reward_func: RewardFunc, beta: float = 0.5, n: int = 1) -> RewardFunc:
+    """
+    Wrap a reward with a repetition penalty, `R' = R - beta * repetition_rate(c, n)`.
+
+    Example:
+    ```python
+    >>> const = lambda completions, **kw: [1.0] * len(completions)
+    >>> with_repetition_penalty(const, beta=0.5)(["a dog barks", "dog dog dog dog"])
+    [1.0, 0.625]
+
+    ```
+    """
+
+    @functools.wraps(reward_func)
+    def shaped(completions, **kwargs) -> list[float]:
+        rewards = reward_func(completions, **kwargs)
+        return [r - beta * repetition_rate(completion_text(c), n) for r, c in zip(rewards, completions)]
+
+    return _named(shaped, f"{getattr(reward_func, '__name__', 'reward')}_repetition_penalty")
+
+
+# The registry the recipes use to turn names from YAML into callables; trainers receive callables.
+REWARD_FUNCTIONS: dict[str, Callable[..., RewardFunc]] = {
+    "reward_model": get_reward_model_reward,
+    "clap_similarity": get_clap_similarity_reward,
+}
+
+
+def get_reward_func(name: str, **kwargs) -> RewardFunc:
+    """
+    Build the reward registered under `name`; an unknown name raises a `ValueError` listing the known names.
+
+    Example:
+    ```python
+    >>> get_reward_func("bleu")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown reward 'bleu'; known rewards: ['clap_similarity', 'reward_model']
+
+    ```
+    """
+    if name not in REWARD_FUNCTIONS:
+        raise ValueError(f"unknown reward {name!r}; known rewards: {sorted(REWARD_FUNCTIONS)}")
+    return REWARD_FUNCTIONS[name](**kwargs)

@@ -1,0 +1,110 @@
+"""Reward-model losses: Bradley-Terry for pairwise preferences, BCE and MSE for binary feedback."""
+
+from collections.abc import Iterable
+
+import torch
+import torch.nn.functional as F
+
+
+def l2_penalty(parameters: Iterable[torch.Tensor], reduction: str = "sum") -> torch.Tensor:
+    """
+    Squared L2 norm of the trainable parameters, `||theta||^2` (`reduction="sum"`), or its mean
+    over the parameter count, `||theta||^2 / |theta|` (`reduction="mean"`).
+
+    Example:
+    ```python
+    >>> import torch
+    >>> theta = [torch.nn.Parameter(torch.tensor([1.0, 2.0])), torch.nn.Parameter(torch.tensor([[2.0]]))]
+    >>> l2_penalty(theta).item()
+    9.0
+    >>> l2_penalty(theta, reduction="mean").item()
+    3.0
+
+    ```
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction={reduction!r} is not one of ['sum', 'mean']")
+    trainable = [p for p in parameters if p.requires_grad]
+    if not trainable:
+        raise ValueError("l2_penalty: no trainable parameters.")
+    total = torch.stack([p.pow(2).sum() for p in trainable]).sum()
+    if reduction == "mean":
+        total = total / sum(p.numel() for p in trainable)
+    return total
+
+
+def bradley_terry_loss(
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+    *,
+    scale: float = 10.0,
+    margin: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """
+    Bradley-Terry loss with a scaled reward difference, `-log sigmoid(s * (r_w - r_l))`, averaged.
+
+    From "Aligning Audio Captions with Human Preferences" (https://huggingface.co/papers/2509.14659), eq. 2-4. The rewards
+    lie in (0, 1), so their difference is at most 1; the scale `s` lets the loss still separate
+    pairs (the paper's value was lost in extraction; 10 is hfpref's default).
+
+    Args:
+        chosen_rewards (`torch.Tensor` of shape `(batch,)`):
+            Rewards `r(a, c_w)` of the preferred captions.
+        rejected_rewards (`torch.Tensor` of shape `(batch,)`):
+            Rewards `r(a, c_l)` of the dispreferred captions.
+        scale (`float`, *optional*, defaults to `10.0`):
+            The factor `s` on the reward difference.
+        margin (`torch.Tensor` of shape `(batch,)`, *optional*):
+            Subtracted from the scaled difference, as in Llama 2's margin loss; `None` for none.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> loss = bradley_terry_loss(torch.tensor([0.7]), torch.tensor([0.2]), scale=10.0)
+    >>> round(loss.item(), 4)  # -log sigmoid(10 * 0.5) = log(1 + e^-5)
+    0.0067
+
+    ```
+    """
+    if chosen_rewards.shape != rejected_rewards.shape:
+        raise ValueError(
+            f"bradley_terry_loss: chosen {tuple(chosen_rewards.shape)} and rejected "
+            f"{tuple(rejected_rewards.shape)} rewards differ in shape."
+        )
+    logits = scale * (chosen_rewards - rejected_rewards)
+    if margin is not None:
+        logits = logits - margin
+    return -F.logsigmoid(logits).mean()
+
+
+def binary_feedback_loss(rewards: torch.Tensor, labels: torch.Tensor, *, loss_type: str = "bce") -> torch.Tensor:
+    """
+    Loss of rewards in (0, 1) against binary human feedback (BATON,
+    https://huggingface.co/papers/2402.00744, section 3.2).
+
+    Args:
+        rewards (`torch.Tensor` of shape `(batch,)`):
+            Predicted rewards, probabilities in (0, 1).
+        labels (`torch.Tensor` of shape `(batch,)`):
+            Human labels, 0 or 1.
+        loss_type (`str`, *optional*, defaults to `"bce"`):
+            `"bce"` (binary cross-entropy) or `"mse"` (squared error).
+
+    Example:
+    ```python
+    >>> import torch
+    >>> round(binary_feedback_loss(torch.tensor([0.8, 0.4]), torch.tensor([1, 0])).item(), 4)  # -(ln .8 + ln .6) / 2
+    0.367
+    >>> round(binary_feedback_loss(torch.tensor([0.8, 0.4]), torch.tensor([1, 0]), loss_type="mse").item(), 4)
+    0.1
+
+    ```
+    """
+    labels = labels.to(rewards.dtype)
+    if not bool(((labels == 0) | (labels == 1)).all()):
+        raise ValueError(f"binary_feedback_loss: labels must be 0 or 1, got {labels.unique().tolist()}.")
+    if loss_type == "bce":
+        return F.binary_cross_entropy(rewards, labels)
+    if loss_type == "mse":
+        return F.mse_loss(rewards, labels)
+    raise ValueError(f"loss_type={loss_type!r} is not one of ['bce', 'mse']")

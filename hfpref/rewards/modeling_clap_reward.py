@@ -1,0 +1,180 @@
+"""The CLAP reward model: an MLP over concatenated audio and text embeddings, r(a, c) in (0, 1)."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
+from transformers.utils import ModelOutput
+
+
+class CLAPRewardConfig(PretrainedConfig):
+    """
+    Configuration of a [`CLAPRewardModel`].
+
+    Args:
+        embedding_dim (`int`, *optional*, defaults to `512`):
+            Width of each input embedding (512 for `laion/clap-htsat-unfused`); the MLP reads
+            `2 * embedding_dim` features, `[audio_embedding; text_embedding]`.
+        hidden_sizes (`list[int]`, *optional*, defaults to `[512, 128]`):
+            Hidden layer widths of the MLP (the RLHF captioning paper: 1024 -> 512 -> 128 -> 1).
+        dropout (`float`, *optional*, defaults to `0.1`):
+            Dropout after each hidden layer.
+        reward_clamp (`list[float]`, *optional*, defaults to `[0.01, 0.99]`):
+            Rewards are clamped to this range in training mode, as in the paper; `None` for no clamp.
+        clap_checkpoint (`str`, *optional*):
+            The CLAP checkpoint whose embeddings the model reads (e.g. `"laion/clap-htsat-unfused"`).
+        clap_fingerprint (`str`, *optional*):
+            Fingerprint of that CLAP's weights and processor settings, as the embedding cache keys it.
+    """
+
+    model_type = "hfpref_clap_reward"
+
+    def __init__(
+        self,
+        embedding_dim: int = 512,
+        hidden_sizes: Sequence[int] = (512, 128),
+        dropout: float = 0.1,
+        reward_clamp: Sequence[float] | None = (0.01, 0.99),
+        clap_checkpoint: str | None = None,
+        clap_fingerprint: str | None = None,
+        **kwargs,
+    ):
+        if embedding_dim < 1:
+            raise ValueError(f"embedding_dim={embedding_dim} must be positive")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout={dropout} must lie in [0, 1)")
+        if reward_clamp is not None and not (0.0 <= reward_clamp[0] < reward_clamp[1] <= 1.0):
+            raise ValueError(f"reward_clamp={list(reward_clamp)} must be [low, high] with 0 <= low < high <= 1")
+        self.embedding_dim = embedding_dim
+        self.hidden_sizes = list(hidden_sizes)
+        self.dropout = dropout
+        self.reward_clamp = list(reward_clamp) if reward_clamp is not None else None
+        self.clap_checkpoint = clap_checkpoint
+        self.clap_fingerprint = clap_fingerprint
+        super().__init__(**kwargs)
+
+
+@dataclass
+class CLAPRewardOutput(ModelOutput):
+    """
+    Args:
+        rewards (`torch.FloatTensor` of shape `(batch,)`): r(a, c) in (0, 1).
+        logits (`torch.FloatTensor` of shape `(batch,)`): the pre-sigmoid scores.
+    """
+
+    rewards: torch.FloatTensor | None = None
+    logits: torch.FloatTensor | None = None
+
+
+class CLAPRewardModel(PreTrainedModel):
+    """
+    Reward model of "Aligning Audio Captions with Human Preferences" (https://huggingface.co/papers/2509.14659,
+    section 3.1), also the binary-feedback reward model of BATON (https://huggingface.co/papers/2402.00744): frozen CLAP embeddings of the audio and
+    the caption, concatenated, through an MLP and a sigmoid, so r(a, c) is in (0, 1).
+
+    It reads precomputed embeddings (cached once per clip and caption); [`~CLAPRewardModel.score`]
+    runs the CLAP embedder and the head end to end.
+    """
+
+    config_class = CLAPRewardConfig
+    base_model_prefix = "reward"
+    main_input_name = "audio_embedding"
+
+    def __init__(self, config: CLAPRewardConfig):
+        super().__init__(config)
+        layers: list[nn.Module] = []
+        width = 2 * config.embedding_dim
+        for hidden in config.hidden_sizes:
+            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
+            width = hidden
+        layers.append(nn.Linear(width, 1))
+        self.mlp = nn.Sequential(*layers)
+        self.post_init()
+
+    def _init_weights(self, module):
+        if isinstance(module, nn.Linear):
+            nn.init.kaiming_uniform_(module.weight, a=5**0.5)
+            bound = 1 / module.in_features**0.5
+            nn.init.uniform_(module.bias, -bound, bound)
+
+    def _check_embeddings(self, name: str, embedding: torch.Tensor) -> None:
+        if embedding.ndim != 2 or embedding.shape[-1] != self.config.embedding_dim:
+            raise ValueError(
+                f"{name} has shape {tuple(embedding.shape)}, but this reward model reads "
+                f"(batch, {self.config.embedding_dim}) embeddings from {self.config.clap_checkpoint or 'its CLAP'}: "
+                "embed with the same CLAP checkpoint it was trained on."
+            )
+        if not torch.isfinite(embedding).all():
+            bad = (~torch.isfinite(embedding)).any(-1).nonzero().flatten().tolist()
+            raise ValueError(f"{name} has NaN or inf values in rows {bad[:10]}.")
+
+    def forward(
+        self, audio_embedding: torch.Tensor, text_embedding: torch.Tensor, return_dict: bool = True, **kwargs
+    ) -> CLAPRewardOutput:
+        """
+        Args:
+            audio_embedding (`torch.FloatTensor` of shape `(batch, embedding_dim)`): CLAP audio embeddings.
+            text_embedding (`torch.FloatTensor` of shape `(batch, embedding_dim)`): CLAP text embeddings.
+        """
+        self._check_embeddings("audio_embedding", audio_embedding)
+        self._check_embeddings("text_embedding", text_embedding)
+        if audio_embedding.shape[0] != text_embedding.shape[0]:
+            raise ValueError(
+                f"audio_embedding has {audio_embedding.shape[0]} rows but text_embedding has {text_embedding.shape[0]}."
+            )
+        dtype = self.mlp[0].weight.dtype
+        features = torch.cat([audio_embedding, text_embedding], dim=-1).to(dtype)
+        logits = self.mlp(features).squeeze(-1)
+        rewards = torch.sigmoid(logits)
+        if self.training and self.config.reward_clamp is not None:
+            rewards = rewards.clamp(*self.config.reward_clamp)
+        output = CLAPRewardOutput(rewards=rewards, logits=logits)
+        return output if return_dict else output.to_tuple()
+
+    @torch.inference_mode()
+    def score(self, audio: Sequence[np.ndarray], captions: Sequence[str], embedder=None) -> list[float]:
+        """
+        Reward of each (clip, caption) pair, end to end: CLAP embeddings, then the head.
+
+        Args:
+            audio (`Sequence[np.ndarray]`):
+                Mono waveforms at the embedder's sampling rate, one per caption.
+            captions (`Sequence[str]`):
+                The captions to score.
+            embedder ([`~hfpref.encoders.clap.ClapEmbedder`], *optional*):
+                The CLAP embedder; by default `config.clap_checkpoint` is loaded. Its fingerprint
+                must match `config.clap_fingerprint` when the model records one.
+
+        Returns:
+            `list[float]`: rewards in (0, 1).
+        """
+        from ..encoders.clap import ClapEmbedder
+
+        if len(audio) != len(captions):
+            raise ValueError(f"score: {len(audio)} clips but {len(captions)} captions.")
+        if embedder is None:
+            if self.config.clap_checkpoint is None:
+                raise ValueError("score: the config names no clap_checkpoint; pass embedder=.")
+            embedder = ClapEmbedder.from_pretrained(self.config.clap_checkpoint, show_progress=False)
+        if self.config.clap_fingerprint and embedder.fingerprint != self.config.clap_fingerprint:
+            raise ValueError(
+                f"score: the embedder's CLAP (fingerprint {embedder.fingerprint}) is not the one this reward "
+                f"model was trained on ({self.config.clap_checkpoint}, fingerprint {self.config.clap_fingerprint})."
+            )
+        device = self.device
+        audio_embedding = torch.from_numpy(embedder.embed_audio(list(audio))).to(device)
+        text_embedding = torch.from_numpy(embedder.embed_text(list(captions))).to(device)
+        was_training = self.training
+        self.eval()
+        try:
+            rewards = self(audio_embedding=audio_embedding, text_embedding=text_embedding).rewards
+        finally:
+            self.train(was_training)
+        return rewards.float().cpu().tolist()
+
+
+AutoConfig.register(CLAPRewardConfig.model_type, CLAPRewardConfig)
+AutoModel.register(CLAPRewardConfig, CLAPRewardModel)

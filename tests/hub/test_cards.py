@@ -1,0 +1,190 @@
+from importlib.resources import files
+
+import numpy as np
+import pytest
+import soundfile as sf
+from datasets import Audio, Dataset, DatasetDict
+from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
+
+from hfpref.data import preference
+from hfpref.data.preference import push_preference_dataset, split_by_clip
+from hfpref.hub import (
+    METHODS,
+    TEMPLATES,
+    render_dataset_card,
+    render_model_card,
+    render_reward_model_card,
+    template_path,
+)
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    path = tmp_path / "tone.wav"
+    sf.write(path, np.zeros(800, dtype="float32"), 16000)
+    wav = path.read_bytes()
+    clips = [f"clip-{i}" for i in range(10) for _ in range(2)]
+    return Dataset.from_dict(
+        {
+            "audio": [{"bytes": wav, "path": None} for _ in clips],
+            "chosen": [f"a dog barks near {c}" for c in clips],
+            "rejected": [f"a cat meows near {c}" for c in clips],
+            "margin": [2.0] * len(clips),
+            "category": ["HC", "MM"] * 10,
+            "clip_id": clips,
+        }
+    ).cast_column("audio", Audio(decode=False))
+
+
+def test_installed_package_reads_its_templates():
+    for name in TEMPLATES:
+        text = files("hfpref.hub_cards").joinpath(f"{name}.md").read_text()
+        assert text.startswith("---\n{{ card_data }}\n---")
+        assert template_path(name).read_text() == text
+    assert template_path("model_card.md") == template_path("model_card")
+    with pytest.raises(ValueError, match="known templates are"):
+        template_path("space_card")
+
+
+def test_dataset_card_renders_counts_schema_and_front_matter(pairs):
+    splits = split_by_clip(pairs, test_size=0.2, seed=0)
+    card = render_dataset_card(
+        splits,
+        repo_id="someone/dog-prefs",
+        kind="pairwise",
+        license="mit",
+        description="Toy pairs.",
+        source="Made up for a test.",
+        paper_title="Can Audio Captions Be Evaluated with Image Caption Metrics?",
+        paper_id="2110.04684",
+        method="Pairs with a vote sum of 0 were dropped",
+        tags=["audio-captioning"],
+    )
+    assert isinstance(card, DatasetCard)
+    assert card.data.license == "mit" and card.data.pretty_name == "dog-prefs"
+    assert {"hfpref", "preference", "pairwise", "audio", "audio-captioning"} <= set(card.data.tags)
+    assert card.data.size_categories == ["n<1K"]
+    text = str(card)
+    assert DatasetCard(text).data.to_dict() == card.data.to_dict()  # the front matter parses back
+    assert 'load_dataset("someone/dog-prefs", split="train")' in text
+    assert 'kind="pairwise"' in text and "require_audio" not in text
+    assert "| `audio` | Audio |" in text and "| `margin` | float64 |" in text
+    assert (
+        "| train | 16 | 8 | 8 |" in text and "| test | 4 | 2 | 2 |" in text and "| **total** | 20 | 10 | 10 |" in text
+    )
+    assert "over 10 clips" in text
+    assert "https://huggingface.co/papers/2110.04684" in text and "## Limitations" in text
+    assert "{{" not in text and "{%" not in text
+
+
+def test_dataset_card_for_text_only_pairs_and_single_split(pairs):
+    card = render_dataset_card(pairs.remove_columns(["audio", "category"]), repo_id="me/x", kind="pairwise")
+    text = str(card)
+    assert "require_audio=False" in text and "audio itself is not included" in text
+    assert "| train | 20 |" in text and "**total**" not in text
+    assert "license" not in card.data.to_dict() and "audio" not in card.data.tags
+    with pytest.raises(ValueError, match="valid kinds"):
+        render_dataset_card(pairs, repo_id="me/x", kind="ranked")
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_model_card_renders_for_every_method(method):
+    card = render_model_card(
+        repo_id="me/captioner",
+        method=method,
+        base_model="openai/whisper-tiny",
+        datasets=["me/dog-prefs", "./local.json"],
+        reward_model="me/clap-reward",
+        training_args={"learning_rate": 1e-5, "num_train_epochs": 100, "unused": None},
+        metrics={"reward": 0.71234},
+        license="apache-2.0",
+    )
+    assert isinstance(card, ModelCard)
+    data = ModelCard(str(card)).data
+    assert data.base_model == "openai/whisper-tiny" and data.datasets == ["me/dog-prefs"]
+    assert data.license == "apache-2.0" and data.library_name == "transformers"
+    assert {"hfpref", method.replace("_", "-"), "audio-captioning"} <= set(data.tags)
+    text = str(card)
+    assert 'AutoModelForSpeechSeq2Seq.from_pretrained("me/captioner")' in text
+    assert f"https://huggingface.co/papers/{METHODS[method].paper_id}" in text
+    assert "| `learning_rate` | 1e-05 |" in text and "unused" not in text and "| reward | 0.7123 |" in text
+    assert "`./local.json`" in text and "{{" not in text
+
+
+def test_model_card_tasks_and_errors():
+    card = render_model_card(repo_id="me/tta", method="reward_weighted", task="text-to-audio")
+    assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "text-to-audio"
+    assert 'AudioLDMPipeline.from_pretrained("me/tta")' in str(card)
+    card = render_model_card(repo_id="me/sec", method="aligncap", task="speech-emotion-captioning", usage="print(1)")
+    assert card.data.library_name == "peft" and "```python\nprint(1)\n```" in str(card)
+    with pytest.raises(ValueError, match="known methods"):
+        render_model_card(repo_id="me/x", method="ppo2")
+    with pytest.raises(ValueError, match="known tasks"):
+        render_model_card(repo_id="me/x", method="scst", task="asr")
+
+
+@pytest.mark.parametrize("loss_type, paper", [("bt", "2509.14659"), ("bce", "2402.00744"), ("mse", "2402.00744")])
+def test_reward_model_card(loss_type, paper):
+    card = render_reward_model_card(
+        repo_id="me/clap-reward",
+        clap_checkpoint="laion/clap-htsat-unfused",
+        loss_type=loss_type,
+        datasets="me/dog-prefs",
+        training_args={"bt_scale": 10.0, "l2_coef": 0.1, "num_train_epochs": 70},
+        metrics={"agreement/clotho": 0.75},
+    )
+    data = ModelCard(str(card)).data
+    assert data.base_model == "laion/clap-htsat-unfused" and data.datasets == ["me/dog-prefs"]
+    assert {"hfpref", "reward-model", f"loss-{loss_type}"} <= set(data.tags)
+    text = str(card)
+    assert 'CLAPRewardModel.from_pretrained("me/clap-reward")' in text and "reward_model.score(" in text
+    assert f"https://huggingface.co/papers/{paper}" in text and "| agreement/clotho | 0.75 |" in text
+    assert ("scale s = 10 and lambda = 0.1" in text) == (loss_type == "bt")
+    with pytest.raises(ValueError, match="is not one of"):
+        render_reward_model_card(repo_id="me/r", clap_checkpoint="c", loss_type="hinge")
+
+
+def test_push_preference_dataset_validates_then_pushes_data_and_card(pairs, monkeypatch):
+    calls = []
+
+    def fake_dataset_push(self, repo_id, **kwargs):
+        calls.append(("data", type(self).__name__, repo_id, kwargs))
+
+    def fake_card_load(repo_id_or_path, repo_type=None, token=None, **kwargs):
+        calls.append(("load", repo_id_or_path, repo_type, token))
+        return DatasetCard(
+            "---\n"
+            + DatasetCardData(configs=[{"config_name": "default", "data_files": "data/*"}]).to_yaml()
+            + "\n---\n"
+        )
+
+    def fake_card_push(self, repo_id, **kwargs):
+        calls.append(("card", repo_id, kwargs, str(self)))
+
+    monkeypatch.setattr(Dataset, "push_to_hub", fake_dataset_push)
+    monkeypatch.setattr(DatasetDict, "push_to_hub", fake_dataset_push)
+    monkeypatch.setattr(DatasetCard, "load", fake_card_load)
+    monkeypatch.setattr(DatasetCard, "push_to_hub", fake_card_push)
+
+    splits = split_by_clip(pairs)
+    card = push_preference_dataset(
+        splits, "me/dog-prefs", kind="pairwise", private=True, token="hf_x", license="mit", pretty_name="Dog prefs"
+    )
+    assert [call[0] for call in calls] == ["data", "load", "card"]
+    assert calls[0][1:] == ("DatasetDict", "me/dog-prefs", {"private": True, "token": "hf_x"})
+    assert calls[1][1:] == ("me/dog-prefs", "dataset", "hf_x")
+    assert calls[2][1] == "me/dog-prefs" and calls[2][2] == {"repo_type": "dataset", "token": "hf_x"}
+    pushed = DatasetCard(calls[2][3])
+    assert pushed.data.pretty_name == "Dog prefs" and pushed.data.license == "mit"
+    assert pushed.data.configs == [{"config_name": "default", "data_files": "data/*"}]  # kept from push_to_hub
+    assert "| `chosen` | string |" in calls[2][3] and card.data.pretty_name == "Dog prefs"
+
+    calls.clear()
+    push_preference_dataset(pairs, "me/one-split", kind="pairwise")
+    assert calls[0][1] == "Dataset" and calls[0][3] == {"private": False, "token": None}
+
+    calls.clear()
+    with pytest.raises(ValueError, match="'label'"):
+        push_preference_dataset(pairs, "me/bad", kind="pointwise")
+    assert calls == []  # nothing reaches the network when validation fails
+    assert preference.validate_dataset is not None
