@@ -1,0 +1,118 @@
+"""The `hfpref` command line."""
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+
+def _load_any_dataset(name_or_path: str, split: str | None):
+    """A dataset saved with `save_to_disk`, a json/jsonl/csv/parquet file, or a Hub dataset."""
+    from datasets import DatasetDict, load_dataset, load_from_disk
+
+    path = Path(name_or_path)
+    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+        ds = load_from_disk(str(path))
+    elif path.is_file():
+        builder = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
+        if builder is None:
+            raise SystemExit(f"hfpref: cannot read {path}: expected .json, .jsonl, .csv or .parquet")
+        ds = load_dataset(builder, data_files=str(path), split="train")
+    else:
+        ds = load_dataset(name_or_path, split=split)
+    if isinstance(ds, DatasetDict):
+        if split is None:
+            raise SystemExit(f"hfpref: {name_or_path} has splits {list(ds)}; pick one with --split")
+        ds = ds[split]
+    return ds
+
+
+def cmd_synth(args) -> int:
+    from .data.synth import make_world
+
+    world = make_world(args.n_clips, seed=args.seed, sampling_rate=args.sampling_rate)
+    world.save_to_disk(args.output_dir)
+    counts: dict[str, int] = {}
+    for events in world["events"]:
+        for event in events:
+            counts[event] = counts.get(event, 0) + 1
+    print(f"Synthesized {len(world)} clips at {args.sampling_rate} Hz (seed {args.seed}) into {args.output_dir}")
+    print("Event counts: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    print(f"Example: {world[0]['clip_id']}: {world[0]['caption']!r}")
+    return 0
+
+
+def cmd_embed(args) -> int:
+    from .encoders.clap import ClapEmbedder
+    from .encoders.dataset import add_embeddings
+
+    ds = _load_any_dataset(args.dataset, args.split)
+    embedder = ClapEmbedder.from_pretrained(args.model, cache_dir=args.cache_dir, batch_size=args.batch_size)
+    start = time.perf_counter()
+    ds = add_embeddings(
+        ds,
+        embedder,
+        audio_column=None if args.audio_column == "none" else args.audio_column,
+        text_columns=args.text_columns,
+        skip_bad_audio=args.skip_bad_audio,
+    )
+    seconds = time.perf_counter() - start
+    ds.save_to_disk(args.output_dir)
+    print(f"Embedded {len(ds)} rows with {args.model} in {seconds:.1f}s into {args.output_dir}")
+    print(f"Cache {args.cache_dir}: {json.dumps(embedder.cache.stats) if embedder.cache else 'disabled'}")
+    return 0
+
+
+def cmd_quickstart(args) -> int:
+    from .quickstart import run_quickstart
+
+    run_quickstart(output_dir=args.output_dir, n_clips=args.n_clips, seed=args.seed)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hfpref",
+        description="Preference training for audio-language models (reward models, RL fine-tuning, DPO).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="synthesize a procedural audio world with true captions")
+    p.add_argument("--n-clips", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sampling-rate", type=int, default=16000)
+    p.add_argument("--output-dir", required=True, help="where to save the dataset (save_to_disk)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("embed", help="add CLAP embedding columns to a dataset, through the embedding cache")
+    p.add_argument("--dataset", required=True, help="a saved dataset dir, a json/csv/parquet file, or a Hub name")
+    p.add_argument("--split", default=None)
+    p.add_argument(
+        "--model", required=True, help="CLAP checkpoint: a local dir or a Hub name (laion/clap-htsat-unfused)"
+    )
+    p.add_argument("--cache-dir", default=None, help="embedding cache dir (default: no cache)")
+    p.add_argument("--audio-column", default="audio", help="audio column, or 'none'")
+    p.add_argument("--text-columns", nargs="*", default=["caption"])
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--skip-bad-audio", action="store_true", help="drop undecodable rows (logged) instead of failing")
+    p.add_argument("--output-dir", required=True)
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("quickstart", help="run the main job end to end on the synthetic world")
+    p.add_argument("--output-dir", default="outputs/quickstart")
+    p.add_argument("--n-clips", type=int, default=96)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_quickstart)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+
+LOSS_TYPES = ["bt", "bce", "mse"]
+
+# The papers' schedules. Adam without weight decay is `adamw_torch` with `weight_decay=0`.
+PRESETS: dict[str, dict] = {
+    # Hegde et al., "Aligning Audio Captions with Human Preferences", section 4.2.
+    "paper_pairwise": {
+        "loss_type": "bt",
+        "num_train_epochs": 70,
+        "per_device_train_batch_size": 64,
+        "bt_scale": 10.0,
+        "l2_coef": 0.1,
+    },
+    # Liao et al., "BATON", section 4.1: 50 epochs, batch 64, lr 0.01, Adam.
+    "paper_binary": {
+        "loss_type": "bce",
+        "num_train_epochs": 50,
+        "per_device_train_batch_size": 64,
+        "learning_rate": 0.01,
+        "optim": "adamw_torch",
+        "weight_decay": 0.0,
+        "l2_coef": 0.0,
+    },
+}
+
+
+@dataclass
+class RewardModelConfig(TrainingArguments):
+    r"""
+    Configuration of the [`RewardModelTrainer`], which trains a [`~hfpref.rewards.CLAPRewardModel`] on cached
+    embeddings. Only the parameters specific to reward modelling are listed here; see
+    [`~transformers.TrainingArguments`] for the rest.
+
+    Pairwise data (`loss_type="bt"`) has columns `audio_embedding`, `chosen_embedding`, `rejected_embedding`;
+    pointwise binary feedback (`loss_type="bce"` or `"mse"`) has `audio_embedding`, `text_embedding`, `label`.
+
+    Parameters:
+        loss_type (`str`, *optional*, defaults to `"bt"`):
+            `"bt"`: Bradley-Terry with a scaled difference, `-log sigmoid(s * (r_w - r_l))`;
+            `"bce"` or `"mse"`: binary feedback.
+        bt_scale (`float`, *optional*, defaults to `10.0`):
+            The scale `s` of the reward difference (lost from the paper's text; 10 is hfpref's default).
+        l2_coef (`float`, *optional*, defaults to `0.1`):
+            Coefficient `lambda` of the L2 penalty on the head's parameters added to the loss (the paper: 0.1).
+        l2_reduction (`str`, *optional*, defaults to `"mean"`):
+            `"sum"`: `lambda * ||theta||^2`, the paper's formula as written; `"mean"`: `lambda * ||theta||^2 / |theta|`.
+            With the paper's head (about 590k weights) and lambda = 0.1, the summed penalty outweighs the
+            Bradley-Terry term and drives every reward to 0.5 (measured: held-out accuracy 0, margin 0), so
+            hfpref averages it by default; `"sum"` reproduces the formula literally.
+        use_margin (`bool`, *optional*, defaults to `False`):
+            Subtract a `margin` column from the scaled difference (Llama 2's margin loss).
+        category_column (`str` or `None`, *optional*, defaults to `"category"`):
+            Column whose values get their own evaluation accuracy (FENSE's HC/HI/HM/MM), when present.
+        reward_histogram (`bool`, *optional*, defaults to `True`):
+            Save a histogram PNG of predicted rewards in `output_dir` at each evaluation (as BATON's Figure 4).
+
+    Presets: `RewardModelConfig.from_preset("paper_pairwise", output_dir=...)` (70 epochs, batch 64) and
+    `"paper_binary"` (50 epochs, batch 64, lr 0.01, Adam).
+    """
+
+    loss_type: str = field(default="bt", metadata={"help": f"One of {LOSS_TYPES}."})
+    bt_scale: float = field(default=10.0, metadata={"help": "Scale s of the reward difference in the BT loss."})
+    l2_coef: float = field(default=0.1, metadata={"help": "Coefficient of the L2 penalty on the head's weights."})
+    l2_reduction: str = field(default="mean", metadata={"help": "'mean' (||theta||^2 / |theta|) or 'sum'."})
+    use_margin: bool = field(default=False, metadata={"help": "Use the `margin` column in the BT loss."})
+    category_column: str | None = field(
+        default="category", metadata={"help": "Column with per-category evaluation accuracy, when present."}
+    )
+    reward_histogram: bool = field(default=True, metadata={"help": "Save a reward histogram PNG at each evaluation."})
+
+    # TrainingArguments defaults that suit a small MLP on cached embeddings.
+    learning_rate: float = field(default=1e-3, metadata={"help": "Initial learning rate."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "Batch size per device for training."})
+    per_device_eval_batch_size: int = field(default=256, metadata={"help": "Batch size per device for evaluation."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every X updates steps."})
+    optim: str = field(default="adamw_torch", metadata={"help": "The optimizer to use."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "The trainer selects its own columns; keep the rest for metrics."}
+    )
+
+    def __post_init__(self):
+        if self.loss_type not in LOSS_TYPES:
+            raise ValueError(f"loss_type={self.loss_type!r} is not one of {LOSS_TYPES}")
+        if self.bt_scale <= 0:
+            raise ValueError(f"bt_scale={self.bt_scale} must be positive")
+        if self.l2_reduction not in ("sum", "mean"):
+            raise ValueError(f"l2_reduction={self.l2_reduction!r} is not one of ['sum', 'mean']")
+        if self.l2_coef < 0:
+            raise ValueError(f"l2_coef={self.l2_coef} must be >= 0")
+        super().__post_init__()
+
+    @property
+    def pairwise(self) -> bool:
+        return self.loss_type == "bt"
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides) -> "RewardModelConfig":
+        """The paper schedule `preset` (one of `PRESETS`), with `overrides` on top."""
+        if preset not in PRESETS:
+            raise ValueError(f"preset={preset!r} is not one of {sorted(PRESETS)}")
+        return cls(**{**PRESETS[preset], **overrides})

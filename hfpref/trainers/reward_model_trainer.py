@@ -1,0 +1,234 @@
+import logging
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import EvalPrediction, Trainer
+
+from ..rewards.losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
+from ..rewards.modeling_clap_reward import CLAPRewardModel
+from .reward_model_config import RewardModelConfig
+
+
+logger = logging.getLogger(__name__)
+
+PAIRWISE_COLUMNS = ["audio_embedding", "chosen_embedding", "rejected_embedding"]
+POINTWISE_COLUMNS = ["audio_embedding", "text_embedding", "label"]
+ROW_INDEX = "row_index"
+
+
+def _check_embedding_dataset(dataset: Dataset, columns: list[str], embedding_dim: int, name: str) -> None:
+    """Refuse data the head cannot read, naming the dataset, column and row."""
+    if len(dataset) == 0:
+        raise ValueError(f"{name} is empty.")
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; it has {dataset.column_names}.")
+    table = dataset.with_format("numpy")
+    for column in columns:
+        values = np.asarray(table[column])
+        if column == "label":
+            bad = np.flatnonzero((values != 0) & (values != 1))
+            if bad.size:
+                raise ValueError(f"{name} column 'label' row {bad[0]} is {values[bad[0]]!r}; labels must be 0 or 1.")
+            continue
+        if column == "margin":
+            bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
+            if bad.size:
+                raise ValueError(f"{name} column 'margin' row {bad[0]} is {values[bad[0]]!r}, not a finite number.")
+            continue
+        if values.dtype == object or values.ndim != 2:
+            raise ValueError(f"{name} column {column!r} is not a (rows, width) array of embeddings.")
+        if values.shape[1] != embedding_dim:
+            raise ValueError(
+                f"{name} column {column!r} has width {values.shape[1]}, but the reward model reads "
+                f"{embedding_dim}-d embeddings: embed with the CLAP the model was configured for."
+            )
+        bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+        if bad.size:
+            raise ValueError(f"{name} column {column!r} has NaN or inf values in rows {bad[:10].tolist()}.")
+
+
+class _EmbeddingCollator:
+    def __init__(self, columns: list[str]):
+        self.columns = columns
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = {}
+        for column in [*self.columns, ROW_INDEX]:
+            values = [f[column] for f in features]
+            dtype = torch.long if column == ROW_INDEX else torch.float32
+            batch[column] = torch.tensor(np.asarray(values), dtype=dtype)
+        return batch
+
+
+class RewardModelTrainer(Trainer):
+    """
+    Trains a [`~hfpref.rewards.CLAPRewardModel`] on cached CLAP embeddings, thin on [`~transformers.Trainer`].
+
+    Pairwise preferences (`loss_type="bt"`): the siamese Bradley-Terry objective of Hegde et al.,
+    "Aligning Audio Captions with Human Preferences", `-log sigmoid(s * (r(a, c_w) - r(a, c_l))) + lambda ||theta||^2`.
+    Binary feedback (`loss_type="bce"`/`"mse"`): BATON's reward model. The trainer does not care which
+    encoder made the vectors, only that their width matches the model.
+
+    Evaluation reports pairwise accuracy (a tie counts as wrong) and per-category accuracy, or BCE and
+    accuracy for binary feedback, and saves a histogram of predicted rewards in `output_dir`.
+
+    Args:
+        model ([`~hfpref.rewards.CLAPRewardModel`] or `str`):
+            The reward head, or a path/Hub id to load it from.
+        args ([`RewardModelConfig`]):
+            Training configuration.
+        train_dataset (`datasets.Dataset`):
+            Pairwise: `audio_embedding`, `chosen_embedding`, `rejected_embedding` (and `margin` with
+            `use_margin`); pointwise: `audio_embedding`, `text_embedding`, `label`.
+        eval_dataset (`datasets.Dataset` or `dict[str, Dataset]`, *optional*):
+            Same columns; a `category` column gets per-category accuracy.
+    """
+
+    _tag_names = ["hfpref", "reward-model"]
+
+    def __init__(
+        self,
+        model: CLAPRewardModel | str,
+        args: RewardModelConfig,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        callbacks: list | None = None,
+        optimizers=(None, None),
+        compute_metrics: Callable | None = None,
+    ):
+        if isinstance(model, str):
+            model = CLAPRewardModel.from_pretrained(model)
+        if not isinstance(args, RewardModelConfig):
+            raise TypeError(f"args must be a RewardModelConfig, got {type(args).__name__}")
+        self.columns = list(PAIRWISE_COLUMNS if args.pairwise else POINTWISE_COLUMNS)
+        if args.pairwise and args.use_margin:
+            self.columns.append("margin")
+        dim = model.config.embedding_dim
+        train_dataset = self._prepare(train_dataset, dim, "train_dataset") if train_dataset is not None else None
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self._prepare(v, dim, f"eval_dataset[{k!r}]") for k, v in eval_dataset.items()}
+        elif eval_dataset is not None:
+            eval_dataset = self._prepare(eval_dataset, dim, "eval_dataset")
+        self._metric_dataset: Dataset | None = None
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=_EmbeddingCollator(self.columns),
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            compute_metrics=compute_metrics or self._reward_metrics,
+        )
+
+    def _prepare(self, dataset: Dataset, embedding_dim: int, name: str) -> Dataset:
+        _check_embedding_dataset(dataset, self.columns, embedding_dim, name)
+        if ROW_INDEX in dataset.column_names:
+            dataset = dataset.remove_columns(ROW_INDEX)
+        return dataset.add_column(ROW_INDEX, list(range(len(dataset))))
+
+    def _rewards(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        audio = inputs["audio_embedding"]
+        if self.args.pairwise:
+            # Siamese: chosen and rejected captions share one forward pass.
+            text = torch.cat([inputs["chosen_embedding"], inputs["rejected_embedding"]])
+            rewards = model(audio_embedding=torch.cat([audio, audio]), text_embedding=text).rewards
+            return torch.stack(rewards.chunk(2), dim=-1)  # (batch, 2): chosen, rejected
+        return model(audio_embedding=audio, text_embedding=inputs["text_embedding"]).rewards
+
+    def _loss(self, model, rewards: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.args.pairwise:
+            margin = inputs.get("margin") if self.args.use_margin else None
+            loss = bradley_terry_loss(rewards[:, 0], rewards[:, 1], scale=self.args.bt_scale, margin=margin)
+        else:
+            loss = binary_feedback_loss(rewards, inputs["label"], loss_type=self.args.loss_type)
+        if self.args.l2_coef > 0:
+            loss = loss + self.args.l2_coef * l2_penalty(model.parameters(), reduction=self.args.l2_reduction)
+        return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        rewards = self._rewards(model, inputs)
+        loss = self._loss(model, rewards, inputs)
+        return (loss, {"rewards": rewards}) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            rewards = self._rewards(model, inputs)
+            loss = self._loss(model, rewards, inputs).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        # Labels carry the row index, so metrics can look up each row's category and label.
+        return loss, rewards.detach(), inputs[ROW_INDEX]
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        target = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(target, str):
+            target = self.eval_dataset[target]
+        elif isinstance(target, Dataset) and eval_dataset is not None:
+            target = self._prepare(target, self.model.config.embedding_dim, "eval_dataset")
+            eval_dataset = target
+        if isinstance(target, Dataset):
+            self._metric_dataset = target
+            self._metric_prefix = metric_key_prefix
+        return super().evaluate(
+            eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
+        )
+
+    def _reward_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        rewards = np.asarray(prediction.predictions, dtype=np.float64)
+        rows = np.asarray(prediction.label_ids).astype(int)
+        dataset = self._metric_dataset
+        metrics: dict[str, float] = {}
+        if self.args.pairwise:
+            correct = rewards[:, 0] > rewards[:, 1]  # a tie counts as wrong
+            metrics["accuracy"] = float(correct.mean())
+            metrics["reward_chosen"] = float(rewards[:, 0].mean())
+            metrics["reward_rejected"] = float(rewards[:, 1].mean())
+            metrics["reward_margin"] = float((rewards[:, 0] - rewards[:, 1]).mean())
+            groups, scored = correct, (rewards[:, 0], rewards[:, 1])
+            labels_names = ("chosen", "rejected")
+        else:
+            labels = np.asarray(dataset.select_columns("label").with_format("numpy")["label"])[rows]
+            clipped = rewards.clip(1e-7, 1 - 1e-7)
+            metrics["bce"] = float(-(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)).mean())
+            metrics["mse"] = float(((rewards - labels) ** 2).mean())
+            groups = (rewards > 0.5) == (labels == 1)
+            metrics["accuracy"] = float(groups.mean())
+            metrics["reward_positive"] = float(rewards[labels == 1].mean()) if (labels == 1).any() else float("nan")
+            metrics["reward_negative"] = float(rewards[labels == 0].mean()) if (labels == 0).any() else float("nan")
+            scored = (rewards[labels == 1], rewards[labels == 0])
+            labels_names = ("label 1", "label 0")
+        category = self.args.category_column
+        if category and dataset is not None and category in dataset.column_names:
+            categories = np.asarray(dataset[category], dtype=object)[rows]
+            for value in sorted(set(categories.tolist()), key=str):
+                metrics[f"accuracy_{value}"] = float(groups[categories == value].mean())
+        if self.args.reward_histogram and self.is_world_process_zero():
+            self._save_histogram(scored, labels_names)
+        return metrics
+
+    def _save_histogram(self, scored: tuple[np.ndarray, np.ndarray], names: tuple[str, str]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        bins = np.linspace(0, 1, 41)
+        for values, name in zip(scored, names):
+            ax.hist(values, bins=bins, alpha=0.6, label=f"{name} (n={len(values)})")
+        ax.set_xlabel("predicted reward")
+        ax.set_ylabel("count")
+        ax.set_title(f"Rewards at step {self.state.global_step}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(
+            os.path.join(self.args.output_dir, f"{getattr(self, '_metric_prefix', 'eval')}_reward_histogram.png")
+        )
+        plt.close(fig)

@@ -1,0 +1,63 @@
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
+
+
+def _model(dim=16, **kw):
+    torch.manual_seed(0)
+    return CLAPRewardModel(CLAPRewardConfig(embedding_dim=dim, hidden_sizes=[32, 8], **kw))
+
+
+def test_paper_architecture_by_default():
+    model = CLAPRewardModel(CLAPRewardConfig())
+    linears = [m for m in model.mlp if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(1024, 512), (512, 128), (128, 1)]
+
+
+def test_rewards_in_unit_interval_and_clamped_in_training():
+    model = _model()
+    audio, text = torch.randn(64, 16) * 50, torch.randn(64, 16) * 50  # large inputs saturate the sigmoid
+    model.eval()
+    rewards = model(audio_embedding=audio, text_embedding=text).rewards
+    assert ((rewards >= 0) & (rewards <= 1)).all()
+    model.train()
+    rewards = model(audio_embedding=audio, text_embedding=text).rewards
+    assert rewards.min() >= 0.01 and rewards.max() <= 0.99
+
+
+def test_refuses_other_width_and_non_finite():
+    model = _model(clap_checkpoint="laion/clap-htsat-unfused")
+    with pytest.raises(ValueError, match=r"\(batch, 16\) embeddings from laion/clap-htsat-unfused"):
+        model(audio_embedding=torch.zeros(2, 32), text_embedding=torch.zeros(2, 32))
+    bad = torch.zeros(3, 16)
+    bad[1, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf values in rows \[1\]"):
+        model(audio_embedding=bad, text_embedding=torch.zeros(3, 16))
+
+
+def test_save_load_round_trip_is_safetensors_and_identical(tmp_path):
+    model = _model(clap_checkpoint="laion/clap-htsat-unfused", clap_fingerprint="abc123")
+    model.eval()
+    model.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").is_file()
+    assert not list(tmp_path.glob("*.bin"))
+    audio, text = torch.randn(5, 16), torch.randn(5, 16)
+    loaded = AutoModel.from_pretrained(tmp_path)  # registered with the Auto classes
+    assert isinstance(loaded, CLAPRewardModel)
+    assert AutoConfig.from_pretrained(tmp_path).clap_fingerprint == "abc123"
+    loaded.eval()
+    torch.testing.assert_close(
+        loaded(audio_embedding=audio, text_embedding=text).rewards,
+        model(audio_embedding=audio, text_embedding=text).rewards,
+        rtol=0,
+        atol=0,
+    )
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="reward_clamp"):
+        CLAPRewardConfig(reward_clamp=(0.9, 0.1))
+    with pytest.raises(ValueError, match="dropout"):
+        CLAPRewardConfig(dropout=1.5)

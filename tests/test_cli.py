@@ -1,0 +1,37 @@
+import subprocess
+import sys
+
+from datasets import load_from_disk
+
+from hfpref.cli import main
+
+
+def test_help_lists_the_commands():
+    out = subprocess.run([sys.executable, "-m", "hfpref.cli", "--help"], capture_output=True, text=True, check=True)
+    for command in ["synth", "embed", "quickstart"]:
+        assert command in out.stdout
+
+
+def test_synth_then_embed(tmp_path, capsys):
+    from hfpref.encoders import build_tiny_clap
+
+    world_dir, clap_dir, out_dir = tmp_path / "world", tmp_path / "clap", tmp_path / "embedded"
+    assert main(["synth", "--n-clips", "6", "--seed", "3", "--output-dir", str(world_dir)]) == 0
+    world = load_from_disk(str(world_dir))
+    assert len(world) == 6
+    model, processor = build_tiny_clap(list(world["caption"]) * 3)
+    model.save_pretrained(clap_dir)
+    processor.save_pretrained(clap_dir)
+    args = ["embed", "--dataset", str(world_dir), "--model", str(clap_dir), "--cache-dir", str(tmp_path / "cache")]
+    assert main([*args, "--output-dir", str(out_dir)]) == 0
+    embedded = load_from_disk(str(out_dir))
+    assert {"audio_embedding", "caption_embedding"} <= set(embedded.column_names)
+    assert "Embedded 6 rows" in capsys.readouterr().out
+
+
+def test_quickstart_runs_and_summarises(tmp_path, capsys):
+    summary = main(["quickstart", "--output-dir", str(tmp_path), "--n-clips", "12"])
+    assert summary == 0
+    out = capsys.readouterr().out
+    assert "hfpref quickstart: what it did" in out and "Summary" in out
+    assert (tmp_path / "world-embedded").is_dir() and (tmp_path / "preference-pairs").is_dir()
