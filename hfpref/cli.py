@@ -5,27 +5,16 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 
-def _load_any_dataset(name_or_path: str, split: str | None):
-    """A dataset saved with `save_to_disk`, a json/jsonl/csv/parquet file, or a Hub dataset."""
-    from datasets import DatasetDict, load_dataset, load_from_disk
+def _load_one_split(name_or_path: str, split: str | None):
+    from datasets import DatasetDict
 
-    path = Path(name_or_path)
-    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
-        ds = load_from_disk(str(path))
-    elif path.is_file():
-        builder = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}.get(path.suffix)
-        if builder is None:
-            raise SystemExit(f"hfpref: cannot read {path}: expected .json, .jsonl, .csv or .parquet")
-        ds = load_dataset(builder, data_files=str(path), split="train")
-    else:
-        ds = load_dataset(name_or_path, split=split)
+    from .data.loading import load_any_dataset
+
+    ds = load_any_dataset(name_or_path, split=split)
     if isinstance(ds, DatasetDict):
-        if split is None:
-            raise SystemExit(f"hfpref: {name_or_path} has splits {list(ds)}; pick one with --split")
-        ds = ds[split]
+        raise SystemExit(f"hfpref: {name_or_path} has splits {list(ds)}; pick one with --split")
     return ds
 
 
@@ -48,7 +37,7 @@ def cmd_embed(args) -> int:
     from .encoders.clap import ClapEmbedder
     from .encoders.dataset import add_embeddings
 
-    ds = _load_any_dataset(args.dataset, args.split)
+    ds = _load_one_split(args.dataset, args.split)
     embedder = ClapEmbedder.from_pretrained(args.model, cache_dir=args.cache_dir, batch_size=args.batch_size)
     start = time.perf_counter()
     ds = add_embeddings(

@@ -1,5 +1,6 @@
 from .audio import AudioDecodeError, decode_audio, decode_audio_column, drop_bad_audio, ensure_audio_column
 from .fense import load_fense
+from .loading import load_any_dataset
 from .preference import (
     add_synthetic_negatives,
     challenging_split,
@@ -22,6 +23,7 @@ __all__ = [
     "decode_audio_column",
     "drop_bad_audio",
     "ensure_audio_column",
+    "load_any_dataset",
     "load_binary_feedback",
     "load_fense",
     "load_preference_dataset",

@@ -16,17 +16,15 @@ from typing import Any
 
 import numpy as np
 from datasets import (
-    Audio,
     Dataset,
     DatasetDict,
     DatasetInfo,
     Value,
     concatenate_datasets,
-    load_dataset,
-    load_from_disk,
 )
 
 from .audio import ensure_audio_column
+from .loading import load_any_dataset
 from .schemas import validate_dataset
 
 
@@ -394,13 +392,6 @@ def load_binary_feedback(
     return ensure_audio_column(ds.cast_column(label_column, Value("int64")), audio_column)
 
 
-def _without_decoding(ds: Dataset) -> Dataset:
-    for name, feature in ds.features.items():
-        if isinstance(feature, Audio):
-            ds = ensure_audio_column(ds, name)
-    return ds
-
-
 def load_preference_dataset(
     name_or_path: str | Path,
     *,
@@ -430,32 +421,7 @@ def load_preference_dataset(
     Returns:
         `datasets.Dataset` or `datasets.DatasetDict`.
     """
-    path = Path(name_or_path)
-    file_types = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
-    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
-        ds = load_from_disk(str(path))
-    elif path.is_file():
-        if path.suffix.lower() not in file_types:
-            raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(file_types)}.")
-        ds = load_dataset(file_types[path.suffix.lower()], data_files=str(path))
-    elif path.is_dir():
-        ds = load_dataset(str(path))
-    elif path.suffix.lower() in file_types or str(name_or_path).startswith((".", "/", "~")):
-        raise ValueError(f"{name_or_path!s} looks like a local path but does not exist.")
-    else:
-        ds = load_dataset(str(name_or_path))
-
-    if split is not None:
-        if isinstance(ds, DatasetDict):
-            if split not in ds:
-                raise ValueError(f"{name_or_path!s} has no split {split!r}; its splits are {list(ds)}.")
-            ds = ds[split]
-        elif split != "train":
-            raise ValueError(f"{name_or_path!s} holds a single dataset; split={split!r} does not apply.")
-    if isinstance(ds, DatasetDict):
-        ds = DatasetDict({name: _without_decoding(part) for name, part in ds.items()})
-    else:
-        ds = _without_decoding(ds)
+    ds = load_any_dataset(name_or_path, split=split)
     validate_dataset(ds, kind, require_audio=require_audio)
     return ds
 
