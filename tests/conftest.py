@@ -23,3 +23,17 @@ def fense_dir() -> Path:
     if not (FENSE_DIR / "audiocaps_eval.json").is_file():
         pytest.skip(f"FENSE data not found at {FENSE_DIR} (../shared is absent)")
     return FENSE_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_clap_dir(tmp_path_factory) -> Path:
+    """A tiny random CLAP (16 kHz, 32-d embeddings) whose tokenizer knows the synthetic world, saved to disk."""
+    from hfpref.data.synth import make_world
+    from hfpref.encoders.clap import build_tiny_clap
+
+    world = make_world(48, seed=99, clip_seconds=1.0)
+    model, processor = build_tiny_clap([c for refs in world["references"] for c in refs], seed=0)
+    path = tmp_path_factory.mktemp("tiny-clap")
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return path

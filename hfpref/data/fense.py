@@ -170,3 +170,65 @@ def load_fense(path: str | Path, drop_ties: bool = True, *, name: str | None = N
             for column, value in row.items():
                 rows[column].append(value)
     return Dataset.from_dict(rows, features=FENSE_FEATURES)
+
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def attach_audio(ds: Dataset, audio_dir: str | Path, *, skip_missing: bool = False) -> Dataset:
+    """
+    Add an `audio` column (`datasets.Audio(decode=False)` file paths) to FENSE pairs from a folder of clips.
+
+    FENSE ships judgments, not audio: point this at your copy of the AudioCaps test clips or the Clotho
+    evaluation split. A clip is found by its `raw_name` (e.g. `6BJ455B1aAs_0.000_8.000.wav`, Clotho file
+    names), else by its YouTube `audio_id` as a file name prefix (`<id>*.wav`, or `Y<id>*.wav` as in
+    AudioSet dumps). Files are searched recursively.
+
+    Args:
+        ds (`datasets.Dataset`): output of [`load_fense`].
+        audio_dir (`str` or `Path`): folder holding the clips.
+        skip_missing (`bool`, *optional*, defaults to `False`):
+            Drop pairs whose clip is not found (logged with a count) instead of raising.
+
+    Returns:
+        `datasets.Dataset` with an `audio` column.
+    """
+    import logging
+
+    from .audio import ensure_audio_column
+
+    audio_dir = Path(audio_dir).expanduser()
+    if not audio_dir.is_dir():
+        raise ValueError(f"attach_audio: audio_dir {audio_dir} is not a folder.")
+    by_name: dict[str, str] = {}
+    by_stem: dict[str, str] = {}
+    for path in sorted(audio_dir.rglob("*")):
+        if path.suffix.lower() in AUDIO_EXTENSIONS and path.is_file():
+            by_name.setdefault(path.name, str(path))
+            by_stem.setdefault(path.stem, str(path))
+    stems = sorted(by_stem)
+
+    def find(raw_name: str | None, audio_id: str | None) -> str | None:
+        if raw_name and raw_name in by_name:
+            return by_name[raw_name]
+        for prefix in [audio_id, f"Y{audio_id}"] if audio_id else []:
+            if prefix in by_stem:
+                return by_stem[prefix]
+            matches = [s for s in stems if s.startswith(prefix + "_")]
+            if matches:
+                return by_stem[matches[0]]
+        return None
+
+    paths = [find(r, a) for r, a in zip(ds["raw_name"], ds["audio_id"])]
+    missing = sorted({c for c, p in zip(ds["clip_id"], paths) if p is None})
+    if missing:
+        message = (
+            f"attach_audio: {len(missing)} clips have no audio file in {audio_dir} (first: {missing[:5]}); "
+            f"{len(by_name)} audio files were found there."
+        )
+        if not skip_missing:
+            raise ValueError(message + " Pass skip_missing=True to drop their pairs.")
+        keep = [i for i, p in enumerate(paths) if p is not None]
+        logging.getLogger(__name__).warning("%s Dropping %d of %d pairs.", message, len(ds) - len(keep), len(ds))
+        ds, paths = ds.select(keep), [paths[i] for i in keep]
+    return ensure_audio_column(ds.add_column("audio", paths), "audio")

@@ -715,3 +715,62 @@ def make_world(
     )
     world = datasets.Dataset.from_dict(columns, features=features)
     return ensure_audio_column(world, "audio", sampling_rate=sampling_rate)
+
+
+def make_oracle_preferences(world: datasets.Dataset, *, seed: int = 0, pairs_per_clip: int = 4) -> datasets.Dataset:
+    """Pairwise preference data on a synthetic world, judged by the oracle in place of human annotators.
+
+    For each clip, candidate captions are the degraded variants of [`make_caption_variants`] plus the
+    caption of a random other clip; pairs are drawn among the candidates and the oracle decides which
+    is preferred (ties are dropped, as FENSE drops pairs whose votes sum to 0). Like FENSE's categories,
+    `category` says what the pair compares: `"correct-vs-<mistake>"` or `"<mistake>-vs-<mistake>"`.
+
+    Args:
+        world (`datasets.Dataset`):
+            Output of [`make_world`].
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the variants and the pairing.
+        pairs_per_clip (`int`, *optional*, defaults to `4`):
+            Most pairs drawn per clip (fewer when a clip has few candidates or ties).
+
+    Returns:
+        `datasets.Dataset` in the pairwise schema: `clip_id`, `audio`, `chosen`, `rejected`, `margin` (oracle
+        score difference), `category`, `events`, `references`.
+
+    Example:
+
+    ```python
+    >>> pairs = make_oracle_preferences(make_world(3, clip_seconds=1.0), seed=0)
+    >>> all(oracle_score(c, e) > oracle_score(r, e) for c, r, e in zip(pairs["chosen"], pairs["rejected"], pairs["events"]))
+    True
+
+    ```
+    """
+    if pairs_per_clip < 1:
+        raise ValueError(f"pairs_per_clip={pairs_per_clip} must be >= 1")
+    if len(world) < 2:
+        raise ValueError(f"make_oracle_preferences needs at least 2 clips (another clip's caption), got {len(world)}")
+    rng = np.random.default_rng(seed)
+    captions = list(world["caption"])
+    rows: dict[str, list] = {k: [] for k in ("row", "chosen", "rejected", "margin", "category")}
+    for i, events in enumerate(world["events"]):
+        candidates = make_caption_variants(events, rng)
+        other = int(rng.integers(len(world) - 1))
+        candidates["other_clip"] = captions[other + (other >= i)]
+        names = list(candidates)
+        pairs = [(a, b) for x, a in enumerate(names) for b in names[x + 1 :]]
+        for k in rng.permutation(len(pairs))[:pairs_per_clip]:
+            a, b = pairs[k]
+            score_a, score_b = oracle_score(candidates[a], events), oracle_score(candidates[b], events)
+            if abs(score_a - score_b) < 1e-9:
+                continue
+            (win, lose), margin = ((a, b) if score_a > score_b else (b, a)), abs(score_a - score_b)
+            rows["row"].append(i)
+            rows["chosen"].append(candidates[win])
+            rows["rejected"].append(candidates[lose])
+            rows["margin"].append(margin)
+            rows["category"].append(f"{win}-vs-{lose}")
+    pairs_ds = world.select(rows.pop("row")).select_columns(["clip_id", "audio", "events", "references"])
+    for name, values in rows.items():
+        pairs_ds = pairs_ds.add_column(name, values)
+    return pairs_ds

@@ -103,3 +103,80 @@ class RewardModelConfig(TrainingArguments):
         if preset not in PRESETS:
             raise ValueError(f"preset={preset!r} is not one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[preset], **overrides})
+
+
+@dataclass
+class RewardScriptArguments:
+    r"""
+    Data arguments of `recipes/reward_model.py`. Exactly one source: `dataset_name`, `fense_files` or `synthetic_clips`.
+
+    Parameters:
+        dataset_name (`str`, *optional*):
+            A preference dataset: Hub id, `save_to_disk` folder, or a data file. A `.csv`/`.json`/`.jsonl` file is
+            read as BATON-style binary feedback (audio path, prompt, label) when the loss is pointwise.
+        dataset_train_split (`str`, *optional*, defaults to `"train"`): split to train on.
+        dataset_test_split (`str`, *optional*):
+            Split to evaluate on; when the dataset has none, `test_size` of the clips are held out.
+        fense_files (`list[str]`, *optional*): FENSE judgment JSON files (AudioCaps-Eval, Clotho-Eval).
+        fense_audio_dirs (`list[str]`, *optional*): one folder of clips per FENSE file (FENSE ships no audio).
+        synthetic_clips (`int`, *optional*): build oracle-judged pairs on a synthetic world of this many clips.
+        synthetic_negatives (`bool`, *optional*, defaults to `False`):
+            Add pairs of a clip's true caption vs another clip's caption to the training split.
+        test_size (`float`, *optional*, defaults to `0.2`): share of clips held out, split by clip.
+        split_seed (`int`, *optional*, defaults to `0`): seed of the split, the negatives and the synthetic world.
+        audio_column (`str`, *optional*, defaults to `"audio"`): audio column.
+        text_column (`str`, *optional*, defaults to `"caption"`): text column of pointwise data (`"prompt"` for BATON).
+        group_column (`str`, *optional*, defaults to `"clip_id"`):
+            Rows sharing a value stay on one side of the split (for pointwise data without clip ids, e.g. `prompt`).
+        clap_model_name_or_path (`str`, *optional*, defaults to `"laion/clap-htsat-unfused"`): the frozen CLAP.
+        embedding_cache_dir (`str`, *optional*): where embeddings are cached (default: `<output_dir>/embedding-cache`).
+        skip_bad_audio (`bool`, *optional*, defaults to `False`): drop undecodable clips (logged) instead of failing.
+    """
+
+    dataset_name: str | None = None
+    dataset_train_split: str = "train"
+    dataset_test_split: str | None = None
+    fense_files: list[str] | None = None
+    fense_audio_dirs: list[str] | None = None
+    synthetic_clips: int | None = None
+    synthetic_negatives: bool = False
+    test_size: float = 0.2
+    split_seed: int = 0
+    audio_column: str = "audio"
+    text_column: str = "caption"
+    group_column: str = "clip_id"
+    clap_model_name_or_path: str = "laion/clap-htsat-unfused"
+    embedding_cache_dir: str | None = None
+    skip_bad_audio: bool = False
+
+    def __post_init__(self):
+        sources = [name for name in ("dataset_name", "fense_files", "synthetic_clips") if getattr(self, name)]
+        if len(sources) != 1:
+            raise ValueError(
+                f"give exactly one data source of ['dataset_name', 'fense_files', 'synthetic_clips'], got {sources}"
+            )
+        if self.fense_files and len(self.fense_files) != len(self.fense_audio_dirs or []):
+            raise ValueError(
+                f"fense_audio_dirs must name one audio folder per FENSE file: {len(self.fense_files)} files, "
+                f"{len(self.fense_audio_dirs or [])} folders"
+            )
+        if not 0.0 < self.test_size < 1.0:
+            raise ValueError(f"test_size={self.test_size} must lie in (0, 1)")
+
+
+@dataclass
+class RewardHeadArguments:
+    r"""
+    Architecture of a new [`~hfpref.rewards.CLAPRewardModel`] (the embedding width comes from the CLAP).
+
+    Parameters:
+        hidden_sizes (`list[int]`, *optional*, defaults to `[512, 128]`): MLP hidden widths.
+        dropout (`float`, *optional*, defaults to `0.1`): dropout after each hidden layer.
+        reward_clamp (`list[float]`, *optional*, defaults to `[0.01, 0.99]`): reward clamp in training.
+        init_from (`str`, *optional*): continue from a saved reward model instead of a new head.
+    """
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [512, 128])
+    dropout: float = 0.1
+    reward_clamp: list[float] = field(default_factory=lambda: [0.01, 0.99])
+    init_from: str | None = None

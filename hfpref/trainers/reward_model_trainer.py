@@ -32,12 +32,16 @@ def _check_embedding_dataset(dataset: Dataset, columns: list[str], embedding_dim
         if column == "label":
             bad = np.flatnonzero((values != 0) & (values != 1))
             if bad.size:
-                raise ValueError(f"{name} column 'label' row {bad[0]} is {values[bad[0]]!r}; labels must be 0 or 1.")
+                raise ValueError(
+                    f"{name} column 'label' row {bad[0]} is {values[bad[0]].item()!r}; labels must be 0 or 1."
+                )
             continue
         if column == "margin":
             bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
             if bad.size:
-                raise ValueError(f"{name} column 'margin' row {bad[0]} is {values[bad[0]]!r}, not a finite number.")
+                raise ValueError(
+                    f"{name} column 'margin' row {bad[0]} is {values[bad[0]].item()!r}, not a finite number."
+                )
             continue
         if values.dtype == object or values.ndim != 2:
             raise ValueError(f"{name} column {column!r} is not a (rows, width) array of embeddings.")
@@ -232,3 +236,41 @@ class RewardModelTrainer(Trainer):
             os.path.join(self.args.output_dir, f"{getattr(self, '_metric_prefix', 'eval')}_reward_histogram.png")
         )
         plt.close(fig)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
+        tags: list[str] | None = None,
+        metrics: dict | None = None,
+        **kwargs,
+    ):
+        """Write the reward-model card (from `hub_cards/reward_model_card.md`) to `output_dir/README.md`."""
+        from ..hub.cards import render_reward_model_card
+
+        if not self.is_world_process_zero():
+            return
+        config = self.model.config
+        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        if metrics is None:
+            metrics = next((e for e in reversed(self.state.log_history) if "eval_accuracy" in e), {})
+        card = render_reward_model_card(
+            repo_id=repo_id,
+            clap_checkpoint=config.clap_checkpoint or "unknown",
+            loss_type=self.args.loss_type,
+            embedding_dim=config.embedding_dim,
+            datasets=[dataset_name] if isinstance(dataset_name, str) else dataset_name,
+            training_args={
+                "loss_type": self.args.loss_type,
+                "bt_scale": self.args.bt_scale,
+                "l2_coef": self.args.l2_coef,
+                "l2_reduction": self.args.l2_reduction,
+                "num_train_epochs": self.args.num_train_epochs,
+                "per_device_train_batch_size": self.args.per_device_train_batch_size,
+                "learning_rate": self.args.learning_rate,
+            },
+            metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
+            tags=[*self._tag_names, *(tags or [])],
+        )
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        card.save(os.path.join(self.args.output_dir, "README.md"))

@@ -1,0 +1,116 @@
+"""Train/test preference data for reward models, from any of the sources a reward recipe accepts."""
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, DatasetDict, concatenate_datasets
+
+from .fense import attach_audio, load_fense
+from .loading import load_any_dataset
+from .preference import add_synthetic_negatives, load_binary_feedback, split_by_clip
+from .schemas import validate_dataset
+from .synth import make_caption_variants, make_oracle_preferences, make_world, oracle_score
+
+
+logger = logging.getLogger(__name__)
+
+PAIRWISE_KEEP = ["clip_id", "audio", "chosen", "rejected", "category"]
+
+
+def make_oracle_feedback(world: Dataset, *, seed: int = 0) -> Dataset:
+    """
+    Binary feedback on a synthetic world: each clip with its true caption (label 1) and a wrong one (label 0).
+
+    The wrong caption is a random degraded variant (hallucination, omission, swap, substitution); the oracle
+    confirms the label, standing in for BATON's human annotators.
+
+    Example:
+    ```python
+    >>> from hfpref.data.synth import make_world
+    >>> feedback = make_oracle_feedback(make_world(3, clip_seconds=1.0))
+    >>> sorted(set(feedback["label"]))
+    [0, 1]
+
+    ```
+    """
+    rng = np.random.default_rng(seed)
+    rows, captions, labels, categories = [], [], [], []
+    for i, events in enumerate(world["events"]):
+        variants = make_caption_variants(events, rng)
+        wrong = sorted(k for k in variants if k != "correct")
+        pick = wrong[int(rng.integers(len(wrong)))]
+        for name, label in (("correct", 1), (pick, 0)):
+            if (oracle_score(variants[name], events) == 1.0) != bool(label):
+                raise AssertionError(f"oracle disagrees with variant {name!r} of clip {i}")
+            rows.append(i)
+            captions.append(variants[name])
+            labels.append(label)
+            categories.append(name)
+    out = world.select(rows).select_columns(["clip_id", "audio"])
+    return out.add_column("caption", captions).add_column("label", labels).add_column("category", categories)
+
+
+def _load_source(args, pairwise: bool) -> Dataset | DatasetDict:
+    if args.synthetic_clips:
+        world = make_world(args.synthetic_clips, seed=args.split_seed)
+        return (
+            make_oracle_preferences(world, seed=args.split_seed)
+            if pairwise
+            else make_oracle_feedback(world, seed=args.split_seed)
+        )
+    if args.fense_files:
+        parts = [attach_audio(load_fense(f), d) for f, d in zip(args.fense_files, args.fense_audio_dirs)]
+        return concatenate_datasets(parts)
+    path = Path(args.dataset_name)
+    if not pairwise and path.is_file() and path.suffix.lower() in (".csv", ".json", ".jsonl"):
+        return load_binary_feedback(path, audio_column=args.audio_column, text_column=args.text_column)
+    return load_any_dataset(args.dataset_name)
+
+
+def load_reward_splits(args, *, pairwise: bool) -> DatasetDict:
+    """
+    Train and test splits for a reward model, split by clip, with synthetic negatives on train when asked.
+
+    Args:
+        args ([`~hfpref.trainers.reward_model_config.RewardScriptArguments`]):
+            The data source and split settings.
+        pairwise (`bool`):
+            Pairwise (`chosen`/`rejected`) or pointwise (text column + `label`) data.
+
+    Returns:
+        `datasets.DatasetDict` with `"train"` and `"test"`.
+    """
+    data = _load_source(args, pairwise)
+    if isinstance(data, DatasetDict):
+        if args.dataset_train_split not in data:
+            raise ValueError(f"{args.dataset_name} has no split {args.dataset_train_split!r}; it has {list(data)}.")
+        if args.dataset_test_split and args.dataset_test_split in data:
+            splits = DatasetDict(train=data[args.dataset_train_split], test=data[args.dataset_test_split])
+        else:
+            if args.dataset_test_split:
+                raise ValueError(f"{args.dataset_name} has no split {args.dataset_test_split!r}; it has {list(data)}.")
+            data = data[args.dataset_train_split]
+    if isinstance(data, Dataset):
+        if args.group_column not in data.column_names:
+            raise ValueError(
+                f"cannot split by {args.group_column!r}: the dataset has {data.column_names}; set group_column "
+                "to the column that identifies a clip (rows of one clip must stay on one side)."
+            )
+        splits = split_by_clip(data, test_size=args.test_size, seed=args.split_seed, clip_column=args.group_column)
+
+    validate_dataset(
+        splits,
+        "pairwise" if pairwise else "pointwise",
+        audio_column=args.audio_column,
+        text_column=None if pairwise else args.text_column,
+    )
+    if pairwise and args.synthetic_negatives:
+        negatives = add_synthetic_negatives(splits["train"], clip_column=args.group_column, seed=args.split_seed)
+        keep = [c for c in PAIRWISE_KEEP if c in splits["train"].column_names and c in negatives.column_names]
+        before = len(splits["train"])
+        splits["train"] = concatenate_datasets(
+            [splits["train"].select_columns(keep), negatives.select_columns(keep)]
+        ).shuffle(seed=args.split_seed)
+        logger.info("added %d synthetic negative pairs to %d training pairs", len(negatives), before)
+    return splits
