@@ -1,0 +1,70 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from hfpref.data.fense import attach_audio, load_fense
+from hfpref.data.reward_data import load_reward_splits, make_oracle_feedback
+from hfpref.data.synth import make_oracle_preferences, make_world, oracle_score
+from hfpref.trainers.reward_model_config import RewardScriptArguments
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(12, seed=2, clip_seconds=1.0)
+
+
+def test_oracle_preferences_agree_with_the_oracle(world):
+    pairs = make_oracle_preferences(world, seed=0, pairs_per_clip=4)
+    assert 0 < len(pairs) <= 4 * len(world)
+    for chosen, rejected, events in zip(pairs["chosen"], pairs["rejected"], pairs["events"]):
+        assert oracle_score(chosen, events) > oracle_score(rejected, events)
+    assert all("-vs-" in c for c in pairs["category"])
+    assert pairs.features["audio"].decode is False
+    assert make_oracle_preferences(world, seed=0)["chosen"] == pairs["chosen"]  # seeded
+
+
+def test_oracle_feedback_is_balanced_and_labelled_by_the_oracle(world):
+    feedback = make_oracle_feedback(world, seed=0)
+    assert len(feedback) == 2 * len(world) and sum(feedback["label"]) == len(world)
+
+
+def test_attach_audio_finds_clips_by_raw_name_and_youtube_id(fense_dir, tmp_path):
+    pairs = load_fense(fense_dir / "audiocaps_eval.json")
+    by_name = next(r for r in pairs if r["raw_name"])
+    by_id = next(r for r in pairs if not r["raw_name"])
+    sf.write(tmp_path / by_name["raw_name"], np.zeros(160), 16000)
+    (tmp_path / "nested").mkdir()
+    sf.write(tmp_path / "nested" / f"Y{by_id['audio_id']}_30.000_40.000.wav", np.zeros(160), 16000)
+    with pytest.raises(ValueError, match=r"clips have no audio file in .*skip_missing=True"):
+        attach_audio(pairs, tmp_path)
+    found = attach_audio(pairs, tmp_path, skip_missing=True)
+    assert set(found["clip_id"]) == {by_name["clip_id"], by_id["clip_id"]}
+    assert found.features["audio"].decode is False
+
+
+def test_reward_splits_from_fense_are_split_by_clip_with_negatives(fense_dir, tmp_path):
+    pairs = load_fense(fense_dir / "clotho_eval.json")
+    for name in sorted(set(pairs["raw_name"]))[:20]:
+        sf.write(tmp_path / name, np.zeros(160), 16000)
+    # 20 of 250 clips have audio here: the run must fail loudly rather than train on a fraction.
+    args = RewardScriptArguments(fense_files=[str(fense_dir / "clotho_eval.json")], fense_audio_dirs=[str(tmp_path)])
+    with pytest.raises(ValueError, match="230 clips have no audio"):
+        load_reward_splits(args, pairwise=True)
+
+
+def test_reward_splits_synthetic_pairwise_and_pointwise():
+    args = RewardScriptArguments(synthetic_clips=20, synthetic_negatives=True)
+    splits = load_reward_splits(args, pairwise=True)
+    assert not set(splits["train"]["clip_id"]) & set(splits["test"]["clip_id"])
+    assert "synthetic" in set(splits["train"]["category"]) and "synthetic" not in set(splits["test"]["category"])
+    pointwise = load_reward_splits(RewardScriptArguments(synthetic_clips=20), pairwise=False)
+    assert set(pointwise["train"]["label"]) == {0, 1}
+
+
+def test_script_arguments_need_exactly_one_source():
+    with pytest.raises(ValueError, match="exactly one data source"):
+        RewardScriptArguments()
+    with pytest.raises(ValueError, match="exactly one data source"):
+        RewardScriptArguments(dataset_name="x", synthetic_clips=3)
+    with pytest.raises(ValueError, match="one audio folder per FENSE file"):
+        RewardScriptArguments(fense_files=["a.json", "b.json"], fense_audio_dirs=["a"])
