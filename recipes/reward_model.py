@@ -73,7 +73,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
     )
     trainer.create_model_card(dataset_name=source, metrics=metrics)
     if training_args.push_to_hub:
-        trainer.push_to_hub()
+        trainer.push_to_hub(dataset_name=source)
     return trainer, metrics
 
 

@@ -180,3 +180,28 @@ def test_model_card_is_written(tmp_path):
     trainer.create_model_card(dataset_name="user/prefs", metrics={"eval_accuracy": 0.8})
     text = (tmp_path / "README.md").read_text()
     assert "hfpref" in text and "user/prefs" in text
+
+
+def test_push_to_hub_uploads_the_reward_card(tmp_path, monkeypatch):
+    import transformers.trainer as trainer_module
+
+    calls = {}
+
+    class FakeApi:
+        def create_repo(self, repo_id, **kwargs):
+            calls["create_repo"] = repo_id
+            return type("RepoUrl", (), {"repo_id": repo_id})()
+
+        def upload_folder(self, repo_id, folder_path, **kwargs):
+            calls["upload"] = (repo_id, folder_path)
+            calls["readme"] = (tmp_path / "README.md").read_text()
+
+    monkeypatch.setattr(trainer_module, "hf_api", lambda: FakeApi())
+    args = _args(tmp_path, max_steps=2, hub_model_id="user/clap-reward")
+    trainer = RewardModelTrainer(_model(), args, train_dataset=pairwise_data(64), eval_dataset=pairwise_data(32))
+    trainer.train()
+    trainer.evaluate()
+    trainer.push_to_hub(dataset_name="user/prefs")
+    assert calls["create_repo"] == "user/clap-reward" and calls["upload"] == ("user/clap-reward", str(tmp_path))
+    assert "user/prefs" in calls["readme"] and "CLAPRewardModel" in calls["readme"]
+    assert (tmp_path / "model.safetensors").is_file()
