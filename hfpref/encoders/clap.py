@@ -92,7 +92,8 @@ def load_clap(
     Returns:
         `tuple[ClapModel, ClapProcessor]`: the model in eval mode and its processor.
     """
-    model = ClapModel.from_pretrained(model_name_or_path, revision=revision)
+    # safetensors only: a pickled checkpoint is never unpickled (laion/clap-htsat-unfused ships model.safetensors).
+    model = ClapModel.from_pretrained(model_name_or_path, revision=revision, use_safetensors=True)
     processor = ClapProcessor.from_pretrained(model_name_or_path, revision=revision)
     truncation = _truncation_for(model)
     if processor.feature_extractor.truncation != truncation:

@@ -94,6 +94,16 @@ class CLAPRewardModel(PreTrainedModel):
         self.mlp = nn.Sequential(*layers)
         self.post_init()
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """[`~transformers.PreTrainedModel.from_pretrained`], restricted to safetensors: nothing is ever unpickled."""
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError(
+                "CLAPRewardModel loads safetensors checkpoints only; pickled weights are never unpickled."
+            )
+        kwargs["use_safetensors"] = True
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
             nn.init.kaiming_uniform_(module.weight, a=5**0.5)

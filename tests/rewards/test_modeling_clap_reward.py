@@ -61,3 +61,15 @@ def test_config_validation():
         CLAPRewardConfig(reward_clamp=(0.9, 0.1))
     with pytest.raises(ValueError, match="dropout"):
         CLAPRewardConfig(dropout=1.5)
+
+
+def test_pickled_checkpoints_are_never_loaded(tmp_path):
+    model = _model()
+    model.config.save_pretrained(tmp_path)
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(OSError):
+        CLAPRewardModel.from_pretrained(tmp_path)
+    with pytest.raises(OSError):
+        AutoModel.from_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="safetensors checkpoints only"):
+        CLAPRewardModel.from_pretrained(tmp_path, use_safetensors=False)
