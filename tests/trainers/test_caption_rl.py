@@ -1,0 +1,191 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hfpref.data.synth import make_world
+from hfpref.trainers.caption_rl_config import CaptionRLConfig
+from hfpref.trainers.caption_rl_trainer import CaptionRLTrainer, distinct_n, warmup_step_decay
+from hfpref.trainers.captioning_utils import build_tiny_whisper_captioner, ids_to_text
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # A 2-layer captioner decodes token by token: one thread avoids oversubscription on a busy 2-core machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(32, seed=0)
+
+
+@pytest.fixture
+def captioner(world):
+    return build_tiny_whisper_captioner([r for refs in world["references"] for r in refs], seed=0)
+
+
+def brevity(completions, **kwargs):
+    """Prefers short captions: a property a random captioner learns in a few dozen steps (emit eos early)."""
+    return [1.0 - min(len(c), 40) / 40 for c in completions]
+
+
+def _args(tmp_path, **kw):
+    defaults = dict(
+        output_dir=str(tmp_path),
+        per_device_train_batch_size=8,
+        learning_rate=5e-3,
+        max_steps=40,
+        max_new_tokens=12,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        ppo_epochs=2,
+    )
+    return CaptionRLConfig(**{**defaults, **kw})
+
+
+@pytest.mark.parametrize("loss_type, num_samples", [("scst", 1), ("rloo", 4), ("ppo", 2)])
+def test_each_loss_type_raises_the_mean_reward(tmp_path, world, captioner, loss_type, num_samples):
+    model, processor = captioner
+    args = _args(tmp_path, loss_type=loss_type, num_samples=num_samples)
+    trainer = CaptionRLTrainer(model, brevity, args, train_dataset=world, processing_class=processor)
+    trainer.train()
+    rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
+    assert len(rewards) == 40
+    # The sampled reward starts near 0.2 (random captions run to max length). Seeded runs reach 0.38 (SCST),
+    # 0.68 (RLOO) and 0.98 (PPO) over the last five steps; +0.1 is well outside step-to-step noise (std ~0.03).
+    assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.1
+
+
+def test_logs_what_makes_reward_hacking_visible(tmp_path, world, captioner):
+    model, processor = captioner
+    trainer = CaptionRLTrainer(
+        model, brevity, _args(tmp_path, max_steps=2), train_dataset=world, processing_class=processor
+    )
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(logged) == 2
+    for key in ["reward", "reward_greedy", "sample_beats_greedy", "completion_length", "distinct_1", "distinct_2"]:
+        assert all(np.isfinite(e[key]) for e in logged), key
+    assert "rewards/brevity" in logged[0]
+    changed = [n for n, p in trainer.model.named_parameters() if n in before and not torch.equal(p, before[n])]
+    assert len(changed) == len(before)
+
+
+def test_evaluate_reports_greedy_reward(tmp_path, world, captioner):
+    model, processor = captioner
+    trainer = CaptionRLTrainer(
+        model, brevity, _args(tmp_path), eval_dataset=world.select(range(8)), processing_class=processor
+    )
+    metrics = trainer.evaluate()
+    assert 0.0 <= metrics["eval_reward"] <= 1.0 and "eval_rewards/brevity" in metrics
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (lambda completions, **kw: [float("nan")] * len(completions), "reward 'nan_reward' returned NaN or inf"),
+        (lambda completions, **kw: [1.0], r"reward 'short_reward' returned 1 values for 8 completions"),
+    ],
+)
+def test_misbehaving_rewards_stop_training_naming_the_reward(tmp_path, world, captioner, bad, message):
+    model, processor = captioner
+    bad.__name__ = "nan_reward" if "NaN" in message else "short_reward"
+    trainer = CaptionRLTrainer(
+        model, bad, _args(tmp_path, max_steps=1), train_dataset=world, processing_class=processor
+    )
+    with pytest.raises(ValueError, match=message):
+        trainer.train()
+
+
+def test_empty_caption_is_scored(tmp_path, world, captioner):
+    model, processor = captioner
+    eos = processor.tokenizer.eos_token_id
+    assert ids_to_text(processor.tokenizer, torch.tensor([[eos, 1, 1]])) == [""]
+    trainer = CaptionRLTrainer(model, brevity, _args(tmp_path), train_dataset=world, processing_class=processor)
+    totals, components = trainer.score(["", "a bell rings"], {})
+    assert totals.tolist() == pytest.approx([1.0, 1.0 - 12 / 40])
+
+
+def test_lora_and_kl_to_the_adapter_disabled_base(tmp_path, world, captioner):
+    from peft import LoraConfig
+
+    model, processor = captioner
+    trainer = CaptionRLTrainer(
+        model,
+        brevity,
+        _args(tmp_path, max_steps=2, kl_coef=0.1, learning_rate=1e-2),
+        train_dataset=world,
+        processing_class=processor,
+        peft_config=LoraConfig(r=4, target_modules=["q_proj", "v_proj"]),
+    )
+    assert trainer.ref_model is None  # the reference is the base with the adapter disabled
+    lora_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    frozen_before = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if not p.requires_grad}
+    trainer.train()
+    params = dict(trainer.model.named_parameters())
+    assert all(n.count("lora_") for n in lora_before)
+    assert any(not torch.equal(params[n], p) for n, p in lora_before.items() if "lora_B" in n)
+    assert all(torch.equal(params[n], p) for n, p in frozen_before.items())
+    assert all(np.isfinite(e["kl"]) for e in trainer.state.log_history if "kl" in e)
+
+
+def test_kl_with_a_frozen_copy(tmp_path, world, captioner):
+    model, processor = captioner
+    trainer = CaptionRLTrainer(
+        model,
+        brevity,
+        _args(tmp_path, max_steps=2, kl_coef=0.1, loss_type="ppo", num_samples=2),
+        train_dataset=world,
+        processing_class=processor,
+    )
+    assert trainer.ref_model is not None and not any(p.requires_grad for p in trainer.ref_model.parameters())
+    trainer.train()
+    assert any("clip_fraction" in e for e in trainer.state.log_history)
+
+
+def test_resume_from_checkpoint(tmp_path, world, captioner):
+    model, processor = captioner
+    kw = dict(max_steps=4, save_strategy="steps", save_steps=2, learning_rate=5e-3)
+    full = CaptionRLTrainer(
+        model, brevity, _args(tmp_path / "full", **kw), train_dataset=world, processing_class=processor
+    )
+    full.train()
+    reference = {n: p.detach().clone() for n, p in full.model.named_parameters()}
+
+    fresh, _ = build_tiny_whisper_captioner([r for refs in world["references"] for r in refs], seed=7)
+    resumed = CaptionRLTrainer(
+        fresh, brevity, _args(tmp_path / "full", **kw), train_dataset=world, processing_class=processor
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
+    assert resumed.state.global_step == 4
+    for name, param in resumed.model.named_parameters():
+        torch.testing.assert_close(param, reference[name], rtol=1e-4, atol=1e-5)
+
+
+def test_paper_schedule_preset_and_lr_factor(tmp_path):
+    config = CaptionRLConfig.from_preset("paper_scst", output_dir=str(tmp_path))
+    assert (config.num_train_epochs, config.per_device_train_batch_size) == (100, 128)
+    assert (config.warmup_epochs, config.step_decay_every_epochs, config.step_decay_gamma) == (2.0, 10, 0.1)
+    factor = warmup_step_decay(steps_per_epoch=10, warmup_epochs=2, every_epochs=10, gamma=0.1)
+    assert factor(0) == pytest.approx(1 / 20) and factor(19) == pytest.approx(1.0)
+    assert (
+        factor(99) == pytest.approx(1.0) and factor(100) == pytest.approx(0.1) and factor(250) == pytest.approx(0.01)
+    )
+    with pytest.raises(ValueError, match="num_samples >= 2"):
+        CaptionRLConfig(output_dir=str(tmp_path), loss_type="rloo", num_samples=1)
+    with pytest.raises(ValueError, match=r"loss_type='a2c' is not one of"):
+        CaptionRLConfig(output_dir=str(tmp_path), loss_type="a2c")
+
+
+def test_distinct_n():
+    assert distinct_n(["a a a"], 1) == pytest.approx(1 / 3)
+    assert distinct_n([""], 2) == 0.0
+    assert math.isclose(distinct_n(["a b", "a c"], 2), 1.0)
