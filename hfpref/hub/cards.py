@@ -58,6 +58,11 @@ BATON = ("BATON: Aligning Text-to-Audio Model with Human Preference Feedback", "
 FENSE = ("Can Audio Captions Be Evaluated with Image Caption Metrics?", "2110.04684")
 
 METHODS: dict[str, MethodInfo] = {
+    "sft": MethodInfo(
+        "supervised fine-tuning on (audio, caption) pairs, the baseline captioner of RLHF",
+        *RLHF_CAPTIONING,
+        summary="Cross-entropy on reference captions; the baseline that RL with a reward model then aligns.",
+    ),
     "scst": MethodInfo(
         "self-critical sequence training (SCST) with a CLAP reward model",
         *RLHF_CAPTIONING,

@@ -8,6 +8,7 @@ repetition penalties) wraps a reward; it never lives inside a trainer.
 """
 
 import functools
+import inspect
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -227,6 +228,70 @@ REWARD_FUNCTIONS: dict[str, Callable[..., RewardFunc]] = {
     "reward_model": get_reward_model_reward,
     "clap_similarity": get_clap_similarity_reward,
 }
+
+
+def build_reward_funcs(
+    names: Sequence[str],
+    *,
+    reward_model_name_or_path: str | None = None,
+    clap_model_name_or_path: str | None = None,
+    embedding_cache_dir: str | None = None,
+    length_penalty_alpha: float | None = None,
+    expected_length: float | None = None,
+    repetition_penalty: float | None = None,
+):
+    """
+    Turn reward names from a recipe's YAML into callables, loading the models they need once.
+
+    The length and repetition penalties wrap the first (primary) reward, as in the paper's eq. 6.
+
+    Args:
+        names (`Sequence[str]`): registered reward names (see `REWARD_FUNCTIONS`).
+        reward_model_name_or_path (`str`, *optional*): a saved [`~hfpref.rewards.CLAPRewardModel`].
+        clap_model_name_or_path (`str`, *optional*):
+            The CLAP for CLAP rewards; defaults to the checkpoint the reward model records.
+        embedding_cache_dir (`str`, *optional*): CLAP embedding cache.
+        length_penalty_alpha (`float`, *optional*): alpha of [`length_penalty`]; needs `expected_length`.
+        expected_length (`float`, *optional*): `L_exp` in words.
+        repetition_penalty (`float`, *optional*): beta of [`with_repetition_penalty`].
+
+    Returns:
+        `tuple[list[Callable], ClapEmbedder | None]`: the callables and the CLAP embedder they share (if any), so
+        a recipe can precompute `audio_embedding` columns through the same cache.
+    """
+    if not names:
+        raise ValueError(f"no rewards named; known rewards: {sorted(REWARD_FUNCTIONS)}")
+    unknown = [n for n in names if n not in REWARD_FUNCTIONS]
+    if unknown:
+        raise ValueError(f"unknown reward {unknown[0]!r}; known rewards: {sorted(REWARD_FUNCTIONS)}")
+    resources: dict = {}
+    if "reward_model" in names:
+        from .modeling_clap_reward import CLAPRewardModel
+
+        if reward_model_name_or_path is None:
+            raise ValueError("the 'reward_model' reward needs reward_model_name_or_path")
+        resources["reward_model"] = CLAPRewardModel.from_pretrained(reward_model_name_or_path)
+        clap_model_name_or_path = clap_model_name_or_path or resources["reward_model"].config.clap_checkpoint
+    if {"reward_model", "clap_similarity"} & set(names):
+        from ..encoders.clap import ClapEmbedder
+
+        if clap_model_name_or_path is None:
+            raise ValueError("CLAP rewards need clap_model_name_or_path")
+        resources["embedder"] = ClapEmbedder.from_pretrained(
+            clap_model_name_or_path, cache_dir=embedding_cache_dir, show_progress=False
+        )
+    funcs = []
+    for name in names:
+        factory = REWARD_FUNCTIONS[name]
+        wanted = inspect.signature(factory).parameters
+        funcs.append(factory(**{k: v for k, v in resources.items() if k in wanted}))
+    if length_penalty_alpha:
+        if expected_length is None:
+            raise ValueError("length_penalty_alpha needs expected_length (e.g. the mean reference length)")
+        funcs[0] = with_length_penalty(funcs[0], expected_length=expected_length, alpha=length_penalty_alpha)
+    if repetition_penalty:
+        funcs[0] = with_repetition_penalty(funcs[0], beta=repetition_penalty)
+    return funcs, resources.get("embedder")
 
 
 def get_reward_func(name: str, **kwargs) -> RewardFunc:

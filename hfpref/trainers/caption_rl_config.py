@@ -2,6 +2,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from .caption_sft_config import CaptionScriptArguments
+
 
 LOSS_TYPES = ["scst", "rloo", "ppo"]
 PPO_BASELINES = ["greedy", "loo"]
@@ -100,3 +102,28 @@ class CaptionRLConfig(TrainingArguments):
         if preset not in PRESETS:
             raise ValueError(f"preset={preset!r} is not one of {sorted(PRESETS)}")
         return cls(**{**PRESETS[preset], **overrides})
+
+
+@dataclass
+class CaptionRLScriptArguments(CaptionScriptArguments):
+    r"""
+    Data and reward arguments of `recipes/caption_rl.py` (the data fields are those of
+    [`~hfpref.trainers.caption_sft_config.CaptionScriptArguments`]).
+
+    Parameters:
+        reward_funcs (`list[str]`, *optional*, defaults to `["reward_model"]`): registered reward names.
+        reward_model_name_or_path (`str`, *optional*): a saved CLAP reward model (for `"reward_model"`).
+        clap_model_name_or_path (`str`, *optional*): CLAP for CLAP rewards (default: the reward model's).
+        embedding_cache_dir (`str`, *optional*): CLAP embedding cache (default: `<output_dir>/embedding-cache`).
+        length_penalty_alpha (`float`, *optional*, defaults to `0.4`): length penalty (the paper: 0.4 on AudioCaps).
+        expected_length (`float`, *optional*): `L_exp` in words; default the mean reference length of the data.
+        repetition_penalty (`float`, *optional*): repetition penalty strength; `None` for none.
+    """
+
+    reward_funcs: list[str] = field(default_factory=lambda: ["reward_model"])
+    reward_model_name_or_path: str | None = None
+    clap_model_name_or_path: str | None = None
+    embedding_cache_dir: str | None = None
+    length_penalty_alpha: float | None = 0.4
+    expected_length: float | None = None
+    repetition_penalty: float | None = None

@@ -300,3 +300,34 @@ class CaptionRLTrainer(Trainer):
             metrics[f"{metric_key_prefix}_rewards/{name}"] = float(np.sum(values) / len(texts))
         self.log(metrics)
         return metrics
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None, reward_model=None, metrics=None, **kw):
+        """Write the captioner's card (from `hub_cards/model_card.md`) to `output_dir/README.md`."""
+        import os
+
+        from ..hub.cards import render_model_card
+
+        if not self.is_world_process_zero():
+            return
+        if metrics is None:
+            metrics = next((e for e in reversed(self.state.log_history) if "eval_reward" in e), {})
+        base = getattr(self.model, "get_base_model", lambda: self.model)()
+        card = render_model_card(
+            repo_id=self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
+            method=self.args.loss_type,
+            base_model=getattr(base.config, "_name_or_path", None) or None,
+            datasets=dataset_name,
+            reward_model=reward_model,
+            training_args={
+                "loss_type": self.args.loss_type,
+                "num_samples": self.args.num_samples,
+                "rewards": ", ".join(self.reward_names),
+                "reward_weights": self.args.reward_weights,
+                "kl_coef": self.args.kl_coef,
+                "learning_rate": self.args.learning_rate,
+            },
+            metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
+            tags=[*self._tag_names, *(tags or [])],
+        )
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        card.save(os.path.join(self.args.output_dir, "README.md"))

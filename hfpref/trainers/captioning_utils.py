@@ -265,3 +265,48 @@ def build_tiny_whisper_captioner(texts: Iterable[str], *, seed: int = 0, clip_se
     model.generation_config.forced_decoder_ids = None
     processor = WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
     return model, processor
+
+
+def load_caption_splits(args) -> "DatasetDict":
+    """
+    Train/test captioning data from [`~hfpref.trainers.caption_sft_config.CaptionScriptArguments`]: a synthetic
+    world, or a dataset with an audio column (split `test_size` when it has no test split).
+    """
+    from datasets import DatasetDict
+
+    from ..data.loading import load_any_dataset
+    from ..data.synth import make_world
+
+    if args.synthetic_clips:
+        data = make_world(args.synthetic_clips, seed=args.synthetic_seed)
+    else:
+        data = load_any_dataset(args.dataset_name)
+    if isinstance(data, DatasetDict):
+        if args.dataset_train_split not in data:
+            raise ValueError(f"{args.dataset_name} has no split {args.dataset_train_split!r}; it has {list(data)}")
+        if args.dataset_test_split:
+            if args.dataset_test_split not in data:
+                raise ValueError(f"{args.dataset_name} has no split {args.dataset_test_split!r}; it has {list(data)}")
+            return DatasetDict(train=data[args.dataset_train_split], test=data[args.dataset_test_split])
+        data = data[args.dataset_train_split]
+    return data.train_test_split(test_size=args.test_size, seed=args.synthetic_seed)
+
+
+def load_captioner(args, texts: Iterable[str] | None = None):
+    """
+    The captioner of [`~hfpref.trainers.caption_sft_config.CaptionerArguments`]: a checkpoint (safetensors only,
+    no remote code) or, with `tiny_captioner`, a 2-layer Whisper built from a config with a tokenizer trained
+    on `texts`.
+
+    Returns:
+        `(model, processor)`.
+    """
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    if args.tiny_captioner:
+        if texts is None:
+            raise ValueError("tiny_captioner needs the training captions to train its tokenizer")
+        return build_tiny_whisper_captioner(texts, clip_seconds=args.tiny_clip_seconds)
+    model = AutoModelForSpeechSeq2Seq.from_pretrained(args.model_name_or_path, use_safetensors=True)
+    processor = AutoProcessor.from_pretrained(args.model_name_or_path)
+    return model, processor
