@@ -267,7 +267,7 @@ def build_tiny_whisper_captioner(texts: Iterable[str], *, seed: int = 0, clip_se
     return model, processor
 
 
-def load_caption_splits(args) -> "DatasetDict":
+def load_caption_splits(args):
     """
     Train/test captioning data from [`~hfpref.trainers.caption_sft_config.CaptionScriptArguments`]: a synthetic
     world, or a dataset with an audio column (split `test_size` when it has no test split).
