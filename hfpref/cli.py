@@ -62,6 +62,8 @@ def cmd_quickstart(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .metrics.cli import add_agreement_parser, add_eval_parser
+
     parser = argparse.ArgumentParser(
         prog="hfpref",
         description="Preference training for audio-language models (reward models, RL fine-tuning, DPO).",
@@ -88,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-audio", action="store_true", help="drop undecodable rows (logged) instead of failing")
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_embed)
+
+    add_eval_parser(sub)
+    add_agreement_parser(sub)
 
     p = sub.add_parser("quickstart", help="run the main job end to end on the synthetic world")
     p.add_argument("--output-dir", default="outputs/quickstart")

@@ -42,6 +42,7 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
         length_penalty_alpha=script_args.length_penalty_alpha,
         expected_length=expected_length,
         repetition_penalty=script_args.repetition_penalty,
+        references_corpus=train["references"] if "references" in train.column_names else None,
     )
     if embedder is not None:  # CLAP is frozen: embed each clip once, rewards read `audio_embedding`
         splits = type(splits)({k: add_embeddings(v, embedder, text_columns=[]) for k, v in splits.items()})

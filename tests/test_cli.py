@@ -8,7 +8,7 @@ from hfpref.cli import main
 
 def test_help_lists_the_commands():
     out = subprocess.run([sys.executable, "-m", "hfpref.cli", "--help"], capture_output=True, text=True, check=True)
-    for command in ["synth", "embed", "quickstart"]:
+    for command in ["synth", "embed", "eval", "agreement", "quickstart"]:
         assert command in out.stdout
 
 

@@ -224,9 +224,16 @@ def with_repetition_penalty(reward_func: RewardFunc, beta: float = 0.5, n: int =
 
 
 # The registry the recipes use to turn names from YAML into callables; trainers receive callables.
+def _get_cider_reward(**kwargs) -> RewardFunc:
+    from ..metrics.rewards import get_cider_reward
+
+    return get_cider_reward(**kwargs)
+
+
 REWARD_FUNCTIONS: dict[str, Callable[..., RewardFunc]] = {
     "reward_model": get_reward_model_reward,
     "clap_similarity": get_clap_similarity_reward,
+    "cider_d": _get_cider_reward,
 }
 
 
@@ -239,6 +246,7 @@ def build_reward_funcs(
     length_penalty_alpha: float | None = None,
     expected_length: float | None = None,
     repetition_penalty: float | None = None,
+    references_corpus: Sequence[Sequence[str]] | None = None,
 ):
     """
     Turn reward names from a recipe's YAML into callables, loading the models they need once.
@@ -254,6 +262,9 @@ def build_reward_funcs(
         length_penalty_alpha (`float`, *optional*): alpha of [`length_penalty`]; needs `expected_length`.
         expected_length (`float`, *optional*): `L_exp` in words.
         repetition_penalty (`float`, *optional*): beta of [`with_repetition_penalty`].
+        references_corpus (`Sequence[Sequence[str]]`, *optional*):
+            Reference captions whose n-gram document frequencies CIDEr-D uses (`"cider_d"`); typically the
+            training set's `references` column.
 
     Returns:
         `tuple[list[Callable], ClapEmbedder | None]`: the callables and the CLAP embedder they share (if any), so
@@ -282,6 +293,11 @@ def build_reward_funcs(
         )
     funcs = []
     for name in names:
+        if name == "cider_d":
+            if references_corpus is None:
+                raise ValueError("the 'cider_d' reward needs references_corpus (a dataset with a references column)")
+            funcs.append(REWARD_FUNCTIONS[name](references_corpus=references_corpus))
+            continue
         factory = REWARD_FUNCTIONS[name]
         wanted = inspect.signature(factory).parameters
         funcs.append(factory(**{k: v for k, v in resources.items() if k in wanted}))
@@ -303,7 +319,7 @@ def get_reward_func(name: str, **kwargs) -> RewardFunc:
     >>> get_reward_func("bleu")
     Traceback (most recent call last):
     ...
-    ValueError: unknown reward 'bleu'; known rewards: ['clap_similarity', 'reward_model']
+    ValueError: unknown reward 'bleu'; known rewards: ['cider_d', 'clap_similarity', 'reward_model']
 
     ```
     """

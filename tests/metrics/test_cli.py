@@ -1,0 +1,81 @@
+import json
+import shutil
+
+import pytest
+
+from hfpref.metrics.cli import main
+
+
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer needs Java")
+
+
+@pytest.fixture
+def small_fense(fense_dir, tmp_path):
+    entries = json.loads((fense_dir / "clotho_eval.json").read_text())[:12]
+    path = tmp_path / "clotho_eval.json"
+    path.write_text(json.dumps(entries))
+    return path
+
+
+def test_agreement_json_is_one_object_on_stdout(small_fense, capsys):
+    assert (
+        main(
+            [
+                "agreement",
+                "--fense",
+                str(small_fense),
+                "--metric",
+                "bleu_1",
+                "rouge_l",
+                "--tokenizer",
+                "simple",
+                "--json",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    result = json.loads(out)
+    assert out.count("\n") == 1 and set(result) == {"bleu_1", "rouge_l"}
+    for rates in result.values():
+        assert set(rates) == {"HC", "HI", "HM", "MM", "total"}
+        assert 0.0 <= rates["total"] <= 100.0
+
+
+@needs_java
+def test_agreement_table(small_fense, capsys):
+    assert main(["agreement", "--fense", str(small_fense), "--metric", "cider_d"]) == 0
+    out = capsys.readouterr().out
+    assert "HC" in out and "total" in out and "cider_d" in out
+
+
+def test_eval_jsonl_json_and_table(tmp_path, capsys):
+    rows = [
+        {"caption": "a dog barks", "references": ["a dog barks loudly", "a dog is barking"]},
+        {"caption": "rain falls", "references": ["heavy rain falls", "rain falls on a roof"]},
+    ]
+    path = tmp_path / "captions.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["eval", "--captions", str(path), "--metrics", "bleu_1", "rouge_l", "cider_d", "clap_sim"]
+    assert main([*args, "--tokenizer", "simple", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["bleu_1"] == pytest.approx(0.6703, abs=1e-4) and set(result["skipped"]) == {"clap_sim"}
+    assert {"rouge_l", "cider_d"} <= set(result)
+    sentences = tmp_path / "sentences.jsonl"
+    assert main([*args, "--tokenizer", "simple", "--sentence-scores", str(sentences)]) == 0
+    table = capsys.readouterr().out
+    assert "bleu_1" in table and "clap_sim  skipped" in table
+    lines = [json.loads(line) for line in sentences.read_text().splitlines()]
+    assert [line["caption"] for line in lines] == ["a dog barks", "rain falls"] and "cider_d" in lines[0]
+
+
+def test_eval_csv_with_json_and_split_reference_columns(tmp_path, capsys):
+    path = tmp_path / "captions.csv"
+    path.write_text('caption,references,ref_a,ref_b\na dog barks,"[""a dog barks""]",a dog barks,a puppy barks\n')
+    assert main(["eval", "--captions", str(path), "--metrics", "bleu_1", "--tokenizer", "simple", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bleu_1"] == pytest.approx(1.0)
+    argv = ["eval", "--captions", str(path), "--references-column", "ref_a", "ref_b", "--metrics", "bleu_1"]
+    assert main([*argv, "--tokenizer", "simple", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bleu_1"] == pytest.approx(1.0)
+    with pytest.raises(SystemExit, match="no column"):
+        main(["eval", "--captions", str(path), "--references-column", "refs", "--json"])
