@@ -35,3 +35,12 @@ def test_quickstart_runs_and_summarises(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "hfpref quickstart: what it did" in out and "Summary" in out
     assert (tmp_path / "world-embedded").is_dir() and (tmp_path / "preference-pairs").is_dir()
+
+
+def test_agreement_command_reproduces_fense_bleu4(fense_dir, capsys):
+    import json
+
+    assert main(["agreement", "--fense", str(fense_dir / "clotho_eval.json"), "--metric", "bleu_4", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["bleu_4"]) == {"HC", "HI", "HM", "MM", "total"}
+    assert round(result["bleu_4"]["total"], 1) == 60.5
