@@ -37,3 +37,14 @@ def tiny_clap_dir(tmp_path_factory) -> Path:
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models decoding token by token: one torch thread avoids oversubscription on a busy 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

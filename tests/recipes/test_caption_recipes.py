@@ -21,11 +21,8 @@ RL_TYPES = (CaptionRLScriptArguments, CaptionRLConfig, CaptionerArguments)
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """Every test here decodes token by token with tiny models."""
 
 
 def _recipe(name):

@@ -11,12 +11,8 @@ from hfpref.trainers.captioning_utils import build_tiny_whisper_captioner, ids_t
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # A 2-layer captioner decodes token by token: one thread avoids oversubscription on a busy 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread):
+    """Every test here decodes token by token with tiny models."""
 
 
 @pytest.fixture(scope="module")
