@@ -1,7 +1,20 @@
 from .caption_rl_config import CaptionRLConfig
 from .caption_rl_trainer import CaptionRLTrainer
+from .clap_contrastive_config import ClapContrastiveConfig, ClapContrastiveScriptArguments, ClapModelArguments
+from .clap_contrastive_trainer import ClapContrastiveCollator, ClapContrastiveTrainer, retrieval_metrics
 from .reward_model_config import RewardModelConfig
 from .reward_model_trainer import RewardModelTrainer
 
 
-__all__ = ["CaptionRLConfig", "CaptionRLTrainer", "RewardModelConfig", "RewardModelTrainer"]
+__all__ = [
+    "CaptionRLConfig",
+    "CaptionRLTrainer",
+    "ClapContrastiveCollator",
+    "ClapContrastiveConfig",
+    "ClapContrastiveScriptArguments",
+    "ClapContrastiveTrainer",
+    "ClapModelArguments",
+    "RewardModelConfig",
+    "RewardModelTrainer",
+    "retrieval_metrics",
+]
