@@ -98,5 +98,8 @@ def run_quickstart(output_dir: str | Path = "outputs/quickstart", n_clips: int =
         f"  audio-caption cosine of matched pairs: {summary['matched_cosine_mean']:.3f} "
         "(random CLAP weights: no meaning yet)"
     )
-    print("Not yet in the pipeline: CLAP contrastive fitting, the reward model, RL fine-tuning, evaluation.")
+    print(
+        "Not yet chained here: CLAP contrastive fitting, the reward model, SCST and evaluation; each runs today as "
+        "its own recipe (see the README's recipe table)."
+    )
     return summary
