@@ -54,6 +54,18 @@ def make_clips(count: int, seconds: float, seed: int) -> list[np.ndarray]:
     return clips
 
 
+def build_real_clap_architecture(captions: list[str], seed: int):
+    """`laion/clap-htsat-unfused`'s architecture (`ClapConfig()`), random weights, a tokenizer trained on `captions`."""
+    tokenizer = train_clap_tokenizer(captions, vocab_size=2000, model_max_length=512)
+    feature_extractor = ClapFeatureExtractor(truncation="rand_trunc")
+    torch.manual_seed(seed)
+    model = ClapModel(ClapConfig()).eval()
+    processor = ClapProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+    parameters = sum(parameter.numel() for parameter in model.parameters())
+    print(f"built laion/clap-htsat-unfused architecture: {parameters / 1e6:.1f}M parameters, random weights")
+    return model, processor
+
+
 def timed(function, *args):
     start = time.perf_counter()
     result = function(*args)
@@ -76,13 +88,7 @@ def main() -> None:
     clips = make_clips(args.clips, args.seconds, args.seed)
 
     start = time.perf_counter()
-    tokenizer = train_clap_tokenizer(captions, vocab_size=2000, model_max_length=512)
-    feature_extractor = ClapFeatureExtractor(truncation="rand_trunc")
-    torch.manual_seed(args.seed)
-    model = ClapModel(ClapConfig()).eval()
-    processor = ClapProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
-    parameters = sum(parameter.numel() for parameter in model.parameters())
-    print(f"built laion/clap-htsat-unfused architecture: {parameters / 1e6:.1f}M parameters, random weights")
+    model, processor = build_real_clap_architecture(captions, args.seed)
     print(f"setup {time.perf_counter() - start:.1f}s, torch threads {torch.get_num_threads()}")
 
     with tempfile.TemporaryDirectory(prefix="hfpref-bench-cache-") as cache_dir:

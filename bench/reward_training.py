@@ -28,11 +28,15 @@ import time
 import numpy as np
 import torch
 from datasets import Dataset, Features, List, Value
-from embed_cache import SAMPLING_RATE, make_captions, timed  # sibling script: bench/embed_cache.py
-from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, ClapProcessor
+from embed_cache import (  # sibling script: bench/embed_cache.py
+    SAMPLING_RATE,
+    build_real_clap_architecture,
+    make_captions,
+    timed,
+)
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from hfpref.encoders import ClapEmbedder, train_clap_tokenizer
+from hfpref.encoders import ClapEmbedder
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
 from hfpref.trainers import RewardModelConfig, RewardModelTrainer
 
@@ -148,13 +152,7 @@ def main() -> None:
     captions = make_captions(2 * args.batch_size * (args.clap_batches + 1), args.seed)
     clips = make_clips(args.batch_size * args.clap_batches + WARM_UP, args.seconds, args.seed)
     start = time.perf_counter()
-    tokenizer = train_clap_tokenizer(captions, vocab_size=2000, model_max_length=512)
-    feature_extractor = ClapFeatureExtractor(truncation="rand_trunc")
-    torch.manual_seed(args.seed)
-    model = ClapModel(ClapConfig()).eval()
-    processor = ClapProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
-    parameters = sum(parameter.numel() for parameter in model.parameters())
-    print(f"built laion/clap-htsat-unfused architecture: {parameters / 1e6:.1f}M parameters, random weights")
+    model, processor = build_real_clap_architecture(captions, args.seed)
     print(f"setup {time.perf_counter() - start:.1f}s")
 
     # No cache_dir: every call runs the model (the embedder uses torch.inference_mode and eval mode).
