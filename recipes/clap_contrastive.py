@@ -6,23 +6,20 @@ Offline, this fits the tiny CLAP that the quickstart then uses as a reward; onli
     accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/clap_contrastive.py --config recipes/captioning/clap/config_synthetic.yaml
 """
 
-import logging
-
 from datasets import Dataset, DatasetDict
 from trl import TrlParser
 
 from hfpref.data import load_any_dataset, make_world
 from hfpref.encoders import build_tiny_clap, load_clap
-from hfpref.trainers import ClapContrastiveConfig, ClapContrastiveScriptArguments, ClapContrastiveTrainer
-from hfpref.trainers.clap_contrastive_config import ClapModelArguments
+from hfpref.trainers import (
+    ClapContrastiveConfig,
+    ClapContrastiveScriptArguments,
+    ClapContrastiveTrainer,
+    ClapModelArguments,
+)
 
 
-logger = logging.getLogger(__name__)
-
-
-def load_data(
-    script_args: ClapContrastiveScriptArguments, training_args: ClapContrastiveConfig
-) -> tuple[Dataset, Dataset | None]:
+def load_data(script_args: ClapContrastiveScriptArguments) -> tuple[Dataset, Dataset | None]:
     if script_args.synthetic_clips:
         seed, held_out = script_args.synthetic_seed, script_args.synthetic_eval_clips
         world = dict(
@@ -33,14 +30,11 @@ def load_data(
     dataset = load_any_dataset(script_args.dataset_name)
     if not isinstance(dataset, DatasetDict):
         dataset = DatasetDict({"train": dataset})
-    split = script_args.dataset_test_split
-    if split is not None and split not in dataset:
-        raise ValueError(f"{script_args.dataset_name} has no split {split!r}; its splits are {list(dataset)}.")
-    if script_args.dataset_train_split not in dataset:
-        raise ValueError(
-            f"{script_args.dataset_name} has no split {script_args.dataset_train_split!r}; its splits are {list(dataset)}."
-        )
-    return dataset[script_args.dataset_train_split], dataset[split] if split is not None else None
+    train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
+    for split in (train_split, test_split):
+        if split is not None and split not in dataset:
+            raise ValueError(f"{script_args.dataset_name} has no split {split!r}; its splits are {list(dataset)}.")
+    return dataset[train_split], dataset[test_split] if test_split is not None else None
 
 
 def load_model(model_args: ClapModelArguments, training_args: ClapContrastiveConfig, train: Dataset):
@@ -60,10 +54,10 @@ def load_model(model_args: ClapModelArguments, training_args: ClapContrastiveCon
 
 
 def main(script_args, training_args, model_args):
-    train_dataset, eval_dataset = load_data(script_args, training_args)
+    train_dataset, eval_dataset = load_data(script_args)
     if eval_dataset is None and training_args.eval_strategy != "no":
         raise ValueError(
-            f"eval_strategy={training_args.eval_strategy!r} needs an evaluation split or synthetic_eval_clips"
+            "eval_strategy needs dataset_test_split or synthetic_eval_clips > 0; or set eval_strategy: no"
         )
     model, processor = load_model(model_args, training_args, train_dataset)
 

@@ -350,6 +350,8 @@ class ClapContrastiveTrainer(Trainer):
 
         references = args.references_column
         if references is not None and (train_dataset is None or references not in train_dataset.column_names):
+            if train_dataset is not None:
+                logger.info(f"No {references!r} column in train_dataset: training on {args.text_column!r} only.")
             references = None
         self._eval_collator = None
         if data_collator is None:

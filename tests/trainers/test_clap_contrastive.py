@@ -54,6 +54,11 @@ def config(tmp_path, **overrides) -> ClapContrastiveConfig:
     return ClapContrastiveConfig(**{**defaults, **overrides})
 
 
+@pytest.fixture(autouse=True)
+def _single_thread(one_thread):
+    """A tiny CLAP gains nothing from a second thread, and spinning threads crawl when other processes share the cores."""
+
+
 @pytest.fixture(scope="module")
 def world():
     """16 one-second clips; build_tiny_clap's feature extractor repeat-pads them to its 5 s window."""
@@ -303,8 +308,8 @@ def run_learning(tmp_path, max_steps: int) -> dict:
 
 # Thresholds: 64 held-out clips, a hit when the top caption names the clip's exact set of events. Without learning
 # the hits are a sum of independent Bernoulli(p_i) with mean 64 * chance (about 1.8), so 16 or more hits (R@1 >= 0.25)
-# has probability below 1e-9. Measured on 2 idle CPU cores: 0.08 before training, 0.39 after 300 steps (28 s of
-# training) and 0.61 after 600 (55 s).
+# has probability below 1e-9. Measured on one CPU thread: 0.08 before training, 0.39 after 300 steps (30 to 40 s of
+# training) and 0.61 after 600. The run is deterministic: the same numbers with one or two threads.
 
 
 def test_tiny_clap_learns_to_retrieve_held_out_captions(tmp_path):
