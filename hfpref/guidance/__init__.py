@@ -1,0 +1,1 @@
+"""Inference-time classifier guidance: audibility-guided decoding of captioners and causal LMs."""
