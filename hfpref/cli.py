@@ -55,14 +55,24 @@ def cmd_embed(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    from .quickstart import run_quickstart
+    from .quickstart import run_quickstart, write_stage_configs
 
-    run_quickstart(output_dir=args.output_dir, n_clips=args.n_clips, seed=args.seed)
+    if args.write_configs:
+        for path in write_stage_configs(args.write_configs, output_dir=args.output_dir, seed=args.seed):
+            print(path)
+        return 0
+    results = run_quickstart(output_dir=args.output_dir, size=args.size, seed=args.seed, force=args.force)
+    missed = [name for name, target in results["targets"].items() if not target["met"]]
+    if missed:
+        print(f"targets not met: {missed} (see {args.output_dir}/results.md)")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .guidance.cli import add_audibility_data_parser
+    from .judges.cli import add_pairs_parser
     from .metrics.cli import add_agreement_parser, add_eval_parser
+    from .tta_cli import add_tta_generate_parser
 
     parser = argparse.ArgumentParser(
         prog="hfpref",
@@ -92,12 +102,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_embed)
 
     add_eval_parser(sub)
+    add_pairs_parser(sub)
+    add_audibility_data_parser(sub)
     add_agreement_parser(sub)
+    add_tta_generate_parser(sub)
 
     p = sub.add_parser("quickstart", help="run the main job end to end on the synthetic world")
     p.add_argument("--output-dir", default="outputs/quickstart")
-    p.add_argument("--n-clips", type=int, default=96)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--size",
+        choices=["small", "medium", "tiny"],
+        default="small",
+        help="how big each stage is (tiny: a smoke test of every stage, too small to learn)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the world and of every stage")
+    p.add_argument("--force", action="store_true", help="re-run every stage, even finished ones")
+    p.add_argument(
+        "--write-configs",
+        metavar="DIR",
+        help="only write each training stage's recipe config under DIR (recipes/quickstart) and exit",
+    )
     p.set_defaults(func=cmd_quickstart)
     return parser
 

@@ -7,68 +7,13 @@ accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/capt
 """
 
 import logging
-import os
 
-from transformers import set_seed
-from trl import TrlParser
-
-from hfpref.encoders.dataset import add_embeddings
-from hfpref.rewards.functions import build_reward_funcs, expected_caption_length
-from hfpref.trainers import CaptionRLConfig, CaptionRLTrainer
-from hfpref.trainers.caption_rl_config import CaptionRLScriptArguments
-from hfpref.trainers.caption_sft_config import CaptionerArguments
-from hfpref.trainers.captioning_utils import load_caption_splits, load_captioner
+from hfpref.scripts.caption_rl import main, make_parser
 
 
-logger = logging.getLogger(__name__)
-
-
-def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, model_args: CaptionerArguments):
-    set_seed(training_args.seed)
-    splits = load_caption_splits(script_args)
-    train = splits["train"]
-    expected_length = script_args.expected_length
-    if expected_length is None and script_args.length_penalty_alpha:
-        column = "references" if "references" in train.column_names else script_args.caption_column
-        expected_length = expected_caption_length(train[column])
-        logger.info("expected caption length from %s: %.2f words", column, expected_length)
-
-    reward_funcs, embedder = build_reward_funcs(
-        script_args.reward_funcs,
-        reward_model_name_or_path=script_args.reward_model_name_or_path,
-        clap_model_name_or_path=script_args.clap_model_name_or_path,
-        embedding_cache_dir=script_args.embedding_cache_dir
-        or os.path.join(training_args.output_dir, "embedding-cache"),
-        length_penalty_alpha=script_args.length_penalty_alpha,
-        expected_length=expected_length,
-        repetition_penalty=script_args.repetition_penalty,
-        references_corpus=train["references"] if "references" in train.column_names else None,
-    )
-    if embedder is not None:  # CLAP is frozen: embed each clip once, rewards read `audio_embedding`
-        splits = type(splits)({k: add_embeddings(v, embedder, text_columns=[]) for k, v in splits.items()})
-
-    texts = list(train[script_args.caption_column]) if model_args.tiny_captioner else None
-    model, processor = load_captioner(model_args, texts)
-    trainer = CaptionRLTrainer(
-        model,
-        reward_funcs,
-        training_args,
-        train_dataset=splits["train"],
-        eval_dataset=splits["test"],
-        processing_class=processor,
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    metrics = trainer.evaluate()
-    trainer.save_metrics("eval", metrics)
-    trainer.save_model(training_args.output_dir)
-    dataset = script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)"
-    trainer.create_model_card(dataset_name=dataset, reward_model=script_args.reward_model_name_or_path)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=dataset, reward_model=script_args.reward_model_name_or_path)
-    return trainer, metrics
+__all__ = ["main", "make_parser"]
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    parser = TrlParser((CaptionRLScriptArguments, CaptionRLConfig, CaptionerArguments))
-    main(*parser.parse_args_and_config())
+    main(*make_parser().parse_args_and_config())

@@ -8,66 +8,12 @@ accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/capt
 
 import logging
 
-from transformers import Seq2SeqTrainer, set_seed
-from trl import TrlParser
-
-from hfpref.hub.cards import render_model_card
-from hfpref.trainers.caption_sft_config import CaptionerArguments, CaptionScriptArguments, CaptionSFTConfig
-from hfpref.trainers.captioning_utils import CaptionCollator, encoder_input_name, load_caption_splits, load_captioner
+from hfpref.scripts.caption_sft import main, make_parser
 
 
-logger = logging.getLogger(__name__)
-
-
-def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, model_args: CaptionerArguments):
-    set_seed(training_args.seed)
-    splits = load_caption_splits(script_args)
-    for name, split in splits.items():
-        missing = {training_args.audio_column, script_args.caption_column} - set(split.column_names)
-        if missing:
-            raise ValueError(f"the {name} split lacks columns {sorted(missing)}; it has {split.column_names}")
-    texts = [c for c in splits["train"][script_args.caption_column]]
-    if "references" in splits["train"].column_names:
-        texts += [r for refs in splits["train"]["references"] for r in refs]
-    model, processor = load_captioner(model_args, texts)
-
-    collator = CaptionCollator(
-        processor.feature_extractor,
-        processor.tokenizer,
-        audio_column=training_args.audio_column,
-        caption_column=script_args.caption_column,
-        input_name=encoder_input_name(model),
-        max_caption_tokens=training_args.max_caption_tokens,
-    )
-    trainer = Seq2SeqTrainer(
-        model=model,
-        args=training_args,
-        data_collator=collator,
-        train_dataset=splits["train"],
-        eval_dataset=splits["test"],
-        processing_class=processor,
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    metrics = trainer.evaluate()
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
-    trainer.save_model(training_args.output_dir)
-
-    card = render_model_card(
-        repo_id=training_args.hub_model_id or training_args.output_dir,
-        method="sft",
-        base_model=model_args.model_name_or_path,
-        datasets=script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)",
-        training_args={"learning_rate": training_args.learning_rate, "epochs": training_args.num_train_epochs},
-        metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
-    )
-    card.save(f"{training_args.output_dir}/README.md")
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
-    return trainer, metrics
+__all__ = ["main", "make_parser"]
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    parser = TrlParser((CaptionScriptArguments, CaptionSFTConfig, CaptionerArguments))
-    main(*parser.parse_args_and_config())
+    main(*make_parser().parse_args_and_config())

@@ -6,87 +6,14 @@ Offline, this fits the tiny CLAP that the quickstart then uses as a reward; onli
     accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/clap_contrastive.py --config recipes/captioning/clap/config_synthetic.yaml
 """
 
-from datasets import Dataset, DatasetDict
-from trl import TrlParser
+import logging
 
-from hfpref.data import load_any_dataset, make_world
-from hfpref.encoders import build_tiny_clap, load_clap
-from hfpref.trainers import (
-    ClapContrastiveConfig,
-    ClapContrastiveScriptArguments,
-    ClapContrastiveTrainer,
-    ClapModelArguments,
-)
+from hfpref.scripts.clap_contrastive import main, make_parser
 
 
-def load_data(script_args: ClapContrastiveScriptArguments) -> tuple[Dataset, Dataset | None]:
-    if script_args.synthetic_clips:
-        seed, held_out = script_args.synthetic_seed, script_args.synthetic_eval_clips
-        world = dict(
-            sampling_rate=script_args.synthetic_sampling_rate, clip_seconds=script_args.synthetic_clip_seconds
-        )
-        train = make_world(script_args.synthetic_clips, seed=seed, **world)
-        return train, make_world(held_out, seed=seed + 1, **world) if held_out else None
-    dataset = load_any_dataset(script_args.dataset_name)
-    if not isinstance(dataset, DatasetDict):
-        dataset = DatasetDict({"train": dataset})
-    train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
-    for split in (train_split, test_split):
-        if split is not None and split not in dataset:
-            raise ValueError(f"{script_args.dataset_name} has no split {split!r}; its splits are {list(dataset)}.")
-    return dataset[train_split], dataset[test_split] if test_split is not None else None
-
-
-def load_model(model_args: ClapModelArguments, training_args: ClapContrastiveConfig, train: Dataset):
-    if not model_args.tiny:
-        return load_clap(model_args.model_name_or_path, revision=model_args.model_revision)
-    texts = list(train[training_args.text_column])
-    references = training_args.references_column
-    if references is not None and references in train.column_names:
-        texts += [text for row in train[references] for text in row or []]
-    return build_tiny_clap(
-        texts,
-        seed=training_args.seed,
-        sampling_rate=model_args.tiny_sampling_rate,
-        projection_dim=model_args.tiny_projection_dim,
-        vocab_size=model_args.tiny_vocab_size,
-    )
-
-
-def main(script_args, training_args, model_args):
-    train_dataset, eval_dataset = load_data(script_args)
-    if eval_dataset is None and training_args.eval_strategy != "no":
-        raise ValueError(
-            "eval_strategy needs dataset_test_split or synthetic_eval_clips > 0; or set eval_strategy: no"
-        )
-    model, processor = load_model(model_args, training_args, train_dataset)
-
-    trainer = ClapContrastiveTrainer(
-        model=model,
-        args=training_args,
-        train_dataset=train_dataset,
-        eval_dataset=eval_dataset,
-        processing_class=processor,
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    if eval_dataset is not None:
-        metrics = trainer.evaluate()
-        trainer.log_metrics("eval", metrics)
-        trainer.save_metrics("eval", metrics)
-
-    trainer.save_model(training_args.output_dir)
-    trainer.accelerator.print(f"Model and processor saved to {training_args.output_dir}.")
-    card = {"dataset": script_args.dataset_name, "finetuned_from": model_args.model_name_or_path}
-    trainer.create_model_card(**card)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
-        trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}.")
-    return trainer
-
-
-def make_parser() -> TrlParser:
-    return TrlParser((ClapContrastiveScriptArguments, ClapContrastiveConfig, ClapModelArguments))
+__all__ = ["main", "make_parser"]
 
 
 if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
     main(*make_parser().parse_args_and_config())

@@ -8,76 +8,13 @@ accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/rewa
 """
 
 import logging
-import os
 
-from transformers import set_seed
-from trl import TrlParser
-
-from hfpref.data.reward_data import load_reward_splits
-from hfpref.encoders.clap import ClapEmbedder
-from hfpref.encoders.dataset import add_embeddings
-from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
-from hfpref.trainers import RewardModelConfig, RewardModelTrainer
-from hfpref.trainers.reward_model_config import RewardHeadArguments, RewardScriptArguments
+from hfpref.scripts.reward_model import main, make_parser
 
 
-logger = logging.getLogger(__name__)
-
-
-def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, head_args: RewardHeadArguments):
-    set_seed(training_args.seed)
-    pairwise = training_args.pairwise
-
-    # Data -> embeddings, through the cache.
-    splits = load_reward_splits(script_args, pairwise=pairwise)
-    cache_dir = script_args.embedding_cache_dir or os.path.join(training_args.output_dir, "embedding-cache")
-    embedder = ClapEmbedder.from_pretrained(script_args.clap_model_name_or_path, cache_dir=cache_dir)
-    text_columns = ["chosen", "rejected"] if pairwise else {script_args.text_column: "text_embedding"}
-    embedded = {
-        name: add_embeddings(
-            split,
-            embedder,
-            audio_column=script_args.audio_column,
-            text_columns=text_columns,
-            skip_bad_audio=script_args.skip_bad_audio,
-        )
-        for name, split in splits.items()
-    }
-    logger.info("embedding cache %s: %s", cache_dir, embedder.cache.stats)
-
-    # Model.
-    if head_args.init_from:
-        model = CLAPRewardModel.from_pretrained(head_args.init_from)
-    else:
-        model = CLAPRewardModel(
-            CLAPRewardConfig(
-                embedding_dim=embedder.embedding_dim,
-                hidden_sizes=head_args.hidden_sizes,
-                dropout=head_args.dropout,
-                reward_clamp=head_args.reward_clamp,
-                clap_checkpoint=script_args.clap_model_name_or_path,
-                clap_fingerprint=embedder.fingerprint,
-            )
-        )
-
-    # Train -> evaluate -> save -> card -> push.
-    trainer = RewardModelTrainer(model, training_args, train_dataset=embedded["train"], eval_dataset=embedded["test"])
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    metrics = trainer.evaluate()
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
-    trainer.save_model(training_args.output_dir)
-
-    source = (
-        script_args.dataset_name or script_args.fense_files or f"synthetic world ({script_args.synthetic_clips} clips)"
-    )
-    trainer.create_model_card(dataset_name=source, metrics=metrics)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=source)
-    return trainer, metrics
+__all__ = ["main", "make_parser"]
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    parser = TrlParser((RewardScriptArguments, RewardModelConfig, RewardHeadArguments))
-    main(*parser.parse_args_and_config())
+    main(*make_parser().parse_args_and_config())

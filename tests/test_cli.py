@@ -29,14 +29,6 @@ def test_synth_then_embed(tmp_path, capsys):
     assert "Embedded 6 rows" in capsys.readouterr().out
 
 
-def test_quickstart_runs_and_summarises(tmp_path, capsys):
-    summary = main(["quickstart", "--output-dir", str(tmp_path), "--n-clips", "12"])
-    assert summary == 0
-    out = capsys.readouterr().out
-    assert "hfpref quickstart: what it did" in out and "Summary" in out
-    assert (tmp_path / "world-embedded").is_dir() and (tmp_path / "preference-pairs").is_dir()
-
-
 def test_agreement_command_reproduces_fense_bleu4(fense_dir, capsys):
     import json
 

@@ -574,29 +574,41 @@ def tiny_clap_config(
 
 
 def tiny_clap_feature_extractor(
-    sampling_rate: int = 16_000, *, truncation: str = "rand_trunc"
+    sampling_rate: int = 16_000,
+    *,
+    truncation: str = "rand_trunc",
+    num_mel_bins: int = 64,
+    clip_seconds: float = 5.0,
 ) -> ClapFeatureExtractor:
     r"""
-    Feature extractor matching [`tiny_clap_config`]: 64 mel bins, a 20 ms hop and `max_length_s=5`.
+    Feature extractor matching [`tiny_clap_config`]: 64 mel bins, a 20 ms hop and `max_length_s=5` by default.
 
-    Five seconds at a 20 ms hop are 251 frames, within the 256 the tiny HTSAT accepts.
+    Five seconds at a 20 ms hop are 251 frames, within the 256 the tiny HTSAT accepts (`spec_size=128`, 64 mel
+    bins); 2 s windows with 32 mel bins fit `spec_size=64`.
 
     Args:
         sampling_rate (`int`, *optional*, defaults to `16000`):
             Sampling rate in Hz; a multiple of 50 (for the 20 ms hop).
         truncation (`str`, *optional*, defaults to `"rand_trunc"`):
             `"rand_trunc"` for a non-fusion model, `"fusion"` for a fusion one.
+        num_mel_bins (`int`, *optional*, defaults to `64`):
+            Mel bins; the model's `num_mel_bins` must match.
+        clip_seconds (`float`, *optional*, defaults to `5.0`):
+            Window length (`max_length_s`): longer clips are cropped at random, shorter ones repeat-padded.
 
     Returns:
         `ClapFeatureExtractor`: the feature extractor.
     """
     if sampling_rate % 50:
         raise ValueError(f"sampling_rate={sampling_rate} must be a multiple of 50 Hz (20 ms hop)")
+    if float(clip_seconds) != int(clip_seconds) or clip_seconds < 1:
+        # ClapFeatureExtractor pads to max_length_s * sampling_rate samples, which numpy needs as an integer.
+        raise ValueError(f"clip_seconds={clip_seconds} must be a whole number of seconds (1, 2, 5, ...)")
     return ClapFeatureExtractor(
-        feature_size=64,
+        feature_size=num_mel_bins,
         sampling_rate=sampling_rate,
         hop_length=sampling_rate // 50,
-        max_length_s=5,
+        max_length_s=int(clip_seconds),
         fft_window_size=1024 if sampling_rate >= 32_000 else 512,
         frequency_min=50,
         frequency_max=min(14_000, sampling_rate // 2),
@@ -612,6 +624,10 @@ def build_tiny_clap(
     sampling_rate: int = 16_000,
     projection_dim: int = 32,
     vocab_size: int = 512,
+    clip_seconds: float = 5.0,
+    num_mel_bins: int = 64,
+    spec_size: int = 128,
+    text_dropout: float | None = None,
 ) -> tuple[ClapModel, ClapProcessor]:
     r"""
     Build a randomly initialised tiny CLAP and its processor, offline.
@@ -631,14 +647,35 @@ def build_tiny_clap(
             Embedding width.
         vocab_size (`int`, *optional*, defaults to `512`):
             Largest tokenizer vocabulary.
+        clip_seconds (`float`, *optional*, defaults to `5.0`):
+            Audio window of the feature extractor.
+        num_mel_bins (`int`, *optional*, defaults to `64`):
+            Mel bins of the feature extractor and the audio tower.
+        spec_size (`int`, *optional*, defaults to `128`):
+            Side of the square image HTSAT folds the spectrogram into; `clip_seconds=2.0, num_mel_bins=32,
+            spec_size=64` is 4x cheaper than the default and learns the synthetic world in a few hundred steps.
+        text_dropout (`float`, *optional*):
+            Dropout of the text tower (hidden and attention); `None` keeps the config default (0.1).
 
     Returns:
         `tuple[ClapModel, ClapProcessor]`: the model in eval mode and its processor.
     """
     tokenizer = train_clap_tokenizer(texts, vocab_size=vocab_size)
-    config = tiny_clap_config(projection_dim, vocab_size=len(tokenizer), max_text_length=tokenizer.model_max_length)
+    config = tiny_clap_config(
+        projection_dim,
+        vocab_size=len(tokenizer),
+        max_text_length=tokenizer.model_max_length,
+        spec_size=spec_size,
+        num_mel_bins=num_mel_bins,
+    )
+    if text_dropout is not None:
+        config.text_config.hidden_dropout_prob = text_dropout
+        config.text_config.attention_probs_dropout_prob = text_dropout
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ClapModel(config)
-    processor = ClapProcessor(feature_extractor=tiny_clap_feature_extractor(sampling_rate), tokenizer=tokenizer)
+    feature_extractor = tiny_clap_feature_extractor(
+        sampling_rate, num_mel_bins=num_mel_bins, clip_seconds=clip_seconds
+    )
+    processor = ClapProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
     return model.eval(), processor

@@ -96,6 +96,12 @@ def cmd_eval(args) -> int:
             for i, caption in enumerate(candidates):
                 row = {"caption": caption, **{m: sentences[m][i] for m in sentences if m != "skipped"}}
                 handle.write(json.dumps(row) + "\n")
+    if args.audibility_classifier:
+        from .audibility import AudibilityClassifier, audibility_accuracy
+
+        classifier = AudibilityClassifier.from_pretrained(args.audibility_classifier, batch_size=64)
+        result["audibility_accuracy"] = audibility_accuracy(candidates, classifier)
+        metrics = [*metrics, "audibility_accuracy"]
     if args.json:
         print(json.dumps(result))
         return 0
@@ -156,6 +162,9 @@ def add_eval_parser(subparsers):
     p.add_argument("--audio-dir", default=None, help="folder that relative audio paths are relative to")
     p.add_argument("--clap-model", default=None, help="CLAP checkpoint for clap_sim (local dir or Hub name)")
     p.add_argument("--reward-model", default=None, help="a saved CLAPRewardModel, for the reward metric")
+    p.add_argument(
+        "--audibility-classifier", default=None, help="a saved audibility classifier, for audibility_accuracy"
+    )
     p.add_argument("--cache-dir", default=None, help="CLAP embedding cache dir")
     p.add_argument("--sbert-model", default=None, help="sentence-transformers model (default: packaged MiniLM)")
     p.add_argument("--tokenizer", choices=TOKENIZERS, default="ptb")

@@ -4,6 +4,8 @@ from .clap_contrastive_config import ClapContrastiveConfig, ClapContrastiveScrip
 from .clap_contrastive_trainer import ClapContrastiveCollator, ClapContrastiveTrainer, retrieval_metrics
 from .reward_model_config import RewardModelConfig
 from .reward_model_trainer import RewardModelTrainer
+from .reward_weighted_diffusion_config import RewardWeightedDiffusionConfig
+from .reward_weighted_diffusion_trainer import RewardWeightedDiffusionTrainer
 
 
 __all__ = [
@@ -16,5 +18,7 @@ __all__ = [
     "ClapModelArguments",
     "RewardModelConfig",
     "RewardModelTrainer",
+    "RewardWeightedDiffusionConfig",
+    "RewardWeightedDiffusionTrainer",
     "retrieval_metrics",
 ]

@@ -186,6 +186,14 @@ class ClapModelArguments:
             Largest vocabulary of the tiny CLAP's tokenizer.
         tiny_sampling_rate (`int`, *optional*, defaults to `16000`):
             Sampling rate, in Hz, the tiny CLAP's feature extractor takes.
+        tiny_clip_seconds (`float`, *optional*, defaults to `5.0`):
+            Audio window of the tiny CLAP's feature extractor.
+        tiny_num_mel_bins (`int`, *optional*, defaults to `64`):
+            Mel bins of the tiny CLAP.
+        tiny_spec_size (`int`, *optional*, defaults to `128`):
+            Side of the tiny HTSAT's spectrogram image (`2.0` s, `32` bins and `64` is 4x cheaper).
+        tiny_text_dropout (`float`, *optional*):
+            Dropout of the tiny text tower; `None` keeps the config default.
     """
 
     model_name_or_path: str | None = field(default=None, metadata={"help": "CLAP checkpoint (Hub id or folder)."})
@@ -194,6 +202,10 @@ class ClapModelArguments:
     tiny_projection_dim: int = field(default=32, metadata={"help": "Embedding width of the tiny CLAP."})
     tiny_vocab_size: int = field(default=512, metadata={"help": "Largest vocabulary of the tiny tokenizer."})
     tiny_sampling_rate: int = field(default=16000, metadata={"help": "Sampling rate of the tiny CLAP, in Hz."})
+    tiny_clip_seconds: float = field(default=5.0, metadata={"help": "Audio window of the tiny CLAP, in seconds."})
+    tiny_num_mel_bins: int = field(default=64, metadata={"help": "Mel bins of the tiny CLAP."})
+    tiny_spec_size: int = field(default=128, metadata={"help": "Spectrogram image side of the tiny HTSAT."})
+    tiny_text_dropout: float | None = field(default=None, metadata={"help": "Dropout of the tiny text tower."})
 
     def __post_init__(self):
         if (self.model_name_or_path is None) == (not self.tiny):

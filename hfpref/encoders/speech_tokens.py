@@ -1,0 +1,532 @@
+"""
+Speech tokens for an LLM decoder: SpeechTokenizer's first RVQ layer, written into the LLM's vocabulary.
+
+AlignCap ([Liang et al., 2024](https://huggingface.co/papers/2410.19134), section 3.1) feeds speech to LLaMA as the
+codes of the first residual vector quantizer of SpeechTokenizer
+([Zhang et al., 2024](https://huggingface.co/papers/2308.16692)): 50 codes per second of 16 kHz audio, 1024 distinct
+codes, the "semantic" layer. Each code becomes one new vocabulary entry `<st_0>` ... `<st_1023>` of the LLM, so speech
+and text share one embedding table, a clip is a plain text string, and every TRL trainer for causal LMs takes it.
+
+The `speechtokenizer` package (PyPI) imports its training code (torchaudio, tensorboard, beartype) from its
+`__init__`; torchaudio breaks transformers here, so [`speechtokenizer_class`] imports only `speechtokenizer.model`,
+without running the package `__init__`. A real checkpoint is a config JSON plus a weights file given by path
+([`load_speech_tokenizer`]); weights load from safetensors, or from a PyTorch state dict with
+`torch.load(weights_only=True)`, never by unpickling arbitrary objects.
+
+A freshly built SpeechTokenizer has all-zero codebooks (they wait for a k-means initialisation on the first training
+batch), so every frame would get code 0. Offline, with no checkpoint to download, [`fit_speech_codebook`] runs that
+k-means on the encoder features of the clips at hand (the offline speech world does this), and
+[`randomize_codebooks`] gives test fixtures random ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import sys
+import types
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+from peft import LoraConfig
+
+from ..trainers.decoder_only import add_audio_tokens, speech_token
+
+
+SPEECH_TOKENIZER_SAMPLING_RATE = 16000
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+_TORCH_WEIGHTS_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+
+# The released checkpoint's architecture (fnlp/SpeechTokenizer, speechtokenizer_hubert_avg/config.json).
+SPEECH_TOKENIZER_CONFIG = {
+    "n_filters": 64,
+    "strides": [8, 5, 4, 2],
+    "dimension": 1024,
+    "semantic_dimension": 768,
+    "bidirectional": True,
+    "dilation_base": 2,
+    "residual_kernel_size": 3,
+    "n_residual_layers": 1,
+    "lstm_layers": 2,
+    "activation": "ELU",
+    "sample_rate": 16000,
+    "codebook_size": 1024,
+    "n_q": 8,
+}
+
+# Same strides (hence 50 codes per second), a small fraction of the width: for tests and the offline speech world.
+TINY_SPEECH_TOKENIZER_CONFIG = {
+    **SPEECH_TOKENIZER_CONFIG,
+    "n_filters": 4,
+    "dimension": 32,
+    "semantic_dimension": 32,
+    "lstm_layers": 1,
+    "codebook_size": 64,
+    "n_q": 2,
+}
+
+
+def speechtokenizer_class():
+    """
+    The `SpeechTokenizer` model class, imported from `speechtokenizer.model` without the package's `__init__`.
+
+    Raises:
+        `ImportError`: when `speechtokenizer` is not installed (`pip install 'hfpref[speech]'`).
+    """
+    if "speechtokenizer.model" not in sys.modules:
+        spec = importlib.util.find_spec("speechtokenizer")
+        if spec is None or spec.submodule_search_locations is None:
+            raise ImportError(
+                "speechtokenizer is not installed; install it without its training dependencies: "
+                "pip install --no-deps speechtokenizer (or pip install 'hfpref[speech]')"
+            )
+        if "speechtokenizer" not in sys.modules:
+            # An empty package object stands in for the real one, so that importing the submodule does not run
+            # `speechtokenizer/__init__.py` (which imports the trainer, hence torchaudio and beartype).
+            package = types.ModuleType("speechtokenizer")
+            package.__path__ = list(spec.submodule_search_locations)
+            package.__spec__ = spec
+            sys.modules["speechtokenizer"] = package
+    return importlib.import_module("speechtokenizer.model").SpeechTokenizer
+
+
+def _check_config(config: dict) -> dict:
+    missing = sorted(set(SPEECH_TOKENIZER_CONFIG) - set(config))
+    if missing:
+        raise ValueError(
+            f"SpeechTokenizer config lacks {missing}; the released config has {sorted(SPEECH_TOKENIZER_CONFIG)}"
+        )
+    if int(config["sample_rate"]) != SPEECH_TOKENIZER_SAMPLING_RATE:
+        raise ValueError(f"sample_rate={config['sample_rate']}: SpeechTokenizer works at 16000 Hz")
+    return dict(config)
+
+
+def build_speech_tokenizer(config: dict | None = None, *, seed: int = 0):
+    """
+    A SpeechTokenizer with random weights (all-zero codebooks until [`fit_speech_codebook`] or
+    [`randomize_codebooks`]), in eval mode.
+
+    Args:
+        config (`dict`, *optional*):
+            Its architecture; defaults to [`TINY_SPEECH_TOKENIZER_CONFIG`]. [`SPEECH_TOKENIZER_CONFIG`] is the
+            released model's.
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the weights.
+    """
+    config = _check_config(TINY_SPEECH_TOKENIZER_CONFIG if config is None else config)
+    cls = speechtokenizer_class()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = cls(config)
+    model.config = config
+    return model.eval()
+
+
+def _first_codebook(model):
+    return model.quantizer.vq.layers[0]._codebook
+
+
+def codebooks_initialised(model) -> bool:
+    """Whether every RVQ codebook holds vectors (a fresh model's are all zero until k-means initialises them)."""
+    return all(bool(layer._codebook.inited.item()) for layer in model.quantizer.vq.layers)
+
+
+def randomize_codebooks(model, seed: int = 0):
+    """
+    Fill every RVQ codebook with Gaussian vectors scaled to the encoder's typical feature norm and mark it
+    initialised. For test fixtures: a fresh model's codebooks are all zero, so every frame would get code 0.
+
+    Returns:
+        The model, changed in place.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    for layer in model.quantizer.vq.layers:
+        codebook = layer._codebook
+        embed = torch.randn(codebook.embed.shape, generator=generator) / codebook.embed.shape[1] ** 0.5
+        codebook.embed.data.copy_(embed)
+        codebook.embed_avg.data.copy_(embed)
+        codebook.inited.data.fill_(1.0)
+    return model
+
+
+def _as_batch(waveforms: Sequence[np.ndarray]) -> tuple[torch.Tensor, list[int]]:
+    lengths = [len(w) for w in waveforms]
+    batch = torch.zeros(len(waveforms), 1, max(lengths))
+    for i, waveform in enumerate(waveforms):
+        batch[i, 0, : len(waveform)] = torch.as_tensor(np.asarray(waveform, dtype=np.float32))
+    return batch, lengths
+
+
+def _frames(n_samples: int, hop: int) -> int:
+    return -(-n_samples // hop)
+
+
+@torch.no_grad()
+def fit_speech_codebook(
+    model, waveforms: Iterable[np.ndarray], *, seed: int = 0, n_iters: int = 20, batch_size: int = 16
+):
+    """
+    Initialise the first RVQ codebook by k-means on the encoder's features of `waveforms` (16 kHz), as
+    SpeechTokenizer itself does on its first training batch (its own `kmeans`); later codebooks are randomised.
+
+    With no released checkpoint offline, this gives a randomly initialised encoder codes that follow the clips'
+    acoustics (loudness, pitch, timbre move the features), which a random codebook does not.
+
+    Args:
+        model (`SpeechTokenizer`):
+            From [`build_speech_tokenizer`]; changed in place.
+        waveforms (`Iterable[np.ndarray]`):
+            Mono 16 kHz clips; need at least `codebook_size` frames in total (50 per second).
+        seed (`int`, *optional*, defaults to `0`):
+            Seed of the k-means initial centroids.
+        n_iters (`int`, *optional*, defaults to `20`):
+            k-means iterations.
+        batch_size (`int`, *optional*, defaults to `16`):
+            Clips per encoder forward pass.
+
+    Returns:
+        The model, changed in place.
+    """
+    from speechtokenizer.quantization.core_vq import kmeans  # noqa: PLC0415 (loaded by speechtokenizer_class)
+
+    waveforms = list(waveforms)
+    hop = int(model.downsample_rate)
+    features = []
+    for start in range(0, len(waveforms), batch_size):
+        chunk = waveforms[start : start + batch_size]
+        batch, lengths = _as_batch(chunk)
+        encoded = model.encoder(batch).transpose(1, 2)  # (batch, frames, dimension)
+        features += [encoded[i, : _frames(n, hop)] for i, n in enumerate(lengths)]
+    samples = torch.cat(features) if features else torch.zeros(0)
+    codebook = _first_codebook(model)
+    if samples.shape[0] < codebook.codebook_size:
+        raise ValueError(
+            f"{samples.shape[0]} encoder frames cannot fit {codebook.codebook_size} centroids; give at least "
+            f"{codebook.codebook_size / 50:.1f} s of audio"
+        )
+    randomize_codebooks(model, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        centroids, _ = kmeans(samples, codebook.codebook_size, n_iters)
+    codebook.embed.data.copy_(centroids)
+    codebook.embed_avg.data.copy_(centroids)
+    return model
+
+
+def save_speech_tokenizer(model, save_directory: str | Path) -> Path:
+    """Write `config.json` and `model.safetensors` (the layout [`load_speech_tokenizer`] reads)."""
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    if not codebooks_initialised(model):
+        raise ValueError("refusing to save a SpeechTokenizer whose codebooks were never initialised (all zero)")
+    directory = Path(save_directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / CONFIG_NAME).write_text(json.dumps(model.config, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(directory / WEIGHTS_NAME))
+    return directory
+
+
+def _read_weights(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file  # noqa: PLC0415
+
+        return load_file(str(path))
+    if path.suffix in _TORCH_WEIGHTS_SUFFIXES:
+        # The released SpeechTokenizer.pt is a plain state dict; weights_only refuses any pickled code.
+        state = torch.load(str(path), map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+        return state
+    raise ValueError(f"{path}: unknown weights format; use .safetensors or a state dict in {_TORCH_WEIGHTS_SUFFIXES}")
+
+
+def load_speech_tokenizer(path: str | Path, weights_path: str | Path | None = None):
+    """
+    Load a SpeechTokenizer checkpoint: a config JSON and a weights file.
+
+    Args:
+        path (`str` or `Path`):
+            A directory holding `config.json` and one weights file (`model.safetensors`, or a single `*.pt` /
+            `*.ckpt` state dict such as the released `SpeechTokenizer.pt`), or the config JSON itself.
+        weights_path (`str` or `Path`, *optional*):
+            The weights file, when it is not found beside the config.
+
+    Returns:
+        `SpeechTokenizer` in eval mode, with `.config` set.
+
+    Raises:
+        `FileNotFoundError` / `ValueError`: naming the file, for a missing file, an unknown weights format, missing or
+        unexpected weights, or codebooks that were never initialised.
+    """
+    path = Path(path)
+    config_path = path / CONFIG_NAME if path.is_dir() else path
+    if not config_path.is_file():
+        raise FileNotFoundError(f"SpeechTokenizer config not found: {config_path}")
+    if weights_path is None:
+        folder = config_path.parent
+        candidates = [folder / WEIGHTS_NAME] if (folder / WEIGHTS_NAME).is_file() else []
+        candidates = candidates or sorted(
+            p for p in folder.iterdir() if p.suffix in (".safetensors", *_TORCH_WEIGHTS_SUFFIXES)
+        )
+        if len(candidates) != 1:
+            raise FileNotFoundError(
+                f"expected one weights file beside {config_path} (model.safetensors or a .pt/.ckpt state dict), "
+                f"found {[p.name for p in candidates]}; pass weights_path"
+            )
+        weights_path = candidates[0]
+    weights_path = Path(weights_path)
+    if not weights_path.is_file():
+        raise FileNotFoundError(f"SpeechTokenizer weights not found: {weights_path}")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path}: not valid JSON ({error})") from error
+    model = build_speech_tokenizer(config)
+    state = _read_weights(weights_path)
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"{weights_path} does not match {config_path}: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+    if not codebooks_initialised(model):
+        raise ValueError(f"{weights_path}: the RVQ codebooks were never initialised (all zero); every code would be 0")
+    return model.eval()
+
+
+class SpeechTokenEncoder:
+    """
+    Turns waveforms into SpeechTokenizer RVQ layer-1 codes (the semantic tokens AlignCap feeds to the LLM).
+
+    Args:
+        model (`SpeechTokenizer`):
+            A loaded model ([`load_speech_tokenizer`]) or a built one whose codebooks were fitted or randomised.
+        batch_size (`int`, *optional*, defaults to `16`):
+            Clips per forward pass in [`~SpeechTokenEncoder.encode_batch`].
+
+    Example:
+    ```python
+    >>> import numpy as np
+    >>> encoder = SpeechTokenEncoder(randomize_codebooks(build_speech_tokenizer(seed=0)))
+    >>> codes = encoder(np.zeros(16000, dtype=np.float32), 16000)
+    >>> codes.shape, codes.dtype, encoder.tokens_per_second, encoder.codebook_size
+    ((50,), dtype('int64'), 50.0, 64)
+
+    ```
+    """
+
+    def __init__(self, model, batch_size: int = 16):
+        if not codebooks_initialised(model):
+            raise ValueError(
+                "the SpeechTokenizer's codebooks are all zero (never initialised), so every frame would be code 0: "
+                "load a trained checkpoint, or call fit_speech_codebook / randomize_codebooks"
+            )
+        self.model = model.eval()
+        self.batch_size = batch_size
+        self.hop = int(model.downsample_rate)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, weights_path: str | Path | None = None, **kwargs) -> SpeechTokenEncoder:
+        """[`load_speech_tokenizer`] then wrap it."""
+        return cls(load_speech_tokenizer(path, weights_path), **kwargs)
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.model.sample_rate)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.sampling_rate / self.hop
+
+    @property
+    def codebook_size(self) -> int:
+        return int(_first_codebook(self.model).codebook_size)
+
+    def _resampled(self, waveform: np.ndarray, sampling_rate: int) -> np.ndarray:
+        waveform = np.asarray(waveform, dtype=np.float32)
+        if waveform.ndim != 1 or waveform.size == 0:
+            raise ValueError(f"expected a non-empty mono (1-D) waveform, got shape {waveform.shape}")
+        if sampling_rate != self.sampling_rate:
+            waveform = soxr.resample(waveform, sampling_rate, self.sampling_rate)
+        return waveform
+
+    @torch.no_grad()
+    def encode_batch(self, waveforms: Sequence[np.ndarray], sampling_rate: int) -> list[np.ndarray]:
+        """
+        RVQ layer-1 codes of each waveform: `ceil(n_samples_at_16kHz / 320)` int64 codes each (50 per second).
+        Clips of a batch are zero-padded to the longest and each is cut back to its own frame count.
+        """
+        waveforms = [self._resampled(w, sampling_rate) for w in waveforms]
+        out: list[np.ndarray] = []
+        for start in range(0, len(waveforms), self.batch_size):
+            batch, lengths = _as_batch(waveforms[start : start + self.batch_size])
+            codes = self.model.encode(batch, n_q=1)[0]  # (batch, frames) of RVQ layer 1
+            out += [codes[i, : _frames(n, self.hop)].numpy().astype(np.int64) for i, n in enumerate(lengths)]
+        return out
+
+    def __call__(self, waveform: np.ndarray, sampling_rate: int) -> np.ndarray:
+        """Codes of one clip; the `tokenize_audio` callable of [`~hfpref.trainers.decoder_only.audio_token_prompts`]."""
+        return self.encode_batch([waveform], sampling_rate)[0]
+
+
+def add_speech_tokens(tokenizer, model, codebook_size: int, prefix: str = "st") -> list[int]:
+    """
+    Add `<st_0>` ... `<st_{codebook_size - 1}>` to an LLM tokenizer and resize the model's embeddings.
+
+    Train the new rows under LoRA with [`speech_lora_config`] (peft's `trainable_token_indices`), which leaves the
+    text vocabulary's rows frozen. See [`~hfpref.trainers.decoder_only.add_audio_tokens`] for the details.
+
+    Returns:
+        `list[int]`: token ids of codes `0 .. codebook_size - 1`.
+    """
+    return add_audio_tokens(tokenizer, model, codebook_size, prefix=prefix)
+
+
+def speech_token_ids(tokenizer, prefix: str = "st") -> list[int]:
+    """
+    The ids of the speech tokens a tokenizer holds, in code order.
+
+    Raises:
+        `ValueError`: when it holds none, or the codes are not `0 .. n - 1`.
+    """
+    vocab = tokenizer.get_vocab()
+    codes = sorted(int(t[len(prefix) + 2 : -1]) for t in vocab if t.startswith(f"<{prefix}_") and t.endswith(">"))
+    if not codes:
+        raise ValueError(f"the tokenizer has no speech tokens <{prefix}_N>; call add_speech_tokens first")
+    if codes != list(range(len(codes))):
+        raise ValueError(f"speech-token codes are not contiguous from 0: {codes[:5]}...")
+    return [vocab[speech_token(c, prefix)] for c in codes]
+
+
+def speech_lora_config(
+    speech_token_ids: Sequence[int],
+    r: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.0,
+    target_modules: Sequence[str] | str | None = ("q_proj", "k_proj", "v_proj", "o_proj"),
+    embedding_module: str = "embed_tokens",
+) -> LoraConfig:
+    """
+    A LoRA config for a speech-token student: rank-`r` adapters (AlignCap: r = 8) plus trainable rows for the speech
+    tokens (peft's `trainable_token_indices`, a small delta saved with the adapter; the text rows stay frozen and
+    disabling the adapter also disables the delta, so the adapter-disabled model is exactly the base LLM).
+
+    Args:
+        speech_token_ids (`Sequence[int]`): ids of the speech tokens, e.g. from [`add_speech_tokens`].
+        r (`int`, *optional*, defaults to `8`): LoRA rank.
+        lora_alpha (`int`, *optional*, defaults to `16`): LoRA scaling numerator.
+        lora_dropout (`float`, *optional*, defaults to `0.0`): dropout on the LoRA input.
+        target_modules (`Sequence[str]` or `str`, *optional*, defaults to the attention projections):
+            modules that get adapters (`"all-linear"` for every linear layer but the output one).
+        embedding_module (`str`, *optional*, defaults to `"embed_tokens"`): name of the input embedding module.
+
+    Example:
+    ```python
+    >>> config = speech_lora_config([100, 101])
+    >>> config.r, config.trainable_token_indices
+    (8, {'embed_tokens': [100, 101]})
+
+    ```
+    """
+    if r < 1 or not speech_token_ids:
+        raise ValueError(f"r={r} must be >= 1 and speech_token_ids must not be empty")
+    if isinstance(target_modules, (list, tuple)):
+        target_modules = list(target_modules)
+    return LoraConfig(
+        r=r,
+        lora_alpha=lora_alpha,
+        lora_dropout=lora_dropout,
+        target_modules=target_modules,
+        trainable_token_indices={embedding_module: [int(i) for i in speech_token_ids]},
+        task_type="CAUSAL_LM",
+    )
+
+
+def build_tiny_speech_llm(
+    texts: Iterable[str],
+    codebook_size: int,
+    *,
+    seed: int = 0,
+    vocab_size: int = 400,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    max_position_embeddings: int = 512,
+):
+    """
+    A random Llama-architecture LLM with a byte-level BPE tokenizer trained on `texts` and the speech tokens
+    `<st_0>` ... added (offline runs and tests; a real run loads an LLM by name and calls [`add_speech_tokens`]).
+
+    The tokenizer prepends `<s>` and appends nothing, like Llama's, and pads with `<pad>`.
+
+    Args:
+        texts (`Iterable[str]`): corpus of the tokenizer (captions, prompts, instructions).
+        codebook_size (`int`): speech-token codes to add.
+        seed (`int`, *optional*, defaults to `0`): seed of the weights.
+        vocab_size (`int`, *optional*, defaults to `400`): largest text vocabulary.
+        hidden_size (`int`, *optional*, defaults to `64`): model width (intermediate size is twice it).
+        num_hidden_layers (`int`, *optional*, defaults to `2`): decoder layers.
+        max_position_embeddings (`int`, *optional*, defaults to `512`): longest sequence.
+
+    Returns:
+        `tuple[LlamaForCausalLM, PreTrainedTokenizerFast]`.
+    """
+    from tokenizers import Tokenizer, processors  # noqa: PLC0415
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: PLC0415
+
+    from .clap import train_clap_tokenizer  # noqa: PLC0415
+
+    backend = Tokenizer.from_str(train_clap_tokenizer(texts, vocab_size=vocab_size).backend_tokenizer.to_str())
+    backend.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 0)]
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_position_embeddings,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+        add_speech_tokens(tokenizer, model, codebook_size)
+    return model, tokenizer
+
+
+def speech_encoder_for(script_args, train_dataset=None, *, seed: int = 0, save_directory: str | Path | None = None):
+    """
+    The [`SpeechTokenEncoder`] of a speech-emotion recipe: the checkpoint at `script_args.speech_tokenizer_path`, or,
+    offline without one, a tiny SpeechTokenizer whose first codebook is fitted by k-means on the training clips'
+    audio (`script_args.audio_column` of `train_dataset`). A fitted one is saved to `save_directory` when given, so
+    that later stages (pairs, DPO) tokenize speech the same way.
+    """
+    from ..data.audio import decode_audio  # noqa: PLC0415
+
+    if script_args.speech_tokenizer_path is not None:
+        return SpeechTokenEncoder.from_pretrained(
+            script_args.speech_tokenizer_path, script_args.speech_tokenizer_weights
+        )
+    if train_dataset is None:
+        raise ValueError("no speech_tokenizer_path and no training clips to fit a speech codebook on")
+    column = script_args.audio_column
+    waveforms = [
+        decode_audio(v, SPEECH_TOKENIZER_SAMPLING_RATE, row=i, column=column)
+        for i, v in enumerate(train_dataset[column])
+    ]
+    model = fit_speech_codebook(build_speech_tokenizer(seed=seed), waveforms, seed=seed)
+    if save_directory is not None:
+        save_speech_tokenizer(model, save_directory)
+    return SpeechTokenEncoder(model)

@@ -1,0 +1,336 @@
+"""
+Classifier-guided decoding: steer a frozen captioner towards captions a text classifier likes (audible ones)
+by optimizing its key/value cache at inference time.
+
+[Classifier-Guided Captioning Across Modalities](https://huggingface.co/papers/2501.03183), section III, on top of
+ZeroCap's context optimization ([arXiv:2111.14447](https://huggingface.co/papers/2111.14447)). At every step, with
+`C_0` the cache of the caption so far and `x` its last token:
+
+1. one plain forward gives the unguided next-token distribution `p(. | C_0)` and its top-k candidate tokens;
+2. every candidate continuation (caption so far + candidate) is scored by the classifier in one batched forward;
+   the target over candidates is `q = softmax(log_odds / T)`;
+3. an additive perturbation `delta` of the self-attention keys and values of `C_0` takes `n` normalized gradient
+   steps on `lambda_ce * KL(p(. | C_0 + delta) || p(. | C_0)) + lambda_cls * CE(q, p_topk(. | C_0 + delta))`,
+   where `p_topk` is the LM's distribution renormalized over the candidates;
+4. the next token is the candidate the guided distribution ranks first; the perturbation is then dropped, and the
+   next step starts from the unguided cache of the longer prefix (ZeroCap's `reset_context_delta`).
+
+The fluency term is ZeroCap's `sum p (log p - log p0)`, the cross-entropy to the unguided distribution minus the
+guided one's entropy, which is zero when the cache is unchanged. The model's weights are never updated (gradients are
+taken with respect to the perturbation only).
+
+Deviation from ZeroCap, for cost: candidates and their classifier scores are computed once per token from the
+unguided distribution, not once per optimization step.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
+from transformers.modeling_outputs import BaseModelOutput
+
+from .guidance_config import GuidanceConfig
+
+
+@dataclass
+class GuidedDecodingOutput:
+    r"""
+    Result of [`guided_generate`].
+
+    Attributes:
+        sequences (`torch.LongTensor` of shape `(batch, steps)`):
+            Generated ids (prompt excluded), padded with the pad id after eos.
+        kl_to_unguided (`torch.FloatTensor` of shape `(batch, steps)`):
+            `KL(p(. | C) || p(. | C_0))` of the distribution the token was picked from (0 where unguided).
+        ce_to_unguided (`torch.FloatTensor` of shape `(batch, steps)`):
+            `CE(p(. | C), p(. | C_0)) = -sum p(. | C) log p(. | C_0)` (the unguided entropy where unguided).
+        classifier_loss_before (`torch.FloatTensor` of shape `(batch, steps)`):
+            The classifier term `CE(q, p_topk)` on the unguided cache (0 where unguided).
+        classifier_loss_after (`torch.FloatTensor` of shape `(batch, steps)`):
+            The same after the `n` steps on the cache.
+        unguided_log_prob (`torch.FloatTensor` of shape `(batch, steps)`):
+            `log p(token | C_0)` of each picked token under the unguided model.
+        finished (`torch.BoolTensor` of shape `(batch, steps)`):
+            True at steps after a row's eos (its pad positions).
+    """
+
+    sequences: torch.Tensor
+    kl_to_unguided: torch.Tensor
+    ce_to_unguided: torch.Tensor
+    classifier_loss_before: torch.Tensor
+    classifier_loss_after: torch.Tensor
+    unguided_log_prob: torch.Tensor
+    finished: torch.Tensor
+
+
+def _self_attention_cache(cache: Cache) -> Cache:
+    return cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+
+
+def _snapshot(cache: Cache) -> list:
+    """Shallow copies of the self-attention layers: `update` concatenates into new tensors, so these keep `C_0`."""
+    return [copy.copy(layer) for layer in _self_attention_cache(cache).layers]
+
+
+def _perturbed_cache(template: Cache, layers: list, deltas: list[torch.Tensor]) -> Cache:
+    """A fresh cache whose self-attention keys/values are `C_0 + delta`; the cross-attention cache is shared."""
+    new_layers = []
+    for i, layer in enumerate(layers):
+        shifted = copy.copy(layer)
+        shifted.keys = layer.keys + deltas[2 * i].to(layer.keys.dtype)
+        shifted.values = layer.values + deltas[2 * i + 1].to(layer.values.dtype)
+        new_layers.append(shifted)
+    self_cache = copy.copy(_self_attention_cache(template))
+    self_cache.layers = new_layers
+    if isinstance(template, EncoderDecoderCache):
+        cache = copy.copy(template)
+        cache.self_attention_cache = self_cache
+        cache.is_updated = dict(template.is_updated)
+        return cache
+    return self_cache
+
+
+class _Decoder:
+    """One decoding step of a causal LM or of an encoder-decoder captioner's decoder, on a given cache."""
+
+    def __init__(self, model, encoder_outputs: BaseModelOutput | None, attention_mask: torch.Tensor | None):
+        self.model = model
+        self.encoder_outputs = encoder_outputs
+        self.attention_mask = attention_mask
+
+    def positions(self, mask: torch.Tensor) -> torch.Tensor:
+        return (mask.long().cumsum(-1) - 1).clamp(min=0)
+
+    def __call__(self, ids: torch.Tensor, cache: Cache | None) -> tuple[torch.Tensor, Cache]:
+        if self.encoder_outputs is not None:
+            out = self.model(
+                encoder_outputs=self.encoder_outputs, decoder_input_ids=ids, past_key_values=cache, use_cache=True
+            )
+        else:
+            mask = self.attention_mask[:, : (cache.get_seq_length() if cache is not None else 0) + ids.shape[1]]
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=self.positions(mask)[:, -ids.shape[1] :],
+                past_key_values=cache,
+                use_cache=True,
+            )
+        return out.logits[:, -1, :].float(), out.past_key_values
+
+
+def _classifier_target(
+    classifier, tokenizer, prefixes: list[list[int]], candidates: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Target distribution over each row's candidates from the classifier's audible log-odds, one batched pass."""
+    rows = [prefix + [token] for prefix, cand in zip(prefixes, candidates.tolist()) for token in cand]
+    texts = [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
+    log_odds = classifier.audible_log_odds(texts).to(candidates.device).float().view(candidates.shape)
+    return F.softmax(log_odds / temperature, dim=-1)
+
+
+def _losses(logits, log_p0, candidates, target):
+    log_p = F.log_softmax(logits, dim=-1)
+    kl = (log_p.exp() * (log_p - log_p0)).sum(-1)
+    cls = -(target * F.log_softmax(logits.gather(1, candidates), dim=-1)).sum(-1)
+    return kl, cls
+
+
+def _row_norm(grad: torch.Tensor) -> torch.Tensor:
+    return grad.flatten(1).norm(dim=1).view(-1, *([1] * (grad.dim() - 1))) + 1e-10
+
+
+def guided_generate(
+    model,
+    tokenizer,
+    classifier=None,
+    *,
+    input_ids: torch.Tensor | None = None,
+    attention_mask: torch.Tensor | None = None,
+    encoder_outputs: BaseModelOutput | None = None,
+    decoder_input_ids: torch.Tensor | None = None,
+    config: GuidanceConfig | None = None,
+) -> GuidedDecodingOutput:
+    r"""
+    Decode with audibility-classifier guidance of the key/value cache (greedy when unguided).
+
+    Works for causal LMs (pass `input_ids`, left-padded with an `attention_mask` for prompts of different lengths)
+    and for encoder-decoder captioners such as Whisper (pass the audio's `encoder_outputs`, e.g. from
+    [`~hfpref.trainers.captioning_utils.encode_audio`], and optionally a `decoder_input_ids` prompt; the default is
+    the decoder start token). All rows of the batch are decoded together; each row's perturbation is stepped on its
+    own gradient. The first token of a decode whose prompt is a single token is unguided: its cache is empty.
+
+    Args:
+        model (`PreTrainedModel`):
+            The frozen LM or captioner; it is put in eval mode for the call and its weights never change.
+        tokenizer (`PreTrainedTokenizerBase`):
+            The model's tokenizer, to turn candidate continuations into text for the classifier.
+        classifier (*optional*):
+            An object with `audible_log_odds(list[str]) -> torch.Tensor`, e.g.
+            [`~hfpref.metrics.audibility.AudibilityClassifier`]. `None` decodes greedily.
+        input_ids (`torch.LongTensor` of shape `(batch, prompt_length)`, *optional*):
+            Causal LM prompt.
+        attention_mask (`torch.LongTensor` of shape `(batch, prompt_length)`, *optional*):
+            Its mask (left padding).
+        encoder_outputs (`BaseModelOutput`, *optional*):
+            Encoder output of an encoder-decoder captioner.
+        decoder_input_ids (`torch.LongTensor` of shape `(batch, prompt_length)`, *optional*):
+            Decoder prompt of an encoder-decoder captioner.
+        config ([`GuidanceConfig`], *optional*):
+            Guidance settings; defaults to the paper's (`top_k=512`, `lambda_ce=0.2`, `lambda_cls=0.6`).
+
+    Returns:
+        [`GuidedDecodingOutput`].
+    """
+    config = config or GuidanceConfig()
+    guided = config.guided and classifier is not None
+    if (input_ids is None) == (encoder_outputs is None):
+        raise ValueError("pass input_ids (causal LM) or encoder_outputs (encoder-decoder captioner), not both")
+    if encoder_outputs is not None:
+        from ..trainers.captioning_utils import _special_ids
+
+        start, eos, pad = _special_ids(model)
+        hidden = encoder_outputs.last_hidden_state.detach()
+        encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
+        batch, device = hidden.shape[0], hidden.device
+        prompt = decoder_input_ids if decoder_input_ids is not None else torch.full((batch, 1), start, device=device)
+        if prompt.shape[0] != batch:
+            raise ValueError(f"decoder_input_ids has {prompt.shape[0]} rows for {batch} encoded clips")
+        mask = None
+    else:
+        eos = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+        if eos is None:
+            raise ValueError("the tokenizer and the model config both lack an eos token id")
+        prompt, device = input_ids, input_ids.device
+        batch = prompt.shape[0]
+        mask = attention_mask if attention_mask is not None else torch.ones_like(prompt)
+        mask = torch.cat([mask, mask.new_ones(batch, config.max_new_tokens)], dim=1)
+    step = _Decoder(model, encoder_outputs, mask)
+
+    # Text the classifier reads before each candidate: the prompt's non-pad tokens (when asked) and the caption so far.
+    keep = (
+        attention_mask.bool() if attention_mask is not None else torch.ones_like(prompt, dtype=torch.bool)
+    ).tolist()
+    prefixes = [
+        [t for t, k in zip(row, row_keep) if k] if config.classify_prompt else []
+        for row, row_keep in zip(prompt.tolist(), keep)
+    ]
+
+    was_training = model.training
+    model.eval()
+    stats = {name: [] for name in ("kl", "ce", "cls_before", "cls_after", "logp0")}
+    tokens, done_before = [], []
+    finished = torch.zeros(batch, dtype=torch.bool, device=device)
+    try:
+        with torch.no_grad():
+            cache = step(prompt[:, :-1], None)[1] if prompt.shape[1] > 1 else None
+        if cache is None:
+            cache = (
+                EncoderDecoderCache(DynamicCache(), DynamicCache()) if encoder_outputs is not None else DynamicCache()
+            )
+        last = prompt[:, -1:]
+        for _ in range(config.max_new_tokens):
+            context = _snapshot(cache) if _self_attention_cache(cache).get_seq_length() > 0 else None
+            with torch.no_grad():
+                logits0, cache = step(last, cache)
+            log_p0 = F.log_softmax(logits0, dim=-1)
+            zeros = torch.zeros(batch, device=device)
+            kl, cls_before, cls_after = zeros, zeros, zeros
+            ce = -(log_p0.exp() * log_p0).sum(-1)
+            if guided and context is not None:
+                k = min(config.top_k, logits0.shape[-1])
+                candidates = logits0.topk(k, dim=-1).indices
+                target = _classifier_target(classifier, tokenizer, prefixes, candidates, config.classifier_temperature)
+                active = (~finished).float()
+                deltas = [
+                    torch.zeros_like(t, dtype=torch.float32, requires_grad=True)
+                    for layer in context
+                    for t in (layer.keys, layer.values)
+                ]
+                for i in range(config.num_optimization_steps):
+                    with torch.enable_grad():
+                        logits, _ = step(last, _perturbed_cache(cache, context, deltas))
+                        kl_i, cls_i = _losses(logits, log_p0, candidates, target)
+                        loss = ((config.lambda_ce * kl_i + config.lambda_cls * cls_i) * active).sum()
+                        grads = torch.autograd.grad(loss, deltas)
+                    if i == 0:
+                        cls_before = cls_i.detach()
+                    deltas = [
+                        (d - config.step_size * g / _row_norm(g)).detach().requires_grad_(True)
+                        for d, g in zip(deltas, grads)
+                    ]
+                with torch.no_grad():
+                    logits, _ = step(last, _perturbed_cache(cache, context, deltas))
+                    kl, cls_after = _losses(logits, log_p0, candidates, target)
+                    ce = -(F.softmax(logits, dim=-1) * log_p0).sum(-1)
+                    token = candidates.gather(1, logits.gather(1, candidates).argmax(-1, keepdim=True)).squeeze(1)
+            else:
+                token = logits0.argmax(-1)
+            token = torch.where(finished, torch.full_like(token, pad), token)
+            done_before.append(finished.clone())
+            for name, value in zip(stats, (kl, ce, cls_before, cls_after, log_p0.gather(1, token[:, None])[:, 0])):
+                stats[name].append(torch.where(finished, torch.zeros_like(value), value))
+            tokens.append(token)
+            for prefix, t, f in zip(prefixes, token.tolist(), finished.tolist()):
+                if not f:
+                    prefix.append(t)
+            finished = finished | (token == eos)
+            if finished.all():
+                break
+            last = token[:, None]
+    finally:
+        model.train(was_training)
+    return GuidedDecodingOutput(
+        sequences=torch.stack(tokens, dim=1),
+        kl_to_unguided=torch.stack(stats["kl"], dim=1),
+        ce_to_unguided=torch.stack(stats["ce"], dim=1),
+        classifier_loss_before=torch.stack(stats["cls_before"], dim=1),
+        classifier_loss_after=torch.stack(stats["cls_after"], dim=1),
+        unguided_log_prob=torch.stack(stats["logp0"], dim=1),
+        finished=torch.stack(done_before, dim=1),
+    )
+
+
+def guided_captions(
+    model,
+    processor,
+    audio: Sequence,
+    classifier=None,
+    *,
+    config: GuidanceConfig | None = None,
+    batch_size: int = 8,
+) -> list[str]:
+    r"""
+    Caption audio with an encoder-decoder captioner (Whisper-style), guided by an audibility classifier.
+
+    Args:
+        model: the captioner (`WhisperForConditionalGeneration`, `SpeechEncoderDecoderModel`, ...).
+        processor: its processor (with `feature_extractor` and `tokenizer`).
+        audio (`Sequence`): waveforms at the feature extractor's rate, `datasets.Audio(decode=False)` values, or paths.
+        classifier: e.g. [`~hfpref.metrics.audibility.AudibilityClassifier`]; `None` decodes greedily.
+        config ([`GuidanceConfig`], *optional*): guidance settings.
+        batch_size (`int`, *optional*, defaults to `8`): clips decoded together.
+    """
+    import numpy as np
+
+    from ..data.audio import decode_audio
+    from ..trainers.captioning_utils import encode_audio, encoder_input_name, ids_to_text
+
+    feature_extractor, tokenizer = processor.feature_extractor, processor.tokenizer
+    rate = feature_extractor.sampling_rate
+    arrays = [a if isinstance(a, np.ndarray) else decode_audio(a, rate, row=i) for i, a in enumerate(audio)]
+    name = encoder_input_name(model)
+    captions = []
+    for i in range(0, len(arrays), batch_size):
+        inputs = feature_extractor(arrays[i : i + batch_size], sampling_rate=rate, return_tensors="pt")
+        inputs = {k: v.to(model.device) for k, v in inputs.items() if k in (name, "attention_mask")}
+        with torch.no_grad():
+            encoded = encode_audio(model, inputs)
+        out = guided_generate(model, tokenizer, classifier, encoder_outputs=encoded, config=config)
+        captions.extend(ids_to_text(tokenizer, out.sequences))
+    return captions

@@ -1,0 +1,165 @@
+"""
+AlignCap's PO-regularization ([Liang et al., 2024](https://huggingface.co/papers/2410.19134), section 3.2, eq. 6):
+standard DPO on (speech-token prompt, chosen, rejected) with a LoRA adapter, through TRL's `DPOTrainer`; the
+reference is the policy with its adapter disabled (TRL does this under peft), so no second copy of the LLM is held.
+The pairs come from a judge ([`~hfpref.judges.pairs.build_preference_pairs`]).
+
+The paper fine-tunes for about 1k steps at lr 5e-7 ([`PAPER_DPO`], `recipes/speech_emotion/po/config_dpo.yaml`);
+about 50k pairs was its point of diminishing returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from datasets import Dataset
+from peft import PeftModel
+from trl import DPOConfig, DPOTrainer
+
+from ..encoders.speech_tokens import speech_lora_config, speech_token_ids
+from ..judges.base import Judge
+from ..judges.pairs import REJECTED_MODES, generate_candidates
+from ..judges.registry import JUDGES
+from .kd_align_config import SpeechEmotionScriptArguments
+
+
+PAPER_DPO = {"learning_rate": 5e-7, "max_steps": 1000, "beta": 0.1}
+
+
+def validate_preference_pairs(pairs: Dataset) -> None:
+    """
+    Check TRL's preference format: non-empty string `prompt`, `chosen`, `rejected`, and `chosen != rejected`.
+
+    Raises:
+        `ValueError`: naming the first bad row and column.
+    """
+    missing = {"prompt", "chosen", "rejected"} - set(pairs.column_names)
+    if missing:
+        raise ValueError(f"preference pairs lack column(s) {sorted(missing)}; they have {pairs.column_names}")
+    for i, row in enumerate(pairs.select_columns(["prompt", "chosen", "rejected"])):
+        for column, value in row.items():
+            if not isinstance(value, str) or not value.strip():
+                raise ValueError(f"row {i}, column {column!r}: expected a non-empty string, got {value!r}")
+        if row["chosen"] == row["rejected"]:
+            raise ValueError(f"row {i}: chosen and rejected are the same caption {row['chosen']!r}")
+
+
+def speech_dpo_trainer(
+    model, tokenizer, pairs: Dataset, args: DPOConfig, *, peft_config=None, eval_pairs=None, callbacks=None
+) -> DPOTrainer:
+    """
+    A TRL `DPOTrainer` for a speech-token captioner: LoRA by default ([`~hfpref.encoders.speech_tokens.speech_lora_config`],
+    r = 8, speech-token rows trainable), reference = the adapter-disabled policy.
+
+    Args:
+        model (`PreTrainedModel`, `PeftModel` or `str`): the captioner (a KD student merged or not), or its path.
+        tokenizer (`PreTrainedTokenizerBase`): its tokenizer, speech tokens included.
+        pairs (`datasets.Dataset`): `prompt`, `chosen`, `rejected` rows (checked by [`validate_preference_pairs`]).
+        args (`trl.DPOConfig`): DPO arguments; on CPU set `bf16=False` and `gradient_checkpointing=False`.
+        peft_config (`peft.LoraConfig`, *optional*): adapter of a plain model (default: `speech_lora_config`).
+        eval_pairs (`datasets.Dataset`, *optional*): held-out pairs.
+        callbacks (`list`, *optional*): trainer callbacks.
+    """
+    validate_preference_pairs(pairs)
+    if eval_pairs is not None:
+        validate_preference_pairs(eval_pairs)
+    if not isinstance(model, PeftModel) and peft_config is None:
+        peft_config = speech_lora_config(speech_token_ids(tokenizer))
+    return DPOTrainer(
+        model=model,
+        args=args,
+        train_dataset=pairs,
+        eval_dataset=eval_pairs,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+
+
+def greedy_captions(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int = 48, batch_size: int = 8
+) -> list[str]:
+    """The greedy caption of each prompt (`""` when the model stops at once)."""
+    beams = generate_candidates(
+        model, tokenizer, prompts, num_beams=1, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    return [b[0] if b else "" for b in beams]
+
+
+def judge_preference(
+    policy_captions: Sequence[str], start_captions: Sequence[str], judge: Judge, *, references=None, audio=None
+) -> dict[str, float]:
+    """
+    How the judge compares the policy's captions with the starting model's, clip by clip: `wins`, `losses`, `ties`,
+    `win_rate` (wins over non-ties, as the RLHF captioning paper's human win rate; `nan` when every clip ties), and
+    both mean scores.
+
+    Example:
+    ```python
+    >>> from hfpref.judges.base import ClueOverlapJudge
+    >>> judge_preference(["a woman sounds sad", "a man sounds angry"], ["a woman sounds happy", "a man sounds angry"],
+    ...                  ClueOverlapJudge(), references=[["a woman sounds sad"], ["an angry man"]])
+    {'wins': 1, 'losses': 0, 'ties': 1, 'win_rate': 1.0, 'policy_score': 1.0, 'start_score': 0.5}
+
+    ```
+    """
+    if len(policy_captions) != len(start_captions):
+        raise ValueError(f"{len(policy_captions)} policy captions for {len(start_captions)} starting-model captions")
+    wins = losses = 0
+    policy_scores, start_scores = [], []
+    for i, (policy, start) in enumerate(zip(policy_captions, start_captions)):
+        kwargs = {
+            "references": None if references is None else references[i],
+            "audio": None if audio is None else audio[i],
+        }
+        policy_score, start_score = judge.score([policy or " ", start or " "], **kwargs)
+        policy_scores.append(policy_score)
+        start_scores.append(start_score)
+        wins += policy_score > start_score
+        losses += policy_score < start_score
+    decided = wins + losses
+    return {
+        "wins": wins,
+        "losses": losses,
+        "ties": len(policy_captions) - decided,
+        "win_rate": wins / decided if decided else float("nan"),
+        "policy_score": float(np.mean(policy_scores)),
+        "start_score": float(np.mean(start_scores)),
+    }
+
+
+@dataclass
+class SpeechEmotionPOScriptArguments(SpeechEmotionScriptArguments):
+    r"""
+    Arguments of `recipes/speech_emotion_po.py`: the speech-emotion data arguments plus where the pairs come from.
+
+    Parameters:
+        pairs_dataset (`str`, *optional*):
+            Saved pairs (`hfpref pairs` output, or any `prompt`/`chosen`/`rejected` dataset); `None` builds them here
+            from the model's beam-search candidates on the training clips.
+        judge (`str`, *optional*, defaults to `"clue_overlap"`): `"clue_overlap"`, `"reward_model"` or `"llm"`.
+        rejected (`str`, *optional*, defaults to `"all"`): `"all"` other candidates, or the `"worst"`.
+        num_beams (`int`, *optional*, defaults to `4`): beam width of the candidates.
+        reward_model_name_or_path (`str`, *optional*): a saved CLAP reward model (`judge="reward_model"`).
+        llm_base_url (`str`, *optional*): OpenAI-compatible endpoint (`judge="llm"`).
+        llm_model (`str`, *optional*): model name at that endpoint.
+    """
+
+    pairs_dataset: str | None = None
+    judge: str = "clue_overlap"
+    rejected: str = "all"
+    num_beams: int = 4
+    reward_model_name_or_path: str | None = None
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.judge not in JUDGES:
+            raise ValueError(f"judge={self.judge!r} is not one of {list(JUDGES)}")
+        if self.rejected not in REJECTED_MODES:
+            raise ValueError(f"rejected={self.rejected!r} is not one of {list(REJECTED_MODES)}")
+        if self.num_beams < 2:
+            raise ValueError(f"num_beams={self.num_beams} must be >= 2 to give a pair")

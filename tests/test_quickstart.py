@@ -1,0 +1,130 @@
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hfpref.cli import main
+from hfpref.quickstart import DEFAULT_SIZE, SIZES, STAGES, TRAINING_STAGES, parse_stage_config, stage_configs
+
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICKSTART_CONFIGS = ROOT / "recipes" / "quickstart"
+
+# Numbers that depend only on the seed; wall times and memory do not.
+SEEDED_KEYS = [
+    "clap_test_r1",
+    "rm_heldout_accuracy",
+    "rl_win_rate",
+    "rl_win_rate_challenging",
+    "rl_win_rate_nonchallenging",
+    "rm_win_rate",
+    "baseline_mean_length",
+    "rl_mean_length",
+    "baseline_mean_reward",
+    "rl_mean_reward",
+    "challenging_test_clips",
+    "preferences",
+]
+
+
+@pytest.mark.parametrize("stage", sorted(TRAINING_STAGES))
+def test_shipped_stage_config_is_the_quickstarts_own(stage):
+    """recipes/quickstart/<stage>/config_small.yaml is what `make quickstart` runs (regenerate with --write-configs)."""
+    path = QUICKSTART_CONFIGS / stage / f"config_{DEFAULT_SIZE}.yaml"
+    assert yaml.safe_load(path.read_text()) == stage_configs("outputs/quickstart", DEFAULT_SIZE, 0)[stage]
+    from importlib import import_module
+
+    parser = import_module(f"hfpref.scripts.{TRAINING_STAGES[stage]}").make_parser()
+    parsed = parser.parse_args_and_config(["--config", str(path)])
+    assert parsed[1].output_dir == f"outputs/quickstart/{ {'reward': 'reward-model'}.get(stage, stage)}"
+
+
+@pytest.mark.parametrize("size", sorted(SIZES))
+def test_every_size_parses_through_the_recipe_parsers(tmp_path, size):
+    for stage, config in stage_configs(tmp_path, size, seed=3).items():
+        script_args, training_args, _ = parse_stage_config(stage, config)
+        assert training_args.seed == 3 and training_args.output_dir.startswith(str(tmp_path))
+
+
+def test_write_configs_command(tmp_path, capsys):
+    assert main(["quickstart", "--write-configs", str(tmp_path)]) == 0
+    written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.yaml"))
+    assert written == sorted(f"{stage}/config_small.yaml" for stage in TRAINING_STAGES)
+    for path in written:
+        assert (tmp_path / path).read_text() == (QUICKSTART_CONFIGS / path).read_text()
+
+
+def test_unknown_size_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="size='huge' is not one of"):
+        stage_configs(tmp_path, "huge")
+
+
+def _seeded(results: dict) -> dict:
+    return {key: results[key] for key in SEEDED_KEYS}
+
+
+def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path, capsys, one_thread):
+    out = tmp_path / "run"
+    assert main(["quickstart", "--size", "tiny", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    for i, stage in enumerate(STAGES, start=1):
+        assert f"[{i}/{len(STAGES)}] {stage}: " in printed
+    results = json.loads((out / "results.json").read_text())
+    for key in [
+        "rm_heldout_accuracy",
+        "rl_win_rate",
+        "rl_win_rate_challenging",
+        "rl_win_rate_nonchallenging",
+        "baseline_mean_length",
+        "rl_mean_length",
+        "wall_seconds",
+        "peak_rss_mb",
+    ]:
+        assert key in results, key
+    assert 0 <= results["rm_heldout_accuracy"] <= 1 and results["peak_rss_mb"] > 0
+    assert results["wall_seconds"] > 0
+    prefs = results["preferences"]
+    assert prefs["greedy_wins"] + prefs["top_k_wins"] + prefs["ties"] == prefs["clips"] == SIZES["tiny"].preference_clips
+    assert prefs["pairs_by_source"]["synthetic_negative"] == SIZES["tiny"].preference_clips
+    assert prefs["pairs_by_source"]["correction"] == prefs["both_fail"]
+
+    report = (out / "results.md").read_text()
+    for section in ["## Stages", "Table 1", "Table 4", "Table 2", "## Targets"]:
+        assert section in report, section
+    assert report.count("| synth-") == 5  # five caption examples
+    for plot in results["plots"]:
+        assert Path(plot).stat().st_size > 0
+    for model_dir in ["clap", "sft", "reward-model", "rl"]:
+        assert (out / model_dir / "model.safetensors").is_file(), model_dir
+        assert (out / model_dir / "README.md").is_file(), model_dir
+    rows = [json.loads(line) for line in (out / "evaluation.jsonl").read_text().splitlines()]
+    assert len(rows) == SIZES["tiny"].test_clips
+
+    # A re-run reuses every finished stage and reports the same numbers.
+    assert main(["quickstart", "--size", "tiny", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert all(f"{stage}: reused" in printed for stage in STAGES)
+    assert _seeded(json.loads((out / "results.json").read_text())) == _seeded(results)
+
+    # A changed stage config re-runs that stage and every later one.
+    marker = json.loads((out / "stages" / "reward.json").read_text())
+    marker["config"]["learning_rate"] = 123.0
+    (out / "stages" / "reward.json").write_text(json.dumps(marker))
+    assert main(["quickstart", "--size", "tiny", "--output-dir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "preferences: reused" in printed and "reward: reused" not in printed and "rl: reused" not in printed
+
+    # The same seed in a fresh directory, every stage run again (--force), gives the same numbers.
+    other = tmp_path / "again"
+    assert main(["quickstart", "--size", "tiny", "--output-dir", str(other), "--force"]) == 0
+    assert _seeded(json.loads((other / "results.json").read_text())) == _seeded(results)
+
+
+@pytest.mark.slow
+def test_default_quickstart_meets_its_targets(tmp_path):
+    from hfpref.quickstart import run_quickstart
+
+    results = run_quickstart(tmp_path, size=DEFAULT_SIZE, seed=0)
+    missed = {name: t["value"] for name, t in results["targets"].items() if not t["met"]}
+    assert not missed, missed

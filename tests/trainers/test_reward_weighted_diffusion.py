@@ -1,0 +1,289 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hfpref.data.synth import make_world
+from hfpref.encoders.clap import build_tiny_clap
+from hfpref.encoders.tta_pipeline import build_tiny_tta_pipeline
+from hfpref.trainers.reward_weighted_diffusion_config import RewardWeightedDiffusionConfig
+from hfpref.trainers.reward_weighted_diffusion_trainer import (
+    LATENT_COLUMNS,
+    RewardWeightedDiffusionTrainer,
+    encode_audio_text,
+    reward_weighted_denoising_loss,
+)
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(one_thread):
+    pass
+
+
+@pytest.fixture(scope="module")
+def world():
+    return make_world(12, seed=5, clip_seconds=1.0, max_events=2)
+
+
+@pytest.fixture
+def pipeline(world):
+    clap, processor = build_tiny_clap(
+        list(world["caption"]) * 4, seed=0, clip_seconds=1.0, num_mel_bins=32, spec_size=64
+    )
+    return build_tiny_tta_pipeline(clap, processor.tokenizer, seed=0)
+
+
+def config(tmp_path, **overrides) -> RewardWeightedDiffusionConfig:
+    defaults = dict(
+        output_dir=str(tmp_path / "out"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        seed=0,
+    )
+    return RewardWeightedDiffusionConfig(**{**defaults, **overrides})
+
+
+def preference_data(world, rewards):
+    return world.rename_column("caption", "prompt").select_columns(["audio", "prompt"]).add_column("reward", rewards)
+
+
+def test_loss_matches_a_hand_computation():
+    pred = torch.tensor([[[1.0, 2.0]], [[0.0, 0.0]], [[3.0, -1.0]]])
+    target = torch.tensor([[[0.0, 0.0]], [[1.0, 1.0]], [[3.0, 1.0]]])
+    rewards = torch.tensor([0.9, 0.2, 0.5])
+    # Per-sample mean squared error: (1 + 4) / 2 = 2.5, (1 + 1) / 2 = 1, (0 + 4) / 2 = 2.
+    weighted_by_hand = (0.9 * 2.5 + 0.2 * 1.0 + 0.5 * 2.0) / 3
+    pre_pred, pre_target = torch.tensor([[[1.0, 1.0]], [[0.0, 2.0]]]), torch.zeros(2, 1, 2)
+    pretrain_by_hand = (1.0 + 2.0) / 2  # (1 + 1) / 2 and (0 + 4) / 2
+    loss, weighted, pretrain = reward_weighted_denoising_loss(pred, target, rewards, pre_pred, pre_target, beta=0.5)
+    assert weighted.item() == pytest.approx(weighted_by_hand)
+    assert pretrain.item() == pytest.approx(pretrain_by_hand)
+    assert loss.item() == pytest.approx(weighted_by_hand + 0.5 * pretrain_by_hand)
+    # Rewards of 1 and no pretrain batch: the plain denoising loss.
+    plain, _, _ = reward_weighted_denoising_loss(pred, target, torch.ones(3))
+    assert plain.item() == pytest.approx(torch.nn.functional.mse_loss(pred, target).item())
+    with pytest.raises(ValueError, match="rewards has shape"):
+        reward_weighted_denoising_loss(pred, target, torch.ones(2))
+
+
+def test_paper_preset_and_validation(tmp_path):
+    args = RewardWeightedDiffusionConfig.from_preset("paper", output_dir=str(tmp_path))
+    assert (args.beta, args.num_train_epochs, args.learning_rate, args.per_device_train_batch_size, args.optim) == (
+        0.5,
+        10,
+        1e-5,
+        6,
+        "adamw_torch",
+    )
+    with pytest.raises(ValueError, match="beta=-1"):
+        config(tmp_path, beta=-1)
+    with pytest.raises(ValueError, match=r"prediction_type='x0' is not one of \['epsilon', 'v_prediction'\]"):
+        config(tmp_path, prediction_type="x0")
+    with pytest.raises(ValueError, match="preset='fast' is not one of"):
+        RewardWeightedDiffusionConfig.from_preset("fast", output_dir=str(tmp_path))
+
+
+def test_trainer_logs_finite_losses_and_updates_every_unet_weight(tmp_path, world, pipeline):
+    rewards = np.linspace(0.1, 0.9, len(world)).tolist()
+    before = {n: p.detach().clone() for n, p in pipeline.unet.named_parameters()}
+    vae_before = {n: p.detach().clone() for n, p in pipeline.vae.named_parameters()}
+    trainer = RewardWeightedDiffusionTrainer(
+        pipeline,
+        config(tmp_path, save_strategy="no"),
+        train_dataset=preference_data(world, rewards),
+        pretrain_dataset=world,
+    )
+    trainer.train()
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert logs and all(math.isfinite(entry["loss"]) for entry in logs)
+    for key in ("reward_weighted_loss", "pretrain_loss", "mean_reward"):
+        assert all(math.isfinite(entry[key]) for entry in logs)
+    assert all(0.1 <= entry["mean_reward"] <= 0.9 for entry in logs)
+    unchanged = [n for n, p in pipeline.unet.named_parameters() if torch.equal(p, before[n])]
+    assert not unchanged, unchanged[:5]
+    assert all(torch.equal(p, vae_before[n]) for n, p in pipeline.vae.named_parameters())
+    trainer.save_model(str(tmp_path / "unet"))
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_zero_rewards_without_pretrain_loss_leave_the_unet_unchanged(tmp_path, world, pipeline):
+    """r = 0 everywhere and beta = 0: the loss is identically 0, so no weight may move (plain SGD, no decay)."""
+    before = {n: p.detach().clone() for n, p in pipeline.unet.named_parameters()}
+    trainer = RewardWeightedDiffusionTrainer(
+        pipeline,
+        config(tmp_path, beta=0.0, optim="sgd", weight_decay=0.0),
+        train_dataset=preference_data(world, [0.0] * len(world)),
+    )
+    trainer.train()
+    assert all(torch.equal(p, before[n]) for n, p in pipeline.unet.named_parameters())
+
+
+def test_lora_trains_adapters_only_and_saves_them(tmp_path, world, pipeline):
+    trainer = RewardWeightedDiffusionTrainer(
+        pipeline,
+        config(tmp_path, use_lora=True, lora_target_modules=["conv1", "conv2"], learning_rate=1e-2),
+        train_dataset=preference_data(world, [1.0] * len(world)),
+        pretrain_dataset=world,
+    )
+    before = {n: p.detach().clone() for n, p in pipeline.unet.named_parameters()}
+    trainable = {n for n, p in pipeline.unet.named_parameters() if p.requires_grad}
+    assert trainable and all("lora" in n for n in trainable)
+    trainer.train()
+    changed = {n for n, p in pipeline.unet.named_parameters() if not torch.equal(p, before[n])}
+    # LoRA's B starts at zero, so A gets no gradient on the first step; every B moves, nothing else does.
+    assert changed and changed <= trainable and all(n in changed for n in trainable if "lora_B" in n)
+    trainer.save_model(str(tmp_path / "lora"))
+    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
+
+
+def test_bad_inputs_are_refused_with_names(tmp_path, world, pipeline):
+    with pytest.raises(ValueError, match="pass pretrain_dataset"):
+        RewardWeightedDiffusionTrainer(pipeline, config(tmp_path), train_dataset=preference_data(world, [1.0] * 12))
+    with pytest.raises(ValueError, match="no reward column 'reward'"):
+        RewardWeightedDiffusionTrainer(
+            pipeline, config(tmp_path, beta=0.0), train_dataset=world.rename_column("caption", "prompt")
+        )
+    with pytest.raises(ValueError, match="negative rewards"):
+        RewardWeightedDiffusionTrainer(
+            pipeline, config(tmp_path, beta=0.0), train_dataset=preference_data(world, [-0.5] + [1.0] * 11)
+        )
+
+
+def test_encoding_is_computed_once_and_reused(world, pipeline):
+    encoded = encode_audio_text(pipeline, world, text_column="caption")
+    assert all(c in encoded.column_names for c in LATENT_COLUMNS)
+    mean = np.asarray(encoded[0]["latent_mean"])
+    assert mean.shape == (4, 16, 8) and (np.asarray(encoded[0]["latent_std"]) > 0).all()
+
+
+LearningSize = dict
+
+
+def _learning_check(tmp_path, size: dict) -> dict:
+    """
+    The synthetic world end to end: fit a tiny CLAP, train the binary reward model on oracle feedback, build a tiny
+    AudioLDM pipeline on the CLAP's text tower, fit its VAE and pretrain its UNet from scratch on world clips, render
+    clips for built integrity prompts, score them with the reward model, mix them 1:1 with oracle-labelled world
+    pairs, fine-tune reward-weighted (beta 0.5) and, as a control, with uniform weights; score held-out prompts.
+
+    Returns per-held-out-prompt mean rewards (`start`, `reward_weighted`, `uniform`, same initial noise for all three,
+    so they pair) and the wall time of each stage.
+    """
+    import copy
+    import time
+
+    from hfpref.data.audio import decode_audio_column
+    from hfpref.data.reward_data import make_oracle_feedback
+    from hfpref.data.synth import EVENT_KINDS
+    from hfpref.data.tta_feedback import add_rewards, generated_dataset, mix_feedback
+    from hfpref.encoders.clap import ClapEmbedder
+    from hfpref.encoders.dataset import add_embeddings
+    from hfpref.encoders.tta_pipeline import fit_vae, generate_audio
+    from hfpref.prompts.tta_prompts import build_tta_prompts, world_event_phrases
+    from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
+    from hfpref.trainers import ClapContrastiveConfig, ClapContrastiveTrainer, RewardModelConfig, RewardModelTrainer
+
+    seed = size.get("seed", 0)
+    clip_s = size["clip_seconds"]
+    timings: dict[str, float] = {}
+    clock = [time.perf_counter()]
+
+    def lap(name):
+        now = time.perf_counter()
+        timings[name] = round(now - clock[0], 1)
+        clock[0] = now
+
+    common = dict(save_strategy="no", report_to="none", disable_tqdm=True, dataloader_pin_memory=False, seed=seed)
+    world = make_world(size["n_clips"], seed=seed, clip_seconds=clip_s, max_events=2)
+    texts = [c for refs in world["references"] for c in refs]
+    clap, processor = build_tiny_clap(
+        texts, seed=seed, clip_seconds=clip_s, num_mel_bins=32, spec_size=64, text_dropout=0.0
+    )
+    clap_args = ClapContrastiveConfig(
+        output_dir=str(tmp_path / "clap"), max_steps=size["clap_steps"], per_device_train_batch_size=64,
+        learning_rate=3e-3, warmup_steps=10, cache_audio_features=True, **common,
+    )  # fmt: skip
+    ClapContrastiveTrainer(model=clap, args=clap_args, train_dataset=world, processing_class=processor).train()
+    embedder = ClapEmbedder(clap.eval(), processor, show_progress=False, batch_size=64)
+    lap("clap")
+
+    feedback = make_oracle_feedback(world, seed=seed)
+    reward_model = CLAPRewardModel(
+        CLAPRewardConfig(embedding_dim=embedder.embedding_dim, hidden_sizes=[128, 64], dropout=0.0)
+    )
+    reward_args = RewardModelConfig(
+        output_dir=str(tmp_path / "rm"), loss_type="bce", l2_coef=0.0, num_train_epochs=size["rm_epochs"],
+        learning_rate=3e-3, per_device_train_batch_size=64, reward_histogram=False, **common,
+    )  # fmt: skip
+    embedded = add_embeddings(feedback, embedder, text_columns={"caption": "text_embedding"})
+    RewardModelTrainer(reward_model, reward_args, train_dataset=embedded).train()
+    reward_model.eval()
+    lap("reward_model")
+
+    pipeline = build_tiny_tta_pipeline(
+        clap, processor.tokenizer, seed=seed, clip_seconds=clip_s, n_mels=size.get("n_mels", 32),
+        hop_length=size.get("hop_length", 256), vae_channels=size.get("vae_channels", (8, 16, 32)),
+        unet_channels=size.get("unet_channels", (32, 64)),
+    )  # fmt: skip
+    clips, _ = decode_audio_column(world, "audio", 16000)
+    vae_fit = fit_vae(pipeline, clips, steps=size["vae_steps"], batch_size=size.get("vae_batch", 32), seed=seed)
+    lap("vae")
+    pretrain = encode_audio_text(pipeline, world.add_column("reward", [1.0] * len(world)), text_column="caption")
+    pretrain_args = RewardWeightedDiffusionConfig(
+        output_dir=str(tmp_path / "pre"), beta=0.0, max_steps=size["pretrain_steps"], learning_rate=2e-3,
+        per_device_train_batch_size=32, warmup_steps=20, lr_scheduler_type="cosine", **common,
+    )  # fmt: skip
+    RewardWeightedDiffusionTrainer(pipeline, pretrain_args, train_dataset=pretrain).train()
+    lap("pretrain")
+
+    phrases = world_event_phrases()
+    n_prompts = size["n_prompts"]
+    train_prompts = [p.prompt for p in build_tta_prompts(EVENT_KINDS, n_prompts, seed=10 + seed, event_phrases=phrases)]
+    held_out = [p.prompt for p in build_tta_prompts(EVENT_KINDS, n_prompts, seed=20 + seed, event_phrases=phrases)]
+    held_out = [p for p in held_out if p not in train_prompts]
+    per_prompt = size.get("eval_clips_per_prompt", 2)
+    steps = size.get("inference_steps", 10)
+
+    def held_out_rewards() -> np.ndarray:
+        pipeline.unet.eval()
+        audio = generate_audio(
+            pipeline, held_out, num_waveforms_per_prompt=per_prompt, num_inference_steps=steps,
+            audio_length_in_s=clip_s, seed=123,
+        )  # fmt: skip
+        flat = [clip for group in audio for clip in group]
+        scores = reward_model.score(flat, [p for p in held_out for _ in range(per_prompt)], embedder)
+        return np.asarray(scores).reshape(len(held_out), per_prompt).mean(1)
+
+    results = {"start": held_out_rewards()}
+    lap("eval_start")
+    rendered = generate_audio(
+        pipeline, train_prompts, num_waveforms_per_prompt=size.get("clips_per_prompt", 4), num_inference_steps=steps,
+        audio_length_in_s=clip_s, seed=7,
+    )  # fmt: skip
+    generated = add_rewards(generated_dataset(train_prompts, rendered, sampling_rate=16000), reward_model, embedder)
+    human = add_rewards(feedback.rename_column("caption", "prompt"), reward_model, embedder)
+    mixed = encode_audio_text(pipeline, mix_feedback(human, generated, ratio=1.0, seed=seed))
+    mixed = mixed.add_column("uniform", [1.0] * len(mixed))
+    lap("feedback")
+    start_unet = copy.deepcopy(pipeline.unet.state_dict())
+    for name, column in [("reward_weighted", "reward"), ("uniform", "uniform")][: 2 if size.get("control") else 1]:
+        pipeline.unet.load_state_dict(start_unet)
+        args = RewardWeightedDiffusionConfig(
+            output_dir=str(tmp_path / name), beta=0.5, reward_column=column, max_steps=size["finetune_steps"],
+            learning_rate=size.get("finetune_lr", 1e-3), per_device_train_batch_size=32, **common,
+        )  # fmt: skip
+        RewardWeightedDiffusionTrainer(pipeline, args, train_dataset=mixed, pretrain_dataset=pretrain).train()
+        results[name] = held_out_rewards()
+        lap(name)
+    results["timings"] = timings
+    results["vae"] = vae_fit
+    results["n_held_out"] = len(held_out)
+    results["generated_reward_mean"] = float(np.mean(generated["reward"]))
+    return results
