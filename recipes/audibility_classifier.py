@@ -13,6 +13,7 @@ from datasets import DatasetDict
 from transformers import set_seed
 from trl import TrlParser
 
+from hfpref.data.loading import select_splits
 from hfpref.guidance.audibility_data import load_audibility_dataset
 from hfpref.trainers.audibility_classifier_config import (
     AudibilityClassifierConfig,
@@ -32,15 +33,15 @@ logger = logging.getLogger(__name__)
 
 def load_splits(args: AudibilityScriptArguments) -> DatasetDict:
     data = load_audibility_dataset(args.dataset_name, text_column=args.text_column, label_column=args.label_column)
-    if isinstance(data, DatasetDict):
-        if args.dataset_train_split not in data:
-            raise ValueError(f"{args.dataset_name} has no split {args.dataset_train_split!r}; it has {list(data)}")
-        if args.dataset_test_split:
-            if args.dataset_test_split not in data:
-                raise ValueError(f"{args.dataset_name} has no split {args.dataset_test_split!r}; it has {list(data)}")
-            return DatasetDict(train=data[args.dataset_train_split], test=data[args.dataset_test_split])
-        data = data[args.dataset_train_split]
-    return data.train_test_split(test_size=args.test_size, seed=args.split_seed, stratify_by_column="label")
+    return select_splits(
+        data,
+        name=args.dataset_name,
+        train_split=args.dataset_train_split,
+        test_split=args.dataset_test_split,
+        test_size=args.test_size,
+        seed=args.split_seed,
+        stratify_by_column="label",
+    )
 
 
 def main(script_args: AudibilityScriptArguments, training_args: AudibilityClassifierConfig, model_args):

@@ -37,7 +37,7 @@ def test_shipped_stage_config_is_the_quickstarts_own(stage):
 
     parser = import_module(f"hfpref.scripts.{TRAINING_STAGES[stage]}").make_parser()
     parsed = parser.parse_args_and_config(["--config", str(path)])
-    assert parsed[1].output_dir == f"outputs/quickstart/{ {'reward': 'reward-model'}.get(stage, stage)}"
+    assert parsed[1].output_dir == f"outputs/quickstart/{ {'reward': 'reward-model'}.get(stage, stage) }"
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
@@ -85,7 +85,9 @@ def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path,
     assert 0 <= results["rm_heldout_accuracy"] <= 1 and results["peak_rss_mb"] > 0
     assert results["wall_seconds"] > 0
     prefs = results["preferences"]
-    assert prefs["greedy_wins"] + prefs["top_k_wins"] + prefs["ties"] == prefs["clips"] == SIZES["tiny"].preference_clips
+    assert (
+        prefs["greedy_wins"] + prefs["top_k_wins"] + prefs["ties"] == prefs["clips"] == SIZES["tiny"].preference_clips
+    )
     assert prefs["pairs_by_source"]["synthetic_negative"] == SIZES["tiny"].preference_clips
     assert prefs["pairs_by_source"]["correction"] == prefs["both_fail"]
 
@@ -107,13 +109,17 @@ def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path,
     assert all(f"{stage}: reused" in printed for stage in STAGES)
     assert _seeded(json.loads((out / "results.json").read_text())) == _seeded(results)
 
-    # A changed stage config re-runs that stage and every later one.
+    # A stage whose recorded config differs (as after editing it) runs again, and so does every stage reading it;
+    # a stage whose outputs are gone runs again too.
     marker = json.loads((out / "stages" / "reward.json").read_text())
     marker["config"]["learning_rate"] = 123.0
     (out / "stages" / "reward.json").write_text(json.dumps(marker))
+    (out / "sft" / "model.safetensors").unlink()
     assert main(["quickstart", "--size", "tiny", "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "preferences: reused" in printed and "reward: reused" not in printed and "rl: reused" not in printed
+    assert "world: reused" in printed and "clap: reused" in printed
+    assert not any(f"{stage}: reused" in printed for stage in ["sft", "preferences", "reward", "rl", "evaluate"])
+    assert _seeded(json.loads((out / "results.json").read_text())) == _seeded(results)
 
     # The same seed in a fresh directory, every stage run again (--force), gives the same numbers.
     other = tmp_path / "again"

@@ -51,3 +51,36 @@ def load_any_dataset(name_or_path: str | Path, *, split: str | None = None) -> D
     if isinstance(ds, DatasetDict):
         return DatasetDict({name: _without_decoding(part) for name, part in ds.items()})
     return _without_decoding(ds)
+
+
+def select_splits(
+    data: Dataset | DatasetDict,
+    *,
+    name: str,
+    train_split: str = "train",
+    test_split: str | None = None,
+    test_size: float = 0.1,
+    seed: int = 0,
+    stratify_by_column: str | None = None,
+) -> DatasetDict:
+    """
+    `DatasetDict(train=..., test=...)` from a loaded dataset: its named splits when it has them, otherwise a seeded
+    `test_size` hold-out of `train_split` (or of the single dataset).
+
+    Args:
+        data (`Dataset` or `DatasetDict`): what [`load_any_dataset`] returned.
+        name (`str`): the dataset's name, for error messages.
+        train_split (`str`, *optional*, defaults to `"train"`): split to train on.
+        test_split (`str`, *optional*): split to evaluate on; without one, `test_size` of the rows are held out.
+        test_size (`float`, *optional*, defaults to `0.1`): share held out when there is no test split.
+        seed (`int`, *optional*, defaults to `0`): seed of the hold-out.
+        stratify_by_column (`str`, *optional*): a `ClassLabel` column the hold-out keeps balanced.
+    """
+    if isinstance(data, DatasetDict):
+        for split in (train_split, test_split):
+            if split is not None and split not in data:
+                raise ValueError(f"{name} has no split {split!r}; it has {list(data)}")
+        if test_split:
+            return DatasetDict(train=data[train_split], test=data[test_split])
+        data = data[train_split]
+    return data.train_test_split(test_size=test_size, seed=seed, stratify_by_column=stratify_by_column)

@@ -34,7 +34,7 @@ import soxr
 import torch
 from peft import LoraConfig
 
-from ..trainers.decoder_only import add_audio_tokens, speech_token
+from .audio_tokens import add_audio_tokens, speech_token
 
 
 SPEECH_TOKENIZER_SAMPLING_RATE = 16000
@@ -370,7 +370,7 @@ class SpeechTokenEncoder:
         return out
 
     def __call__(self, waveform: np.ndarray, sampling_rate: int) -> np.ndarray:
-        """Codes of one clip; the `tokenize_audio` callable of [`~hfpref.trainers.decoder_only.audio_token_prompts`]."""
+        """Codes of one clip; the `tokenize_audio` callable of [`~hfpref.encoders.audio_tokens.audio_token_prompts`]."""
         return self.encode_batch([waveform], sampling_rate)[0]
 
 
@@ -379,7 +379,7 @@ def add_speech_tokens(tokenizer, model, codebook_size: int, prefix: str = "st") 
     Add `<st_0>` ... `<st_{codebook_size - 1}>` to an LLM tokenizer and resize the model's embeddings.
 
     Train the new rows under LoRA with [`speech_lora_config`] (peft's `trainable_token_indices`), which leaves the
-    text vocabulary's rows frozen. See [`~hfpref.trainers.decoder_only.add_audio_tokens`] for the details.
+    text vocabulary's rows frozen. See [`~hfpref.encoders.audio_tokens.add_audio_tokens`] for the details.
 
     Returns:
         `list[int]`: token ids of codes `0 .. codebook_size - 1`.

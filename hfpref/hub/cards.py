@@ -252,6 +252,18 @@ def _package_version(package: str) -> str:
         return "not installed"
 
 
+def library_versions() -> dict[str, str]:
+    """The versions a card's "Framework versions" section lists: hfpref, transformers, torch, datasets, trl, peft."""
+    return {
+        "hfpref_version": hfpref_version,
+        "transformers_version": _package_version("transformers"),
+        "pytorch_version": _package_version("torch"),
+        "datasets_version": _package_version("datasets"),
+        "trl_version": _package_version("trl"),
+        "peft_version": _package_version("peft"),
+    }
+
+
 def _feature_type(feature: Any) -> str:
     if isinstance(feature, Value):
         return feature.dtype
@@ -535,12 +547,7 @@ def render_model_card(
         metrics=_rows(metrics),
         limitations=limitations or _DEFAULT_MODEL_LIMITATIONS,
         citation=citation,
-        hfpref_version=hfpref_version,
-        transformers_version=_package_version("transformers"),
-        pytorch_version=_package_version("torch"),
-        datasets_version=_package_version("datasets"),
-        trl_version=_package_version("trl"),
-        peft_version=_package_version("peft"),
+        **library_versions(),
     )
 
 
@@ -655,8 +662,5 @@ print(reward_model.score([audio, audio], ["A dog barks while a car passes by", "
         metrics=_rows(metrics),
         limitations=limitations or _DEFAULT_REWARD_LIMITATIONS,
         citation=citation,
-        hfpref_version=hfpref_version,
-        transformers_version=_package_version("transformers"),
-        pytorch_version=_package_version("torch"),
-        datasets_version=_package_version("datasets"),
+        **library_versions(),
     )

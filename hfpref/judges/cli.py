@@ -22,12 +22,17 @@ def add_pairs_parser(subparsers) -> argparse.ArgumentParser:
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="saved dataset / data file / Hub name with audio (or prompt) and references")
     source.add_argument("--speech-world", type=int, metavar="N", help="synthesize N speech-world clips instead")
+    p.add_argument("--speech-world-backend", choices=["auto", "espeak", "procedural"], default="auto")
+    p.add_argument("--speech-world-seconds", type=float, default=2.0, help="clip length of --speech-world")
     p.add_argument("--split", default=None, help="split of --dataset")
     p.add_argument("--speech-tokenizer", default=None, help="SpeechTokenizer checkpoint (dir or config JSON)")
     p.add_argument("--speech-tokenizer-weights", default=None)
     p.add_argument("--instruction", default="Describe the speaker's emotion.")
     p.add_argument("--audio-column", default="audio")
     p.add_argument("--references-column", default="references")
+    p.add_argument(
+        "--caption-column", default="caption", help="single reference per clip when there is no --references-column"
+    )
     p.add_argument("--judge", choices=JUDGES, default="clue_overlap")
     p.add_argument("--clue-mode", choices=["f1", "recall"], default="f1")
     p.add_argument("--reward-model", default=None, help="saved CLAPRewardModel (--judge reward_model)")
@@ -52,14 +57,18 @@ def cmd_pairs(args) -> int:
 
     from ..data.loading import load_any_dataset
     from ..data.speech_world import make_speech_world
+    from ..encoders.audio_tokens import audio_token_prompts
     from ..encoders.speech_tokens import SpeechTokenEncoder
-    from ..trainers.decoder_only import audio_token_prompts
     from .pairs import build_preference_pairs
 
     if args.speech_world is not None:
-        dataset = make_speech_world(args.speech_world, args.seed)
+        dataset = make_speech_world(
+            args.speech_world, args.seed, backend=args.speech_world_backend, clip_seconds=args.speech_world_seconds
+        )
     else:
         dataset = load_any_dataset(args.dataset, split=args.split or "train")
+    if args.references_column not in dataset.column_names and args.caption_column in dataset.column_names:
+        dataset = dataset.add_column(args.references_column, [[c] for c in dataset[args.caption_column]])
     if "prompt" not in dataset.column_names:
         if args.speech_tokenizer is None:
             raise SystemExit(
@@ -93,7 +102,13 @@ def cmd_pairs(args) -> int:
         max_new_tokens=args.max_new_tokens,
     )
     out = Path(args.output_dir)
-    pairs.save_to_disk(str(out))
+    out.mkdir(parents=True, exist_ok=True)
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     print(json.dumps(stats))
+    if len(pairs) == 0:
+        raise SystemExit(
+            f"no preference pairs from {stats['clips']} clips (stats in {out / 'stats.json'}): every clip's candidates "
+            "tied, were fewer than two, or the judge failed; try more beams or another judge"
+        )
+    pairs.save_to_disk(str(out))
     return 0

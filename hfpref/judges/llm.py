@@ -11,6 +11,7 @@ malformed answer raises [`~hfpref.judges.base.JudgeError`] naming the candidate 
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
@@ -106,6 +107,9 @@ class OpenAIJudge(Judge):
                 raise JudgeError(f"{self.url} did not answer within {self.timeout} s") from error
             self.stats["http_errors"] += 1
             raise JudgeError(f"cannot reach {self.url}: {error.reason}") from error
+        except (http.client.HTTPException, ConnectionError) as error:  # e.g. the server hung up without answering
+            self.stats["http_errors"] += 1
+            raise JudgeError(f"connection to {self.url} failed: {error!r}") from error
         try:
             return json.loads(raw)
         except json.JSONDecodeError as error:

@@ -186,9 +186,9 @@ def build_preference_pairs(
             ):
                 rows[key].append(value)
     counts["pairs"] = len(rows["prompt"])
+    if clip_ids is not None:  # built here, not with `add_column`, which fails on a dataset of no rows
+        rows["clip_id"] = [clip_ids[r] for r in rows["row"]]
     pairs_ds = Dataset.from_dict(rows)
-    if clip_ids is not None:
-        pairs_ds = pairs_ds.add_column("clip_id", [clip_ids[r] for r in rows["row"]])
     stats = {**counts, **{f"judge_{k}": v for k, v in judge.stats.items()}}
     if counts["judge_errors"]:
         logger.warning(

@@ -11,7 +11,6 @@ accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/tta_
 import logging
 import os
 
-from datasets import Dataset
 from transformers import set_seed
 from trl import TrlParser
 
@@ -121,9 +120,11 @@ def main(
         for task, n in (("integrity", script_args.eval_prompts - half), ("temporal", half))
         for p in build_tta_prompts(labels, n, task, seed=training_args.seed + 1000, event_phrases=phrases)
     ]
-    reference = None
+    reference = None  # the Frechet distance's reference set: up to 256 clips of the original training data
     if pretrain is not None and len(pretrain) >= 2:
-        reference, _ = decode_audio_column(pretrain.select(range(min(len(pretrain), 256))), "audio", embedder.sampling_rate)
+        reference, _ = decode_audio_column(
+            pretrain.select(range(min(len(pretrain), 256))), training_args.audio_column, embedder.sampling_rate
+        )
 
     # Rewards, computed once; human : reward-labelled = 1 : mix_ratio.
     human = add_rewards(human, reward_model, embedder)
@@ -131,7 +132,9 @@ def main(
     mixed = mix_feedback(
         human, unlabelled, ratio=script_args.mix_ratio, seed=training_args.seed, human_reward=script_args.human_reward
     )
-    logger.info("training on %d pairs (%d human, mean reward %.3f)", len(mixed), len(human), sum(mixed["reward"]) / len(mixed))
+    logger.info(
+        "training on %d pairs (%d human, mean reward %.3f)", len(mixed), len(human), sum(mixed["reward"]) / len(mixed)
+    )
 
     before = _evaluate(pipeline, eval_prompts, reward_model, embedder, reference, script_args) if eval_prompts else {}
     trainer = RewardWeightedDiffusionTrainer(
@@ -149,7 +152,7 @@ def main(
     }
     trainer.save_metrics("eval", metrics)
     trainer.save_model(training_args.output_dir)
-    base = "tiny pipeline (from configs)" if model_args.tiny_pipeline else model_args.pipeline_name_or_path
+    base = None if model_args.tiny_pipeline else model_args.pipeline_name_or_path
     dataset = script_args.feedback_file or f"synthetic world ({script_args.synthetic_clips} clips)"
     card = dict(base_model=base, dataset_name=dataset, reward_model=script_args.reward_model_name_or_path)
     trainer.create_model_card(metrics=metrics, **card)

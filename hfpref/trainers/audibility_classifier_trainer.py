@@ -163,8 +163,7 @@ def render_audibility_classifier_card(
     """The classifier's model card, rendered from `hub_cards/model_card.md`."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from .. import __version__ as hfpref_version
-    from ..hub.cards import _package_version, _rows, template_path
+    from ..hub.cards import _rows, library_versions, template_path
 
     usage = f"""from hfpref.metrics.audibility import AudibilityClassifier, audibility_accuracy
 
@@ -206,10 +205,5 @@ print(classifier(["A dog barks while a car passes by", "The wall is painted gree
             "choices of whoever wrote its training sentences (for the LLM-generated sets, the LLM's). It was trained "
             "on short English sentences; long or non-English captions are out of its distribution."
         ),
-        hfpref_version=hfpref_version,
-        transformers_version=_package_version("transformers"),
-        pytorch_version=_package_version("torch"),
-        datasets_version=_package_version("datasets"),
-        trl_version=_package_version("trl"),
-        peft_version=_package_version("peft"),
+        **library_versions(),
     )

@@ -17,6 +17,7 @@ class CaptionScriptArguments:
         synthetic_seed (`int`, *optional*, defaults to `0`): seed of the synthetic world and the split.
         test_size (`float`, *optional*, defaults to `0.1`): share held out when there is no test split.
         caption_column (`str`, *optional*, defaults to `"caption"`): caption column (SFT targets).
+        max_train_samples (`int`, *optional*): keep only the first `max_train_samples` training rows.
     """
 
     dataset_name: str | None = None
@@ -26,8 +27,11 @@ class CaptionScriptArguments:
     synthetic_seed: int = 0
     test_size: float = 0.1
     caption_column: str = "caption"
+    max_train_samples: int | None = None
 
     def __post_init__(self):
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(f"max_train_samples={self.max_train_samples} must be a positive number of rows")
         sources = [name for name in ("dataset_name", "synthetic_clips") if getattr(self, name)]
         if len(sources) != 1:
             raise ValueError(f"give exactly one data source of ['dataset_name', 'synthetic_clips'], got {sources}")

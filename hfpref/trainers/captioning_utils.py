@@ -272,24 +272,25 @@ def load_caption_splits(args):
     Train/test captioning data from [`~hfpref.trainers.caption_sft_config.CaptionScriptArguments`]: a synthetic
     world, or a dataset with an audio column (split `test_size` when it has no test split).
     """
-    from datasets import DatasetDict
-
-    from ..data.loading import load_any_dataset
+    from ..data.loading import load_any_dataset, select_splits
     from ..data.synth import make_world
 
     if args.synthetic_clips:
         data = make_world(args.synthetic_clips, seed=args.synthetic_seed)
     else:
         data = load_any_dataset(args.dataset_name)
-    if isinstance(data, DatasetDict):
-        if args.dataset_train_split not in data:
-            raise ValueError(f"{args.dataset_name} has no split {args.dataset_train_split!r}; it has {list(data)}")
-        if args.dataset_test_split:
-            if args.dataset_test_split not in data:
-                raise ValueError(f"{args.dataset_name} has no split {args.dataset_test_split!r}; it has {list(data)}")
-            return DatasetDict(train=data[args.dataset_train_split], test=data[args.dataset_test_split])
-        data = data[args.dataset_train_split]
-    return data.train_test_split(test_size=args.test_size, seed=args.synthetic_seed)
+    splits = select_splits(
+        data,
+        name=args.dataset_name or "the synthetic world",
+        train_split=args.dataset_train_split,
+        test_split=args.dataset_test_split,
+        test_size=args.test_size,
+        seed=args.synthetic_seed,
+    )
+    limit = getattr(args, "max_train_samples", None)
+    if limit is not None:
+        splits["train"] = splits["train"].select(range(min(limit, len(splits["train"]))))
+    return splits
 
 
 def load_captioner(args, texts: Iterable[str] | None = None):

@@ -24,9 +24,9 @@ from datasets import Dataset
 from peft import PeftModel, get_peft_model
 from transformers import PreTrainedTokenizerBase, Trainer
 
+from ..encoders.audio_tokens import audio_token_prompts
 from ..encoders.speech_tokens import speech_lora_config, speech_token_ids
 from ..prompts.emotion_clues import teacher_prompt
-from .decoder_only import audio_token_prompts
 from .kd_align_config import DEFAULT_INSTRUCTION, KDAlignConfig
 
 

@@ -324,10 +324,14 @@ class RewardWeightedDiffusionTrainer(Trainer):
             reward_model=reward_model,
             training_args={
                 "beta": self.args.beta,
-                "num_train_epochs": self.args.num_train_epochs,
+                **(
+                    {"max_steps": self.args.max_steps}
+                    if self.args.max_steps > 0
+                    else {"num_train_epochs": self.args.num_train_epochs}
+                ),
                 "learning_rate": self.args.learning_rate,
                 "per_device_train_batch_size": self.args.per_device_train_batch_size,
-                "optim": self.args.optim,
+                "optim": getattr(self.args.optim, "value", self.args.optim),
                 "use_lora": self.args.use_lora,
                 "prediction_type": self.prediction_type,
             },

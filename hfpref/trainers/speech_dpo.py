@@ -38,12 +38,34 @@ def validate_preference_pairs(pairs: Dataset) -> None:
     missing = {"prompt", "chosen", "rejected"} - set(pairs.column_names)
     if missing:
         raise ValueError(f"preference pairs lack column(s) {sorted(missing)}; they have {pairs.column_names}")
+    if len(pairs) == 0:
+        raise ValueError("no preference pairs: every clip's candidates tied under the judge, or the judge failed")
     for i, row in enumerate(pairs.select_columns(["prompt", "chosen", "rejected"])):
         for column, value in row.items():
             if not isinstance(value, str) or not value.strip():
                 raise ValueError(f"row {i}, column {column!r}: expected a non-empty string, got {value!r}")
         if row["chosen"] == row["rejected"]:
             raise ValueError(f"row {i}: chosen and rejected are the same caption {row['chosen']!r}")
+
+
+def drop_forward_patches(model) -> bool:
+    """
+    Remove an instance-level `forward` left on `model` by an earlier TRL trainer, so the class's own `forward` runs.
+
+    TRL's trainers (SFT, DPO, GRPO, ...) call `trl.trainer.utils.add_fused_lm_head`, which sets `model.forward` to a
+    closure over the bound `forward` of the model it patched. `copy.deepcopy` copies the attribute but not the
+    closure, so a deep copy of a model that has been through a TRL trainer runs the *original's* weights: training
+    the copy (its LoRA adapter included) then changes nothing it generates. `DPOTrainer` adds the fused head again
+    itself, so dropping the stale one loses nothing.
+
+    Args:
+        model (`PreTrainedModel` or `PeftModel`): the model (for a `PeftModel`, its base model is cleaned).
+
+    Returns:
+        `bool`: whether a patched `forward` was removed.
+    """
+    base = model.get_base_model() if isinstance(model, PeftModel) else model
+    return base.__dict__.pop("forward", None) is not None
 
 
 def speech_dpo_trainer(
@@ -63,6 +85,8 @@ def speech_dpo_trainer(
         callbacks (`list`, *optional*): trainer callbacks.
     """
     validate_preference_pairs(pairs)
+    if not isinstance(model, str):
+        drop_forward_patches(model)
     if eval_pairs is not None:
         validate_preference_pairs(eval_pairs)
     if not isinstance(model, PeftModel) and peft_config is None:

@@ -8,7 +8,13 @@ import torch
 from hfpref.cli import main as hfpref_main
 from hfpref.data.audio import decode_audio_column
 from hfpref.data.preference import load_binary_feedback
-from hfpref.data.tta_feedback import add_rewards, generated_dataset, mix_feedback, write_feedback_skeleton
+from hfpref.data.tta_feedback import (
+    add_rewards,
+    generated_dataset,
+    load_unlabelled_feedback,
+    mix_feedback,
+    write_feedback_skeleton,
+)
 from hfpref.encoders.clap import ClapEmbedder, build_tiny_clap
 from hfpref.encoders.tta_pipeline import build_tiny_tta_pipeline
 from hfpref.prompts.tta_prompts import build_tta_prompts
@@ -44,6 +50,27 @@ def test_skeleton_is_ready_for_annotation_and_loads_once_labelled(tmp_path):
         writer.writerows(rows)
     ds = load_binary_feedback(path)
     assert len(ds) == 5 and ds["label"] == [0, 1, 0, 1, 0] and "skipped" in ds.info.description
+
+
+def test_unlabelled_rows_are_the_reward_model_pool(tmp_path):
+    """Annotated rows load with load_binary_feedback; the rows left empty are the pool the reward model labels."""
+    path = write_feedback_skeleton(
+        ["a dog barks", "rain falls"], [_clips(2, 0), _clips(2, 1)], tmp_path, sampling_rate=16000
+    )
+    rows = list(csv.DictReader(path.open()))
+    rows[0]["label"], rows[1]["label"], rows[2]["label"] = "1", "0", "skip"
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    pool = load_unlabelled_feedback(path)
+    assert pool["prompt"] == ["rain falls"] and len(load_binary_feedback(path)) == 2  # the skipped row is in neither
+    assert decode_audio_column(pool, "audio", 16000)[0][0].shape == (8000,)
+    (tmp_path / rows[3]["audio"]).unlink()
+    with pytest.raises(
+        ValueError, match=r"feedback.csv: row 3 \(line 5\), column 'audio': audio file .* does not exist"
+    ):
+        load_unlabelled_feedback(path)
 
 
 @pytest.fixture(scope="module")
