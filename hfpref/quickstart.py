@@ -575,10 +575,11 @@ def _load_captioner(path: Path):
 
 
 def _win_rate(a: list[float], b: list[float]) -> tuple[float | None, int]:
-    """Share of a's wins among the non-tie comparisons, and how many were non-ties."""
-    wins = sum(x > y + 1e-9 for x, y in zip(a, b))
-    losses = sum(y > x + 1e-9 for x, y in zip(a, b))
-    return (wins / (wins + losses) if wins + losses else None), wins + losses
+    """Share of a's wins among the non-tie comparisons (`None` when all tie), and how many were non-ties."""
+    from .metrics.preference import win_rate
+
+    non_ties = int((np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)) > 1e-9).sum())
+    return (win_rate(a, b, tie_tolerance=1e-9) if non_ties else None), non_ties
 
 
 def _evaluate(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
