@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from .base import ClueOverlapJudge, Judge, RewardModelJudge
-from .llm import OpenAIJudge
+from typing import TYPE_CHECKING
+
+
+if TYPE_CHECKING:
+    from .base import Judge
 
 
 JUDGES = ("clue_overlap", "reward_model", "llm")
@@ -26,6 +29,10 @@ def get_judge(
     CLAP it was trained on) or `"llm"` (an OpenAI-compatible endpoint). An unknown name raises a `ValueError` listing
     the known ones.
     """
+    # Imported here so that building the `hfpref` command line does not load NLTK and the metrics.
+    from .base import ClueOverlapJudge, RewardModelJudge
+    from .llm import OpenAIJudge
+
     if name == "clue_overlap":
         return ClueOverlapJudge(clue_mode)
     if name == "reward_model":

@@ -1,32 +1,36 @@
-from .agreement import (
-    agreement_by_category,
-    fense_candidate_scores,
-    pad_references,
-    pairwise_agreement,
-)
-from .captioning import CAPTION_METRICS, TEXT_METRICS, evaluate_captions, evaluate_sentences, load_sbert_model
-from .cider import CiderD
-from .preference import category_counts, fleiss_kappa, weighted_deviation, win_rate
-from .rewards import get_cider_reward
-from .tokenization import MetricUnavailableError, tokenize_captions
+"""Captioning metrics, agreement with human judgments, win rates and preference statistics."""
+
+import importlib
 
 
-__all__ = [
-    "CAPTION_METRICS",
-    "TEXT_METRICS",
-    "CiderD",
-    "MetricUnavailableError",
-    "agreement_by_category",
-    "category_counts",
-    "evaluate_captions",
-    "evaluate_sentences",
-    "fense_candidate_scores",
-    "fleiss_kappa",
-    "get_cider_reward",
-    "load_sbert_model",
-    "pad_references",
-    "pairwise_agreement",
-    "tokenize_captions",
-    "weighted_deviation",
-    "win_rate",
-]
+# Imported on first use (PEP 562), so that `hfpref --help` does not load torch and transformers.
+_SOURCES = {
+    "CAPTION_METRICS": ".captioning",
+    "CiderD": ".cider",
+    "MetricUnavailableError": ".tokenization",
+    "TEXT_METRICS": ".captioning",
+    "agreement_by_category": ".agreement",
+    "category_counts": ".preference",
+    "evaluate_captions": ".captioning",
+    "evaluate_sentences": ".captioning",
+    "fense_candidate_scores": ".agreement",
+    "fleiss_kappa": ".preference",
+    "get_cider_reward": ".rewards",
+    "load_sbert_model": ".captioning",
+    "pad_references": ".agreement",
+    "pairwise_agreement": ".agreement",
+    "tokenize_captions": ".tokenization",
+    "weighted_deviation": ".preference",
+    "win_rate": ".preference",
+}
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str):
+    if name in _SOURCES:
+        return getattr(importlib.import_module(_SOURCES[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_SOURCES))
