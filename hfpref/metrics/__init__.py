@@ -1,6 +1,6 @@
 """Captioning metrics, agreement with human judgments, win rates and preference statistics."""
 
-import importlib
+from .._lazy import lazy_exports
 
 
 # Imported on first use (PEP 562), so that `hfpref --help` does not load torch and transformers.
@@ -25,12 +25,4 @@ _SOURCES = {
 }
 __all__ = sorted(_SOURCES)
 
-
-def __getattr__(name: str):
-    if name in _SOURCES:
-        return getattr(importlib.import_module(_SOURCES[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_SOURCES))
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES, globals())
