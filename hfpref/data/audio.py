@@ -78,12 +78,59 @@ def _describe_file(value: Any) -> str:
     return IN_MEMORY
 
 
-def _read_soundfile(source: str | io.BytesIO, fail) -> tuple[np.ndarray, int]:
+def _wav_data_shortfall(source: str | io.BytesIO) -> tuple[int, int] | None:
+    """`(declared, present)` bytes of a WAV's `data` chunk when the file holds fewer than its header declares.
+
+    libsndfile clamps the frame count of a truncated WAV to what the file holds and decodes it as if complete, so the
+    header's claim is compared with the file size here. `None` for complete files, non-WAV data, RF64 and streamed
+    WAVs whose header leaves the size open (0 or 0xFFFFFFFF).
+    """
+    handle = open(source, "rb") if isinstance(source, str) else source
     try:
-        samples, rate = sf.read(source, dtype="float32", always_2d=True)
+        start = handle.tell()
+        handle.seek(0, io.SEEK_END)
+        size = handle.tell()
+        handle.seek(0)
+        header = handle.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return None
+        offset = 12
+        while offset + 8 <= size:
+            handle.seek(offset)
+            chunk = handle.read(8)
+            chunk_size = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                present = size - offset - 8
+                if chunk_size in (0, 0xFFFFFFFF) or chunk_size <= present:
+                    return None
+                return chunk_size, present
+            offset += 8 + chunk_size + (chunk_size & 1)
+        return None
+    finally:
+        if isinstance(source, str):
+            handle.close()
+        else:
+            handle.seek(start)
+
+
+def _read_soundfile(source: str | io.BytesIO, fail) -> tuple[np.ndarray, int]:
+    shortfall = _wav_data_shortfall(source)
+    if shortfall is not None:
+        declared, present = shortfall
+        raise fail(
+            f"truncated file: the WAV header declares {declared} bytes of audio data but the file holds {present} "
+            f"({100 * present / declared:.1f} %); re-export or re-download it"
+        )
+    try:
+        with sf.SoundFile(source) as handle:
+            declared = handle.frames
+            samples = handle.read(dtype="float32", always_2d=True)
+            rate = handle.samplerate
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError, EOFError) as err:
         detail = getattr(err, "error_string", None) or str(err)
         raise fail(f"corrupt or unreadable format ({detail})") from err
+    if 0 < len(samples) < declared:  # FLAC and others state their length; libsndfile stops where the data ends
+        raise fail(f"truncated file: the header declares {declared} frames but only {len(samples)} could be read")
     # soundfile's layout is known to be (frames, channels), so downmix here rather than guess in _to_mono.
     return (samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]), rate
 
@@ -93,12 +140,21 @@ def _load(value: Any, fail) -> tuple[np.ndarray, int]:
     if isinstance(value, dict) and "array" in value:
         if value.get("sampling_rate") is None:
             raise fail("decoded audio dict has an 'array' but no 'sampling_rate'")
+        rate = value["sampling_rate"]
+        if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)):
+            raise fail(f"sampling_rate={rate!r} is not a number of Hz")
+        if not float(rate).is_integer():
+            raise fail(f"sampling_rate={rate!r} is not a whole number of Hz")
         samples = np.asarray(value["array"])
-        if np.issubdtype(samples.dtype, np.integer):
+        if np.issubdtype(samples.dtype, np.unsignedinteger):
+            # Unsigned PCM (8-bit WAV's format) is offset binary: silence sits at the middle of the range.
+            half = float(np.iinfo(samples.dtype).max // 2 + 1)
+            samples = (samples.astype(np.float64) - half) / half
+        elif np.issubdtype(samples.dtype, np.integer):
             samples = samples / float(np.iinfo(samples.dtype).max + 1)
         elif not np.issubdtype(samples.dtype, np.floating):
             raise fail(f"decoded audio array has dtype {samples.dtype}, expected integer or floating samples")
-        return samples, int(value["sampling_rate"])
+        return samples, int(rate)
 
     if isinstance(value, dict):
         data, path = value.get("bytes"), value.get("path")
@@ -120,8 +176,10 @@ def _load(value: Any, fail) -> tuple[np.ndarray, int]:
         try:
             with fsspec.open(path, "rb") as f:
                 data = f.read()
-        except (OSError, ValueError) as err:
-            raise fail(f"cannot read remote file ({err})") from err
+        except ImportError as err:  # e.g. http(s) needs aiohttp, s3 needs s3fs
+            raise fail(f"cannot read remote file: its protocol needs a package that is not installed ({err})") from err
+        except Exception as err:  # every fsspec backend raises its own errors (aiohttp, botocore, ...)
+            raise fail(f"cannot read remote file ({type(err).__name__}: {err})") from err
 
     if data is not None:
         if len(data) == 0:
@@ -141,8 +199,9 @@ def _to_mono(samples: np.ndarray, fail) -> np.ndarray:
     if samples.ndim != 2:
         raise fail(f"audio array has {samples.ndim} dimensions, expected 1 (mono) or 2 (channels and samples)")
     # Decoded arrays come as (channels, frames) from datasets/torchcodec and librosa, or (frames, channels) from
-    # soundfile. Channels are the shorter axis for anything longer than a handful of samples.
-    channel_axis = 1 if samples.shape[1] <= samples.shape[0] else 0
+    # soundfile. Channels are the shorter axis for anything longer than a handful of samples; a last axis of 2 or fewer
+    # is channels too (soundfile's layout), so a single stereo frame (1, 2) is one frame, not two.
+    channel_axis = 1 if samples.shape[1] <= max(samples.shape[0], 2) else 0
     return samples.mean(axis=channel_axis) if samples.shape[channel_axis] > 1 else samples.reshape(-1)
 
 
@@ -161,7 +220,8 @@ def decode_audio(value: Any, sampling_rate: int, *, row: int | None = None, colu
               `scheme://` paths through fsspec);
             - a path to an audio file, or the file's bytes;
             - an already decoded `{"array": ..., "sampling_rate": int}` dict (1-D, or 2-D with channels first or
-              last; integer samples are scaled to [-1, 1)).
+              last, where a last axis of at most 2 is channels; signed integer samples are scaled to [-1, 1),
+              unsigned ones centred first).
         sampling_rate (`int`):
             Sampling rate of the returned waveform, in Hz.
         row (`int`, *optional*):
@@ -173,8 +233,10 @@ def decode_audio(value: Any, sampling_rate: int, *, row: int | None = None, colu
         `np.ndarray`: float32, 1-D, at `sampling_rate`.
 
     Raises:
-        [`AudioDecodeError`]: when the value is corrupt, in an unreadable format, missing, empty (0 bytes), has zero
-            frames, or holds NaN/inf samples.
+        [`AudioDecodeError`]: when the value is corrupt, in an unreadable format, missing, empty (0 bytes),
+            truncated (a WAV whose header declares more data than the file holds, or a file that stops before the
+            frame count its header states), has zero frames, holds NaN/inf samples or samples beyond the float32
+            range, has a fractional sampling rate, or is a remote path that cannot be read.
 
     Example:
 
@@ -203,6 +265,9 @@ def decode_audio(value: Any, sampling_rate: int, *, row: int | None = None, colu
         raise fail("zero-length audio (0 frames)")
     if not np.isfinite(waveform).all():
         raise fail("non-finite samples (NaN or inf)")
+    peak = float(np.abs(waveform).max())
+    if peak > np.finfo(np.float32).max:
+        raise fail(f"samples beyond the float32 range (peak {peak:.3g}); audio samples belong in [-1, 1]")
     waveform = np.ascontiguousarray(waveform, dtype=np.float32)
     if rate != sampling_rate:
         frames = waveform.size

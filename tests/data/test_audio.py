@@ -180,7 +180,11 @@ def bad_values(tmp_path) -> dict:
     nan_clip[10] = np.nan
     write(tmp_path / "nan.wav", nan_clip, 16000, "FLOAT")
     (tmp_path / "empty.wav").write_bytes(b"")
+    whole = encode_wav(sine(440, 0.5, 16000), 16000)
+    (tmp_path / "truncated.wav").write_bytes(whole[: len(whole) // 2])  # header still claims 0.5 s
     return {
+        "truncated": ({"bytes": None, "path": str(tmp_path / "truncated.wav")}, "truncated.wav", "truncated"),
+        "http": ({"bytes": None, "path": "http://127.0.0.1:9/clip.wav"}, "http://127.0.0.1:9/clip.wav", "remote"),
         "corrupt": ({"bytes": b"not audio at all" * 8, "path": "corrupt.wav"}, "corrupt.wav", "corrupt"),
         "empty": ({"bytes": None, "path": str(tmp_path / "empty.wav")}, "empty.wav", "0 bytes"),
         "zero-frame": ({"bytes": None, "path": str(tmp_path / "zero_frames.wav")}, "zero_frames.wav", "0 frames"),
@@ -189,7 +193,7 @@ def bad_values(tmp_path) -> dict:
     }
 
 
-@pytest.mark.parametrize("case", ["corrupt", "empty", "zero-frame", "nan", "missing"])
+@pytest.mark.parametrize("case", ["corrupt", "empty", "zero-frame", "nan", "missing", "truncated", "http"])
 def test_bad_audio_raises_naming_file_and_row(tmp_path, case):
     value, name, reason = bad_values(tmp_path)[case]
     good = audio_value(sine(440, 0.1, 16000), 16000, "good.wav")
@@ -228,7 +232,7 @@ def test_skip_bad_audio_drops_exactly_the_bad_rows(tmp_path, caplog):
     bad = bad_values(tmp_path)
     good = [audio_value(sine(440, 0.1 * (i + 1), 16000), 16000, f"good{i}.wav") for i in range(3)]
     values = [good[0], bad["corrupt"][0], good[1], bad["empty"][0], bad["zero-frame"][0], good[2]]
-    values += [bad["nan"][0], bad["missing"][0]]
+    values += [bad["nan"][0], bad["missing"][0], bad["truncated"][0], bad["http"][0]]
     ds = dataset_of(values, id=list(range(len(values))))
 
     with caplog.at_level(logging.WARNING, logger="hfpref.data.audio"):
@@ -239,10 +243,10 @@ def test_skip_bad_audio_drops_exactly_the_bad_rows(tmp_path, caplog):
     assert ds.select(kept)["id"] == [0, 2, 5]
     [record] = caplog.records
     assert record.levelno == logging.WARNING
-    assert "Dropped 5 of 8 rows" in record.message
+    assert "Dropped 7 of 10 rows" in record.message
     for name in ("corrupt.wav", "empty.wav", "zero_frames.wav", "nan.wav", "missing.wav"):
         assert name in record.message
-    assert "and 0 more" not in record.message
+    assert "and 2 more" in record.message  # the warning names five files and counts the rest
 
 
 def test_skip_bad_audio_names_first_files_and_counts_the_rest(caplog):
@@ -302,3 +306,44 @@ def test_audio_value():
     value = audio_value(sine(440, 0.1, 16000), 16000, "sample_0.wav")
     assert value["path"] == "sample_0.wav"
     assert len(decode_audio(value, 8000)) == 800
+
+
+def test_truncated_wav_is_caught_where_libsndfile_would_decode_half_a_clip(tmp_path):
+    whole = encode_wav(sine(440, 1.0, 16000), 16000)
+    cut = whole[: len(whole) - 4000]
+    with sf.SoundFile(io.BytesIO(cut)) as handle:  # what libsndfile alone makes of it: a shorter "complete" clip
+        assert handle.frames < 16000
+    with pytest.raises(AudioDecodeError, match=r"truncated file: the WAV header declares 32000 bytes.*holds 28000"):
+        decode_audio({"bytes": cut, "path": "cut.wav"}, 16000)
+    # A complete file and a streamed header (data size left open as 0xFFFFFFFF) still decode.
+    assert len(decode_audio(whole, 16000)) == 16000
+    streamed = bytearray(whole)
+    streamed[40:44] = (0xFFFFFFFF).to_bytes(4, "little")
+    assert len(decode_audio(bytes(streamed), 16000)) == 16000
+
+
+def test_truncated_flac_is_an_error_naming_the_file(tmp_path):
+    buffer = io.BytesIO()
+    sf.write(buffer, sine(440, 1.0, 16000), 16000, format="FLAC")
+    path = tmp_path / "cut.flac"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(AudioDecodeError, match="cut.flac.*row 4"):
+        decode_audio(str(path), 16000, row=4)
+
+
+def test_array_edge_cases():
+    # float64 beyond float32's range must not become inf.
+    with pytest.raises(AudioDecodeError, match="beyond the float32 range"):
+        decode_audio({"array": np.array([0.0, 1e39, -0.5]), "sampling_rate": 16000}, 16000)
+    # 8-bit PCM is unsigned: 128 is silence.
+    uint8 = {"array": np.array([128, 128, 255, 0], np.uint8), "sampling_rate": 16000}
+    np.testing.assert_allclose(decode_audio(uint8, 16000), [0.0, 0.0, 127 / 128, -1.0])
+    # A single stereo frame (frames, channels) = (1, 2) is one frame.
+    np.testing.assert_allclose(decode_audio({"array": np.array([[0.2, 0.4]]), "sampling_rate": 16000}, 16000), [0.3])
+    # Channels-first mono (1, n) still reads as n frames.
+    assert decode_audio({"array": np.zeros((1, 50)), "sampling_rate": 16000}, 16000).shape == (50,)
+    # A fractional sampling rate is an error, not silently truncated.
+    for rate in (16000.5, float("nan"), "16000"):
+        with pytest.raises(AudioDecodeError, match="sampling_rate=.* number of Hz"):
+            decode_audio({"array": np.zeros(10), "sampling_rate": rate}, 16000)
+    assert len(decode_audio({"array": np.zeros(10), "sampling_rate": 16000.0}, 16000)) == 10
