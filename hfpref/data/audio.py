@@ -266,7 +266,7 @@ def decode_audio(value: Any, sampling_rate: int, *, row: int | None = None, colu
     if not np.isfinite(waveform).all():
         raise fail("non-finite samples (NaN or inf)")
     peak = float(np.abs(waveform).max())
-    if peak > np.finfo(np.float32).max:
+    if peak > float(np.finfo(np.float32).max):
         raise fail(f"samples beyond the float32 range (peak {peak:.3g}); audio samples belong in [-1, 1]")
     waveform = np.ascontiguousarray(waveform, dtype=np.float32)
     if rate != sampling_rate:
