@@ -29,7 +29,7 @@ def scst_step(model, features, rewards, *, reuse: bool, max_new_tokens: int) -> 
     greedy = decode(model, encoded, do_sample=False, max_new_tokens=max_new_tokens)
     if not reuse:
         encoded = encode_audio(model, inputs)
-    advantage = rewards(sampled) - rewards(greedy)
+    advantage = rewards(sampled.completion_ids) - rewards(greedy.completion_ids)
     log_probs, mask = token_log_probs(model, encoded, sampled)
     loss = -(advantage * (log_probs * mask).sum(-1)).mean()
     loss.backward()

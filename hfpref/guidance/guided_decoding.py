@@ -191,9 +191,9 @@ def guided_generate(
     if (input_ids is None) == (encoder_outputs is None):
         raise ValueError("pass input_ids (causal LM) or encoder_outputs (encoder-decoder captioner), not both")
     if encoder_outputs is not None:
-        from ..trainers.captioning_utils import _special_ids
+        from ..trainers.captioning_utils import decoder_special_ids
 
-        start, eos, pad = _special_ids(model)
+        start, eos, pad = decoder_special_ids(model)
         hidden = encoder_outputs.last_hidden_state.detach()
         encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
         batch, device = hidden.shape[0], hidden.device

@@ -7,6 +7,7 @@ from .caption_sft_config import CaptionScriptArguments
 
 LOSS_TYPES = ["scst", "rloo", "ppo"]
 PPO_BASELINES = ["greedy", "loo"]
+SCST_BASELINES = ["greedy", "none"]
 
 PRESETS: dict[str, dict] = {
     # "Aligning Audio Captions with Human Preferences" (https://huggingface.co/papers/2509.14659), section 4.2:
@@ -40,11 +41,18 @@ class CaptionRLConfig(TrainingArguments):
         ppo_epochs (`int`, *optional*, defaults to `4`): optimisation passes per sampled batch (`"ppo"`).
         cliprange (`float`, *optional*, defaults to `0.2`): PPO ratio clip range.
         ppo_baseline (`str`, *optional*, defaults to `"greedy"`): `"greedy"` or `"loo"` sequence-level baseline.
+        scst_baseline (`str`, *optional*, defaults to `"greedy"`):
+            `"greedy"` (self-critical: the greedy caption's reward) or `"none"` (plain REINFORCE on the raw reward, an
+            ablation that shows what the baseline does).
         kl_coef (`float`, *optional*, defaults to `0.0`):
             Coefficient of a per-token KL penalty to the frozen reference (a frozen copy of the model, or the
             adapter-disabled base under peft); 0 disables it and the reference.
         max_new_tokens (`int`, *optional*, defaults to `32`): longest generated caption, in tokens.
-        temperature (`float`, *optional*, defaults to `1.0`): sampling temperature.
+        temperature (`float`, *optional*, defaults to `1.0`):
+            Sampling temperature. The policy optimised is the sampler's: the captioner's logits divided by
+            `temperature`, restricted to `top_k` and to what the model's generation config allows (suppressed and
+            forced tokens). Every log-probability (policy gradient, PPO ratio, KL) is taken under that distribution,
+            as TRL's GRPO divides logits by the temperature.
         top_k (`int` or `None`, *optional*, defaults to `None`): restrict sampling to the top-k tokens.
         reward_weights (`list[float]` or `None`, *optional*, defaults to `None`): one weight per reward function.
         audio_column (`str`, *optional*, defaults to `"audio"`): audio column of the dataset.
@@ -61,6 +69,7 @@ class CaptionRLConfig(TrainingArguments):
     ppo_epochs: int = field(default=4, metadata={"help": "Optimisation passes per sampled batch (ppo)."})
     cliprange: float = field(default=0.2, metadata={"help": "PPO ratio clip range."})
     ppo_baseline: str = field(default="greedy", metadata={"help": f"One of {PPO_BASELINES}."})
+    scst_baseline: str = field(default="greedy", metadata={"help": f"One of {SCST_BASELINES}."})
     kl_coef: float = field(default=0.0, metadata={"help": "Per-token KL penalty to the reference model."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest generated caption, in tokens."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
@@ -81,6 +90,8 @@ class CaptionRLConfig(TrainingArguments):
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type={self.loss_type!r} is not one of {LOSS_TYPES}")
+        if self.scst_baseline not in SCST_BASELINES:
+            raise ValueError(f"scst_baseline={self.scst_baseline!r} is not one of {SCST_BASELINES}")
         if self.ppo_baseline not in PPO_BASELINES:
             raise ValueError(f"ppo_baseline={self.ppo_baseline!r} is not one of {PPO_BASELINES}")
         needs_group = self.loss_type == "rloo" or (self.loss_type == "ppo" and self.ppo_baseline == "loo")

@@ -12,11 +12,16 @@ from transformers import Trainer
 from .caption_rl_config import CaptionRLConfig
 from .captioning_utils import (
     CaptionCollator,
+    Rollout,
+    check_generation_config,
     decode,
     encode_audio,
     encoder_input_name,
+    eos_token_ids,
     ids_to_text,
-    token_log_probs,
+    processed_log_probs,
+    rollout_logits,
+    unwrap,
 )
 
 
@@ -35,6 +40,74 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
+def sequence_advantages(
+    rewards: torch.Tensor, num_samples: int, baseline: str, baseline_rewards: torch.Tensor | None = None
+) -> torch.Tensor:
+    """
+    Advantage of each sampled caption: its reward minus a baseline. `rewards` holds `num_samples` consecutive rows per
+    clip; `baseline` is `"greedy"` (the clip's greedy caption's reward, `baseline_rewards`, SCST), `"loo"` (the mean
+    reward of the clip's other samples, RLOO) or `"none"` (no baseline: plain REINFORCE, an ablation).
+
+    Example:
+    ```python
+    >>> sequence_advantages(torch.tensor([1.0, 0.0, 0.5, 0.5]), 2, "loo").tolist()
+    [1.0, -1.0, 0.0, 0.0]
+
+    ```
+    """
+    grouped = rewards.view(-1, num_samples)
+    if baseline == "greedy":
+        if baseline_rewards is None:
+            raise ValueError("the greedy baseline needs the greedy captions' rewards")
+        return (grouped - baseline_rewards.view(-1, 1)).flatten()
+    if baseline == "loo":
+        if num_samples < 2:
+            raise ValueError("the leave-one-out baseline needs at least 2 samples per clip")
+        return (grouped - (grouped.sum(1, keepdim=True) - grouped) / (num_samples - 1)).flatten()
+    if baseline == "none":
+        return rewards.clone()
+    raise ValueError(f"baseline={baseline!r} is not one of ['greedy', 'loo', 'none']")
+
+
+def reinforce_loss(log_probs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """
+    SCST/RLOO policy-gradient loss, `-mean_i A_i * sum_t log p(c_i,t | c_i,<t, a_i)` (DESIGN section 4, the paper's
+    eq. 5), with `log_probs` and `mask` of shape `(rows, steps)` and one advantage per row.
+    """
+    return -(advantages * (log_probs * mask).sum(-1)).mean()
+
+
+def ppo_clip_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    cliprange: float,
+    per_token_penalty: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    PPO's clipped surrogate, `-min(r_t A, clip(r_t, 1 - eps, 1 + eps) A)` with `r_t = exp(log p - log p_old)` per
+    token, plus an optional per-token penalty (the KL term), averaged over the unmasked tokens of the batch.
+
+    Returns `(loss, clip_fraction)`.
+    """
+    ratio = torch.exp(log_probs - old_log_probs)
+    unclipped = ratio * advantages[:, None]
+    clipped = torch.clamp(ratio, 1 - cliprange, 1 + cliprange) * advantages[:, None]
+    per_token = -torch.minimum(unclipped, clipped)
+    if per_token_penalty is not None:
+        per_token = per_token + per_token_penalty
+    tokens = mask.sum().clamp(min=1)
+    clip_fraction = (((ratio - 1).abs() > cliprange).float() * mask).sum() / tokens
+    return (per_token * mask).sum() / tokens, clip_fraction.detach()
+
+
+def k3_kl(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
+    """Per-token `KL(pi || ref)` estimator `exp(d) - d - 1` with `d = log ref - log pi` (unbiased, >= 0)."""
+    delta = ref_log_probs - log_probs
+    return torch.exp(delta) - delta - 1
+
+
 def warmup_step_decay(steps_per_epoch: float, warmup_epochs: float, every_epochs: int | None, gamma: float):
     """LR multiplier: linear warm-up over `warmup_epochs`, then x`gamma` every `every_epochs` epochs."""
 
@@ -46,6 +119,11 @@ def warmup_step_decay(steps_per_epoch: float, warmup_epochs: float, every_epochs
         return scale
 
     return factor
+
+
+def unwrap_peft(model):
+    """The peft model inside a DDP wrapper (what owns `disable_adapter`)."""
+    return getattr(model, "module", model)
 
 
 class CaptionRLTrainer(Trainer):
@@ -135,7 +213,9 @@ class CaptionRLTrainer(Trainer):
         )
         if self.ref_model is not None:
             self.ref_model.to(self.args.device)
-        self._eos_id = self.tokenizer.eos_token_id
+        check_generation_config(model)
+        self._eos_ids = eos_token_ids(model)
+        self._rollout_step, self._rollout_micro = -1, 0
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.args.step_decay_every_epochs is None and self.args.warmup_epochs == 0:
@@ -174,49 +254,83 @@ class CaptionRLTrainer(Trainer):
             components[name] = values.mean().item()
         return totals, components
 
-    def _kl(self, model, inputs, samples, log_probs, repeats):
+    def _ref_log_probs(self, model, inputs, rollout: Rollout) -> torch.Tensor:
+        """The reference's log-probs of the rollout, under the same processed (temperature, support) distribution."""
+        mask = inputs.get("attention_mask")
         with torch.no_grad():
             if self.ref_model is not None:
-                ref_encoded = encode_audio(self.ref_model, inputs)
-                ref_log_probs, _ = token_log_probs(self.ref_model, ref_encoded, samples, repeats=repeats)
+                logits = rollout_logits(
+                    self.ref_model, encode_audio(self.ref_model, inputs), rollout, attention_mask=mask
+                )
             else:
-                with model.disable_adapter():
-                    ref_encoded = encode_audio(model, inputs)
-                    ref_log_probs, _ = token_log_probs(model, ref_encoded, samples, repeats=repeats)
-        delta = ref_log_probs - log_probs
-        return torch.exp(delta) - delta - 1  # k3 estimator, >= 0
+                with unwrap_peft(model).disable_adapter():
+                    logits = rollout_logits(model, encode_audio(model, inputs), rollout, attention_mask=mask)
+        return processed_log_probs(logits, rollout, eos_ids=self._eos_ids)[0]
+
+    def _rollout_seed(self) -> int:
+        """
+        Seed of this micro-batch's sampling: a function of (`seed`, optimizer step, rollout index) only, where the
+        rollout index is `process_index * gradient_accumulation_steps + micro-step`. So the samples, and the update,
+        do not depend on how a global batch is split over processes and accumulation steps, and a resumed run draws
+        what the uninterrupted one drew.
+        """
+        step = self.state.global_step
+        if step != self._rollout_step:
+            self._rollout_step, self._rollout_micro = step, 0
+        index = self.accelerator.process_index * self.args.gradient_accumulation_steps + self._rollout_micro
+        self._rollout_micro += 1
+        return int(np.random.SeedSequence([self.args.seed, step, index]).generate_state(1)[0])
+
+    def _sample(self, model, encoded, inputs) -> Rollout:
+        """`num_samples` captions per clip from the policy, drawn with this micro-batch's seed (see `_rollout_seed`)."""
+        args = self.args
+        device = encoded.last_hidden_state.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self._rollout_seed())
+            return decode(
+                model,
+                encoded,
+                attention_mask=inputs.get("attention_mask"),
+                do_sample=True,
+                num_return_sequences=args.num_samples,
+                max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature,
+                top_k=args.top_k,
+            )
 
     def training_step(self, model, inputs, num_items_in_batch=None):
+        """
+        One rollout and update. The policy optimised is the sampler's: every log-probability (policy gradient, PPO
+        ratio, KL to the reference) is taken under the logits divided by `temperature` and restricted to the tokens
+        the sampler could draw (top-k, and the generation config's suppressed/forced tokens).
+        """
         model.train()
         inputs = self._prepare_inputs(inputs)
         args, k = self.args, self.args.num_samples
+        audio_mask = inputs.get("attention_mask")
         encoded = encode_audio(model, inputs)  # once: feeds every decode and the first log-prob pass
-        was_training = model.training
-        model.eval()  # decoding without dropout
-        samples = decode(
-            model,
-            encoded,
-            do_sample=True,
-            num_return_sequences=k,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            top_k=args.top_k,
-        )
-        needs_greedy = args.loss_type == "scst" or (args.loss_type == "ppo" and args.ppo_baseline == "greedy")
-        greedy = decode(model, encoded, do_sample=False, max_new_tokens=args.max_new_tokens) if needs_greedy else None
-        model.train(was_training)
+        policy = unwrap(model)
+        was_training = policy.training
+        policy.eval()  # decoding without dropout
+        samples = self._sample(model, encoded, inputs)
+        baseline = {"scst": args.scst_baseline, "rloo": "loo", "ppo": args.ppo_baseline}[args.loss_type]
+        greedy = None
+        if baseline == "greedy":
+            greedy = decode(
+                model, encoded, attention_mask=audio_mask, do_sample=False, max_new_tokens=args.max_new_tokens
+            )
+        policy.train(was_training)
 
         sample_texts = ids_to_text(self.tokenizer, samples)
         sample_rewards, components = self.score(sample_texts, self._reward_columns(inputs, k))
-        grouped = sample_rewards.view(-1, k)
+        greedy_rewards = None
         if greedy is not None:
             greedy_texts = ids_to_text(self.tokenizer, greedy)
             greedy_rewards, _ = self.score(greedy_texts, self._reward_columns(inputs, 1))
-            advantages = (grouped - greedy_rewards[:, None]).flatten()
             self._metrics["reward_greedy"].append(greedy_rewards.mean().item())
-            self._metrics["sample_beats_greedy"].append((grouped > greedy_rewards[:, None]).float().mean().item())
-        else:  # leave-one-out baseline
-            advantages = (grouped - (grouped.sum(1, keepdim=True) - grouped) / (k - 1)).flatten()
+            beats = sample_rewards.view(-1, k) > greedy_rewards[:, None]
+            self._metrics["sample_beats_greedy"].append(beats.float().mean().item())
+        advantages = sequence_advantages(sample_rewards, k, baseline, greedy_rewards)
         advantages = advantages.to(encoded.last_hidden_state.device)
 
         self._metrics["reward"].append(sample_rewards.mean().item())
@@ -228,36 +342,42 @@ class CaptionRLTrainer(Trainer):
         self._metrics["distinct_2"].append(distinct_n(sample_texts, 2))
         self._metrics["empty_completions"].append(float(np.mean([not t for t in sample_texts])))
 
+        ref_log_probs = self._ref_log_probs(model, inputs, samples) if args.kl_coef > 0 else None
+        # As transformers' Trainer does: each micro-batch's loss is divided by the number of micro-batches per
+        # update, so accumulation gives the gradient of the global batch's mean, not the sum of the micro-batch means.
+        scale = getattr(self, "current_gradient_accumulation_steps", args.gradient_accumulation_steps)
+        backward_kwargs = {"scale_wrt_gas": False} if self.accelerator.distributed_type == "DEEPSPEED" else {}
+
         if args.loss_type in ("scst", "rloo"):
-            log_probs, mask = token_log_probs(model, encoded, samples, repeats=k)
-            loss = -(advantages * (log_probs * mask).sum(-1)).mean()
-            if args.kl_coef > 0:
-                kl = (self._kl(model, inputs, samples, log_probs, k) * mask).sum(-1).mean()
+            logits = rollout_logits(model, encoded, samples, attention_mask=audio_mask)
+            log_probs, mask = processed_log_probs(logits, samples, eos_ids=self._eos_ids)
+            loss = reinforce_loss(log_probs, mask, advantages)
+            if ref_log_probs is not None:
+                kl = (k3_kl(log_probs, ref_log_probs) * mask).sum(-1).mean()
                 loss = loss + args.kl_coef * kl
                 self._metrics["kl"].append(kl.item())
-            self.accelerator.backward(loss)
-            return loss.detach()
+            self.accelerator.backward(loss / scale, **backward_kwargs)
+            return loss.detach() / scale
 
-        with torch.no_grad():
-            old_log_probs, mask = token_log_probs(model, encoded, samples, repeats=k)
+        old_log_probs = None
         for epoch in range(args.ppo_epochs):
             if epoch > 0:
                 encoded = encode_audio(model, inputs)  # weights changed since the last pass
-            log_probs, _ = token_log_probs(model, encoded, samples, repeats=k)
-            ratio = torch.exp(log_probs - old_log_probs)
-            unclipped = ratio * advantages[:, None]
-            clipped = torch.clamp(ratio, 1 - args.cliprange, 1 + args.cliprange) * advantages[:, None]
-            per_token = -torch.minimum(unclipped, clipped)
-            if args.kl_coef > 0:
-                per_token = per_token + args.kl_coef * self._kl(model, inputs, samples, log_probs, k)
-            loss = (per_token * mask).sum() / mask.sum().clamp(min=1)
-            self.accelerator.backward(loss)
+            logits = rollout_logits(model, encoded, samples, attention_mask=audio_mask)
+            log_probs, mask = processed_log_probs(logits, samples, eos_ids=self._eos_ids)
+            if old_log_probs is None:
+                old_log_probs = log_probs.detach()
+            penalty = None
+            if ref_log_probs is not None:
+                penalty = args.kl_coef * k3_kl(log_probs, ref_log_probs)
+            loss, clip_fraction = ppo_clip_loss(log_probs, old_log_probs, mask, advantages, args.cliprange, penalty)
+            self.accelerator.backward(loss, **backward_kwargs)
             if epoch < args.ppo_epochs - 1:
                 if args.max_grad_norm:
                     self.accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-        self._metrics["clip_fraction"].append(((ratio - 1).abs() > args.cliprange).float().mean().item())
+        self._metrics["clip_fraction"].append(clip_fraction.item())
         return loss.detach()
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
@@ -279,10 +399,14 @@ class CaptionRLTrainer(Trainer):
             for inputs in self.get_eval_dataloader(dataset):
                 inputs = self._prepare_inputs(inputs)
                 with torch.no_grad():
-                    ids = decode(
-                        model, encode_audio(model, inputs), do_sample=False, max_new_tokens=self.args.max_new_tokens
+                    greedy = decode(
+                        model,
+                        encode_audio(model, inputs),
+                        attention_mask=inputs.get("attention_mask"),
+                        do_sample=False,
+                        max_new_tokens=self.args.max_new_tokens,
                     )
-                batch_texts = ids_to_text(self.tokenizer, ids)
+                batch_texts = ids_to_text(self.tokenizer, greedy)
                 rewards, components = self.score(batch_texts, self._reward_columns(inputs, 1))
                 texts += batch_texts
                 totals += rewards.tolist()

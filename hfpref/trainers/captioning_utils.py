@@ -1,11 +1,11 @@
 """
-Shared pieces of the captioning trainers: the audio/caption collator, a decoding loop that reuses
-one encoder pass for several decodes, sequence log-probabilities, and a tiny Whisper-architecture
-captioner for offline tests and the quickstart.
+Shared pieces of the captioning trainers: the audio/caption collator, decoding through the captioner's own
+`generate` from one encoder pass shared by several decodes, log-probabilities of sampled captions under the
+distribution they were drawn from, and a tiny Whisper-architecture captioner for offline tests and the quickstart.
 
-The decoding loop is hfpref's own rather than `model.generate` because SCST/RLOO/PPO need the
-encoder output of a batch computed once and shared by the sampled decode(s), the greedy decode and
-the log-prob pass, and because Whisper's `generate` assumes Whisper's multilingual special tokens.
+SCST/RLOO/PPO need the encoder output of a batch computed once and shared by the sampled decode(s), the greedy decode
+and the log-prob pass: [`decode`] hands `generate` the precomputed `encoder_outputs` (and the audio attention mask),
+so the model's `generation_config` (Whisper's decoder prompt and suppressed tokens, eos, lengths) is honoured.
 """
 
 from collections.abc import Iterable, Mapping, Sequence
@@ -20,22 +20,43 @@ from transformers.modeling_outputs import BaseModelOutput
 from ..data.audio import decode_audio
 
 
-def _special_ids(model) -> tuple[int, int, int]:
-    config = getattr(model, "config", None)
-    base = getattr(model, "get_base_model", lambda: model)()
-    config = base.config
-    start = config.decoder_start_token_id
-    eos = config.eos_token_id if config.eos_token_id is not None else getattr(config.decoder, "eos_token_id", None)
-    pad = config.pad_token_id if config.pad_token_id is not None else eos
-    if start is None or eos is None:
-        raise ValueError("the captioner's config needs decoder_start_token_id and eos_token_id")
-    return int(start), int(eos), int(pad)
+def unwrap(model):
+    """The captioner inside a peft, DDP or compiled wrapper (what owns `get_encoder`, `generate` and the configs)."""
+    model = getattr(model, "module", model)  # DistributedDataParallel, DeepSpeed engines
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "get_base_model", lambda: model)()
+
+
+def decoder_special_ids(model) -> tuple[int, int, int]:
+    """`(decoder_start, eos, pad)` ids of an encoder-decoder captioner, from its generation config or config."""
+    base = unwrap(model)
+    gen, config = base.generation_config, base.config
+    start = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else config.decoder_start_token_id
+    eos = eos_token_ids(model)[0]
+    pad = gen.pad_token_id if gen.pad_token_id is not None else config.pad_token_id
+    if start is None:
+        raise ValueError("the captioner's generation config (or config) needs a decoder_start_token_id")
+    return int(start), eos, eos if pad is None else int(pad)
+
+
+def eos_token_ids(model) -> list[int]:
+    """The eos ids the captioner's generation config stops at (its model config's when the former has none)."""
+    base = unwrap(model)
+    eos = getattr(base.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = (
+            base.config.eos_token_id
+            if base.config.eos_token_id is not None
+            else getattr(getattr(base.config, "decoder", None), "eos_token_id", None)
+        )
+    if eos is None:
+        raise ValueError("the captioner's generation config (or config) needs an eos_token_id")
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
 
 
 def encoder_input_name(model) -> str:
     """Name of the encoder's audio input: `input_features` (Whisper) or `input_values` (wav2vec2 encoders)."""
-    base = getattr(model, "get_base_model", lambda: model)()
-    return base.get_encoder().main_input_name
+    return unwrap(model).get_encoder().main_input_name
 
 
 @dataclass
@@ -91,18 +112,69 @@ def caption_labels(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], 
 
 
 def encode_audio(model, inputs: Mapping[str, torch.Tensor]) -> BaseModelOutput:
-    """One pass of the audio encoder."""
-    base = getattr(model, "get_base_model", lambda: model)()
-    encoder = base.get_encoder()
+    """One pass of the audio encoder (of the captioner inside any peft/DDP wrapper)."""
+    encoder = unwrap(model).get_encoder()
     kwargs = {encoder.main_input_name: inputs[encoder.main_input_name]}
     if "attention_mask" in inputs:
         kwargs["attention_mask"] = inputs["attention_mask"]
     return encoder(**kwargs, return_dict=True)
 
 
-def _repeat(encoder_outputs: BaseModelOutput, repeats: int) -> BaseModelOutput:
+def repeat_rows(encoder_outputs: BaseModelOutput, attention_mask: torch.Tensor | None, repeats: int):
+    """Each clip's encoder output (and audio attention mask) `repeats` times in a row, as `generate` expands them."""
     hidden = encoder_outputs.last_hidden_state
-    return BaseModelOutput(last_hidden_state=hidden.repeat_interleave(repeats, dim=0))
+    if repeats == 1:
+        return BaseModelOutput(last_hidden_state=hidden), attention_mask
+    mask = None if attention_mask is None else attention_mask.repeat_interleave(repeats, dim=0)
+    return BaseModelOutput(last_hidden_state=hidden.repeat_interleave(repeats, dim=0)), mask
+
+
+# Logits processors that rescale logits rather than mask them: scoring a sample with the temperature and the recorded
+# support (see `Rollout`) would not reproduce the distribution it was drawn from.
+RESCALING_GENERATION_FLAGS = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "sequence_bias": None}
+
+
+def check_generation_config(model) -> None:
+    """Refuse generation settings under which the RL log-probabilities would not be those of the sampler."""
+    config = unwrap(model).generation_config
+    for flag, neutral in RESCALING_GENERATION_FLAGS.items():
+        value = getattr(config, flag, neutral)
+        if value is not None and value != neutral:
+            raise ValueError(
+                f"the captioner's generation_config sets {flag}={value!r}: it rescales logits, so the policy-gradient "
+                f"log-probabilities would not be those of the sampling distribution; set it to {neutral!r} for RL"
+            )
+
+
+@dataclass
+class Rollout:
+    r"""
+    Captions decoded by `generate` from precomputed encoder outputs (see [`decode`]).
+
+    Attributes:
+        sequences (`torch.LongTensor` of shape `(rows, prompt_length + steps)`):
+            The decoder prompt `generate` built (decoder start token, and Whisper's forced language/task/no-timestamp
+            tokens), then the caption, padded with the pad id after eos.
+        prompt_length (`int`): length of the decoder prompt.
+        support (`torch.BoolTensor` of shape `(rows, steps, vocab)` or `None`):
+            For sampled captions, where the processed next-token distribution the sample was drawn from was non-zero
+            (top-k, suppressed and forced tokens masked by the generation config's logits processors); `None` when
+            nothing was masked (or for greedy captions).
+        sampling_log_probs (`torch.FloatTensor` of shape `(rows, steps)` or `None`):
+            Log-probability of each sampled token under the distribution it was drawn from, as `generate` computed it.
+        temperature (`float`): the sampling temperature (1 for greedy).
+    """
+
+    sequences: torch.Tensor
+    prompt_length: int
+    support: torch.Tensor | None = None
+    sampling_log_probs: torch.Tensor | None = None
+    temperature: float = 1.0
+
+    @property
+    def completion_ids(self) -> torch.Tensor:
+        """The generated ids after the decoder prompt, `(rows, steps)`."""
+        return self.sequences[:, self.prompt_length :]
 
 
 @torch.no_grad()
@@ -110,77 +182,127 @@ def decode(
     model,
     encoder_outputs: BaseModelOutput,
     *,
+    attention_mask: torch.Tensor | None = None,
     do_sample: bool,
     num_return_sequences: int = 1,
     max_new_tokens: int = 32,
     temperature: float = 1.0,
     top_k: int | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
+) -> Rollout:
     """
-    Decode captions from precomputed encoder outputs: greedy (`do_sample=False`) or multinomial sampling.
+    Decode captions through the captioner's own `generate`, from precomputed encoder outputs.
 
-    Returns the generated ids (without the start token), `(batch * num_return_sequences, length)`,
-    padded with the pad id after eos. The encoder output is reused, never recomputed.
+    The model's `generation_config` decides the decoder prompt (start token; Whisper's forced language, task and
+    no-timestamps tokens), suppressed tokens and eos; this function sets only the decoding strategy: greedy
+    (`do_sample=False`) or sampling at `temperature` restricted to the `top_k` most likely tokens (`None`: no top-k).
+    The encoder output is reused, never recomputed: sampling `num_return_sequences` captions per clip expands it row
+    by row, exactly as `generate(input_features, num_return_sequences=...)` expands the audio, so for the same torch
+    seed the captions equal those of `model.generate` on the audio.
+
+    Args:
+        model: an encoder-decoder captioner (`WhisperForConditionalGeneration`, `SpeechEncoderDecoderModel`, ...),
+            possibly wrapped (peft, DDP).
+        encoder_outputs (`BaseModelOutput`): its encoder's output for a batch of clips.
+        attention_mask (`torch.Tensor`, *optional*): the audio attention mask of padded `input_values` batches.
+
+    Returns:
+        [`Rollout`].
     """
-    start, eos, pad = _special_ids(model)
-    encoder_outputs = BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state.detach())
-    if num_return_sequences > 1:
-        encoder_outputs = _repeat(encoder_outputs, num_return_sequences)
-    batch = encoder_outputs.last_hidden_state.shape[0]
-    device = encoder_outputs.last_hidden_state.device
-    next_input = torch.full((batch, 1), start, dtype=torch.long, device=device)
-    finished = torch.zeros(batch, dtype=torch.bool, device=device)
-    past, tokens = None, []
-    for _ in range(max_new_tokens):
-        out = model(
-            encoder_outputs=encoder_outputs, decoder_input_ids=next_input, past_key_values=past, use_cache=True
-        )
-        past = out.past_key_values
-        logits = out.logits[:, -1, :].float()
-        if do_sample:
-            logits = logits / temperature
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1:]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            token = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
-        else:
-            token = logits.argmax(-1)
-        token = torch.where(finished, torch.full_like(token, pad), token)
-        tokens.append(token)
-        finished |= token == eos
-        if finished.all():
-            break
-        next_input = token[:, None]
-    return torch.stack(tokens, dim=1)
+    base = unwrap(model)
+    encoder_outputs, attention_mask = repeat_rows(
+        BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state.detach()),
+        attention_mask,
+        num_return_sequences,
+    )
+    kwargs = {"encoder_outputs": encoder_outputs, "max_new_tokens": max_new_tokens, "do_sample": do_sample}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask
+    if do_sample:
+        kwargs.update(temperature=temperature, top_k=top_k if top_k is not None else 0)
+    out = base.generate(**kwargs, return_dict_in_generate=True, output_scores=True)
+    steps = len(out.scores)
+    prompt_length = out.sequences.shape[1] - steps
+    if not do_sample:
+        return Rollout(out.sequences, prompt_length)
+    scores = torch.stack(out.scores, dim=1).float()  # (rows, steps, vocab): the processed logits sampled from
+    support = torch.isfinite(scores)
+    tokens = out.sequences[:, prompt_length:]
+    sampled = torch.gather(torch.log_softmax(scores, dim=-1), 2, tokens[:, :, None]).squeeze(-1)
+    return Rollout(
+        out.sequences,
+        prompt_length,
+        support=None if support.all() else support,
+        sampling_log_probs=sampled,
+        temperature=float(temperature),
+    )
 
 
-def completion_mask(ids: torch.Tensor, eos_id: int) -> torch.Tensor:
+def completion_mask(ids: torch.Tensor, eos_ids: int | Sequence[int]) -> torch.Tensor:
     """1 for generated tokens up to and including the first eos, 0 after it."""
-    is_eos = (ids == eos_id).int()
+    eos_ids = torch.as_tensor([eos_ids] if isinstance(eos_ids, int) else list(eos_ids), device=ids.device)
+    is_eos = torch.isin(ids, eos_ids).int()
     after_eos = (is_eos.cumsum(-1) - is_eos) > 0
     return (~after_eos).float()
 
 
-def token_log_probs(
-    model, encoder_outputs: BaseModelOutput, ids: torch.Tensor, *, repeats: int = 1
+def rollout_logits(
+    model, encoder_outputs: BaseModelOutput, rollout: Rollout, *, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """
+    Teacher-forced next-token logits of the rollout's caption tokens, `(rows, steps, vocab)`.
+
+    `model` may be the DDP-wrapped captioner: the decoder pass then goes through its forward, so gradients are
+    synchronised. `encoder_outputs` are per clip; they are expanded to the rollout's rows.
+    """
+    rows = rollout.sequences.shape[0]
+    repeats = rows // encoder_outputs.last_hidden_state.shape[0]
+    encoder_outputs, attention_mask = repeat_rows(encoder_outputs, attention_mask, repeats)
+    kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
+    out = model(encoder_outputs=encoder_outputs, decoder_input_ids=rollout.sequences[:, :-1], **kwargs)
+    return out.logits[:, rollout.prompt_length - 1 :].float()
+
+
+def processed_log_probs(
+    logits: torch.Tensor, rollout: Rollout, *, temperature: float | None = None, eos_ids: int | Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    Per-token log-probabilities of `ids` under the model, teacher-forced on the given encoder output.
+    Per-token log-probabilities of the rollout's caption under the distribution it was sampled from: logits divided
+    by the sampling temperature, restricted to the recorded support (top-k, suppressed and forced tokens).
 
-    Returns `(log_probs, mask)`, both `(rows, length)`; padding after eos is masked.
+    Returns `(log_probs, mask)`, both `(rows, steps)`; positions after eos are masked and their log-prob is 0.
     """
-    start, eos, _ = _special_ids(model)
-    if repeats > 1:
-        encoder_outputs = _repeat(encoder_outputs, repeats)
-    decoder_input = torch.cat([torch.full_like(ids[:, :1], start), ids[:, :-1]], dim=1)
-    logits = model(encoder_outputs=encoder_outputs, decoder_input_ids=decoder_input).logits.float()
-    log_probs = torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, :, None]).squeeze(-1)
-    return log_probs, completion_mask(ids, eos)
+    temperature = rollout.temperature if temperature is None else temperature
+    scaled = logits / temperature
+    if rollout.support is not None:
+        scaled = scaled.masked_fill(~rollout.support, float("-inf"))
+    ids = rollout.completion_ids
+    log_probs = torch.gather(F.log_softmax(scaled, dim=-1), 2, ids[:, :, None]).squeeze(-1)
+    mask = completion_mask(ids, eos_ids)
+    return torch.where(mask.bool(), log_probs, torch.zeros_like(log_probs)), mask
 
 
-def ids_to_text(tokenizer: PreTrainedTokenizerBase, ids: torch.Tensor) -> list[str]:
-    """Decode generated ids to captions, stopping at eos."""
+def token_log_probs(
+    model,
+    encoder_outputs: BaseModelOutput,
+    rollout: Rollout,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    temperature: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Per-token log-probabilities of a rollout's captions, teacher-forced on the given encoder output, under the
+    processed distribution the captions were sampled from (see [`processed_log_probs`]).
+
+    Returns `(log_probs, mask)`, both `(rows, steps)`.
+    """
+    logits = rollout_logits(model, encoder_outputs, rollout, attention_mask=attention_mask)
+    return processed_log_probs(logits, rollout, temperature=temperature, eos_ids=eos_token_ids(model))
+
+
+def ids_to_text(tokenizer: PreTrainedTokenizerBase, ids: "torch.Tensor | Rollout") -> list[str]:
+    """Decode generated ids (or a [`Rollout`]'s captions) to captions, without special tokens."""
+    if isinstance(ids, Rollout):
+        ids = ids.completion_ids
     return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
@@ -215,8 +337,15 @@ def generate_captions(
             inputs = {k: v.to(model.device) for k, v in inputs.items() if k in (name, "attention_mask")}
             with torch.no_grad():
                 encoded = encode_audio(model, inputs)
-                ids = decode(model, encoded, do_sample=do_sample, max_new_tokens=max_new_tokens, top_k=top_k)
-            captions.extend(ids_to_text(tokenizer, ids))
+                rollout = decode(
+                    model,
+                    encoded,
+                    attention_mask=inputs.get("attention_mask"),
+                    do_sample=do_sample,
+                    max_new_tokens=max_new_tokens,
+                    top_k=top_k,
+                )
+            captions.extend(ids_to_text(tokenizer, rollout))
     finally:
         model.train(was_training)
     return captions

@@ -166,7 +166,7 @@ def test_encoder_decoder_captioner_guidance(tiny_captioner, one_thread):
     plain = guided_generate(
         model, processor.tokenizer, None, encoder_outputs=encoded, config=GuidanceConfig(max_new_tokens=6)
     )
-    assert torch.equal(plain.sequences, decode(model, encoded, do_sample=False, max_new_tokens=6))
+    assert torch.equal(plain.sequences, decode(model, encoded, do_sample=False, max_new_tokens=6).completion_ids)
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     classifier = _WordClassifier(["dog", "barks", "rain", "bird"])
