@@ -10,8 +10,8 @@ and text share one embedding table, a clip is a plain text string, and every TRL
 The `speechtokenizer` package (PyPI) imports its training code (torchaudio, tensorboard, beartype) from its
 `__init__`; torchaudio breaks transformers here, so [`speechtokenizer_class`] imports only `speechtokenizer.model`,
 without running the package `__init__`. A real checkpoint is a config JSON plus a weights file given by path
-([`load_speech_tokenizer`]); weights load from safetensors, or from a PyTorch state dict with
-`torch.load(weights_only=True)`, never by unpickling arbitrary objects.
+([`load_speech_tokenizer`]); weights load from safetensors only: a pickled `.pt` (the released `SpeechTokenizer.pt`)
+is refused with the one-line conversion to run once where the file is trusted, since nothing here unpickles.
 
 A freshly built SpeechTokenizer has all-zero codebooks (they wait for a k-means initialisation on the first training
 batch), so every frame would get code 0. Offline, with no checkpoint to download, [`fit_speech_codebook`] runs that
@@ -34,13 +34,14 @@ import soxr
 import torch
 from peft import LoraConfig
 
+from ..hub.loading import UnsafeCheckpointError
 from .audio_tokens import add_audio_tokens, speech_token
 
 
 SPEECH_TOKENIZER_SAMPLING_RATE = 16000
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-_TORCH_WEIGHTS_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
+_PICKLED_WEIGHTS_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 
 # The released checkpoint's architecture (fnlp/SpeechTokenizer, speechtokenizer_hubert_avg/config.json).
 SPEECH_TOKENIZER_CONFIG = {
@@ -232,17 +233,17 @@ def save_speech_tokenizer(model, save_directory: str | Path) -> Path:
 
 
 def _read_weights(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file  # noqa: PLC0415
+    from safetensors.torch import load_file  # noqa: PLC0415
 
-        return load_file(str(path))
-    if path.suffix in _TORCH_WEIGHTS_SUFFIXES:
-        # The released SpeechTokenizer.pt is a plain state dict; weights_only refuses any pickled code.
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
-        return state
-    raise ValueError(f"{path}: unknown weights format; use .safetensors or a state dict in {_TORCH_WEIGHTS_SUFFIXES}")
+    if path.suffix in _PICKLED_WEIGHTS_SUFFIXES:
+        raise UnsafeCheckpointError(
+            f"SpeechTokenizer weights {str(path)!r} are pickled ({path.suffix}); hfpref loads safetensors only. Convert "
+            'them once, where you trust the file: python -c "import torch; from safetensors.torch import save_file; '
+            f"save_file(torch.load('{path.name}', weights_only=True), 'model.safetensors')\""
+        )
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{str(path)!r}: unknown weights format; SpeechTokenizer weights must be .safetensors")
+    return load_file(str(path))
 
 
 def load_speech_tokenizer(path: str | Path, weights_path: str | Path | None = None):
@@ -251,8 +252,9 @@ def load_speech_tokenizer(path: str | Path, weights_path: str | Path | None = No
 
     Args:
         path (`str` or `Path`):
-            A directory holding `config.json` and one weights file (`model.safetensors`, or a single `*.pt` /
-            `*.ckpt` state dict such as the released `SpeechTokenizer.pt`), or the config JSON itself.
+            A directory holding `config.json` and one `.safetensors` weights file (`model.safetensors`), or the
+            config JSON itself. Pickled weights (`.pt`, `.ckpt`, `.bin`, such as the released `SpeechTokenizer.pt`)
+            are refused, with the command that converts them.
         weights_path (`str` or `Path`, *optional*):
             The weights file, when it is not found beside the config.
 
@@ -271,11 +273,11 @@ def load_speech_tokenizer(path: str | Path, weights_path: str | Path | None = No
         folder = config_path.parent
         candidates = [folder / WEIGHTS_NAME] if (folder / WEIGHTS_NAME).is_file() else []
         candidates = candidates or sorted(
-            p for p in folder.iterdir() if p.suffix in (".safetensors", *_TORCH_WEIGHTS_SUFFIXES)
+            p for p in folder.iterdir() if p.suffix in (".safetensors", *_PICKLED_WEIGHTS_SUFFIXES)
         )
         if len(candidates) != 1:
             raise FileNotFoundError(
-                f"expected one weights file beside {config_path} (model.safetensors or a .pt/.ckpt state dict), "
+                f"expected one weights file beside {config_path} (model.safetensors), "
                 f"found {[p.name for p in candidates]}; pass weights_path"
             )
         weights_path = candidates[0]

@@ -30,6 +30,8 @@ from diffusers.models.modeling_utils import ModelMixin
 from transformers import ClapModel, ClapTextConfig, ClapTextModelWithProjection, PreTrainedTokenizerBase
 from transformers.audio_utils import mel_filter_bank
 
+from ..hub.loading import check_pretrained_path, load_pretrained
+
 
 logger = logging.getLogger(__name__)
 
@@ -370,14 +372,15 @@ def load_tta_pipeline(
             the pipeline's.
     """
     kwargs = {}
+    check_pretrained_path(name_or_path, what="AudioLDM pipeline")
     index = Path(name_or_path) / "model_index.json"
     if index.is_file():
         vocoder_entry = json.loads(index.read_text()).get("vocoder", [None, None])
         if vocoder_entry[1] == GriffinLimVocoder.__name__:
-            kwargs["vocoder"] = GriffinLimVocoder.from_pretrained(Path(name_or_path) / "vocoder")
+            kwargs["vocoder"] = load_pretrained(GriffinLimVocoder, Path(name_or_path) / "vocoder")
     if unet_name_or_path is not None:
-        kwargs["unet"] = UNet2DConditionModel.from_pretrained(unet_name_or_path, use_safetensors=True)
-    pipeline = AudioLDMPipeline.from_pretrained(str(name_or_path), use_safetensors=True, **kwargs)
+        kwargs["unet"] = load_pretrained(UNet2DConditionModel, unet_name_or_path)
+    pipeline = load_pretrained(AudioLDMPipeline, str(name_or_path), **kwargs)
     if device is not None:
         pipeline = pipeline.to(device)
     pipeline.set_progress_bar_config(disable=True)

@@ -59,8 +59,22 @@ def cmd_pairs(args) -> int:
     from ..data.speech_world import make_speech_world
     from ..encoders.audio_tokens import audio_token_prompts
     from ..encoders.speech_tokens import SpeechTokenEncoder
+    from ..hub.loading import check_pretrained_path, load_pretrained
     from .pairs import build_preference_pairs
 
+    # Every checkpoint is checked before the (slow) data preparation, so a bad path fails at once.
+    check_pretrained_path(args.model, what="--model")
+
+    judge = get_judge(
+        args.judge,
+        clue_mode=args.clue_mode,
+        reward_model_name_or_path=args.reward_model,
+        clap_model_name_or_path=args.clap_model,
+        llm_base_url=args.llm_base_url,
+        llm_model=args.llm_model,
+        llm_api_key=os.environ.get(args.llm_api_key_env),
+        llm_timeout=args.llm_timeout,
+    )
     if args.speech_world is not None:
         dataset = make_speech_world(
             args.speech_world, args.seed, backend=args.speech_world_backend, clip_seconds=args.speech_world_seconds
@@ -76,18 +90,8 @@ def cmd_pairs(args) -> int:
             )
         encoder = SpeechTokenEncoder.from_pretrained(args.speech_tokenizer, args.speech_tokenizer_weights)
         dataset = audio_token_prompts(dataset, encoder, audio_column=args.audio_column, instruction=args.instruction)
-    judge = get_judge(
-        args.judge,
-        clue_mode=args.clue_mode,
-        reward_model_name_or_path=args.reward_model,
-        clap_model_name_or_path=args.clap_model,
-        llm_base_url=args.llm_base_url,
-        llm_model=args.llm_model,
-        llm_api_key=os.environ.get(args.llm_api_key_env),
-        llm_timeout=args.llm_timeout,
-    )
-    model = AutoModelForCausalLM.from_pretrained(args.model)
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
+    model = load_pretrained(AutoModelForCausalLM, args.model)
+    tokenizer = load_pretrained(AutoTokenizer, args.model)
     pairs, stats = build_preference_pairs(
         model,
         tokenizer,

@@ -38,6 +38,11 @@ def get_judge(
     if name == "reward_model":
         if reward_model_name_or_path is None:
             raise ValueError("judge 'reward_model' needs reward_model_name_or_path")
+        from ..hub.loading import check_pretrained_path  # noqa: PLC0415
+
+        check_pretrained_path(reward_model_name_or_path, what="reward model")
+        if clap_model_name_or_path is not None:
+            check_pretrained_path(clap_model_name_or_path, what="CLAP model")
         from ..rewards.functions import build_reward_funcs  # noqa: PLC0415
 
         (reward,), _ = build_reward_funcs(

@@ -20,6 +20,7 @@ from hfpref.encoders.speech_tokens import (
     speech_encoder_for,
     speech_lora_config,
 )
+from hfpref.hub.loading import check_pretrained_path, load_pretrained, refuse_remote_code
 from hfpref.prompts.emotion_clues import teacher_prompt
 from hfpref.trainers.kd_align_config import KDAlignConfig, SpeechEmotionScriptArguments
 from hfpref.trainers.kd_align_trainer import KDAlignTrainer, kd_alignment_dataset
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 def main(script_args: SpeechEmotionScriptArguments, training_args: KDAlignConfig, model_args: ModelConfig):
     set_seed(training_args.seed)
+    refuse_remote_code((training_args, model_args), model_args.model_name_or_path)
+    if not script_args.tiny_llm:
+        check_pretrained_path(model_args.model_name_or_path, what="model_name_or_path")
     splits = speech_emotion_splits(script_args, training_args.seed)
     speech_dir = os.path.join(training_args.output_dir, "speech_tokenizer")
     encoder = speech_encoder_for(script_args, splits["train"], seed=training_args.seed, save_directory=speech_dir)
@@ -45,8 +49,11 @@ def main(script_args: SpeechEmotionScriptArguments, training_args: KDAlignConfig
         texts += [teacher_prompt(c, script_args.instruction) for c in splits["train"][script_args.caption_column]]
         model, tokenizer = build_tiny_speech_llm(texts, encoder.codebook_size, seed=training_args.seed)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
-        model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=model_args.dtype)
+        tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, revision=model_args.model_revision)
+        model = load_pretrained(
+            AutoModelForCausalLM, model_args.model_name_or_path, revision=model_args.model_revision,
+            dtype=model_args.dtype,
+        )  # fmt: skip
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     token_ids = add_speech_tokens(tokenizer, model, encoder.codebook_size)

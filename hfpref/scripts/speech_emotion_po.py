@@ -17,6 +17,7 @@ from hfpref.data.loading import load_any_dataset
 from hfpref.data.speech_world import speech_emotion_splits
 from hfpref.encoders.audio_tokens import audio_token_prompts
 from hfpref.encoders.speech_tokens import speech_encoder_for, speech_lora_config, speech_token_ids
+from hfpref.hub.loading import check_pretrained_path, load_pretrained, refuse_remote_code
 from hfpref.judges.pairs import build_preference_pairs
 from hfpref.judges.registry import get_judge
 from hfpref.trainers.speech_dpo import (
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 def main(script_args: SpeechEmotionPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig):
     set_seed(training_args.seed)
+    refuse_remote_code((training_args, model_args), model_args.model_name_or_path)
+    check_pretrained_path(model_args.model_name_or_path, what="model_name_or_path")
     if script_args.speech_tokenizer_path is None:
         raise ValueError("speech_tokenizer_path must be the SpeechTokenizer the model was trained with")
     splits = speech_emotion_splits(script_args, training_args.seed)
@@ -42,8 +45,10 @@ def main(script_args: SpeechEmotionPOScriptArguments, training_args: DPOConfig, 
         )
         for name, split in splits.items()
     }
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
-    model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path, dtype=model_args.dtype)
+    tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, revision=model_args.model_revision)
+    model = load_pretrained(
+        AutoModelForCausalLM, model_args.model_name_or_path, revision=model_args.model_revision, dtype=model_args.dtype
+    )
     judge = get_judge(
         script_args.judge,
         reward_model_name_or_path=script_args.reward_model_name_or_path,

@@ -28,6 +28,7 @@ from hfpref.encoders.tta_pipeline import (
     load_tta_pipeline,
     sampling_rate_of,
 )
+from hfpref.hub.loading import check_pretrained_path, load_pretrained
 from hfpref.metrics.tta import evaluate_tta
 from hfpref.prompts.tta_prompts import build_tta_prompts, world_event_phrases
 from hfpref.rewards import CLAPRewardModel
@@ -69,10 +70,16 @@ def main(
     model_args: TTAPipelineArguments,
 ):
     set_seed(training_args.seed)
-    reward_model = CLAPRewardModel.from_pretrained(script_args.reward_model_name_or_path).eval()
+    # Every checkpoint is checked before anything is loaded or rendered: safetensors only, the path must exist.
+    if not model_args.tiny_pipeline:
+        check_pretrained_path(model_args.pipeline_name_or_path, what="pipeline_name_or_path")
+    if script_args.clap_model_name_or_path:
+        check_pretrained_path(script_args.clap_model_name_or_path, what="clap_model_name_or_path")
+    reward_model = load_pretrained(CLAPRewardModel, script_args.reward_model_name_or_path).eval()
     clap_path = script_args.clap_model_name_or_path or reward_model.config.clap_checkpoint
     if not clap_path:
         raise ValueError("the reward model records no clap_checkpoint: set clap_model_name_or_path")
+    check_pretrained_path(clap_path, what="the reward model's CLAP")
     cache_dir = script_args.embedding_cache_dir or os.path.join(training_args.output_dir, "embedding-cache")
     embedder = ClapEmbedder.from_pretrained(clap_path, cache_dir=cache_dir, show_progress=False)
 

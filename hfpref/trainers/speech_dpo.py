@@ -16,9 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 from datasets import Dataset
 from peft import PeftModel
+from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer
 
 from ..encoders.speech_tokens import speech_lora_config, speech_token_ids
+from ..hub.loading import load_pretrained, refuse_remote_code
 from ..judges.base import Judge
 from ..judges.pairs import REJECTED_MODES, generate_candidates
 from ..judges.registry import JUDGES
@@ -76,7 +78,8 @@ def speech_dpo_trainer(
     r = 8, speech-token rows trainable), reference = the adapter-disabled policy.
 
     Args:
-        model (`PreTrainedModel`, `PeftModel` or `str`): the captioner (a KD student merged or not), or its path.
+        model (`PreTrainedModel`, `PeftModel` or `str`): the captioner (a KD student merged or not), or its path
+            (loaded with [`~hfpref.hub.loading.load_pretrained`]: safetensors only, no remote code).
         tokenizer (`PreTrainedTokenizerBase`): its tokenizer, speech tokens included.
         pairs (`datasets.Dataset`): `prompt`, `chosen`, `rejected` rows (checked by [`validate_preference_pairs`]).
         args (`trl.DPOConfig`): DPO arguments; on CPU set `bf16=False` and `gradient_checkpointing=False`.
@@ -85,8 +88,10 @@ def speech_dpo_trainer(
         callbacks (`list`, *optional*): trainer callbacks.
     """
     validate_preference_pairs(pairs)
-    if not isinstance(model, str):
-        drop_forward_patches(model)
+    refuse_remote_code(args, model if isinstance(model, str) else None)
+    if isinstance(model, str):
+        model = load_pretrained(AutoModelForCausalLM, model, **(args.model_init_kwargs or {}))
+    drop_forward_patches(model)
     if eval_pairs is not None:
         validate_preference_pairs(eval_pairs)
     if not isinstance(model, PeftModel) and peft_config is None:

@@ -22,6 +22,7 @@ from hfpref.encoders.speech_tokens import (
     speech_lora_config,
     speech_token_ids,
 )
+from hfpref.hub.loading import UnsafeCheckpointError
 
 
 @pytest.fixture(autouse=True)
@@ -81,22 +82,22 @@ def test_fitted_codebook_follows_the_audio(clips):
         fit_speech_codebook(build_speech_tokenizer(), [waveforms[0][:3200]])
 
 
-def test_checkpoint_round_trip_safetensors_and_state_dict(tmp_path, clips):
+def test_checkpoint_round_trip_safetensors_and_pickles_refused(tmp_path, clips):
     _, waveforms = clips
     model = randomize_codebooks(build_speech_tokenizer(seed=2), seed=2)
     expected = SpeechTokenEncoder(model)(waveforms[0], 16000)
     save_speech_tokenizer(model, tmp_path / "st")
     assert sorted(p.name for p in (tmp_path / "st").iterdir()) == ["config.json", "model.safetensors"]
     np.testing.assert_array_equal(SpeechTokenEncoder.from_pretrained(tmp_path / "st")(waveforms[0], 16000), expected)
-    # The released layout: a config JSON and a plain state dict (.pt), read with weights_only=True.
+    # The released layout (a config JSON and a pickled state dict, SpeechTokenizer.pt) is refused, never unpickled:
+    # the error names the file and gives the conversion to run once where the file is trusted.
     (tmp_path / "pt").mkdir()
     (tmp_path / "pt" / "config.json").write_text(json.dumps(model.config))
     torch.save(model.state_dict(), tmp_path / "pt" / "SpeechTokenizer.pt")
-    loaded = load_speech_tokenizer(tmp_path / "pt" / "config.json")
-    np.testing.assert_array_equal(SpeechTokenEncoder(loaded)(waveforms[0], 16000), expected)
-
+    with pytest.raises(UnsafeCheckpointError, match=r"SpeechTokenizer.pt' are pickled .* save_file\(torch.load"):
+        load_speech_tokenizer(tmp_path / "pt" / "config.json")
     torch.save({"weights": model.state_dict(), "fn": print}, tmp_path / "pt" / "evil.pt")
-    with pytest.raises(Exception, match="(?i)weights_only|unsupported|global"):
+    with pytest.raises(UnsafeCheckpointError, match="evil.pt"):
         load_speech_tokenizer(tmp_path / "pt", tmp_path / "pt" / "evil.pt")
     with pytest.raises(FileNotFoundError, match="expected one weights file"):
         load_speech_tokenizer(tmp_path / "pt")
