@@ -93,7 +93,10 @@ def load_clap(
         `tuple[ClapModel, ClapProcessor]`: the model in eval mode and its processor.
     """
     # safetensors only: a pickled checkpoint is never unpickled (laion/clap-htsat-unfused ships model.safetensors).
-    model = ClapModel.from_pretrained(model_name_or_path, revision=revision, use_safetensors=True)
+    from ..utils.checks import naming_corrupt_checkpoint
+
+    with naming_corrupt_checkpoint(model_name_or_path):
+        model = ClapModel.from_pretrained(model_name_or_path, revision=revision, use_safetensors=True)
     processor = ClapProcessor.from_pretrained(model_name_or_path, revision=revision)
     truncation = _truncation_for(model)
     if processor.feature_extractor.truncation != truncation:

@@ -67,17 +67,29 @@ def cmd_eval(args) -> int:
     audio = None
     if args.audio_column in ds.column_names and (wants_audio or args.clap_model):
         audio = [_audio_value(value, args.audio_dir) for value in ds[args.audio_column]]
-    embedder, reward_func = None, None
-    if args.clap_model:
+    embedder, reward_func, reward_model = None, None, None
+    clap_model = args.clap_model
+    if args.reward_model:
+        from ..rewards import CLAPRewardModel
+
+        reward_model = CLAPRewardModel.from_pretrained(args.reward_model)
+        clap_model = clap_model or reward_model.config.clap_checkpoint
+        if clap_model is None:
+            raise SystemExit(
+                f"hfpref eval: the reward model {args.reward_model} records no CLAP checkpoint; name the one it was "
+                "trained on with --clap-model"
+            )
+    if clap_model:
         from ..encoders.clap import ClapEmbedder
 
-        embedder = ClapEmbedder.from_pretrained(args.clap_model, cache_dir=args.cache_dir, show_progress=False)
-    if args.reward_model:
-        if embedder is None:
-            raise SystemExit("hfpref eval: --reward-model needs --clap-model (the CLAP its embeddings come from)")
-        from ..rewards import CLAPRewardModel, get_reward_model_reward
+        embedder = ClapEmbedder.from_pretrained(clap_model, cache_dir=args.cache_dir, show_progress=False)
+    if reward_model is not None:
+        from ..rewards import ClapMismatchError, get_reward_model_reward
 
-        reward_func = get_reward_model_reward(CLAPRewardModel.from_pretrained(args.reward_model), embedder)
+        try:
+            reward_func = get_reward_model_reward(reward_model, embedder)
+        except ClapMismatchError as error:
+            raise SystemExit(f"hfpref eval: {error}") from error
     if metrics is None:
         metrics = [*TEXT_METRICS, *(["clap_sim"] if embedder is not None else [])]
         metrics += ["reward"] if reward_func is not None else []
@@ -122,7 +134,7 @@ def cmd_agreement(args) -> int:
 
     ds = load_fense(args.fense, drop_ties=False)
     results, skipped = {}, {}
-    for metric in args.metric:
+    for metric in dict.fromkeys(args.metric):
         try:
             results[metric] = pairwise_agreement(ds, metric, tokenizer=args.tokenizer, sbert_model=args.sbert_model)
         except MetricUnavailableError as error:
@@ -157,11 +169,25 @@ def add_eval_parser(subparsers):
         default=["references"],
         help="column(s) holding the references: one list column, or several single-caption columns",
     )
-    p.add_argument("--metrics", nargs="+", choices=CAPTION_METRICS, default=None, help="default: all text metrics")
+    p.add_argument(
+        "--metrics",
+        nargs="+",
+        action="extend",
+        choices=CAPTION_METRICS,
+        default=None,
+        help="default: all text metrics (--metrics a b, or --metrics a --metrics b)",
+    )
     p.add_argument("--audio-column", default="audio", help="audio paths, for clap_sim and reward")
     p.add_argument("--audio-dir", default=None, help="folder that relative audio paths are relative to")
-    p.add_argument("--clap-model", default=None, help="CLAP checkpoint for clap_sim (local dir or Hub name)")
-    p.add_argument("--reward-model", default=None, help="a saved CLAPRewardModel, for the reward metric")
+    p.add_argument(
+        "--clap-model",
+        default=None,
+        help="CLAP checkpoint for clap_sim and reward (local dir or Hub name; default for reward: the reward "
+        "model's own CLAP)",
+    )
+    p.add_argument(
+        "--reward-model", default=None, help="a saved CLAPRewardModel, for the reward metric (its CLAP is checked)"
+    )
     p.add_argument(
         "--audibility-classifier", default=None, help="a saved audibility classifier, for audibility_accuracy"
     )
@@ -182,7 +208,14 @@ def add_agreement_parser(subparsers):
         description="FENSE protocol: human-majority pairs only, a metric tie counts as a disagreement.",
     )
     p.add_argument("--fense", required=True, help="audiocaps_eval.json or clotho_eval.json (FENSE)")
-    p.add_argument("--metric", nargs="+", required=True, choices=AGREEMENT_METRICS)
+    p.add_argument(
+        "--metric",
+        nargs="+",
+        action="extend",
+        required=True,
+        choices=AGREEMENT_METRICS,
+        help="metrics to score: --metric bleu_4 cider_d, or --metric bleu_4 --metric cider_d",
+    )
     p.add_argument("--sbert-model", default=None, help="sentence-transformers model (default: packaged MiniLM)")
     p.add_argument("--tokenizer", choices=TOKENIZERS, default="ptb")
     p.add_argument("--json", action="store_true", help='print {"<metric>": {"HC", "HI", "HM", "MM", "total"}}')

@@ -8,16 +8,24 @@ from .functions import (
     with_repetition_penalty,
 )
 from .losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
-from .modeling_clap_reward import CLAPRewardConfig, CLAPRewardModel, CLAPRewardOutput
+from .modeling_clap_reward import (
+    ClapMismatchError,
+    CLAPRewardConfig,
+    CLAPRewardModel,
+    CLAPRewardOutput,
+    check_clap_pairing,
+)
 
 
 __all__ = [
     "CLAPRewardConfig",
     "CLAPRewardModel",
     "CLAPRewardOutput",
+    "ClapMismatchError",
     "REWARD_FUNCTIONS",
     "binary_feedback_loss",
     "bradley_terry_loss",
+    "check_clap_pairing",
     "get_clap_similarity_reward",
     "get_reward_func",
     "get_reward_model_reward",

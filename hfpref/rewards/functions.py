@@ -78,7 +78,14 @@ def get_reward_model_reward(reward_model, embedder) -> RewardFunc:
 
     Returns:
         `Callable`: `reward_model_reward(completions, audio=None, audio_embedding=None, **kwargs)`.
+
+    Raises:
+        [`~hfpref.rewards.modeling_clap_reward.ClapMismatchError`]: when `embedder` is not the CLAP the reward model
+            was trained on (see [`~hfpref.rewards.modeling_clap_reward.check_clap_pairing`]).
     """
+    from .modeling_clap_reward import check_clap_pairing
+
+    check_clap_pairing(reward_model, embedder)
     reward_model.eval()
 
     @torch.inference_mode()

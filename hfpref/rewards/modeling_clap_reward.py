@@ -1,5 +1,6 @@
 """The CLAP reward model: an MLP over concatenated audio and text embeddings, r(a, c) in (0, 1)."""
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -8,6 +9,9 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, PretrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
+
+
+logger = logging.getLogger(__name__)
 
 
 class CLAPRewardConfig(PretrainedConfig):
@@ -102,7 +106,10 @@ class CLAPRewardModel(PreTrainedModel):
                 "CLAPRewardModel loads safetensors checkpoints only; pickled weights are never unpickled."
             )
         kwargs["use_safetensors"] = True
-        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        from ..utils.checks import naming_corrupt_checkpoint
+
+        with naming_corrupt_checkpoint(pretrained_model_name_or_path):
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -169,11 +176,7 @@ class CLAPRewardModel(PreTrainedModel):
             if self.config.clap_checkpoint is None:
                 raise ValueError("score: the config names no clap_checkpoint; pass embedder=.")
             embedder = ClapEmbedder.from_pretrained(self.config.clap_checkpoint, show_progress=False)
-        if self.config.clap_fingerprint and embedder.fingerprint != self.config.clap_fingerprint:
-            raise ValueError(
-                f"score: the embedder's CLAP (fingerprint {embedder.fingerprint}) is not the one this reward "
-                f"model was trained on ({self.config.clap_checkpoint}, fingerprint {self.config.clap_fingerprint})."
-            )
+        check_clap_pairing(self, embedder)
         device = self.device
         audio_embedding = torch.from_numpy(embedder.embed_audio(list(audio))).to(device)
         text_embedding = torch.from_numpy(embedder.embed_text(list(captions))).to(device)
@@ -184,6 +187,57 @@ class CLAPRewardModel(PreTrainedModel):
         finally:
             self.train(was_training)
         return rewards.float().cpu().tolist()
+
+
+class ClapMismatchError(ValueError):
+    """A reward model paired with a CLAP other than the one whose embeddings it was trained on."""
+
+
+def check_clap_pairing(reward_model: CLAPRewardModel, embedder) -> None:
+    """
+    Refuse to pair a reward model with a CLAP other than the one it was trained on.
+
+    A reward model reads CLAP embeddings; another CLAP (another checkpoint, fine-tuned weights, other preprocessing)
+    gives vectors of the same width that mean something else, and the rewards come out as garbage without any error.
+    Every path that pairs the two calls this: [`CLAPRewardModel.score`], the reward callables of
+    [`~hfpref.rewards.functions`] (so RL recipes, the quickstart and the judges), and `hfpref eval --metrics reward`.
+
+    Args:
+        reward_model ([`CLAPRewardModel`]):
+            The reward model; its config records `clap_fingerprint` and `clap_checkpoint`.
+        embedder ([`~hfpref.encoders.clap.ClapEmbedder`]):
+            The CLAP embedder about to feed it.
+
+    Raises:
+        [`ClapMismatchError`]: when the widths differ or the fingerprints differ, naming both fingerprints, the
+            reward model's path, the CLAP it was trained on and the CLAP it was given. A reward model that records no
+            fingerprint (saved by an older hfpref) is checked on width only, with a warning.
+    """
+    config = reward_model.config
+    model_path = getattr(config, "_name_or_path", None) or "<in-memory reward model>"
+    given = getattr(embedder, "model_name", None) or "<in-memory CLAP>"
+    trained_on = config.clap_checkpoint or "an unrecorded CLAP checkpoint"
+    if embedder.embedding_dim != config.embedding_dim:
+        raise ClapMismatchError(
+            f"the reward model {model_path} reads {config.embedding_dim}-d embeddings of {trained_on}, but the CLAP "
+            f"{given} gives {embedder.embedding_dim}-d ones: use the CLAP the reward model was trained on."
+        )
+    if not config.clap_fingerprint:
+        logger.warning(
+            "The reward model %s records no CLAP fingerprint, so its pairing with the CLAP %s cannot be verified; "
+            "make sure it is %s.",
+            model_path,
+            given,
+            trained_on,
+        )
+        return
+    if embedder.fingerprint != config.clap_fingerprint:
+        raise ClapMismatchError(
+            f"the reward model {model_path} was trained on the embeddings of the CLAP {trained_on} (fingerprint "
+            f"{config.clap_fingerprint}), but it is paired with the CLAP {given} (fingerprint {embedder.fingerprint}). "
+            "Its rewards would be meaningless: point clap_model_name_or_path (or --clap-model) at the CLAP it was "
+            "trained on, or train a reward model on this one."
+        )
 
 
 AutoConfig.register(CLAPRewardConfig.model_type, CLAPRewardConfig)

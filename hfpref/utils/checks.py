@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import math
+import os
 from collections.abc import Iterable, Mapping
 
 import torch
@@ -68,3 +71,73 @@ def check_finite_training(
     if bad:
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise NonFiniteModelError(f"{what} has NaN or inf values in {bad[:5]}{more}; not saving it. {hint}")
+
+
+class CorruptCheckpointError(OSError):
+    """A checkpoint file that cannot be read: truncated, overwritten or not a safetensors file."""
+
+
+def _unreadable_safetensors(name_or_path: str) -> list[str]:
+    """The local safetensors files of `name_or_path` (a folder, or a Hub id's cached snapshot) that fail to open."""
+    from safetensors import safe_open
+
+    if os.path.isdir(name_or_path):
+        files = sorted(glob.glob(os.path.join(name_or_path, "*.safetensors")))
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(name_or_path, "model.safetensors")
+        files = [cached] if isinstance(cached, str) else []
+    bad = []
+    for file in files:
+        try:
+            with safe_open(file, framework="pt") as handle:
+                for key in handle.keys():
+                    handle.get_slice(key)
+        except Exception:  # safetensors raises SafetensorError, OSError or ValueError depending on the damage
+            bad.append(file)
+    return bad
+
+
+@contextlib.contextmanager
+def naming_corrupt_checkpoint(name_or_path: str | os.PathLike):
+    """
+    Turn a safetensors error raised while loading `name_or_path` into one that names the damaged file.
+
+    `safetensors` reports a truncated or overwritten file as `Error while deserializing header: ...` without saying
+    which file; wrapped around a `from_pretrained` call, this names it and says what to do.
+
+    Args:
+        name_or_path (`str` or `os.PathLike`):
+            What was passed to `from_pretrained`: a local folder or a Hub id.
+
+    Raises:
+        [`CorruptCheckpointError`]: naming the unreadable file(s) and the original error.
+
+    Example:
+
+    ```python
+    >>> import os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> with open(os.path.join(folder, "model.safetensors"), "wb") as handle:
+    ...     _ = handle.write(b"not a checkpoint")
+    >>> with naming_corrupt_checkpoint(folder):  # doctest: +ELLIPSIS
+    ...     from safetensors.torch import load_file
+    ...     _ = load_file(os.path.join(folder, "model.safetensors"))
+    Traceback (most recent call last):
+    ...
+    hfpref.utils.checks.CorruptCheckpointError: .../model.safetensors: unreadable safetensors file (...); re-save it or download it again.
+
+    ```
+    """
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except SafetensorError as error:
+        name = os.fspath(name_or_path)
+        bad = _unreadable_safetensors(name)
+        where = ", ".join(bad) if bad else f"a safetensors file of {name}"
+        raise CorruptCheckpointError(
+            f"{where}: unreadable safetensors file ({error}); re-save it or download it again."
+        ) from error

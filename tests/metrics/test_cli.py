@@ -79,3 +79,47 @@ def test_eval_csv_with_json_and_split_reference_columns(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["bleu_1"] == pytest.approx(1.0)
     with pytest.raises(SystemExit, match="no column"):
         main(["eval", "--captions", str(path), "--references-column", "refs", "--json"])
+
+
+def test_agreement_accepts_repeated_metric_options(small_fense, capsys):
+    args = ["agreement", "--fense", str(small_fense), "--tokenizer", "simple", "--json"]
+    assert main([*args, "--metric", "bleu_1", "--metric", "rouge_l", "bleu_1"]) == 0
+    assert set(json.loads(capsys.readouterr().out)) == {"bleu_1", "rouge_l"}
+
+
+def test_eval_reward_refuses_a_reward_model_of_another_clap(tmp_path, tiny_clap_dir, capsys):
+    import numpy as np
+    import soundfile as sf
+    import torch
+    from transformers import ClapModel, ClapProcessor
+
+    from hfpref.encoders.clap import ClapEmbedder
+    from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
+
+    sf.write(tmp_path / "clip.wav", 0.3 * np.sin(np.arange(16000) / 5), 16000)
+    path = tmp_path / "captions.jsonl"
+    path.write_text(json.dumps({"caption": "a tone", "references": ["a steady tone"], "audio": "clip.wav"}) + "\n")
+    # The reward model was trained on a fine-tuned copy of the tiny CLAP: same width, other weights.
+    other = ClapModel.from_pretrained(tiny_clap_dir)
+    with torch.no_grad():
+        other.text_projection.linear2.weight.mul_(-1)
+    other.save_pretrained(tmp_path / "tuned-clap")
+    ClapProcessor.from_pretrained(tiny_clap_dir).save_pretrained(tmp_path / "tuned-clap")
+    tuned = ClapEmbedder.from_pretrained(str(tmp_path / "tuned-clap"), show_progress=False)
+    config = CLAPRewardConfig(
+        embedding_dim=tuned.embedding_dim,
+        hidden_sizes=[8],
+        clap_checkpoint=str(tmp_path / "tuned-clap"),
+        clap_fingerprint=tuned.fingerprint,
+    )
+    CLAPRewardModel(config).save_pretrained(tmp_path / "rm")
+
+    args = ["eval", "--captions", str(path), "--audio-dir", str(tmp_path), "--metrics", "reward", "--json"]
+    args += ["--reward-model", str(tmp_path / "rm")]
+    with pytest.raises(SystemExit) as error:
+        main([*args, "--clap-model", str(tiny_clap_dir)])
+    message = str(error.value)
+    assert tuned.fingerprint in message and str(tiny_clap_dir) in message and str(tmp_path / "rm") in message
+    # Without --clap-model the reward model's own CLAP is used, and the reward is scored.
+    assert main(args) == 0
+    assert 0.0 < json.loads(capsys.readouterr().out)["reward"] < 1.0

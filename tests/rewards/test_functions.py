@@ -85,10 +85,64 @@ def test_reward_model_reward_from_audio_or_cached_embeddings(world, embedder, re
         reward(captions)
 
 
-def test_score_refuses_another_clap(world, embedder, reward_model):
-    other = CLAPRewardModel(CLAPRewardConfig(embedding_dim=embedder.embedding_dim, clap_fingerprint="not-this-one"))
-    with pytest.raises(ValueError, match="not the one this reward model was trained on"):
-        other.score([np.zeros(1600, np.float32)], ["a bell rings"], embedder=embedder)
+@pytest.fixture(scope="module")
+def other_embedder(tiny_clap_dir, tmp_path_factory):
+    """The same tiny CLAP architecture with other weights, saved elsewhere: same width, other embeddings."""
+    from transformers import ClapModel, ClapProcessor
+
+    model = ClapModel.from_pretrained(tiny_clap_dir)
+    with torch.no_grad():
+        model.text_projection.linear2.weight.mul_(-1)
+    path = tmp_path_factory.mktemp("other-clap")
+    model.save_pretrained(path)
+    ClapProcessor.from_pretrained(tiny_clap_dir).save_pretrained(path)
+    return ClapEmbedder.from_pretrained(str(path), show_progress=False)
+
+
+def test_every_pairing_refuses_another_clap(tmp_path, tiny_clap_dir, embedder, other_embedder, reward_model, caplog):
+    from hfpref.rewards import ClapMismatchError, check_clap_pairing
+    from hfpref.rewards.functions import build_reward_funcs
+
+    assert (
+        other_embedder.embedding_dim == embedder.embedding_dim and other_embedder.fingerprint != embedder.fingerprint
+    )
+    reward_model.config.clap_checkpoint = str(tiny_clap_dir)
+    reward_model.save_pretrained(tmp_path / "rm")
+    saved = CLAPRewardModel.from_pretrained(tmp_path / "rm")
+    clip = [np.zeros(1600, np.float32)]
+
+    def assert_names_both(error):
+        message = str(error.value)
+        for part in (
+            embedder.fingerprint,
+            other_embedder.fingerprint,
+            str(tmp_path / "rm"),
+            other_embedder.model_name,
+        ):
+            assert part in message, part
+
+    with pytest.raises(ClapMismatchError) as error:  # score()
+        saved.score(clip, ["a bell rings"], embedder=other_embedder)
+    assert_names_both(error)
+    with pytest.raises(ClapMismatchError) as error:  # the reward callable (RL recipes, quickstart, judges)
+        get_reward_model_reward(saved, other_embedder)
+    assert_names_both(error)
+    with pytest.raises(ClapMismatchError) as error:  # the recipes' registry
+        build_reward_funcs(
+            ["reward_model"],
+            reward_model_name_or_path=str(tmp_path / "rm"),
+            clap_model_name_or_path=other_embedder.model_name,
+        )
+    assert_names_both(error)
+    check_clap_pairing(saved, embedder)  # the right CLAP passes
+
+    narrow = CLAPRewardModel(CLAPRewardConfig(embedding_dim=embedder.embedding_dim + 1, hidden_sizes=[4]))
+    with pytest.raises(ClapMismatchError, match="reads 33-d embeddings"):
+        check_clap_pairing(narrow, embedder)
+    unrecorded = CLAPRewardModel(CLAPRewardConfig(embedding_dim=embedder.embedding_dim, hidden_sizes=[4]))
+    with caplog.at_level("WARNING", logger="hfpref.rewards.modeling_clap_reward"):
+        check_clap_pairing(unrecorded, embedder)
+    assert "records no CLAP fingerprint" in caplog.text
 
 
 def test_clap_similarity_is_cosine(world, embedder):

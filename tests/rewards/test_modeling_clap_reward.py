@@ -73,3 +73,15 @@ def test_pickled_checkpoints_are_never_loaded(tmp_path):
         AutoModel.from_pretrained(tmp_path)
     with pytest.raises(ValueError, match="safetensors checkpoints only"):
         CLAPRewardModel.from_pretrained(tmp_path, use_safetensors=False)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "overwritten"])
+def test_corrupt_checkpoint_error_names_the_file(tmp_path, damage):
+    from hfpref.utils.checks import CorruptCheckpointError
+
+    _model().save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00" * len(data))
+    with pytest.raises(CorruptCheckpointError, match=f"{weights}: unreadable safetensors file"):
+        CLAPRewardModel.from_pretrained(tmp_path)
