@@ -7,13 +7,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= speech,tta,metrics,dev
+EXTRAS ?= speech,tta,metrics,dev,annotate
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.hfpref-installed
 OUTPUT_DIR ?= outputs/quickstart
 
-.PHONY: setup quickstart test test-slow bench style quality clean
+.PHONY: setup quickstart test test-slow bench style quality clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,13 @@ setup: $(STAMP)
 quickstart: setup
 	$(VENV)/bin/hfpref quickstart --output-dir $(OUTPUT_DIR)
 
-test: setup
+# The annotation app's browser test drives Debian's chromium and its driver: installed for `make test` when absent.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium chromium-driver; }
+
+test: setup browser
 	$(PY) -m pytest -q
 
 test-slow: setup

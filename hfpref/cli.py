@@ -107,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_agreement_parser(sub)
     add_tta_generate_parser(sub)
 
+    from .annotate.cli import add_annotate_parser
+
+    add_annotate_parser(sub)
+
     p = sub.add_parser("quickstart", help="run the main job end to end on the synthetic world")
     p.add_argument("--output-dir", default="outputs/quickstart")
     p.add_argument(

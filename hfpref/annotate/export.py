@@ -1,0 +1,254 @@
+"""Turn a listening test's answers into the project's preference datasets.
+
+Pairwise (the FENSE protocol, https://huggingface.co/papers/2110.04684, that the RLHF audio-captioning paper
+follows, https://huggingface.co/papers/2509.14659): each answer is a vote in the original orientation, +1 for
+`caption_1`, -1 for `caption_2`, 0 for a tie or "both wrong"; the preferred caption is the sign of the vote sum, and
+items whose votes sum to 0 give no pair (they are counted). An item is *challenging* when at least half of its
+annotators marked both captions wrong; every correction then beats both captions (`source="correction"`).
+
+Binary (BATON, https://huggingface.co/papers/2402.00744): the label is the majority of the annotators' 0/1 answers;
+skips do not vote, and items with no majority or only skips are dropped and counted. A correction written for a
+mismatching clip becomes a row of its own with label 1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+
+from datasets import Dataset, concatenate_datasets
+
+from ..data.schemas import validate_dataset
+from .storage import Session
+
+
+logger = logging.getLogger(__name__)
+
+PAIRWISE_VOTE = {"caption_1": 1, "caption_2": -1, "tie": 0, "both_wrong": 0}
+BINARY_LABEL = {"match": 1, "mismatch": 0, "skip": None}
+# Share of an item's annotators that must mark both captions wrong for the item to count as challenging.
+CHALLENGING_SHARE = 0.5
+DATASET_DIR = "dataset"
+EXPORT_FILE = "export.json"
+KINDS = {"pairwise": "pairwise", "binary": "pointwise"}
+
+
+def judgments(session: Session, challenging_share: float = CHALLENGING_SHARE) -> list[dict]:
+    r"""
+    One row per answered item: who answered what, and what the answers add up to.
+
+    Args:
+        session ([`~annotate.storage.Session`]): the session.
+        challenging_share (`float`, *optional*, defaults to `0.5`):
+            Pairwise: share of an item's annotators that must answer `both_wrong` for it to be challenging.
+
+    Returns:
+        `list[dict]` in item order, each with `item_id`, `row` (in the item table), `clip_id`, `split`, `annotators`
+        (sorted), `answers` (theirs, aligned), `corrections` (`[annotator, text]` pairs), and for pairwise `votes`,
+        `vote_sum`, `preferred` (1, 2, or 0 for none), `challenging`; for binary `labels` (`None` for a skip) and
+        `label` (the majority, `None` when there is none).
+    """
+    by_item: dict[str, list[dict]] = {}
+    for record in session.answers():
+        by_item.setdefault(record["item_id"], []).append(record)
+    rows = []
+    for row, (identifier, clip_id, split) in enumerate(
+        zip(session.items["item_id"], session.items["clip_id"], session.items["split"])
+    ):
+        records = sorted(by_item.get(identifier, []), key=lambda r: r["annotator"])
+        if not records:
+            continue
+        judged = {
+            "item_id": identifier,
+            "row": row,
+            "clip_id": clip_id,
+            "split": split,
+            "annotators": [r["annotator"] for r in records],
+            "answers": [r["answer"] for r in records],
+            "corrections": [[r["annotator"], r["correction"]] for r in records if r.get("correction")],
+        }
+        if session.task == "pairwise":
+            votes = [PAIRWISE_VOTE[a] for a in judged["answers"]]
+            total = sum(votes)
+            both_wrong = judged["answers"].count("both_wrong")
+            judged.update(
+                votes=votes,
+                vote_sum=total,
+                preferred=1 if total > 0 else 2 if total < 0 else 0,
+                challenging=both_wrong > 0 and both_wrong >= challenging_share * len(records),
+            )
+        else:
+            labels = [BINARY_LABEL[a] for a in judged["answers"]]
+            given = [label for label in labels if label is not None]
+            ones = sum(given)
+            judged.update(labels=labels, label=None if 2 * ones == len(given) else int(2 * ones > len(given)))
+        rows.append(judged)
+    return rows
+
+
+def _with_audio(session: Session, columns: dict[str, list], rows: list[int]) -> Dataset:
+    table = Dataset.from_dict(columns)
+    audio = session.items.select(rows).select_columns(["audio"])
+    return concatenate_datasets([audio, table], axis=1)
+
+
+def _pairwise_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list], list[int], Counter]:
+    items = session.items
+    names = ["chosen", "rejected", "clip_id", "margin", "source", "category", "challenging", "votes", "vote_sum"]
+    names += ["preferred", "caption_1", "caption_2", "source_1", "source_2", "item_id", "annotators"]
+    columns: dict[str, list] = {name: [] for name in names}
+    rows: list[int] = []
+    counts: Counter = Counter()
+
+    def add(j: dict, chosen: str, rejected: str, margin: float, source: str) -> None:
+        item = items[j["row"]]
+        values = {
+            "chosen": chosen,
+            "rejected": rejected,
+            "margin": margin,
+            "source": source,
+            "category": j["split"],
+            **{k: j[k] for k in ("clip_id", "challenging", "votes", "vote_sum", "preferred", "item_id")},
+            **{k: item[k] for k in ("caption_1", "caption_2", "source_1", "source_2")},
+            "annotators": j["annotators"],
+        }
+        for name in names:
+            columns[name].append(values[name])
+        rows.append(j["row"])
+        counts[source] += 1
+
+    for j in judged:
+        captions = session.items[j["row"]]["caption_1"], session.items[j["row"]]["caption_2"]
+        if j["preferred"]:
+            winner = captions[j["preferred"] - 1]
+            add(j, winner, captions[2 - j["preferred"]], float(abs(j["vote_sum"])), "human")
+        else:
+            counts["no_preference"] += 1
+        counts["challenging"] += j["challenging"]
+        for _, correction in j["corrections"]:
+            for caption in captions:
+                if correction.strip() != caption.strip():
+                    add(j, correction, caption, 1.0, "correction")
+    return columns, rows, counts
+
+
+def _binary_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list], list[int], Counter]:
+    text_column = session.settings["text_column"]
+    names = [text_column, "label", "clip_id", "source", "category", "votes", "skips", "text_source", "item_id"]
+    names.append("annotators")
+    columns: dict[str, list] = {name: [] for name in names}
+    rows: list[int] = []
+    counts: Counter = Counter()
+
+    def add(j: dict, text: str, label: int, source: str) -> None:
+        values = {
+            text_column: text,
+            "label": label,
+            "clip_id": j["clip_id"],
+            "source": source,
+            "category": j["split"],
+            "votes": [label for label in j["labels"] if label is not None],
+            "skips": j["labels"].count(None),
+            "text_source": session.items[j["row"]]["text_source"],
+            "item_id": j["item_id"],
+            "annotators": j["annotators"],
+        }
+        for name in names:
+            columns[name].append(values[name])
+        rows.append(j["row"])
+        counts[source] += 1
+
+    for j in judged:
+        if all(label is None for label in j["labels"]):
+            counts["all_skipped"] += 1
+        elif j["label"] is None:
+            counts["no_majority"] += 1
+        else:
+            add(j, session.items[j["row"]]["text"], j["label"], "human")
+        for _, correction in j["corrections"]:
+            add(j, correction, 1, "correction")
+    return columns, rows, counts
+
+
+def build_preference_dataset(session: Session, challenging_share: float = CHALLENGING_SHARE) -> tuple[Dataset, dict]:
+    r"""
+    The session's answers as a preference dataset of the project's schemas, validated.
+
+    Pairwise rows: `audio`, `chosen`, `rejected`, `clip_id`, `margin` (|vote sum|; 1 for corrections), `source`
+    (`human` or `correction`), `category` (the item's split), `challenging`, `votes`, `vote_sum`, `preferred`,
+    `caption_1`, `caption_2`, `source_1`, `source_2`, `item_id`, `annotators`. Binary rows: `audio`, `prompt` (or
+    `caption`), `label`, `clip_id`, `source`, `category`, `votes`, `skips`, `text_source`, `item_id`, `annotators`.
+
+    Args:
+        session ([`~annotate.storage.Session`]): the session.
+        challenging_share (`float`, *optional*, defaults to `0.5`): see [`judgments`].
+
+    Returns:
+        `tuple[datasets.Dataset, dict]`: the dataset and counts (`items`, `answered`, `answers`, `annotators`, rows
+        by `source`, and the items left out: `no_preference` pairwise, `no_majority` and `all_skipped` binary).
+
+    Raises:
+        `ValueError`: when no answer gives a row yet.
+    """
+    judged = judgments(session, challenging_share)
+    build = _pairwise_rows if session.task == "pairwise" else _binary_rows
+    columns, rows, counts = build(session, judged)
+    stats = {
+        "task": session.task,
+        "items": len(session.items),
+        "answered": len(judged),
+        "answers": sum(len(j["answers"]) for j in judged),
+        "annotators": sorted({a for j in judged for a in j["annotators"]}),
+        **dict(counts),
+    }
+    if not rows:
+        raise ValueError(f"{session.output_dir}: no answer gives a preference row yet ({stats}).")
+    dataset = _with_audio(session, columns, rows)
+    validate_dataset(dataset, KINDS[session.task])
+    for reason in ("no_preference", "no_majority", "all_skipped"):
+        if counts[reason]:
+            logger.warning("%d answered item(s) left out of the dataset: %s.", counts[reason], reason)
+    return dataset, stats
+
+
+def export_annotations(
+    output_dir: str | Path,
+    *,
+    push_to_hub: str | None = None,
+    private: bool = False,
+    challenging_share: float = CHALLENGING_SHARE,
+) -> tuple[Dataset, dict]:
+    r"""
+    Write the session's preference dataset to `<output_dir>/dataset` (`save_to_disk`) and its counts to
+    `<output_dir>/export.json`; push it with [`~data.preference.push_preference_dataset`] when asked.
+
+    The folder trains a reward model as it is: `dataset_name: <output_dir>/dataset` in a `recipes/reward_model.py`
+    config (`loss_type: bt` for pairwise, `bce` with `text_column: prompt` for binary), split by clip.
+
+    Args:
+        output_dir (`str` or `Path`): the session folder.
+        push_to_hub (`str`, *optional*): a Hub dataset repository, `"user/name"`.
+        private (`bool`, *optional*, defaults to `False`): create the repository as private.
+        challenging_share (`float`, *optional*, defaults to `0.5`): see [`judgments`].
+    """
+    session = Session.open(output_dir)
+    dataset, stats = build_preference_dataset(session, challenging_share)
+    dataset.save_to_disk(str(session.output_dir / DATASET_DIR))
+    (session.output_dir / EXPORT_FILE).write_text(json.dumps(stats, indent=2))
+    if push_to_hub:
+        from ..data.preference import push_preference_dataset
+
+        push_preference_dataset(
+            dataset,
+            push_to_hub,
+            kind=KINDS[session.task],
+            private=private,
+            description=f"Human {session.task} judgments collected with `hfpref annotate` on {session.settings['items']}.",
+            method=(
+                "Pairwise: the sign of the vote sum gives the preferred caption (ties dropped); corrections beat both "
+                "captions. Binary: majority label, skips do not vote."
+            ),
+        )
+    return dataset, stats
