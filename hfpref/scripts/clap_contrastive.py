@@ -17,6 +17,7 @@ from hfpref.trainers import (
     ClapContrastiveTrainer,
     ClapModelArguments,
 )
+from hfpref.utils.checks import check_finite_training
 
 
 def load_data(script_args: ClapContrastiveScriptArguments) -> tuple[Dataset, Dataset | None]:
@@ -73,6 +74,7 @@ def main(script_args, training_args, model_args):
         processing_class=processor,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    check_finite_training(trainer.model, trainer.state.log_history, what=f"the CLAP for {training_args.output_dir}")
     if eval_dataset is not None:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)

@@ -19,6 +19,7 @@ from hfpref.encoders.dataset import add_embeddings
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
 from hfpref.trainers import RewardModelConfig, RewardModelTrainer
 from hfpref.trainers.reward_model_config import RewardHeadArguments, RewardScriptArguments
+from hfpref.utils.checks import check_finite_training
 
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
     # Train -> evaluate -> save -> card -> push.
     trainer = RewardModelTrainer(model, training_args, train_dataset=embedded["train"], eval_dataset=embedded["test"])
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    check_finite_training(
+        trainer.model, trainer.state.log_history, what=f"the reward model for {training_args.output_dir}"
+    )
     metrics = trainer.evaluate()
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)

@@ -2,6 +2,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..utils.checks import check_training_arguments
+
 
 LOSS_TYPES = ["symmetric", "model"]
 
@@ -110,6 +112,7 @@ class ClapContrastiveConfig(TrainingArguments):
             )
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type={self.loss_type!r} is not one of {LOSS_TYPES}")
+        check_training_arguments(self)
         super().__post_init__()
 
 

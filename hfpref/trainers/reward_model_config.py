@@ -1,9 +1,36 @@
+import ast
+import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ..utils.checks import check_training_arguments
+
 
 LOSS_TYPES = ["bt", "bce", "mse"]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
+
+
+def _number_list(name: str, value, kind: type, example: str) -> list:
+    """A YAML or CLI list option as a list of `kind`: a list, or a string such as `"512,128"` or `"[512, 128]"`."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = ast.literal_eval(text if text.startswith("[") else f"[{text}]")
+        except (ValueError, SyntaxError):
+            raise ValueError(f"{name}={value!r} is not a list of numbers; write it as {example}") from None
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(f"{name}={value!r} must be a list, e.g. {example}")
+    out = []
+    for item in value:
+        if isinstance(item, bool) or not isinstance(item, (int, float)) or (kind is int and item != int(item)):
+            raise ValueError(f"{name}={list(value)!r}: {item!r} is not {'an integer' if kind is int else 'a number'}")
+        out.append(kind(item))
+    return out
+
 
 # The papers' schedules. Adam without weight decay is `adamw_torch` with `weight_decay=0`.
 PRESETS: dict[str, dict] = {
@@ -85,12 +112,13 @@ class RewardModelConfig(TrainingArguments):
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type={self.loss_type!r} is not one of {LOSS_TYPES}")
-        if self.bt_scale <= 0:
-            raise ValueError(f"bt_scale={self.bt_scale} must be positive")
+        if not _is_number(self.bt_scale) or not 0 < self.bt_scale < math.inf:
+            raise ValueError(f"bt_scale={self.bt_scale!r} must be a finite positive number (hfpref's default: 10)")
         if self.l2_reduction not in ("sum", "mean"):
             raise ValueError(f"l2_reduction={self.l2_reduction!r} is not one of ['sum', 'mean']")
-        if self.l2_coef < 0:
-            raise ValueError(f"l2_coef={self.l2_coef} must be >= 0")
+        if not _is_number(self.l2_coef) or not 0 <= self.l2_coef < math.inf:
+            raise ValueError(f"l2_coef={self.l2_coef!r} must be a finite number >= 0 (the paper: 0.1)")
+        check_training_arguments(self)
         super().__post_init__()
 
     @property
@@ -180,3 +208,15 @@ class RewardHeadArguments:
     dropout: float = 0.1
     reward_clamp: list[float] = field(default_factory=lambda: [0.01, 0.99])
     init_from: str | None = None
+
+    def __post_init__(self):
+        # Checked here, when the recipe parses its config, so a typo stops the run before any embedding work.
+        self.hidden_sizes = _number_list("hidden_sizes", self.hidden_sizes, int, "[512, 128]")
+        if not self.hidden_sizes or any(size < 1 for size in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes={self.hidden_sizes} must list positive widths, e.g. [512, 128]")
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout!r} must lie in [0, 1)")
+        if self.reward_clamp is not None:
+            self.reward_clamp = _number_list("reward_clamp", self.reward_clamp, float, "[0.01, 0.99]")
+            if len(self.reward_clamp) != 2 or not 0.0 <= self.reward_clamp[0] < self.reward_clamp[1] <= 1.0:
+                raise ValueError(f"reward_clamp={self.reward_clamp} must be [low, high] with 0 <= low < high <= 1")

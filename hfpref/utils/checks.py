@@ -141,3 +141,57 @@ def naming_corrupt_checkpoint(name_or_path: str | os.PathLike):
         raise CorruptCheckpointError(
             f"{where}: unreadable safetensors file ({error}); re-save it or download it again."
         ) from error
+
+
+TRUE_WORDS = ("true", "yes", "1")
+FALSE_WORDS = ("false", "no", "0", "none", "")
+
+
+def check_training_arguments(args) -> None:
+    """
+    Refuse `TrainingArguments` that would train nothing or train on NaN, and read `resume_from_checkpoint` words.
+
+    Call it at the start of a config's `__post_init__`, so a bad YAML stops the run before any data or embedding work.
+    It checks that the learning rate, weight decay, epochs and gradient clipping are finite, that the learning rate
+    is positive, and that the run has some steps (`num_train_epochs > 0` unless `max_steps > 0`). A
+    `resume_from_checkpoint` of `"true"` (from YAML or `--resume_from_checkpoint true`) becomes `True` (resume from the
+    last checkpoint in `output_dir`, as `Trainer.train` understands it) and `"false"` becomes `None`; anything else
+    stays a checkpoint path.
+
+    Args:
+        args ([`~transformers.TrainingArguments`]):
+            The configuration, before `TrainingArguments.__post_init__` runs.
+
+    Raises:
+        `ValueError`: naming the option, its value and what would be valid.
+
+    Example:
+
+    ```python
+    >>> from types import SimpleNamespace
+    >>> args = SimpleNamespace(
+    ...     learning_rate=1e-3, weight_decay=0.0, num_train_epochs=-1, max_steps=-1, max_grad_norm=1.0,
+    ...     resume_from_checkpoint=None,
+    ... )
+    >>> check_training_arguments(args)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_train_epochs=-1 trains nothing: set num_train_epochs > 0, or max_steps > 0.
+
+    ```
+    """
+    for name in ("learning_rate", "weight_decay", "num_train_epochs", "max_grad_norm"):
+        value = getattr(args, name, None)
+        if value is not None and (isinstance(value, bool) or not math.isfinite(value)):
+            raise ValueError(f"{name}={value!r} must be a finite number.")
+    if not args.learning_rate > 0:
+        raise ValueError(f"learning_rate={args.learning_rate} must be positive.")
+    if args.max_steps <= 0 and not args.num_train_epochs > 0:
+        raise ValueError(
+            f"num_train_epochs={args.num_train_epochs} trains nothing: set num_train_epochs > 0, or max_steps > 0."
+        )
+    resume = args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.strip().lower() in TRUE_WORDS:
+        args.resume_from_checkpoint = True
+    elif isinstance(resume, str) and resume.strip().lower() in FALSE_WORDS or resume is False:
+        args.resume_from_checkpoint = None

@@ -80,3 +80,50 @@ def test_unknown_yaml_key_is_fatal(tmp_path, tiny_clap_dir):
     path = _fixture_yaml(tmp_path, tiny_clap_dir, bt_scael=5.0)
     with pytest.raises(ValueError, match="bt_scael"):
         _parse(["--config", str(path)])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"bt_scale": float("inf")}, "bt_scale=inf must be a finite positive number"),
+        ({"bt_scale": float("nan")}, "bt_scale=nan must be a finite positive number"),
+        ({"l2_coef": float("inf")}, "l2_coef=inf must be a finite number"),
+        ({"num_train_epochs": -1}, "num_train_epochs=-1 trains nothing"),
+        ({"num_train_epochs": 0}, "num_train_epochs=0 trains nothing"),
+        ({"learning_rate": float("nan")}, "learning_rate=nan must be a finite number"),
+        ({"learning_rate": 0.0}, "learning_rate=0.0 must be positive"),
+        ({"hidden_sizes": 512}, "hidden_sizes=512 must be a list"),
+        ({"hidden_sizes": [64, 0]}, "must list positive widths"),
+        ({"hidden_sizes": [64.5]}, "64.5 is not an integer"),
+        ({"dropout": 1.0}, "dropout=1.0 must lie in"),
+        ({"reward_clamp": [0.9, 0.1]}, "reward_clamp"),
+    ],
+)
+def test_broken_configs_stop_at_parse_time(tmp_path, tiny_clap_dir, override, message):
+    path = _fixture_yaml(tmp_path, tiny_clap_dir, **override)
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        _parse(["--config", str(path)])
+
+
+def test_list_options_written_as_strings_and_resume_words_are_understood(tmp_path, tiny_clap_dir):
+    head_args = RewardHeadArguments(hidden_sizes="32, 8", reward_clamp="[0.05, 0.95]")
+    assert head_args.hidden_sizes == [32, 8] and head_args.reward_clamp == [0.05, 0.95]
+    with pytest.raises(ValueError, match="hidden_sizes='512,x' is not a list of numbers"):
+        RewardHeadArguments(hidden_sizes="512,x")
+    path = _fixture_yaml(tmp_path, tiny_clap_dir)
+    _, training_args, _ = _parse(["--config", str(path), "--resume_from_checkpoint", "true"])
+    assert training_args.resume_from_checkpoint is True
+    _, training_args, _ = _parse(["--config", str(path), "--resume_from_checkpoint", "false"])
+    assert training_args.resume_from_checkpoint is None
+    _, training_args, _ = _parse(["--config", str(path), "--resume_from_checkpoint", str(tmp_path / "checkpoint-4")])
+    assert training_args.resume_from_checkpoint == str(tmp_path / "checkpoint-4")
+
+
+def test_a_diverged_run_is_not_saved(tmp_path, tiny_clap_dir):
+    from hfpref.utils.checks import NonFiniteModelError
+
+    # A finite but absurd learning rate drives the head to inf, then NaN, within a few steps.
+    path = _fixture_yaml(tmp_path, tiny_clap_dir, learning_rate=1e30, max_grad_norm=0.0, l2_coef=0.0)
+    with pytest.raises(NonFiniteModelError, match="not saving it"):
+        _recipe().main(*_parse(["--config", str(path)]))
+    assert not (tmp_path / "out" / "model.safetensors").exists()

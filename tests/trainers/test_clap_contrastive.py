@@ -121,6 +121,8 @@ def test_retrieval_metrics_counts_ties_as_misses_and_checks_shapes():
         ({"text_column": "audio"}, "must differ"),
         ({"max_audio_seconds": 0.0}, "max_audio_seconds=0.0 must be positive"),
         ({"audio_column": ""}, "audio_column='' must be a non-empty column name"),
+        ({"num_train_epochs": -1, "max_steps": -1}, "num_train_epochs=-1 trains nothing"),
+        ({"learning_rate": float("inf")}, "learning_rate=inf must be a finite number"),
     ],
 )
 def test_config_rejects_bad_values(tmp_path, overrides, message):
