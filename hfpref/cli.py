@@ -7,6 +7,17 @@ import sys
 import time
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1, with a message that says so."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
 def _load_one_split(name_or_path: str, split: str | None):
     from datasets import DatasetDict
 
@@ -81,9 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="synthesize a procedural audio world with true captions")
-    p.add_argument("--n-clips", type=int, default=200)
+    p.add_argument("--n-clips", type=_positive_int, default=200, help="number of clips (at least 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--sampling-rate", type=int, default=16000)
+    p.add_argument("--sampling-rate", type=_positive_int, default=16000)
     p.add_argument("--output-dir", required=True, help="where to save the dataset (save_to_disk)")
     p.set_defaults(func=cmd_synth)
 
@@ -96,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache-dir", default=None, help="embedding cache dir (default: no cache)")
     p.add_argument("--audio-column", default="audio", help="audio column, or 'none'")
     p.add_argument("--text-columns", nargs="*", default=["caption"])
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=_positive_int, default=16)
     p.add_argument("--skip-bad-audio", action="store_true", help="drop undecodable rows (logged) instead of failing")
     p.add_argument("--output-dir", required=True)
     p.set_defaults(func=cmd_embed)

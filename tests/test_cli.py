@@ -12,6 +12,17 @@ def test_help_lists_the_commands():
         assert command in out.stdout
 
 
+def test_synth_refuses_a_world_of_no_clips(tmp_path, capsys):
+    import pytest
+
+    for bad in ("0", "-3", "ten"):
+        with pytest.raises(SystemExit) as raised:
+            main(["synth", "--n-clips", bad, "--output-dir", str(tmp_path / "world")])
+        assert raised.value.code == 2
+        assert "--n-clips" in capsys.readouterr().err
+    assert not (tmp_path / "world").exists()
+
+
 def test_synth_then_embed(tmp_path, capsys):
     from hfpref.encoders import build_tiny_clap
 

@@ -24,7 +24,7 @@ from datasets import (
 )
 
 from .audio import ensure_audio_column
-from .loading import load_any_dataset
+from .loading import check_utf8, load_any_dataset
 from .schemas import validate_dataset
 
 
@@ -51,6 +51,97 @@ def _clip_rows(ds: Dataset, clip_column: str) -> dict[Hashable, list[int]]:
     for index, clip in enumerate(_column(ds, clip_column)):
         clips.setdefault(clip, []).append(index)
     return clips
+
+
+# How many offending rows a warning or error names before summarising the rest as a count.
+_MAX_NAMED_ROWS = 5
+
+
+def _normalized(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def drop_uninformative_rows(
+    ds: Dataset,
+    text_columns: Sequence[str],
+    *,
+    pair_columns: tuple[str, str] | None = None,
+    strict: bool = False,
+    name: str = "the dataset",
+) -> Dataset:
+    r"""
+    Drop the rows that would mislead training, with a count; or refuse them with `strict=True`.
+
+    A row is uninformative when a text in `text_columns` is missing, empty or whitespace only (a reward model would
+    learn to score an empty caption, a CLAP to embed it), or when the two texts of `pair_columns` are the same caption
+    (ignoring case and spacing): a pair with chosen == rejected carries no preference, and the Bradley-Terry loss of
+    a tie still pushes on the weights. Columns absent from `ds` are not checked.
+
+    Args:
+        ds (`datasets.Dataset`):
+            The dataset.
+        text_columns (`Sequence[str]`):
+            Columns holding one text per row, e.g. `["chosen", "rejected"]` or `["caption"]`.
+        pair_columns (`tuple[str, str]`, *optional*):
+            Two columns that must differ, e.g. `("chosen", "rejected")`.
+        strict (`bool`, *optional*, defaults to `False`):
+            Raise on the first uninformative row instead of dropping.
+        name (`str`, *optional*, defaults to `"the dataset"`):
+            How messages name `ds` (its file or split).
+
+    Returns:
+        `datasets.Dataset`: `ds` itself when every row is informative, otherwise the informative rows. A warning
+        names how many rows were dropped for each reason and the first rows.
+
+    Raises:
+        `ValueError`: with `strict=True`, naming the first uninformative row, its column and the reason; or when no row
+        is left.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> ds = Dataset.from_dict({"chosen": ["a dog barks", " ", "rain"], "rejected": ["a cat", "wind", "Rain "]})
+    >>> list(drop_uninformative_rows(ds, ["chosen", "rejected"], pair_columns=("chosen", "rejected"))["chosen"])
+    ['a dog barks']
+
+    ```
+    """
+    columns = [column for column in text_columns if column in ds.column_names]
+    values = {column: _column(ds, column) for column in dict.fromkeys([*columns, *(pair_columns or ())])}
+    if pair_columns is not None and not all(column in ds.column_names for column in pair_columns):
+        pair_columns = None
+    reasons: dict[str, list[int]] = {}
+    for row in range(len(ds)):
+        reason = None
+        for column in columns:
+            text = values[column][row]
+            if not isinstance(text, str) or not text.strip():
+                reason = f"empty {column!r}" if isinstance(text, str) or text is None else f"non-text {column!r}"
+                break
+        if reason is None and pair_columns is not None:
+            first, second = (values[column][row] for column in pair_columns)
+            if _normalized(first) == _normalized(second):
+                reason = f"{pair_columns[0]!r} == {pair_columns[1]!r}"
+        if reason is not None:
+            if strict:
+                raise ValueError(
+                    f"{name}: row {row} has {reason} ({[values[c][row] for c in values]!r}); such rows would mislead "
+                    "training. Fix or remove them, or leave strict off to drop them with a count."
+                )
+            reasons.setdefault(reason, []).append(row)
+    if not reasons:
+        return ds
+    bad = sorted(row for rows in reasons.values() for row in rows)
+    summary = "; ".join(
+        f"{len(rows)} with {reason} (rows {rows[:_MAX_NAMED_ROWS]}{', ...' if len(rows) > _MAX_NAMED_ROWS else ''})"
+        for reason, rows in reasons.items()
+    )
+    if len(bad) == len(ds):
+        raise ValueError(f"{name}: every one of its {len(ds)} rows is uninformative: {summary}.")
+    logger.warning("%s: dropped %d of %d rows that would mislead training: %s.", name, len(bad), len(ds), summary)
+    dropped = set(bad)
+    return ds.select([row for row in range(len(ds)) if row not in dropped])
 
 
 def split_by_clip(ds: Dataset, test_size: float = 0.2, seed: int = 0, clip_column: str = "clip_id") -> DatasetDict:
@@ -285,6 +376,8 @@ def _parse_label(value: Any, where: str) -> int | None:
 def _read_feedback_rows(path: Path) -> tuple[list[dict], list[str]]:
     """Rows as dicts and, for each row, where it sits in the file (for error messages)."""
     suffix = path.suffix.lower()
+    if suffix in (".csv", ".json", ".jsonl"):
+        check_utf8(path)
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
@@ -321,13 +414,15 @@ def load_binary_feedback(
     text_column: str = "prompt",
     label_column: str = "label",
     base_dir: str | Path | None = None,
+    strict: bool = False,
 ) -> Dataset:
     r"""
     Load BATON-style binary human feedback: (audio file, prompt, 0/1 label) rows from CSV, JSON or JSON Lines.
 
     BATON (https://huggingface.co/papers/2402.00744) asks annotators whether a generated clip matches its prompt:
-    label 1 means it does, 0 that it does not. Items the annotator skipped (label empty, `"skip"` or -1) are dropped;
-    their number is logged (a warning) and written into `ds.info.description`, so nothing is lost silently.
+    label 1 means it does, 0 that it does not. Items the annotator skipped (label empty, `"skip"` or -1) and items
+    whose text is empty are dropped; their numbers are logged (a warning) and written into `ds.info.description`, so
+    nothing is lost silently.
 
     Args:
         path (`str` or `Path`):
@@ -340,6 +435,8 @@ def load_binary_feedback(
             Column holding the 0/1 label.
         base_dir (`str` or `Path`, *optional*):
             Folder that relative audio paths are resolved against. Defaults to the folder of `path`.
+        strict (`bool`, *optional*, defaults to `False`):
+            Refuse a labeled item whose text is empty or whitespace only, instead of dropping it with a count.
 
     Returns:
         `datasets.Dataset` with all the file's columns, `label_column` as `int64` and `audio_column` as
@@ -359,11 +456,17 @@ def load_binary_feedback(
         raise ValueError(f"{path}: missing column(s) {missing}; it has {columns}.")
 
     kept: dict[str, list] = {column: [] for column in columns}
-    skipped = 0
+    skipped, empty = 0, []
     for row, place in zip(rows, places):
         label = _parse_label(row.get(label_column), f"{path}: {place}")
         if label is None:
             skipped += 1
+            continue
+        text = row.get(text_column)
+        if not isinstance(text, str) or not text.strip():
+            if strict:
+                raise ValueError(f"{path}: {place} has an empty {text_column!r} ({text!r}); fix or remove it.")
+            empty.append(place)
             continue
         audio = row.get(audio_column)
         if not isinstance(audio, str) or not audio.strip():
@@ -380,13 +483,25 @@ def load_binary_feedback(
 
     if skipped:
         logger.warning("%s: dropped %d skipped item(s) (label empty, 'skip' or -1).", path, skipped)
+    if empty:
+        logger.warning(
+            "%s: dropped %d item(s) with an empty %r: %s%s.",
+            path,
+            len(empty),
+            text_column,
+            ", ".join(empty[:_MAX_NAMED_ROWS]),
+            ", ..." if len(empty) > _MAX_NAMED_ROWS else "",
+        )
     n_kept = len(kept[label_column])
     if n_kept == 0:
-        raise ValueError(f"{path}: no labeled item left after dropping {skipped} skipped item(s).")
+        raise ValueError(
+            f"{path}: no labeled item left after dropping {skipped} skipped item(s) and {len(empty)} with an empty "
+            f"{text_column!r}."
+        )
     logger.info("%s: loaded %d labeled item(s).", path, n_kept)
     description = (
         f"Binary feedback loaded from {path.name}: {n_kept} labeled items kept, {skipped} skipped items dropped "
-        "(label empty, 'skip' or -1)."
+        f"(label empty, 'skip' or -1), {len(empty)} items with an empty {text_column!r} dropped."
     )
     ds = Dataset.from_dict(kept, info=DatasetInfo(description=description))
     return ensure_audio_column(ds.cast_column(label_column, Value("int64")), audio_column)

@@ -8,7 +8,7 @@ from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from .fense import attach_audio, load_fense
 from .loading import load_any_dataset
-from .preference import add_synthetic_negatives, load_binary_feedback, split_by_clip
+from .preference import add_synthetic_negatives, drop_uninformative_rows, load_binary_feedback, split_by_clip
 from .schemas import validate_dataset
 from .synth import make_caption_variants, make_oracle_preferences, make_world, oracle_score
 
@@ -64,13 +64,21 @@ def _load_source(args, pairwise: bool) -> Dataset | DatasetDict:
         return concatenate_datasets(parts)
     path = Path(args.dataset_name)
     if not pairwise and path.is_file() and path.suffix.lower() in (".csv", ".json", ".jsonl"):
-        return load_binary_feedback(path, audio_column=args.audio_column, text_column=args.text_column)
+        return load_binary_feedback(
+            path,
+            audio_column=args.audio_column,
+            text_column=args.text_column,
+            strict=getattr(args, "strict_data", False),
+        )
     return load_any_dataset(args.dataset_name)
 
 
 def load_reward_splits(args, *, pairwise: bool) -> DatasetDict:
     """
     Train and test splits for a reward model, split by clip, with synthetic negatives on train when asked.
+
+    Rows that would mislead training (an empty caption, or chosen == rejected) are dropped with a count, or refused
+    when `args.strict_data` is set (see [`~hfpref.data.preference.drop_uninformative_rows`]).
 
     Args:
         args ([`~hfpref.trainers.reward_model_config.RewardScriptArguments`]):
@@ -82,6 +90,19 @@ def load_reward_splits(args, *, pairwise: bool) -> DatasetDict:
         `datasets.DatasetDict` with `"train"` and `"test"`.
     """
     data = _load_source(args, pairwise)
+    source = args.dataset_name or args.fense_files or f"the synthetic world of {args.synthetic_clips} clips"
+    strict = getattr(args, "strict_data", False)
+    text_columns = ["chosen", "rejected"] if pairwise else [args.text_column]
+    pair_columns = ("chosen", "rejected") if pairwise else None
+
+    def informative(ds: Dataset, split: str | None) -> Dataset:
+        name = f"{source} (split {split!r})" if split else str(source)
+        return drop_uninformative_rows(ds, text_columns, pair_columns=pair_columns, strict=strict, name=name)
+
+    if isinstance(data, DatasetDict):
+        data = DatasetDict({split: informative(part, split) for split, part in data.items()})
+    else:
+        data = informative(data, None)
     if isinstance(data, DatasetDict):
         if args.dataset_train_split not in data:
             raise ValueError(f"{args.dataset_name} has no split {args.dataset_train_split!r}; it has {list(data)}.")

@@ -10,6 +10,7 @@ from datasets import Dataset, DatasetDict
 from trl import TrlParser
 
 from hfpref.data import load_any_dataset, make_world
+from hfpref.data.preference import drop_uninformative_rows
 from hfpref.encoders import build_tiny_clap, load_clap
 from hfpref.trainers import (
     ClapContrastiveConfig,
@@ -60,6 +61,15 @@ def load_model(model_args: ClapModelArguments, training_args: ClapContrastiveCon
 
 def main(script_args, training_args, model_args):
     train_dataset, eval_dataset = load_data(script_args)
+    source = script_args.dataset_name or "the synthetic world"
+    train_dataset, eval_dataset = (
+        drop_uninformative_rows(
+            ds, [training_args.text_column], strict=script_args.strict_data, name=f"{source} ({s})"
+        )
+        if ds is not None
+        else None
+        for ds, s in ((train_dataset, "train"), (eval_dataset, "test"))
+    )
     if eval_dataset is None and training_args.eval_strategy != "no":
         raise ValueError(
             "eval_strategy needs dataset_test_split or synthetic_eval_clips > 0; or set eval_strategy: no"

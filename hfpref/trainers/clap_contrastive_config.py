@@ -140,6 +140,8 @@ class ClapContrastiveScriptArguments:
             Sampling rate the synthetic clips are written at (decoding resamples to the model's rate).
         synthetic_clip_seconds (`float`, *optional*, defaults to `4.0`):
             Length of each synthetic clip, in seconds.
+        strict_data (`bool`, *optional*, defaults to `False`):
+            Refuse rows whose caption is empty or whitespace only instead of dropping them with a logged count.
     """
 
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id, local folder or data file."})
@@ -150,6 +152,9 @@ class ClapContrastiveScriptArguments:
     synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic training world."})
     synthetic_sampling_rate: int = field(default=16000, metadata={"help": "Sampling rate of the synthetic clips."})
     synthetic_clip_seconds: float = field(default=4.0, metadata={"help": "Length of each synthetic clip, in seconds."})
+    strict_data: bool = field(
+        default=False, metadata={"help": "Refuse rows with an empty caption instead of dropping them with a count."}
+    )
 
     def __post_init__(self):
         if self.synthetic_clips < 0 or self.synthetic_eval_clips < 0:

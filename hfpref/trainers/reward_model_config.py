@@ -159,6 +159,9 @@ class RewardScriptArguments:
         clap_model_name_or_path (`str`, *optional*, defaults to `"laion/clap-htsat-unfused"`): the frozen CLAP.
         embedding_cache_dir (`str`, *optional*): where embeddings are cached (default: `<output_dir>/embedding-cache`).
         skip_bad_audio (`bool`, *optional*, defaults to `False`): drop undecodable clips (logged) instead of failing.
+        strict_data (`bool`, *optional*, defaults to `False`):
+            Refuse rows that would mislead training (an empty or whitespace caption, chosen == rejected) instead of
+            dropping them with a logged count.
     """
 
     dataset_name: str | None = None
@@ -176,6 +179,7 @@ class RewardScriptArguments:
     clap_model_name_or_path: str = "laion/clap-htsat-unfused"
     embedding_cache_dir: str | None = None
     skip_bad_audio: bool = False
+    strict_data: bool = False
 
     def __post_init__(self):
         sources = [name for name in ("dataset_name", "fense_files", "synthetic_clips") if getattr(self, name)]

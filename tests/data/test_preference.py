@@ -245,3 +245,57 @@ def test_load_preference_dataset_keeps_audio_undecoded(tmp_path):
     loaded = load_preference_dataset(tmp_path / "synthetic", kind="pairwise")
     assert loaded.features["audio"] == Audio(decode=False)
     assert loaded[0]["audio"]["bytes"].startswith(b"RIFF")
+
+
+def test_uninformative_rows_are_dropped_with_a_count_or_refused(caplog):
+    from hfpref.data.preference import drop_uninformative_rows
+
+    ds = Dataset.from_dict(
+        {
+            "chosen": ["a dog barks", "  ", "Rain falls", "wind", "a bell", None],
+            "rejected": ["a cat meows", "thunder", "rain  falls", "", "a horn", "a car"],
+        }
+    )
+    kwargs = dict(text_columns=["chosen", "rejected"], pair_columns=("chosen", "rejected"), name="pairs.jsonl")
+    with caplog.at_level(logging.WARNING, logger="hfpref.data.preference"):
+        kept = drop_uninformative_rows(ds, **kwargs)
+    assert list(kept["chosen"]) == ["a dog barks", "a bell"]
+    message = caplog.text
+    assert "pairs.jsonl: dropped 4 of 6 rows" in message
+    assert "2 with empty 'chosen' (rows [1, 5])" in message and "1 with empty 'rejected' (rows [3])" in message
+    assert "1 with 'chosen' == 'rejected' (rows [2])" in message
+    with pytest.raises(ValueError, match=r"pairs.jsonl: row 1 has empty 'chosen'"):
+        drop_uninformative_rows(ds, **kwargs, strict=True)
+    clean = ds.select([0, 4])
+    assert drop_uninformative_rows(clean, **kwargs, strict=True) is clean
+    with pytest.raises(ValueError, match="every one of its 2 rows"):
+        drop_uninformative_rows(ds.select([1, 2]), **kwargs)
+
+
+def test_binary_feedback_drops_empty_prompts_with_a_count(feedback_dir, caplog):
+    path = feedback_dir / "feedback.csv"
+    path.write_text("audio,prompt,label\naudio/a.wav,a dog barks,1\naudio/b.wav,   ,0\naudio/c.wav,,1\n")
+    with caplog.at_level(logging.WARNING, logger="hfpref.data.preference"):
+        ds = load_binary_feedback(path)
+    assert ds["prompt"] == ["a dog barks"] and "2 items with an empty 'prompt' dropped" in ds.info.description
+    assert "row 1 (line 3), row 2 (line 4)" in caplog.text
+    with pytest.raises(ValueError, match=r"feedback.csv: row 1 \(line 3\) has an empty 'prompt'"):
+        load_binary_feedback(path, strict=True)
+
+
+def test_invalid_utf8_names_the_file_and_line(feedback_dir, tmp_path):
+    from hfpref.data.loading import load_any_dataset
+
+    captions = tmp_path / "captions.jsonl"
+    captions.write_bytes('{"caption": "a dog"}\n{"caption": "un café"}\n'.encode("latin-1"))
+    with pytest.raises(ValueError, match=r"captions.jsonl: line 2 is not valid UTF-8 \(byte 19 of the line"):
+        load_any_dataset(captions)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    (folder / "train.csv").write_bytes("caption\nna\u00efve\n".encode("cp1252"))
+    with pytest.raises(ValueError, match=r"train.csv: line 2 is not valid UTF-8"):
+        load_any_dataset(folder)
+    feedback = feedback_dir / "feedback.csv"
+    feedback.write_bytes("audio,prompt,label\naudio/a.wav,caf\u00e9 noise,1\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"feedback.csv: line 2 is not valid UTF-8"):
+        load_binary_feedback(feedback)

@@ -68,3 +68,25 @@ def test_script_arguments_need_exactly_one_source():
         RewardScriptArguments(dataset_name="x", synthetic_clips=3)
     with pytest.raises(ValueError, match="one audio folder per FENSE file"):
         RewardScriptArguments(fense_files=["a.json", "b.json"], fense_audio_dirs=["a"])
+
+
+def test_reward_splits_drop_pairs_that_would_mislead_training(tmp_path, caplog):
+    import json
+    import logging
+
+    rows = []
+    for clip in range(6):
+        sf.write(tmp_path / f"{clip}.wav", np.zeros(160), 16000)
+        rows.append({"clip_id": clip, "audio": str(tmp_path / f"{clip}.wav"), "chosen": "a dog", "rejected": "a cat"})
+    rows[1]["rejected"] = "A  dog"  # the same caption: no preference
+    rows[4]["chosen"] = " "
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    args = RewardScriptArguments(dataset_name=str(path), test_size=0.5)
+    with caplog.at_level(logging.WARNING, logger="hfpref.data.preference"):
+        splits = load_reward_splits(args, pairwise=True)
+    assert sorted([*splits["train"]["clip_id"], *splits["test"]["clip_id"]]) == [0, 2, 3, 5]
+    assert "dropped 2 of 6 rows" in caplog.text and str(path) in caplog.text
+    args = RewardScriptArguments(dataset_name=str(path), test_size=0.5, strict_data=True)
+    with pytest.raises(ValueError, match=r"row 1 has 'chosen' == 'rejected'"):
+        load_reward_splits(args, pairwise=True)
