@@ -319,7 +319,7 @@ def guided_captions(
     import numpy as np
 
     from ..data.audio import decode_audio
-    from ..trainers.captioning_utils import encode_audio, encoder_input_name, ids_to_text
+    from ..trainers.captioning_utils import encode_audio, encoder_input_name, extract_features, ids_to_text
 
     feature_extractor, tokenizer = processor.feature_extractor, processor.tokenizer
     rate = feature_extractor.sampling_rate
@@ -327,7 +327,7 @@ def guided_captions(
     name = encoder_input_name(model)
     captions = []
     for i in range(0, len(arrays), batch_size):
-        inputs = feature_extractor(arrays[i : i + batch_size], sampling_rate=rate, return_tensors="pt")
+        inputs = extract_features(feature_extractor, arrays[i : i + batch_size], name)
         inputs = {k: v.to(model.device) for k, v in inputs.items() if k in (name, "attention_mask")}
         with torch.no_grad():
             encoded = encode_audio(model, inputs)

@@ -8,6 +8,7 @@ and the log-prob pass: [`decode`] hands `generate` the precomputed `encoder_outp
 so the model's `generation_config` (Whisper's decoder prompt and suppressed tokens, eos, lengths) is honoured.
 """
 
+import inspect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -59,6 +60,19 @@ def encoder_input_name(model) -> str:
     return unwrap(model).get_encoder().main_input_name
 
 
+def extract_features(feature_extractor, arrays: Sequence[np.ndarray], input_name: str):
+    """
+    Batch features of waveforms: log-mels padded to the extractor's fixed window (Whisper), or raw `input_values`
+    padded to the longest clip with an attention mask (wav2vec2-style encoders), so clips of any lengths batch.
+    """
+    rate = feature_extractor.sampling_rate
+    if input_name == "input_values":
+        return feature_extractor(
+            arrays, sampling_rate=rate, padding="longest", return_attention_mask=True, return_tensors="pt"
+        )
+    return feature_extractor(arrays, sampling_rate=rate, return_tensors="pt")
+
+
 @dataclass
 class CaptionCollator:
     """
@@ -86,7 +100,7 @@ class CaptionCollator:
     def __call__(self, features: list[dict]) -> dict:
         rate = self.feature_extractor.sampling_rate
         arrays = [decode_audio(f[self.audio_column], rate, column=self.audio_column) for f in features]
-        inputs = self.feature_extractor(arrays, sampling_rate=rate, return_tensors="pt")
+        inputs = extract_features(self.feature_extractor, arrays, self.input_name)
         batch = {self.input_name: inputs[self.input_name]}
         if "attention_mask" in inputs and self.input_name == "input_values":
             batch["attention_mask"] = inputs["attention_mask"]
@@ -219,6 +233,10 @@ def decode(
         kwargs["attention_mask"] = attention_mask
     if do_sample:
         kwargs.update(temperature=temperature, top_k=top_k if top_k is not None else 0)
+    if "force_unique_generate_call" in inspect.signature(base.generate).parameters:
+        # Whisper: a caption is one segment, decoded in one call (its long-form loop would re-read the audio when a
+        # random or early policy samples a timestamp token).
+        kwargs["force_unique_generate_call"] = True
     out = base.generate(**kwargs, return_dict_in_generate=True, output_scores=True)
     steps = len(out.scores)
     prompt_length = out.sequences.shape[1] - steps
@@ -333,7 +351,7 @@ def generate_captions(
     captions = []
     try:
         for i in range(0, len(arrays), batch_size):
-            inputs = feature_extractor(arrays[i : i + batch_size], sampling_rate=rate, return_tensors="pt")
+            inputs = extract_features(feature_extractor, arrays[i : i + batch_size], name)
             inputs = {k: v.to(model.device) for k, v in inputs.items() if k in (name, "attention_mask")}
             with torch.no_grad():
                 encoded = encode_audio(model, inputs)
