@@ -9,14 +9,17 @@ https://huggingface.co/papers/2402.17813) and read it back afterwards. Layout:
 <cache_dir>/<fingerprint>/<kind>/<key[:2]>/<key>.npy  one float32 vector per entry
 ```
 
-A model with another fingerprint lives in another directory, so it never sees these vectors.
+A model with another fingerprint lives in another directory, so it never sees these vectors. Each entry is a `.npy`
+file followed by a SHA-256 of its bytes, so a flipped bit is caught and the entry recomputed rather than trusted.
 """
 
 import hashlib
+import io
 import json
 import logging
 import os
 import re
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,6 +33,12 @@ logger = logging.getLogger(__name__)
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY_PATTERN = re.compile(r"^[0-9a-f]{16,128}$")
 _TMP_SUFFIX = ".tmp"
+# Trailer after the .npy bytes of every entry: a marker, then the SHA-256 of those bytes.
+_CHECKSUM_MARKER = b"hfpref-sha256:"
+_CHECKSUM_SIZE = len(_CHECKSUM_MARKER) + 32
+# A temporary file this old was left by a process that died mid-write; younger ones may belong to a live writer.
+STALE_TMP_SECONDS = 3600.0
+_SWEPT_ROOTS: set[str] = set()
 
 
 def _check_name(what: str, value: str) -> str:
@@ -45,9 +54,12 @@ class EmbeddingCache:
 
     Entries are written atomically: each vector goes to a hidden temporary file in the entry's directory
     (`.<key>.<random>.tmp`, a name no entry can have), then `os.replace` moves it into place. A crash mid-write
-    leaves at most a stray temporary file, which reading ignores. An entry that cannot be read back (truncated,
-    wrong shape or dtype) is treated as a miss: it is deleted and a warning is logged, so the caller recomputes it.
-    Writes are not fsync'ed; after a power loss the same check catches an empty or partial entry.
+    leaves at most a stray temporary file, which reading ignores; the first cache opened on a folder in a process
+    deletes the ones older than an hour (`STALE_TMP_SECONDS`). Every entry carries a SHA-256 of its bytes. An entry that cannot be trusted
+    (truncated, flipped bytes, wrong shape or dtype, NaN or inf values, or a symbolic link that leads out of the
+    cache) is treated as a miss: it is deleted (a link is removed, never its target) and a warning naming it is
+    logged, so the caller recomputes it. Storing a NaN or inf vector is refused. Writes are not fsync'ed; after a
+    power loss the checksum catches an empty or partial entry.
 
     Args:
         cache_dir (`str` or `os.PathLike`):
@@ -84,7 +96,11 @@ class EmbeddingCache:
         self.fingerprint = _check_name("fingerprint", fingerprint)
         self.root = self.cache_dir / fingerprint
         self.root.mkdir(parents=True, exist_ok=True)
+        self._real_root = os.path.realpath(self.root)
         self._counts = {"hits": 0, "misses": 0, "writes": 0, "corrupt": 0}
+        if self._real_root not in _SWEPT_ROOTS:
+            _SWEPT_ROOTS.add(self._real_root)
+            self.remove_stale_temporary_files()
         description_path = self.root / "fingerprint.json"
         if not description_path.exists():
             description = {"fingerprint": fingerprint, **dict(metadata or {})}
@@ -181,16 +197,35 @@ class EmbeddingCache:
             `np.ndarray` or `None`: the 1-D float32 vector, or `None` on a miss (absent or unreadable entry).
         """
         path = self.path_for(kind, key)
+        escape = self._link_out_of_cache(path)
+        if escape is not None:
+            self._discard(escape, f"a symbolic link to {os.path.realpath(escape)}, outside the cache")
+            return None
         try:
-            vector = np.load(path, allow_pickle=False)
+            data = path.read_bytes()
         except FileNotFoundError:
             self._counts["misses"] += 1
             return None
+        except OSError as error:
+            self._discard(path, f"{type(error).__name__}: {error}")
+            return None
+        payload, trailer = data[:-_CHECKSUM_SIZE], data[-_CHECKSUM_SIZE:]
+        if len(data) < _CHECKSUM_SIZE or not trailer.startswith(_CHECKSUM_MARKER):
+            self._discard(path, "no checksum (truncated, or written by another program)")
+            return None
+        if hashlib.sha256(payload).digest() != trailer[len(_CHECKSUM_MARKER) :]:
+            self._discard(path, "checksum mismatch (flipped or overwritten bytes)")
+            return None
+        try:
+            vector = np.load(io.BytesIO(payload), allow_pickle=False)
         except (OSError, ValueError, EOFError) as error:
             self._discard(path, f"{type(error).__name__}: {error}")
             return None
         if not isinstance(vector, np.ndarray) or vector.dtype != np.float32 or vector.ndim != 1 or vector.size == 0:
             self._discard(path, f"expected a non-empty 1-D float32 array, found {getattr(vector, 'shape', '?')}")
+            return None
+        if not np.isfinite(vector).all():
+            self._discard(path, "NaN or inf values")
             return None
         self._counts["hits"] += 1
         return vector
@@ -210,7 +245,15 @@ class EmbeddingCache:
         vector = np.ascontiguousarray(vector, dtype=np.float32)
         if vector.ndim != 1 or vector.size == 0:
             raise ValueError(f"expected a non-empty 1-D vector, got shape {vector.shape}")
+        if not np.isfinite(vector).all():
+            raise ValueError(
+                f"refusing to cache a {kind} embedding with NaN or inf values (key {key}): the encoder produced them; "
+                "check its weights and inputs"
+            )
         path = self.path_for(kind, key)
+        escape = self._link_out_of_cache(path)
+        if escape is not None:
+            self._discard(escape, f"a symbolic link to {os.path.realpath(escape)}, outside the cache")
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write_atomic(path, vector)
         self._counts["writes"] += 1
@@ -247,6 +290,45 @@ class EmbeddingCache:
         for key, vector in zip(keys, vectors):
             self.put(kind, key, vector)
 
+    def remove_stale_temporary_files(self, older_than: float = STALE_TMP_SECONDS) -> int:
+        r"""
+        Delete the temporary files that writers killed mid-write left behind under this fingerprint.
+
+        Args:
+            older_than (`float`, *optional*, defaults to `STALE_TMP_SECONDS`, one hour):
+                Only files last modified this many seconds ago or earlier are deleted, so a live writer's file stays.
+
+        Returns:
+            `int`: how many files were deleted (logged when any).
+        """
+        now = time.time()
+        removed = 0
+        for directory, _, files in os.walk(self.root):
+            for name in files:
+                if not (name.startswith(".") and name.endswith(_TMP_SUFFIX)):
+                    continue
+                path = os.path.join(directory, name)
+                try:
+                    if now - os.lstat(path).st_mtime >= older_than:
+                        os.unlink(path)
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+        if removed:
+            logger.info("Removed %d stale temporary file(s) from the embedding cache %s.", removed, self.root)
+        return removed
+
+    def _link_out_of_cache(self, path: Path) -> Path | None:
+        """The first symbolic link on the way from the cache root to `path` that leads outside the cache, if any."""
+        current = self.root
+        for part in path.relative_to(self.root).parts:
+            current = current / part
+            if current.is_symlink():
+                target = os.path.realpath(current)
+                if target != self._real_root and not target.startswith(self._real_root + os.sep):
+                    return current
+        return None
+
     def _discard(self, path: Path, reason: str) -> None:
         logger.warning("Discarding corrupt embedding cache entry %s (%s); it will be recomputed.", path, reason)
         self._counts["corrupt"] += 1
@@ -266,7 +348,10 @@ class EmbeddingCache:
         try:
             with open(tmp_path, "xb") as handle:
                 if isinstance(payload, np.ndarray):
-                    np.save(handle, payload, allow_pickle=False)
+                    buffer = io.BytesIO()
+                    np.save(buffer, payload, allow_pickle=False)
+                    data = buffer.getvalue()
+                    handle.write(data + _CHECKSUM_MARKER + hashlib.sha256(data).digest())
                 else:
                     handle.write(payload)
             os.replace(tmp_path, path)

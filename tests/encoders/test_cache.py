@@ -1,6 +1,9 @@
+import hashlib
+import io
 import json
 import logging
 import os
+import time
 
 import numpy as np
 import pytest
@@ -194,3 +197,86 @@ def test_cache_dir_expands_user(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", os.fspath(tmp_path))
     cache = EmbeddingCache("~/embeddings", "model-a")
     assert cache.root == tmp_path / "embeddings" / "model-a"
+
+
+def test_flipped_byte_is_caught_by_the_checksum(tmp_path, caplog):
+    cache = EmbeddingCache(tmp_path, "model-a")
+    key = EmbeddingCache.key_for_text("a dog barks")
+    cache.put("text", key, vector(0))
+    path = cache.path_for("text", key)
+    data = bytearray(path.read_bytes())
+    data[-_checksum_size() - 3] ^= 0x01  # one bit of the last float: still a valid, finite .npy
+    path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING, logger="hfpref.encoders.cache"):
+        assert cache.get("text", key) is None
+    assert "checksum mismatch" in caplog.text and str(path) in caplog.text
+    assert not path.exists() and cache.stats["corrupt"] == 1
+
+
+def _checksum_size() -> int:
+    return cache_module._CHECKSUM_SIZE
+
+
+def _entry_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    data = buffer.getvalue()
+    return data + cache_module._CHECKSUM_MARKER + hashlib.sha256(data).digest()
+
+
+def test_non_finite_vectors_are_refused_on_put_and_discarded_on_get(tmp_path, caplog):
+    cache = EmbeddingCache(tmp_path, "model-a")
+    key = EmbeddingCache.key_for_text("a dog barks")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        cache.put("text", key, np.array([0.1, np.nan], np.float32))
+    assert not cache.path_for("text", key).exists()
+    path = cache.path_for("text", key)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(_entry_bytes(np.array([0.1, np.inf], np.float32)))  # a checksummed but poisoned entry
+    with caplog.at_level(logging.WARNING, logger="hfpref.encoders.cache"):
+        assert cache.get("text", key) is None
+    assert "NaN or inf" in caplog.text and not path.exists()
+
+
+def test_symlinks_out_of_the_cache_are_refused_and_their_targets_untouched(tmp_path, caplog):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / "secret.npy"
+    target.write_bytes(_entry_bytes(vector(7)))
+    cache = EmbeddingCache(tmp_path / "cache", "model-a")
+    key = EmbeddingCache.key_for_text("a dog barks")
+    path = cache.path_for("text", key)
+    path.parent.mkdir(parents=True)
+    path.symlink_to(target)
+    with caplog.at_level(logging.WARNING, logger="hfpref.encoders.cache"):
+        assert cache.get("text", key) is None
+    assert "outside the cache" in caplog.text and not path.is_symlink() and target.exists()
+
+    # A linked folder is refused too, and a write goes inside the cache, not through the link.
+    other = EmbeddingCache.key_for_text("rain falls")
+    folder = cache.path_for("text", other).parent
+    folder.symlink_to(outside, target_is_directory=True)
+    assert cache.get("text", other) is None and not folder.is_symlink()
+    folder.symlink_to(outside, target_is_directory=True)
+    cache.put("text", other, vector(1))
+    assert not folder.is_symlink() and sorted(p.name for p in outside.iterdir()) == ["secret.npy"]
+    np.testing.assert_array_equal(cache.get("text", other), vector(1))
+
+    # Links that stay inside the cache are fine.
+    inside = cache.path_for("text", EmbeddingCache.key_for_text("wind"))
+    inside.parent.mkdir(parents=True, exist_ok=True)
+    inside.symlink_to(cache.path_for("text", other))
+    np.testing.assert_array_equal(cache.get("text", EmbeddingCache.key_for_text("wind")), vector(1))
+
+
+def test_stale_temporary_files_are_removed_and_fresh_ones_kept(tmp_path):
+    root = tmp_path / "model-a" / "text" / "ab"
+    root.mkdir(parents=True)
+    stale, fresh = root / ".abcd.npy.1.tmp", root / ".abcd.npy.2.tmp"
+    stale.write_bytes(b"half")
+    fresh.write_bytes(b"half")
+    old = time.time() - 2 * cache_module.STALE_TMP_SECONDS
+    os.utime(stale, (old, old))
+    cache_module._SWEPT_ROOTS.discard(os.path.realpath(tmp_path / "model-a"))
+    EmbeddingCache(tmp_path, "model-a")
+    assert not stale.exists() and fresh.exists()
