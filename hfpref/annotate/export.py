@@ -13,6 +13,7 @@ mismatching clip becomes a row of its own with label 1.
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from collections import Counter
@@ -32,6 +33,7 @@ BINARY_LABEL = {"match": 1, "mismatch": 0, "skip": None}
 CHALLENGING_SHARE = 0.5
 DATASET_DIR = "dataset"
 EXPORT_FILE = "export.json"
+FEEDBACK_FILE = "feedback.csv"
 KINDS = {"pairwise": "pairwise", "binary": "pointwise"}
 
 
@@ -94,8 +96,13 @@ def _with_audio(session: Session, columns: dict[str, list], rows: list[int]) -> 
     return concatenate_datasets([audio, table], axis=1)
 
 
+def _texts(session: Session) -> list[dict]:
+    """The item table without its audio, as rows (reading a row of the table would read its audio too)."""
+    return session.items.remove_columns("audio").to_list()
+
+
 def _pairwise_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list], list[int], Counter]:
-    items = session.items
+    items = _texts(session)
     names = ["chosen", "rejected", "clip_id", "margin", "source", "category", "challenging", "votes", "vote_sum"]
     names += ["preferred", "caption_1", "caption_2", "source_1", "source_2", "item_id", "annotators"]
     columns: dict[str, list] = {name: [] for name in names}
@@ -120,7 +127,7 @@ def _pairwise_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list
         counts[source] += 1
 
     for j in judged:
-        captions = session.items[j["row"]]["caption_1"], session.items[j["row"]]["caption_2"]
+        captions = items[j["row"]]["caption_1"], items[j["row"]]["caption_2"]
         if j["preferred"]:
             winner = captions[j["preferred"] - 1]
             add(j, winner, captions[2 - j["preferred"]], float(abs(j["vote_sum"])), "human")
@@ -136,6 +143,7 @@ def _pairwise_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list
 
 def _binary_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list], list[int], Counter]:
     text_column = session.settings["text_column"]
+    items = _texts(session)
     names = [text_column, "label", "clip_id", "source", "category", "votes", "skips", "text_source", "item_id"]
     names.append("annotators")
     columns: dict[str, list] = {name: [] for name in names}
@@ -151,7 +159,7 @@ def _binary_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list],
             "category": j["split"],
             "votes": [label for label in j["labels"] if label is not None],
             "skips": j["labels"].count(None),
-            "text_source": session.items[j["row"]]["text_source"],
+            "text_source": items[j["row"]]["text_source"],
             "item_id": j["item_id"],
             "annotators": j["annotators"],
         }
@@ -166,7 +174,7 @@ def _binary_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list],
         elif j["label"] is None:
             counts["no_majority"] += 1
         else:
-            add(j, session.items[j["row"]]["text"], j["label"], "human")
+            add(j, items[j["row"]]["text"], j["label"], "human")
         for _, correction in j["corrections"]:
             add(j, correction, 1, "correction")
     return columns, rows, counts
@@ -213,6 +221,37 @@ def build_preference_dataset(session: Session, challenging_share: float = CHALLE
     return dataset, stats
 
 
+def write_labelled_feedback(session: Session, judged: list[dict], path: str | Path) -> Path | None:
+    """
+    For a binary test on a BATON feedback file (`hfpref tta-generate`'s `feedback.csv`): the same file with `label`
+    filled in (the majority label; `skip` for answered items with no majority or only skips) and absolute audio
+    paths, written to `path`. Rows nobody answered keep an empty label: they stay the pool that
+    `recipes/tta_reward_weighted.py` labels with the reward model (its `feedback_file`). Corrections are in the
+    dataset only: a feedback row's prompt is the one that generated its audio.
+
+    Returns:
+        `Path` or `None` when the session's items do not come from a `.csv` feedback file.
+    """
+    source = session.settings.get("feedback_file")
+    if session.task != "binary" or not source or Path(source).suffix.lower() != ".csv":
+        return None
+    source, path = Path(source), Path(path)
+    # the items' clip_id is the row's audio path as the file writes it (see `annotate.items`)
+    labels = {j["clip_id"]: "skip" if j["label"] is None else str(j["label"]) for j in judged}
+    with source.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        fieldnames, rows = reader.fieldnames, list(reader)
+    for row in rows:
+        row["label"] = labels.get(row["audio"], row.get("label") or "")
+        audio = Path(row["audio"])
+        row["audio"] = str((audio if audio.is_absolute() else source.parent / audio).resolve())
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fieldnames)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
 def export_annotations(
     output_dir: str | Path,
     *,
@@ -221,8 +260,10 @@ def export_annotations(
     challenging_share: float = CHALLENGING_SHARE,
 ) -> tuple[Dataset, dict]:
     r"""
-    Write the session's preference dataset to `<output_dir>/dataset` (`save_to_disk`) and its counts to
-    `<output_dir>/export.json`; push it with [`~data.preference.push_preference_dataset`] when asked.
+    Write the session's preference dataset to `<output_dir>/dataset` (`save_to_disk`), its counts to
+    `<output_dir>/export.json` and, for a binary test on a BATON feedback file, the labelled file to
+    `<output_dir>/feedback.csv` ([`write_labelled_feedback`]); push the dataset with
+    [`~data.preference.push_preference_dataset`] when asked.
 
     The folder trains a reward model as it is: `dataset_name: <output_dir>/dataset` in a `recipes/reward_model.py`
     config (`loss_type: bt` for pairwise, `bce` with `text_column: prompt` for binary), split by clip.
@@ -233,9 +274,12 @@ def export_annotations(
         private (`bool`, *optional*, defaults to `False`): create the repository as private.
         challenging_share (`float`, *optional*, defaults to `0.5`): see [`judgments`].
     """
+    output_dir = Path(output_dir)
     session = Session.open(output_dir)
     dataset, stats = build_preference_dataset(session, challenging_share)
     dataset.save_to_disk(str(session.output_dir / DATASET_DIR))
+    feedback = write_labelled_feedback(session, judgments(session, challenging_share), output_dir / FEEDBACK_FILE)
+    stats["feedback_file"] = str(feedback) if feedback else None
     (session.output_dir / EXPORT_FILE).write_text(json.dumps(stats, indent=2))
     if push_to_hub:
         from ..data.preference import push_preference_dataset

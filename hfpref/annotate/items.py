@@ -57,24 +57,30 @@ def _is_feedback_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in FEEDBACK_SUFFIXES and path.name.startswith("feedback")
 
 
-def _load_source(items: str | Path, split: str | None) -> tuple[Dataset, str | None]:
-    """The items' rows (all splits concatenated, with a `split` column, when `split` is None) and the split column."""
+def _load_source(items: str | Path, split: str | None) -> tuple[Dataset, str | None, Path | None]:
+    """
+    The items' rows (all splits concatenated, with a `split` column, when `split` is None), their split column, and
+    the feedback file they come from (`None` for a dataset).
+    """
     path = Path(items)
     if path.is_dir() and (path / "feedback.csv").is_file():
         path = path / "feedback.csv"
     if _is_feedback_file(path):
-        return _load_feedback(path), "task"
+        return _load_feedback(path), "task", path
     data = load_any_dataset(items, split=split)
     if isinstance(data, DatasetDict):
         parts = [part.add_column("split", [name] * len(part)) for name, part in data.items() if len(part)]
         if not parts:
             raise ValueError(f"{items}: every split is empty.")
-        return concatenate_datasets(parts), "split"
-    return data, None
+        return concatenate_datasets(parts), "split", None
+    return data, None, None
 
 
 def _load_feedback(path: Path) -> Dataset:
-    """The unlabelled rows of a BATON feedback file, with its `task` column when it has one."""
+    """
+    The unlabelled rows of a BATON feedback file, with its `task` column when it has one. A row's `clip_id` is its
+    audio path as the file writes it (`audio/0000_<prompt>_0.wav`), which names the row when labels are written back.
+    """
     import csv
 
     from ..data.tta_feedback import load_unlabelled_feedback
@@ -82,15 +88,16 @@ def _load_feedback(path: Path) -> Dataset:
     rows = load_unlabelled_feedback(path)
     if len(rows) == 0:
         raise ValueError(f"{path}: every row is already labelled; there is nothing to annotate.")
-    tasks: dict[str, str] = {}
+    written: dict[str, tuple[str, str]] = {}
     if path.suffix.lower() == ".csv":  # tta-generate's format; the loader keeps only audio and prompt
         with path.open(newline="", encoding="utf-8-sig") as handle:
             for row in csv.DictReader(handle):
                 audio = Path(row.get("audio") or "")
-                tasks[str((audio if audio.is_absolute() else path.parent / audio).resolve())] = row.get("task") or ""
+                resolved = str((audio if audio.is_absolute() else path.parent / audio).resolve())
+                written[resolved] = (row.get("audio") or "", row.get("task") or "")
     files = [value["path"] for value in rows.with_format(None)["audio"]]
-    rows = rows.add_column("clip_id", [Path(file).stem for file in files])
-    return rows.add_column("task", [tasks.get(file, "") for file in files])
+    rows = rows.add_column("clip_id", [written[file][0] if file in written else Path(file).stem for file in files])
+    return rows.add_column("task", [written[file][1] if file in written else "" for file in files])
 
 
 def _join_audio(rows: Dataset, audio_dataset: str | Path, where: str) -> Dataset:
@@ -214,14 +221,15 @@ def load_items(
         `tuple[datasets.Dataset, dict]`: the items (`item_id`, `clip_id`, `audio` as `Audio(decode=False)`, `split`,
         `row`, and `caption_1`, `caption_2`, `source_1`, `source_2` for pairwise, or `text`, `text_source` for binary)
         and counts: `rows`, `items`, `duplicates` and `identical_captions` dropped (each logged), `text_column` (the
-        column name the export gives the binary text: `prompt` or `caption`).
+        column name the export gives the binary text: `prompt` or `caption`), `feedback_file` (the feedback file the
+        items come from, or `None`).
 
     Raises:
         `ValueError`: naming the file and the missing column or clip when the items cannot be built.
     """
     if task not in TASKS:
         raise ValueError(f"task={task!r} is not one of {list(TASKS)}")
-    rows, source_split_column = _load_source(items, split)
+    rows, source_split_column, feedback_file = _load_source(items, split)
     where = str(items)
     if "audio" not in rows.column_names:
         if audio_dataset is None:
@@ -291,4 +299,5 @@ def load_items(
         raise ValueError(f"{where}: no item to annotate ({counts}).")
     audio = rows.select(keep).select_columns(["audio"])
     table = concatenate_datasets([Dataset.from_dict(out), audio], axis=1)
-    return table, {**counts, "items": len(table), "split_column": split_column, **columns}
+    feedback = {"feedback_file": str(feedback_file.resolve()) if feedback_file else None}
+    return table, {**counts, "items": len(table), "split_column": split_column, **columns, **feedback}

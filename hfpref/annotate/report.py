@@ -139,7 +139,10 @@ def render_report_markdown(report: dict) -> str:
             f"caption_1 from {', '.join(sources['caption_1'])}; caption_2 from {', '.join(sources['caption_2'])}",
             "",
         ]
-    header = ["split", "items", "answered", "answers", *ANSWERS[task], "Fleiss' kappa", "raters x items (left out)"]
+    answers = list(ANSWERS[task])
+    if task == "pairwise":  # name each caption's source in its vote column when there is one
+        answers = [f"{a} ({sources[a][0]})" if a in sources and len(sources[a]) == 1 else a for a in answers]
+    header = ["split", "items", "answered", "answers", *answers, "Fleiss' kappa", "raters x items (left out)"]
     if task == "pairwise":
         header += ["no preference", "caption_1 win rate"]
     else:

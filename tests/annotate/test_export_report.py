@@ -10,8 +10,8 @@ from hfpref.annotate.items import load_items
 from hfpref.annotate.report import annotation_report, render_report_markdown
 from hfpref.annotate.storage import Session
 from hfpref.cli import main
-from hfpref.data.preference import load_preference_dataset
-from hfpref.data.tta_feedback import write_feedback_skeleton
+from hfpref.data.preference import load_binary_feedback, load_preference_dataset
+from hfpref.data.tta_feedback import load_unlabelled_feedback, write_feedback_skeleton
 
 
 def _session(tmp_path, items, task, **kwargs):
@@ -181,3 +181,29 @@ def test_a_session_refuses_other_items(tmp_path, world_dir, judgments_dir):
     other.save_to_disk(str(tmp_path / "other"))
     with pytest.raises(ValueError, match="holds a session on other items"):
         _session(tmp_path, tmp_path / "other", "pairwise", audio_dataset=world_dir)
+
+
+def test_binary_labels_fill_the_feedback_file_for_the_baton_recipe(binary_session, caplog):
+    _, stats = export_annotations(binary_session.output_dir)
+    path = binary_session.output_dir / "feedback.csv"
+    assert stats["feedback_file"] == str(path)
+    human = load_binary_feedback(path, text_column="prompt")  # what recipes/tta_reward_weighted.py reads
+    assert sorted(zip(human["prompt"], human["label"])) == [
+        ("a bell rings", 0),
+        ("a cat meows", 0),
+        ("a dog barks", 1),
+    ]
+    assert "dropped 2 skipped item(s)" in caplog.text  # no majority, all skipped
+    assert len(load_unlabelled_feedback(path)) == 0
+
+
+def test_unanswered_feedback_rows_stay_in_the_reward_model_pool(tmp_path):
+    rng = np.random.default_rng(0)
+    prompts = ["a dog barks", "a bell rings", "rain falls"]
+    write_feedback_skeleton(prompts, [[rng.uniform(-0.5, 0.5, 4000)] for _ in prompts], tmp_path, sampling_rate=16000)
+    session = _session(tmp_path, tmp_path, "binary")
+    _answer(AnnotationApp(session), "a", 0, "match")
+    export_annotations(session.output_dir)
+    path = session.output_dir / "feedback.csv"
+    assert load_binary_feedback(path)["prompt"] == ["a dog barks"]
+    assert load_unlabelled_feedback(path)["prompt"] == ["a bell rings", "rain falls"]

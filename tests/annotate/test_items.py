@@ -80,10 +80,10 @@ def test_tta_generate_feedback_csv_becomes_binary_items_with_its_tasks(tmp_path)
     assert items["text"] == [prompts[0].prompt] * 2 + [prompts[1].prompt] * 2
     assert items["split"] == ["integrity", "integrity", "temporal", "temporal"]
     assert items["clip_id"] == [
-        "0000_a_dog_barks_and_a_bell_rings_0",
-        "0000_a_dog_barks_and_a_bell_rings_1",
-        "0001_rain_then_thunder_0",
-        "0001_rain_then_thunder_1",
+        "audio/0000_a_dog_barks_and_a_bell_rings_0.wav",
+        "audio/0000_a_dog_barks_and_a_bell_rings_1.wav",
+        "audio/0001_rain_then_thunder_0.wav",
+        "audio/0001_rain_then_thunder_1.wav",
     ]
     waveform = decode_audio(items[2]["audio"], 16000)
     np.testing.assert_allclose(waveform, clips[1][0], atol=1e-4)
