@@ -101,30 +101,32 @@ def _texts(session: Session) -> list[dict]:
     return session.items.remove_columns("audio").to_list()
 
 
-def _pairwise_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list], list[int], Counter]:
+class _Rows:
+    """Columns of the exported rows, the item row each comes from (for its audio), and counts by source."""
+
+    def __init__(self, names: list[str]):
+        self.columns: dict[str, list] = {name: [] for name in names}
+        self.rows: list[int] = []
+        self.counts: Counter = Counter()
+
+    def add(self, row: int, source: str, values: dict) -> None:
+        for name, column in self.columns.items():
+            column.append(values[name])
+        self.rows.append(row)
+        self.counts[source] += 1
+
+
+def _pairwise_rows(session: Session, judged: list[dict]) -> _Rows:
     items = _texts(session)
     names = ["chosen", "rejected", "clip_id", "margin", "source", "category", "challenging", "votes", "vote_sum"]
-    names += ["preferred", "caption_1", "caption_2", "source_1", "source_2", "item_id", "annotators"]
-    columns: dict[str, list] = {name: [] for name in names}
-    rows: list[int] = []
-    counts: Counter = Counter()
+    out = _Rows(names + ["preferred", "caption_1", "caption_2", "source_1", "source_2", "item_id", "annotators"])
 
     def add(j: dict, chosen: str, rejected: str, margin: float, source: str) -> None:
         item = items[j["row"]]
-        values = {
-            "chosen": chosen,
-            "rejected": rejected,
-            "margin": margin,
-            "source": source,
-            "category": j["split"],
-            **{k: j[k] for k in ("clip_id", "challenging", "votes", "vote_sum", "preferred", "item_id")},
-            **{k: item[k] for k in ("caption_1", "caption_2", "source_1", "source_2")},
-            "annotators": j["annotators"],
-        }
-        for name in names:
-            columns[name].append(values[name])
-        rows.append(j["row"])
-        counts[source] += 1
+        values = {"chosen": chosen, "rejected": rejected, "margin": margin, "source": source, "category": j["split"]}
+        values.update({k: j[k] for k in ("clip_id", "challenging", "votes", "vote_sum", "preferred", "item_id")})
+        values.update({k: item[k] for k in ("caption_1", "caption_2", "source_1", "source_2")})
+        out.add(j["row"], source, {**values, "annotators": j["annotators"]})
 
     for j in judged:
         captions = items[j["row"]]["caption_1"], items[j["row"]]["caption_2"]
@@ -132,55 +134,43 @@ def _pairwise_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list
             winner = captions[j["preferred"] - 1]
             add(j, winner, captions[2 - j["preferred"]], float(abs(j["vote_sum"])), "human")
         else:
-            counts["no_preference"] += 1
-        counts["challenging"] += j["challenging"]
+            out.counts["no_preference"] += 1
+        out.counts["challenging"] += j["challenging"]
         for _, correction in j["corrections"]:
             for caption in captions:
                 if correction.strip() != caption.strip():
                     add(j, correction, caption, 1.0, "correction")
-    return columns, rows, counts
+    return out
 
 
-def _binary_rows(session: Session, judged: list[dict]) -> tuple[dict[str, list], list[int], Counter]:
+def _binary_rows(session: Session, judged: list[dict]) -> _Rows:
     text_column = session.settings["text_column"]
     items = _texts(session)
     names = [text_column, "label", "clip_id", "source", "category", "votes", "skips", "text_source", "item_id"]
-    names.append("annotators")
-    columns: dict[str, list] = {name: [] for name in names}
-    rows: list[int] = []
-    counts: Counter = Counter()
+    out = _Rows(names + ["annotators"])
 
     def add(j: dict, text: str, label: int, source: str) -> None:
-        values = {
-            text_column: text,
-            "label": label,
-            "clip_id": j["clip_id"],
-            "source": source,
-            "category": j["split"],
-            "votes": [label for label in j["labels"] if label is not None],
-            "skips": j["labels"].count(None),
-            "text_source": items[j["row"]]["text_source"],
-            "item_id": j["item_id"],
-            "annotators": j["annotators"],
-        }
-        for name in names:
-            columns[name].append(values[name])
-        rows.append(j["row"])
-        counts[source] += 1
+        values = {text_column: text, "label": label, "clip_id": j["clip_id"], "source": source, "category": j["split"]}
+        values["votes"] = [label for label in j["labels"] if label is not None]
+        values["skips"] = j["labels"].count(None)
+        values["text_source"] = items[j["row"]]["text_source"]
+        out.add(j["row"], source, {**values, "item_id": j["item_id"], "annotators": j["annotators"]})
 
     for j in judged:
         if all(label is None for label in j["labels"]):
-            counts["all_skipped"] += 1
+            out.counts["all_skipped"] += 1
         elif j["label"] is None:
-            counts["no_majority"] += 1
+            out.counts["no_majority"] += 1
         else:
             add(j, items[j["row"]]["text"], j["label"], "human")
         for _, correction in j["corrections"]:
             add(j, correction, 1, "correction")
-    return columns, rows, counts
+    return out
 
 
-def build_preference_dataset(session: Session, challenging_share: float = CHALLENGING_SHARE) -> tuple[Dataset, dict]:
+def build_preference_dataset(
+    session: Session, challenging_share: float = CHALLENGING_SHARE, *, judged: list[dict] | None = None
+) -> tuple[Dataset, dict]:
     r"""
     The session's answers as a preference dataset of the project's schemas, validated.
 
@@ -192,6 +182,7 @@ def build_preference_dataset(session: Session, challenging_share: float = CHALLE
     Args:
         session ([`~annotate.storage.Session`]): the session.
         challenging_share (`float`, *optional*, defaults to `0.5`): see [`judgments`].
+        judged (`list[dict]`, *optional*): the session's [`judgments`], when they are already at hand.
 
     Returns:
         `tuple[datasets.Dataset, dict]`: the dataset and counts (`items`, `answered`, `answers`, `annotators`, rows
@@ -200,9 +191,10 @@ def build_preference_dataset(session: Session, challenging_share: float = CHALLE
     Raises:
         `ValueError`: when no answer gives a row yet.
     """
-    judged = judgments(session, challenging_share)
+    judged = judgments(session, challenging_share) if judged is None else judged
     build = _pairwise_rows if session.task == "pairwise" else _binary_rows
-    columns, rows, counts = build(session, judged)
+    out = build(session, judged)
+    counts = out.counts
     stats = {
         "task": session.task,
         "items": len(session.items),
@@ -211,9 +203,9 @@ def build_preference_dataset(session: Session, challenging_share: float = CHALLE
         "annotators": sorted({a for j in judged for a in j["annotators"]}),
         **dict(counts),
     }
-    if not rows:
+    if not out.rows:
         raise ValueError(f"{session.output_dir}: no answer gives a preference row yet ({stats}).")
-    dataset = _with_audio(session, columns, rows)
+    dataset = _with_audio(session, out.columns, out.rows)
     validate_dataset(dataset, KINDS[session.task])
     for reason in ("no_preference", "no_majority", "all_skipped"):
         if counts[reason]:
@@ -276,9 +268,10 @@ def export_annotations(
     """
     output_dir = Path(output_dir)
     session = Session.open(output_dir)
-    dataset, stats = build_preference_dataset(session, challenging_share)
+    judged = judgments(session, challenging_share)
+    dataset, stats = build_preference_dataset(session, judged=judged)
     dataset.save_to_disk(str(session.output_dir / DATASET_DIR))
-    feedback = write_labelled_feedback(session, judgments(session, challenging_share), output_dir / FEEDBACK_FILE)
+    feedback = write_labelled_feedback(session, judged, output_dir / FEEDBACK_FILE)
     stats["feedback_file"] = str(feedback) if feedback else None
     (session.output_dir / EXPORT_FILE).write_text(json.dumps(stats, indent=2))
     if push_to_hub:

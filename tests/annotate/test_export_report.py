@@ -29,6 +29,14 @@ def _answer(app, annotator, row, answer, correction=None):
     return app.answer({**payload, "answer_id": f"{annotator}-{row}-{answer}", "elapsed_ms": 1500})
 
 
+def _answer_plan(app, plan):
+    """`plan[annotator][row]` is an answer, or `(answer, correction)`."""
+    for annotator, answers in plan.items():
+        for row, answer in enumerate(answers):
+            answer, correction = answer if isinstance(answer, tuple) else (answer, None)
+            _answer(app, annotator, row, answer, correction)
+
+
 # Three annotators on the six quickstart items; clip 5 is never answered.
 PAIRWISE_PLAN = {
     "ann_a": ["caption_1", "caption_2", "tie", ("both_wrong", "a bell rings twice"), "caption_1"],
@@ -40,11 +48,7 @@ PAIRWISE_PLAN = {
 @pytest.fixture
 def pairwise_session(tmp_path, world_dir, judgments_dir):
     session = _session(tmp_path, judgments_dir, "pairwise", audio_dataset=world_dir)
-    app = AnnotationApp(session)
-    for annotator, plan in PAIRWISE_PLAN.items():
-        for row, answer in enumerate(plan):
-            answer, correction = answer if isinstance(answer, tuple) else (answer, None)
-            _answer(app, annotator, row, answer, correction)
+    _answer_plan(AnnotationApp(session), PAIRWISE_PLAN)
     return session
 
 
@@ -117,16 +121,12 @@ def binary_session(tmp_path):
     csv = csv[:1] + [line.replace(",,,", f",,{task},", 1) for line, task in zip(csv[1:], tasks)]
     (tmp_path / "tta" / "feedback.csv").write_text("\n".join(csv) + "\n")
     session = _session(tmp_path, tmp_path / "tta" / "feedback.csv", "binary")
-    app = AnnotationApp(session)
     plan = {
         "a": ["match", "mismatch", "match", "skip", ("mismatch", "a cat purrs")],
         "b": ["match", "mismatch", "mismatch", "skip", "match"],
         "c": ["mismatch", "skip", "skip", "skip", "mismatch"],
     }
-    for annotator, answers in plan.items():
-        for row, answer in enumerate(answers):
-            answer, correction = answer if isinstance(answer, tuple) else (answer, None)
-            _answer(app, annotator, row, answer, correction)
+    _answer_plan(AnnotationApp(session), plan)
     return session
 
 
