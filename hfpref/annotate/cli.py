@@ -25,6 +25,10 @@ def add_annotate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True, help="the session folder: items, answers, exported dataset")
     p.add_argument("--annotator", default=None, help="name the page starts with (others: /?annotator=NAME)")
     p.add_argument("--audio-dataset", default=None, help="the clips (clip_id + audio) when --items has no audio")
+    p.add_argument("--audio-column", default="audio", help="audio column of --items or --audio-dataset")
+    p.add_argument(
+        "--audio-split", default=None, help="split of --audio-dataset (default: all by clip_id, train by row)"
+    )
     p.add_argument("--caption-columns", nargs="+", default=None, help="the caption column(s) to judge")
     p.add_argument("--split", default=None, help="split of --items (default: all)")
     p.add_argument("--split-column", default=None, help="column whose values the report gives kappa for")
@@ -77,6 +81,8 @@ def cmd_annotate(args) -> int:
             args.items,
             args.task,
             audio_dataset=args.audio_dataset,
+            audio_column=args.audio_column,
+            audio_split=args.audio_split,
             caption_columns=args.caption_columns,
             split=args.split,
             split_column=args.split_column,

@@ -100,20 +100,37 @@ def _load_feedback(path: Path) -> Dataset:
     return rows.add_column("task", [written[file][1] if file in written else "" for file in files])
 
 
-def _join_audio(rows: Dataset, audio_dataset: str | Path, where: str) -> Dataset:
-    """Attach the `audio` of `audio_dataset` to `rows` by `clip_id`, or by `row` (the source row) without one."""
-    clips = load_any_dataset(audio_dataset)
+def _join_audio(
+    rows: Dataset, audio_dataset: str | Path, where: str, audio_column: str, audio_split: str | None
+) -> Dataset:
+    """
+    Attach the audio of `audio_dataset` to `rows` by `clip_id` (searching all its splits unless `audio_split` is
+    given), or by `row`, the source row `hfpref pairs` records, in `audio_split` (default `train`, the split
+    `hfpref pairs` reads).
+    """
+    by_clip = "clip_id" in rows.column_names
+    if not by_clip and "row" not in rows.column_names:
+        raise ValueError(f"{where} has neither 'clip_id' nor 'row' to join --audio-dataset {audio_dataset} on.")
+    clips = load_any_dataset(audio_dataset, split=audio_split)
     if isinstance(clips, DatasetDict):
-        clips = concatenate_datasets(
-            [
-                part.select_columns([c for c in ("clip_id", "audio") if c in part.column_names])
-                for part in clips.values()
-            ]
+        if not by_clip:
+            if "train" not in clips:
+                raise ValueError(
+                    f"{where} names clips by source row: give the split of --audio-dataset {audio_dataset} they "
+                    f"index with --audio-split (it has {list(clips)})."
+                )
+            clips = clips["train"]
+        else:
+            keep = ["clip_id", audio_column]
+            clips = concatenate_datasets(
+                [part.select_columns([c for c in keep if c in part.column_names]) for part in clips.values()]
+            )
+    if audio_column not in clips.column_names:
+        raise ValueError(
+            f"--audio-dataset {audio_dataset} has no {audio_column!r} column; it has {clips.column_names}."
         )
-    if "audio" not in clips.column_names:
-        raise ValueError(f"--audio-dataset {audio_dataset} has no 'audio' column; it has {clips.column_names}.")
-    clips = ensure_audio_column(clips, "audio")
-    if "clip_id" in rows.column_names:
+    clips = ensure_audio_column(clips, audio_column)
+    if by_clip:
         if "clip_id" not in clips.column_names:
             raise ValueError(f"--audio-dataset {audio_dataset} has no 'clip_id' column to join {where} on.")
         index = {clip: i for i, clip in enumerate(clips["clip_id"])}
@@ -123,16 +140,16 @@ def _join_audio(rows: Dataset, audio_dataset: str | Path, where: str) -> Dataset
                 f"{len(missing)} clip(s) of {where} are not in --audio-dataset {audio_dataset}, e.g. {missing[:5]}."
             )
         positions = [index[c] for c in rows["clip_id"]]
-    elif "row" in rows.column_names:
+    else:
         positions = list(rows["row"])
         bad = [p for p in positions if not 0 <= p < len(clips)]
         if bad:
             raise ValueError(f"{where} refers to row {bad[0]} but --audio-dataset has {len(clips)} rows.")
         ids = clips["clip_id"] if "clip_id" in clips.column_names else [f"row-{p}" for p in range(len(clips))]
         rows = rows.add_column("clip_id", [ids[p] for p in positions])
-    else:
-        raise ValueError(f"{where} has neither 'clip_id' nor 'row' to join --audio-dataset {audio_dataset} on.")
-    audio = clips.select(positions).select_columns(["audio"])
+    audio = clips.select(positions).select_columns([audio_column])
+    if audio_column != "audio":
+        audio = audio.rename_column(audio_column, "audio")
     rows = rows.remove_columns([c for c in ("audio",) if c in rows.column_names])
     return concatenate_datasets([rows, audio], axis=1)
 
@@ -190,6 +207,8 @@ def load_items(
     task: str,
     *,
     audio_dataset: str | Path | None = None,
+    audio_column: str = "audio",
+    audio_split: str | None = None,
     caption_columns: Sequence[str] | None = None,
     split: str | None = None,
     split_column: str | None = None,
@@ -207,6 +226,11 @@ def load_items(
         audio_dataset (`str` or `Path`, *optional*):
             The clips, when `items` has no `audio` column: a dataset with `clip_id` and `audio` (all its splits are
             searched), joined by `clip_id`, or by `row` when the items have only the source row.
+        audio_column (`str`, *optional*, defaults to `"audio"`):
+            The audio column of `items`, or of `audio_dataset` (e.g. `speech`).
+        audio_split (`str`, *optional*):
+            The split of `audio_dataset` to take the clips from; by default all its splits are searched by `clip_id`,
+            and `train` (the split `hfpref pairs` reads) is indexed by `row`.
         caption_columns (`Sequence[str]`, *optional*):
             Pairwise: the two caption columns to compare. Binary: the text column(s); each becomes its own item.
             Defaults: the first known pair (`chosen`/`rejected`, `greedy`/`top_k`, `baseline`/`rl`,
@@ -231,16 +255,19 @@ def load_items(
         raise ValueError(f"task={task!r} is not one of {list(TASKS)}")
     rows, source_split_column, feedback_file = _load_source(items, split)
     where = str(items)
-    if "audio" not in rows.column_names:
+    if audio_column not in rows.column_names:
         if audio_dataset is None:
             raise ValueError(
-                f"{where} has no 'audio' column; pass the clips with --audio-dataset (a dataset with 'clip_id' and "
-                "'audio', e.g. outputs/quickstart/world for the quickstart's preference-judgments, or the dataset "
-                "`hfpref pairs` read)."
+                f"{where} has no {audio_column!r} column; pass the clips with --audio-dataset (a dataset with "
+                "'clip_id' and the audio, e.g. outputs/quickstart/world for the quickstart's preference-judgments, or "
+                "the dataset `hfpref pairs` read)."
             )
-        rows = _join_audio(rows, audio_dataset, where)
+        rows = _join_audio(rows, audio_dataset, where, audio_column, audio_split)
     elif audio_dataset is not None:
-        raise ValueError(f"{where} has its own 'audio' column; --audio-dataset does not apply.")
+        raise ValueError(f"{where} has its own {audio_column!r} column; --audio-dataset does not apply.")
+    elif audio_column != "audio":
+        rows = rows.remove_columns([c for c in ("audio",) if c in rows.column_names])
+        rows = rows.rename_column(audio_column, "audio")
     rows = ensure_audio_column(rows, "audio")
     if split_column is None:
         split_column = next((c for c in KNOWN_SPLIT_COLUMNS if c in rows.column_names), source_split_column)

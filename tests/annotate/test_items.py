@@ -131,3 +131,19 @@ def test_missing_audio_and_missing_clips_are_clear_errors(world_dir, judgments_d
         load_items(judgments_dir, "pairwise", audio_dataset=tmp_path / "few")
     with pytest.raises(ValueError, match=r"has no column\(s\) \['nope'\]"):
         load_items(judgments_dir, "pairwise", audio_dataset=world_dir, caption_columns=["greedy", "nope"])
+
+
+def test_source_rows_index_the_train_split_and_speech_columns_are_read(world_dir, tmp_path):
+    world = load_from_disk(str(world_dir)).rename_column("audio", "speech")
+    DatasetDict(train=world.select(range(3, 6)), test=world.select(range(3))).save_to_disk(str(tmp_path / "speech"))
+    pairs = Dataset.from_dict(
+        {"prompt": ["p", "p"], "chosen": ["calm", "angry"], "rejected": ["sad", "happy"], "row": [0, 2]}
+    )
+    pairs.save_to_disk(str(tmp_path / "pairs"))
+    items, _ = load_items(tmp_path / "pairs", "pairwise", audio_dataset=tmp_path / "speech", audio_column="speech")
+    assert items["clip_id"] == [world["clip_id"][3], world["clip_id"][5]]  # rows of `train`, as `hfpref pairs` read
+    assert items[1]["audio"]["bytes"] == world[5]["speech"]["bytes"]
+    items, _ = load_items(
+        tmp_path / "pairs", "pairwise", audio_dataset=tmp_path / "speech", audio_column="speech", audio_split="test"
+    )
+    assert items["clip_id"] == [world["clip_id"][0], world["clip_id"][2]]
