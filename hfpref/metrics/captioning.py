@@ -91,7 +91,50 @@ def _bleu(candidates: list[str], references: list[list[str]]) -> tuple[dict[str,
     )
 
 
-def _meteor(candidates: list[str], references: list[list[str]]) -> tuple[float, list[float]]:
+# METEOR aligns every caption word with every reference word; captions are a sentence or two, and a degenerate one
+# (thousands of words from a reward-hacked policy) makes the jar crawl or crash. Longer texts are cut, with a warning.
+METEOR_MAX_WORDS = 200
+# The jar loads its paraphrase tables first (about 15 s on 2 busy cores), then scores a segment in milliseconds.
+METEOR_TIMEOUT_SECONDS = 300.0
+
+
+def _meteor_command(jar: str) -> list[str]:
+    return ["java", "-jar", "-Xmx2G", os.path.basename(jar), "-", "-", "-stdio", "-l", "en", "-norm"]
+
+
+def _bounded_for_meteor(texts: list[str], what: str) -> list[str]:
+    # One line per segment, ' ||| ' separates fields: newlines and '|||' would desynchronise the protocol.
+    words = [text.replace("|||", " ").split() for text in texts]
+    long_rows = [i for i, w in enumerate(words) if len(w) > METEOR_MAX_WORDS]
+    if long_rows:
+        logger.warning(
+            "METEOR: %d %s longer than %d words were cut to their first %d words (rows %s%s); METEOR scores "
+            "captions of a sentence or two.",
+            len(long_rows),
+            what,
+            METEOR_MAX_WORDS,
+            METEOR_MAX_WORDS,
+            long_rows[:5],
+            ", ..." if len(long_rows) > 5 else "",
+        )
+    return [" ".join(w[:METEOR_MAX_WORDS]) for w in words]
+
+
+def _meteor(
+    candidates: list[str], references: list[list[str]], *, timeout: float | None = None
+) -> tuple[float, list[float]]:
+    """
+    METEOR 1.5 through the jar's `-stdio` protocol (as pycocoevalcap's `Meteor`), in a process this function owns.
+
+    pycocoevalcap's wrapper holds a lock across the whole exchange and its `__del__` takes it again, so a jar that
+    fails mid-way leaves the lock held and the interpreter hangs; it also waits forever on a jar that stops answering.
+    Here every read is bounded by a watchdog that kills the jar after `timeout` seconds, the jar's death ends every
+    read, and each failure raises [`MetricUnavailableError`] with the jar's own message.
+    """
+    import subprocess
+    import tempfile
+    import threading
+
     if java_path() is None:
         raise MetricUnavailableError("java not found (METEOR runs the METEOR 1.5 jar)")
     try:
@@ -101,22 +144,68 @@ def _meteor(candidates: list[str], references: list[list[str]]) -> tuple[float, 
     jar = os.path.join(os.path.dirname(os.path.abspath(meteor_module.__file__)), meteor_module.METEOR_JAR)
     if not os.path.isfile(jar):
         raise MetricUnavailableError(f"METEOR jar not found at {jar}")
-    scorer = meteor_module.Meteor()
-    try:
-        # The jar's protocol uses ' ||| ' as a separator and reads one line per segment.
-        gts = {i: [r.replace("|||", " ") for r in refs] for i, refs in enumerate(references)}
-        res = {i: [c] for i, c in enumerate(candidates)}
-        corpus, sentences = scorer.compute_score(gts, res)
-    except (ValueError, BrokenPipeError) as error:
-        stderr = (
-            scorer.meteor_p.stderr.read(2000).decode(errors="replace") if scorer.meteor_p.poll() is not None else ""
+    candidates = _bounded_for_meteor(list(candidates), "captions")
+    flat = _bounded_for_meteor([r for refs in references for r in refs], "references")
+    rest = iter(flat)
+    references = [[next(rest) for _ in refs] for refs in references]
+    timeout = METEOR_TIMEOUT_SECONDS if timeout is None else timeout
+
+    with tempfile.TemporaryFile() as stderr:
+        process = subprocess.Popen(
+            _meteor_command(jar),
+            cwd=os.path.dirname(jar),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
         )
-        raise MetricUnavailableError(f"the METEOR jar failed ({error}) {stderr}".strip()) from error
-    finally:
-        scorer.meteor_p.stdin.close()
-        scorer.meteor_p.kill()
-        scorer.meteor_p.wait()  # pycocoevalcap's __del__ repeats this later, harmlessly
-    return float(corpus), [float(s) for s in sentences]
+        timed_out = threading.Event()
+
+        def kill() -> None:
+            timed_out.set()
+            process.kill()
+
+        watchdog = threading.Timer(timeout, kill)
+        watchdog.daemon = True
+        watchdog.start()
+
+        def exchange(line: str, answers: int, segment: str) -> list[str]:
+            try:
+                process.stdin.write((line + "\n").encode("utf-8"))
+                process.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass  # the jar is gone; the read below says why
+            out = []
+            for _ in range(answers):
+                answer = process.stdout.readline().decode("utf-8", errors="replace").strip()
+                if not answer:
+                    process.kill()
+                    process.wait()
+                    stderr.seek(0)
+                    detail = stderr.read()[-2000:].decode("utf-8", errors="replace").strip()
+                    reason = f"timed out after {timeout:.0f} s" if timed_out.is_set() else "stopped answering"
+                    raise MetricUnavailableError(f"the METEOR jar {reason} on {segment} {detail}".strip())
+                out.append(answer)
+            return out
+
+        try:
+            stats = []
+            for i, (candidate, refs) in enumerate(zip(candidates, references)):
+                line = " ||| ".join(("SCORE", " ||| ".join(refs), candidate))
+                stats += exchange(line, 1, f"caption {i}")
+            answers = exchange(" ||| ".join(("EVAL", *stats)), len(stats) + 1, "the final evaluation")
+            try:
+                scores = [float(answer) for answer in answers]
+            except ValueError as error:
+                raise MetricUnavailableError(f"the METEOR jar answered {answers[:3]} ({error})") from error
+        finally:
+            watchdog.cancel()
+            try:
+                process.stdin.close()
+            except OSError:
+                pass
+            process.kill()
+            process.wait()
+    return scores[-1], scores[:-1]
 
 
 def _rouge_l(candidates: list[str], references: list[list[str]]) -> list[float]:

@@ -1,5 +1,7 @@
+import logging
 import math
 import shutil
+import time
 import uuid
 
 import numpy as np
@@ -8,6 +10,7 @@ from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
 from hfpref.metrics import CAPTION_METRICS, CiderD, evaluate_captions, evaluate_sentences, tokenize_captions
+from hfpref.metrics.tokenization import MetricUnavailableError
 
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="Java is not installed")
@@ -156,3 +159,67 @@ def test_meteor_with_java():
         ["a dog barks", "a cat meows"], [["a dog barks", "a dog is barking"], ["rain falls"]], ["meteor"]
     )
     assert scores["skipped"] == {} and scores["meteor"][0] > 0.9 and scores["meteor"][1] < 0.1
+
+
+FAKE_METEOR_JAR = """
+import sys
+for line in sys.stdin:
+    fields = line.rstrip("\\n").split(" ||| ")
+    if fields[0] == "SCORE":  # stats: the number of words it was given
+        print(len(fields[-1].split()), flush=True)
+    elif fields[0] == "EVAL":
+        stats = [float(x) for x in fields[1:]]
+        print("\\n".join(str(x / 1000) for x in stats), flush=True)
+        print(sum(stats) / 1000, flush=True)
+"""
+
+
+@pytest.fixture
+def fake_meteor(monkeypatch):
+    """Runs `_meteor` against a Python stand-in for the jar speaking its `-stdio` protocol."""
+    import sys
+
+    from hfpref.metrics import captioning
+
+    monkeypatch.setattr(captioning, "java_path", lambda: "java")
+
+    def use(script: str):
+        monkeypatch.setattr(captioning, "_meteor_command", lambda jar: [sys.executable, "-c", script])
+        return captioning._meteor
+
+    return use
+
+
+def test_meteor_bounds_caption_length_with_a_warning(fake_meteor, caplog):
+    meteor = fake_meteor(FAKE_METEOR_JAR)
+    long_caption = " ".join(["dog"] * 5000)
+    with caplog.at_level(logging.WARNING, logger="hfpref.metrics.captioning"):
+        corpus, sentences = meteor(["a dog barks", long_caption], [["a dog"], ["a dog | barks\nloudly"]])
+    assert sentences == [0.003, 0.2]  # the 5000-word caption reached the jar as its first 200 words
+    assert corpus == pytest.approx(0.203)
+    assert "1 captions longer than 200 words were cut" in caplog.text and "rows [1]" in caplog.text
+
+
+def test_meteor_jar_failure_is_an_error_not_a_hang(fake_meteor):
+    dies = "import sys; sys.stdin.readline(); sys.stderr.write('java.lang.OutOfMemoryError: Java heap space')"
+    with pytest.raises(MetricUnavailableError, match="stopped answering on caption 0 java.lang.OutOfMemoryError"):
+        fake_meteor(dies)(["a dog barks"], [["a dog"]])
+    start = time.perf_counter()
+    with pytest.raises(MetricUnavailableError, match="timed out after 1 s on caption 0"):
+        fake_meteor("import time; time.sleep(60)")(["a dog barks"], [["a dog"]], timeout=1.0)
+    assert time.perf_counter() - start < 20
+
+
+def test_meteor_failure_is_a_skipped_metric_in_evaluate_captions(fake_meteor):
+    fake_meteor("import sys; sys.stdin.readline()")
+    result = evaluate_captions(["a dog barks"], [["a dog barks"]], ["meteor", "bleu_1"], tokenizer="simple")
+    assert "stopped answering" in result["skipped"]["meteor"] and result["bleu_1"] > 0.9
+
+
+@needs_java
+@pytest.mark.slow  # the real jar: about 20 s on 2 cores
+def test_meteor_with_java_on_a_degenerate_caption_returns():
+    scores = evaluate_sentences(
+        ["a dog barks", " ".join(["a dog barks loudly"] * 2000)], [["a dog barks"], ["a dog barks"]], ["meteor"]
+    )
+    assert scores["skipped"] == {} and scores["meteor"][0] > 0.9 and 0 < scores["meteor"][1] < 0.5
