@@ -207,3 +207,41 @@ def test_unanswered_feedback_rows_stay_in_the_reward_model_pool(tmp_path):
     path = session.output_dir / "feedback.csv"
     assert load_binary_feedback(path)["prompt"] == ["a dog barks"]
     assert load_unlabelled_feedback(path)["prompt"] == ["a bell rings", "rain falls"]
+
+
+@pytest.fixture(scope="module")
+def oracle_items(tmp_path_factory):
+    from hfpref.data.synth import make_oracle_preferences, make_world
+
+    world = make_world(24, seed=11, clip_seconds=0.5)
+    folder = tmp_path_factory.mktemp("oracle-items")
+    make_oracle_preferences(world, seed=0, pairs_per_clip=4).save_to_disk(str(folder / "pairs"))
+    return load_items(folder / "pairs", "pairwise")
+
+
+def _simulated_kappa(folder, oracle_items, seed, flip):
+    """
+    Fleiss' kappa of three annotators who each give the item's true answer except, independently, for `flip` of
+    the items. The true answer is caption_1 or caption_2 at random per item: with one answer true everywhere, kappa
+    would be about 0 however consistent the annotators are (it corrects for the answers' marginal shares).
+    """
+    from hfpref.annotate.storage import append_answer
+
+    items, counts = oracle_items
+    session = Session.create(folder, {"task": "pairwise", "items": "oracle", "seed": 0, **counts}, items)
+    truth = np.random.default_rng(100).integers(1, 3, len(items))
+    rng = np.random.default_rng(seed)
+    for annotator in ("a", "b", "c"):
+        for item_id, true in zip(session.items["item_id"], truth):
+            answer = f"caption_{3 - true if rng.random() < flip else true}"
+            record = {"answer_id": f"{annotator}-{item_id}", "annotator": annotator, "item_id": item_id}
+            append_answer(folder, {**record, "answer": answer})
+    return annotation_report(folder)["splits"]["all"]["fleiss_kappa"]["kappa"]
+
+
+def test_kappa_is_high_for_consistent_annotators_and_at_chance_for_random_ones(tmp_path, oracle_items):
+    # 3 annotators x 92 pairs. With balanced true answers, P_e ~ 1/2 and P_bar = (1-q)^2 + q^2, so
+    # kappa ~ 1 - 4q(1-q): 0.64 at q = 0.1, 0 at q = 0.5 (random annotators, the control).
+    consistent = [_simulated_kappa(tmp_path / f"c{seed}", oracle_items, seed, flip=0.1) for seed in range(5)]
+    random = [_simulated_kappa(tmp_path / f"r{seed}", oracle_items, seed, flip=0.5) for seed in range(5)]
+    assert min(consistent) > 0.45 and abs(np.mean(random)) < 0.1 and max(random) < 0.25
