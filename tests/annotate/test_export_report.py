@@ -225,17 +225,18 @@ def _simulated_kappa(folder, oracle_items, seed, flip):
     the items. The true answer is caption_1 or caption_2 at random per item: with one answer true everywhere, kappa
     would be about 0 however consistent the annotators are (it corrects for the answers' marginal shares).
     """
-    from hfpref.annotate.storage import append_answer
-
     items, counts = oracle_items
     session = Session.create(folder, {"task": "pairwise", "items": "oracle", "seed": 0, **counts}, items)
     truth = np.random.default_rng(100).integers(1, 3, len(items))
     rng = np.random.default_rng(seed)
-    for annotator in ("a", "b", "c"):
+    (folder / "answers").mkdir()
+    for annotator in ("a", "b", "c"):  # written in one go: the fsync of every answer is tested elsewhere
+        lines = []
         for item_id, true in zip(session.items["item_id"], truth):
             answer = f"caption_{3 - true if rng.random() < flip else true}"
             record = {"answer_id": f"{annotator}-{item_id}", "annotator": annotator, "item_id": item_id}
-            append_answer(folder, {**record, "answer": answer})
+            lines.append(json.dumps({**record, "answer": answer}) + "\n")
+        (folder / "answers" / f"{annotator}.jsonl").write_text("".join(lines))
     return annotation_report(folder)["splits"]["all"]["fleiss_kappa"]["kappa"]
 
 
