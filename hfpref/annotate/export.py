@@ -35,6 +35,19 @@ DATASET_DIR = "dataset"
 EXPORT_FILE = "export.json"
 FEEDBACK_FILE = "feedback.csv"
 KINDS = {"pairwise": "pairwise", "binary": "pointwise"}
+# Dataset-card descriptions of the columns the export adds (the others are described in `data.schemas`).
+COLUMN_DESCRIPTIONS = {
+    "source": "`human`: the annotators' vote; `correction`: an annotator's correction beats the caption",
+    "challenging": "at least half the clip's annotators marked both captions wrong",
+    "caption_1": "first candidate in the items' order (the app shows the two in an order randomized per annotator)",
+    "caption_2": "second candidate in the items' order",
+    "votes": "the annotators' votes: pairwise +1 = caption_1 better, -1 = caption_2, 0 = tie or both wrong; binary 0/1",
+    "vote_sum": "sum of `votes` (its sign gives the preferred caption)",
+    "skips": "annotators who skipped the item (they do not vote)",
+    "text_source": "the column the text came from",
+    "item_id": "identifier of the listening-test item (a hash of clip and texts)",
+    "annotators": "who answered the item, sorted by name (pairwise: aligned with `votes`)",
+}
 
 
 def judgments(session: Session, challenging_share: float = CHALLENGING_SHARE) -> list[dict]:
@@ -287,5 +300,6 @@ def export_annotations(
                 "Pairwise: the sign of the vote sum gives the preferred caption (ties dropped); corrections beat both "
                 "captions. Binary: majority label, skips do not vote."
             ),
+            column_descriptions=COLUMN_DESCRIPTIONS,
         )
     return dataset, stats

@@ -246,3 +246,18 @@ def test_kappa_is_high_for_consistent_annotators_and_at_chance_for_random_ones(t
     consistent = [_simulated_kappa(tmp_path / f"c{seed}", oracle_items, seed, flip=0.1) for seed in range(5)]
     random = [_simulated_kappa(tmp_path / f"r{seed}", oracle_items, seed, flip=0.5) for seed in range(5)]
     assert min(consistent) > 0.45 and abs(np.mean(random)) < 0.1 and max(random) < 0.25
+
+
+def test_push_to_hub_goes_through_push_preference_dataset(pairwise_session, monkeypatch):
+    from datasets import Dataset
+    from huggingface_hub import DatasetCard
+
+    pushed = {}
+    monkeypatch.setattr(
+        Dataset, "push_to_hub", lambda self, repo_id, **kwargs: pushed.update(data=(repo_id, len(self)))
+    )
+    monkeypatch.setattr(DatasetCard, "load", classmethod(lambda cls, repo_id, **kwargs: DatasetCard("---\n---\n")))
+    monkeypatch.setattr(DatasetCard, "push_to_hub", lambda self, repo_id, **kwargs: pushed.update(card=str(self)))
+    dataset, _ = export_annotations(pairwise_session.output_dir, push_to_hub="user/caption-preferences")
+    assert pushed["data"] == ("user/caption-preferences", len(dataset))
+    assert "an annotator's correction beats the caption" in pushed["card"] and "hfpref annotate" in pushed["card"]
