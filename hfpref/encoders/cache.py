@@ -20,19 +20,20 @@ import logging
 import os
 import re
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..utils.records import TMP_SUFFIX, atomic_write_bytes
+
 
 logger = logging.getLogger(__name__)
 
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY_PATTERN = re.compile(r"^[0-9a-f]{16,128}$")
-_TMP_SUFFIX = ".tmp"
+_TMP_SUFFIX = TMP_SUFFIX
 # Trailer after the .npy bytes of every entry: a marker, then the SHA-256 of those bytes.
 _CHECKSUM_MARKER = b"hfpref-sha256:"
 _CHECKSUM_SIZE = len(_CHECKSUM_MARKER) + 32
@@ -342,22 +343,9 @@ class EmbeddingCache:
 
     @staticmethod
     def _write_atomic(path: Path, payload: np.ndarray | bytes) -> None:
-        # The hidden ".<name>.<random>.tmp" name never equals an entry name and sits in the same directory,
-        # so os.replace is an atomic rename on POSIX and Windows alike.
-        tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}{_TMP_SUFFIX}")
-        try:
-            with open(tmp_path, "xb") as handle:
-                if isinstance(payload, np.ndarray):
-                    buffer = io.BytesIO()
-                    np.save(buffer, payload, allow_pickle=False)
-                    data = buffer.getvalue()
-                    handle.write(data + _CHECKSUM_MARKER + hashlib.sha256(data).digest())
-                else:
-                    handle.write(payload)
-            os.replace(tmp_path, path)
-        except BaseException:
-            try:
-                os.unlink(tmp_path)
-            except OSError:
-                pass
-            raise
+        if isinstance(payload, np.ndarray):
+            buffer = io.BytesIO()
+            np.save(buffer, payload, allow_pickle=False)
+            data = buffer.getvalue()
+            payload = data + _CHECKSUM_MARKER + hashlib.sha256(data).digest()
+        atomic_write_bytes(path, payload, durable=False)

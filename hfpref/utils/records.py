@@ -20,15 +20,63 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".hfpref.lock"
+TMP_SUFFIX = ".tmp"
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> Path:
+    """
+    Write `data` to `path` so that a crash at any point leaves the old file or the new one, never a part.
+
+    The bytes go to a hidden temporary file next to `path` (`.<name>.<random>.tmp`, a name no real file has), then
+    `os.replace` moves it into place, an atomic rename on POSIX and Windows alike. A failure removes the temporary
+    file; a hard kill may leave it behind, and readers never look at it.
+
+    Args:
+        path (`str` or `os.PathLike`):
+            The file to write; its folder must exist.
+        data (`bytes`):
+            The whole content.
+        durable (`bool`, *optional*, defaults to `True`):
+            Also fsync the file before the rename and the folder after it (where the platform allows), so the new
+            file survives a power loss. High-volume writers whose readers verify what they read (the embedding cache)
+            skip it.
+
+    Returns:
+        `Path`: `path`.
+    """
+    path = Path(path)
+    tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}{TMP_SUFFIX}")
+    try:
+        with open(tmp_path, "xb") as handle:
+            handle.write(data)
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        try:
+            os.unlink(tmp_path)
+        except OSError:
+            pass
+        raise
+    if not durable:
+        return path
+    try:
+        directory = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # Windows cannot open a folder; its rename is durable enough
+        return path
+    try:
+        os.fsync(directory)
+    except OSError:
+        pass
+    finally:
+        os.close(directory)
+    return path
 
 
 def atomic_write_json(path: str | os.PathLike, value: Any, *, indent: int | None = 2) -> Path:
     """
-    Write `value` as JSON to `path` so that a crash at any point leaves the old file or the new one, never a part.
-
-    The JSON goes to a hidden temporary file next to `path`, which is flushed and fsync'ed before `os.replace` moves it
-    into place; the folder is fsync'ed afterwards (where the platform allows), so the rename itself survives a power
-    loss. Missing parent folders are created.
+    Write `value` as JSON to `path` with [`atomic_write_bytes`] (fsync'ed), creating missing parent folders.
 
     Args:
         path (`str` or `os.PathLike`):
@@ -55,30 +103,7 @@ def atomic_write_json(path: str | os.PathLike, value: Any, *, indent: int | None
     path = Path(path)
     text = json.dumps(value, indent=indent)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp_path, "x", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_path)
-        except OSError:
-            pass
-        raise
-    try:
-        directory = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # Windows cannot open a folder; its rename is durable enough
-        return path
-    try:
-        os.fsync(directory)
-    except OSError:
-        pass
-    finally:
-        os.close(directory)
-    return path
+    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def read_json_record(path: str | os.PathLike) -> Any | None:
