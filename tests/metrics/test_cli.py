@@ -123,3 +123,14 @@ def test_eval_reward_refuses_a_reward_model_of_another_clap(tmp_path, tiny_clap_
     # Without --clap-model the reward model's own CLAP is used, and the reward is scored.
     assert main(args) == 0
     assert 0.0 < json.loads(capsys.readouterr().out)["reward"] < 1.0
+
+
+def test_repeated_metric_options_accumulate_without_data():
+    from hfpref.cli import build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["agreement", "--fense", "f.json", "--metric", "bleu_4", "--metric", "cider_d", "meteor"])
+    assert args.metric == ["bleu_4", "cider_d", "meteor"]
+    args = parser.parse_args(["eval", "--captions", "c.jsonl", "--metrics", "bleu_1", "--metrics", "rouge_l"])
+    assert args.metrics == ["bleu_1", "rouge_l"]
+    assert parser.parse_args(["eval", "--captions", "c.jsonl"]).metrics is None
