@@ -24,7 +24,9 @@ def _load_one_split(name_or_path: str, split: str | None):
     from .data.loading import load_any_dataset
 
     ds = load_any_dataset(name_or_path, split=split)
-    if isinstance(ds, DatasetDict):
+    if isinstance(ds, DatasetDict) and len(ds) == 1:
+        ds = next(iter(ds.values()))
+    elif isinstance(ds, DatasetDict):
         raise SystemExit(f"hfpref: {name_or_path} has splits {list(ds)}; pick one with --split")
     return ds
 

@@ -1,5 +1,6 @@
 """Load a dataset from wherever users keep one, without ever letting `datasets` decode audio."""
 
+import json
 from pathlib import Path
 
 from datasets import Audio, Dataset, DatasetDict, load_dataset, load_from_disk
@@ -17,12 +18,13 @@ def _without_decoding(ds: Dataset) -> Dataset:
 TEXT_FILE_TYPES = (".json", ".jsonl", ".csv")
 
 
-def check_utf8(path: str | Path) -> None:
+def check_text_data_file(path: str | Path) -> None:
     r"""
-    Refuse a text data file that is not valid UTF-8, naming the file, line and byte.
+    Refuse a text data file that is not valid UTF-8 (or a JSON Lines file with a line that is not a JSON object),
+    naming the file, line and byte.
 
     `datasets` reads JSON and CSV files as UTF-8 and fails deep inside pyarrow or pandas on anything else, without
-    saying where; this reads the file once, line by line, before it does.
+    saying which file; this reads the file once, line by line, before it does.
 
     Args:
         path (`str` or `Path`): a `.json`, `.jsonl` or `.csv` file.
@@ -36,22 +38,36 @@ def check_utf8(path: str | Path) -> None:
     >>> import tempfile, pathlib
     >>> path = pathlib.Path(tempfile.mkdtemp()) / "captions.jsonl"
     >>> _ = path.write_bytes('{"caption": "a dog barks"}\n{"caption": "café"}\n'.encode("latin-1"))
-    >>> check_utf8(path)  # doctest: +ELLIPSIS
+    >>> check_text_data_file(path)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     ValueError: ...captions.jsonl: line 2 is not valid UTF-8 (byte 16 of the line, ...): re-save the file as UTF-8 ...
 
     ```
     """
+    json_lines = Path(path).suffix.lower() == ".jsonl"
     with open(path, "rb") as handle:
         for number, line in enumerate(handle, start=1):
             try:
-                line.decode("utf-8")
+                text = line.decode("utf-8")
             except UnicodeDecodeError as error:
                 raise ValueError(
                     f"{path}: line {number} is not valid UTF-8 (byte {error.start} of the line, "
                     f"{line[error.start : error.start + 8]!r}): re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
                 ) from None
+            if json_lines and text.strip():
+                try:
+                    row = json.loads(text)
+                except json.JSONDecodeError as error:
+                    raise ValueError(
+                        f"{path}: line {number} is not valid JSON ({error.msg} at column {error.colno}); a .jsonl file "
+                        "holds one JSON object per line."
+                    ) from None
+                if not isinstance(row, dict):
+                    raise ValueError(
+                        f"{path}: line {number} holds a JSON {type(row).__name__}, not an object; a .jsonl file holds "
+                        "one JSON object per line."
+                    )
 
 
 def load_any_dataset(name_or_path: str | Path, *, split: str | None = None) -> Dataset | DatasetDict:
@@ -74,12 +90,12 @@ def load_any_dataset(name_or_path: str | Path, *, split: str | None = None) -> D
         if path.suffix.lower() not in file_types:
             raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {sorted(file_types)}.")
         if path.suffix.lower() in TEXT_FILE_TYPES:
-            check_utf8(path)
+            check_text_data_file(path)
         ds = load_dataset(file_types[path.suffix.lower()], data_files=str(path))
     elif path.is_dir():
         for file in sorted(path.rglob("*")):
             if file.suffix.lower() in TEXT_FILE_TYPES and file.is_file():
-                check_utf8(file)
+                check_text_data_file(file)
         ds = load_dataset(str(path))
     elif path.suffix.lower() in file_types or str(name_or_path).startswith((".", "/", "~")):
         raise ValueError(f"{name_or_path!s} looks like a local path but does not exist.")

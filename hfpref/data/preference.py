@@ -24,7 +24,7 @@ from datasets import (
 )
 
 from .audio import ensure_audio_column
-from .loading import check_utf8, load_any_dataset
+from .loading import check_text_data_file, load_any_dataset
 from .schemas import validate_dataset
 
 
@@ -377,7 +377,7 @@ def _read_feedback_rows(path: Path) -> tuple[list[dict], list[str]]:
     """Rows as dicts and, for each row, where it sits in the file (for error messages)."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".json", ".jsonl"):
-        check_utf8(path)
+        check_text_data_file(path)
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)

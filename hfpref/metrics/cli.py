@@ -57,6 +57,12 @@ def cmd_eval(args) -> int:
     if missing:
         raise SystemExit(f"hfpref eval: {args.captions} has no column(s) {missing}; its columns are {ds.column_names}")
     candidates = list(ds[args.caption_column])
+    for row, caption in enumerate(candidates):
+        if not isinstance(caption, str):
+            raise SystemExit(
+                f"hfpref eval: {args.captions} row {row}, column {args.caption_column!r}: the caption is "
+                f"{caption!r}, not text; fill it in or remove the row (an empty string scores as an empty caption)."
+            )
     references = [[] for _ in candidates]
     for column in args.references_column:
         for refs, value in zip(references, ds[column]):

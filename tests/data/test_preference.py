@@ -299,3 +299,10 @@ def test_invalid_utf8_names_the_file_and_line(feedback_dir, tmp_path):
     feedback.write_bytes("audio,prompt,label\naudio/a.wav,caf\u00e9 noise,1\n".encode("latin-1"))
     with pytest.raises(ValueError, match=r"feedback.csv: line 2 is not valid UTF-8"):
         load_binary_feedback(feedback)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"caption": "a dog"}\n\n{"caption": "a cat",}\n')
+    with pytest.raises(ValueError, match=r"broken.jsonl: line 3 is not valid JSON \(.* at column 21\)"):
+        load_any_dataset(broken)
+    broken.write_text('{"caption": "a dog"}\n["a cat"]\n')
+    with pytest.raises(ValueError, match=r"broken.jsonl: line 2 holds a JSON list, not an object"):
+        load_any_dataset(broken)

@@ -134,3 +134,10 @@ def test_repeated_metric_options_accumulate_without_data():
     args = parser.parse_args(["eval", "--captions", "c.jsonl", "--metrics", "bleu_1", "--metrics", "rouge_l"])
     assert args.metrics == ["bleu_1", "rouge_l"]
     assert parser.parse_args(["eval", "--captions", "c.jsonl"]).metrics is None
+
+
+def test_eval_names_the_row_of_a_missing_caption(tmp_path):
+    path = tmp_path / "captions.jsonl"
+    path.write_text('{"caption": "a dog", "references": ["a dog"]}\n{"caption": null, "references": ["a cat"]}\n')
+    with pytest.raises(SystemExit, match=r"captions.jsonl row 1, column 'caption': the caption is None, not text"):
+        main(["eval", "--captions", str(path), "--metrics", "bleu_1", "--tokenizer", "simple"])
