@@ -10,10 +10,10 @@ import logging
 import os
 
 from transformers import set_seed
-from trl import TrlParser
 
 from hfpref.encoders.dataset import add_embeddings
 from hfpref.rewards.functions import build_reward_funcs, expected_caption_length
+from hfpref.scripts.utils import HfprefParser
 from hfpref.trainers import CaptionRLConfig, CaptionRLTrainer
 from hfpref.trainers.caption_rl_config import CaptionRLScriptArguments
 from hfpref.trainers.caption_sft_config import CaptionerArguments
@@ -68,8 +68,8 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
     return trainer, metrics
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((CaptionRLScriptArguments, CaptionRLConfig, CaptionerArguments))
+def make_parser() -> HfprefParser:
+    return HfprefParser((CaptionRLScriptArguments, CaptionRLConfig, CaptionerArguments))
 
 
 if __name__ == "__main__":

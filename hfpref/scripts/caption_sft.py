@@ -9,9 +9,9 @@ accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/capt
 import logging
 
 from transformers import Seq2SeqTrainer, set_seed
-from trl import TrlParser
 
 from hfpref.hub.cards import render_model_card
+from hfpref.scripts.utils import HfprefParser
 from hfpref.trainers.caption_sft_config import CaptionerArguments, CaptionScriptArguments, CaptionSFTConfig
 from hfpref.trainers.captioning_utils import CaptionCollator, encoder_input_name, load_caption_splits, load_captioner
 
@@ -67,8 +67,8 @@ def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, m
     return trainer, metrics
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((CaptionScriptArguments, CaptionSFTConfig, CaptionerArguments))
+def make_parser() -> HfprefParser:
+    return HfprefParser((CaptionScriptArguments, CaptionSFTConfig, CaptionerArguments))
 
 
 if __name__ == "__main__":

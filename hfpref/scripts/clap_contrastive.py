@@ -7,11 +7,11 @@ Offline, this fits the tiny CLAP that the quickstart then uses as a reward; onli
 """
 
 from datasets import Dataset, DatasetDict
-from trl import TrlParser
 
 from hfpref.data import load_any_dataset, make_world
 from hfpref.data.preference import drop_uninformative_rows
 from hfpref.encoders import build_tiny_clap, load_clap
+from hfpref.scripts.utils import HfprefParser
 from hfpref.trainers import (
     ClapContrastiveConfig,
     ClapContrastiveScriptArguments,
@@ -100,8 +100,8 @@ def main(script_args, training_args, model_args):
     return trainer
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((ClapContrastiveScriptArguments, ClapContrastiveConfig, ClapModelArguments))
+def make_parser() -> HfprefParser:
+    return HfprefParser((ClapContrastiveScriptArguments, ClapContrastiveConfig, ClapModelArguments))
 
 
 if __name__ == "__main__":

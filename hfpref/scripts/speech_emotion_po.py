@@ -11,7 +11,7 @@ import logging
 import os
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-from trl import DPOConfig, ModelConfig, TrlParser
+from trl import DPOConfig, ModelConfig
 
 from hfpref.data.loading import load_any_dataset
 from hfpref.data.speech_world import speech_emotion_splits
@@ -20,6 +20,7 @@ from hfpref.encoders.speech_tokens import speech_encoder_for, speech_lora_config
 from hfpref.hub.loading import check_pretrained_path, load_pretrained, refuse_remote_code
 from hfpref.judges.pairs import build_preference_pairs
 from hfpref.judges.registry import get_judge
+from hfpref.scripts.utils import HfprefParser
 from hfpref.trainers.speech_dpo import (
     SpeechEmotionPOScriptArguments,
     greedy_captions,
@@ -88,8 +89,8 @@ def main(script_args: SpeechEmotionPOScriptArguments, training_args: DPOConfig, 
     return trainer, preference
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((SpeechEmotionPOScriptArguments, DPOConfig, ModelConfig))
+def make_parser() -> HfprefParser:
+    return HfprefParser((SpeechEmotionPOScriptArguments, DPOConfig, ModelConfig))
 
 
 if __name__ == "__main__":

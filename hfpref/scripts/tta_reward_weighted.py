@@ -12,7 +12,6 @@ import logging
 import os
 
 from transformers import set_seed
-from trl import TrlParser
 
 from hfpref.data.audio import decode_audio_column
 from hfpref.data.loading import load_any_dataset
@@ -32,6 +31,7 @@ from hfpref.hub.loading import check_pretrained_path, load_pretrained
 from hfpref.metrics.tta import evaluate_tta
 from hfpref.prompts.tta_prompts import build_tta_prompts, world_event_phrases
 from hfpref.rewards import CLAPRewardModel
+from hfpref.scripts.utils import HfprefParser
 from hfpref.trainers import RewardWeightedDiffusionConfig, RewardWeightedDiffusionTrainer
 from hfpref.trainers.reward_weighted_diffusion_config import TTAPipelineArguments, TTARewardWeightedScriptArguments
 
@@ -168,8 +168,8 @@ def main(
     return trainer, metrics
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((TTARewardWeightedScriptArguments, RewardWeightedDiffusionConfig, TTAPipelineArguments))
+def make_parser() -> HfprefParser:
+    return HfprefParser((TTARewardWeightedScriptArguments, RewardWeightedDiffusionConfig, TTAPipelineArguments))
 
 
 if __name__ == "__main__":
