@@ -11,12 +11,12 @@ import logging
 import os
 
 from transformers import set_seed
-from trl import TrlParser
 
 from hfpref.data.reward_data import load_reward_splits
 from hfpref.encoders.clap import ClapEmbedder
 from hfpref.encoders.dataset import add_embeddings
-from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
+from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel, check_clap_pairing
+from hfpref.scripts.utils import HfprefParser
 from hfpref.trainers import RewardModelConfig, RewardModelTrainer
 from hfpref.trainers.reward_model_config import RewardHeadArguments, RewardScriptArguments
 from hfpref.utils.checks import check_finite_training
@@ -33,6 +33,11 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
     splits = load_reward_splits(script_args, pairwise=pairwise)
     cache_dir = script_args.embedding_cache_dir or os.path.join(training_args.output_dir, "embedding-cache")
     embedder = ClapEmbedder.from_pretrained(script_args.clap_model_name_or_path, cache_dir=cache_dir)
+    model = None
+    if head_args.init_from:
+        model = CLAPRewardModel.from_pretrained(head_args.init_from)
+        # Training on another CLAP's embeddings would keep the old fingerprint on a head that now reads new ones.
+        check_clap_pairing(model, embedder)
     text_columns = ["chosen", "rejected"] if pairwise else {script_args.text_column: "text_embedding"}
     embedded = {
         name: add_embeddings(
@@ -46,10 +51,8 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
     }
     logger.info("embedding cache %s: %s", cache_dir, embedder.cache.stats)
 
-    # Model.
-    if head_args.init_from:
-        model = CLAPRewardModel.from_pretrained(head_args.init_from)
-    else:
+    # Model (a new head is built after embedding, so its initialisation follows the same seeded RNG as always).
+    if model is None:
         model = CLAPRewardModel(
             CLAPRewardConfig(
                 embedding_dim=embedder.embedding_dim,
@@ -81,8 +84,8 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
     return trainer, metrics
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((RewardScriptArguments, RewardModelConfig, RewardHeadArguments))
+def make_parser() -> HfprefParser:
+    return HfprefParser((RewardScriptArguments, RewardModelConfig, RewardHeadArguments))
 
 
 if __name__ == "__main__":

@@ -127,3 +127,13 @@ def test_a_diverged_run_is_not_saved(tmp_path, tiny_clap_dir):
     with pytest.raises(NonFiniteModelError, match="not saving it"):
         _recipe().main(*_parse(["--config", str(path)]))
     assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_init_from_a_reward_model_of_another_clap_is_refused(tmp_path, tiny_clap_dir):
+    from hfpref.rewards import ClapMismatchError, CLAPRewardConfig
+
+    other = CLAPRewardModel(CLAPRewardConfig(embedding_dim=32, hidden_sizes=[8], clap_fingerprint="0" * 32))
+    other.save_pretrained(tmp_path / "old-rm")
+    path = _fixture_yaml(tmp_path, tiny_clap_dir, init_from=str(tmp_path / "old-rm"), synthetic_clips=8)
+    with pytest.raises(ClapMismatchError, match="0" * 32):
+        _recipe().main(*_parse(["--config", str(path)]))
