@@ -115,6 +115,43 @@ def speech_caption(clip: dict, template: int = 0) -> str:
     return _TEMPLATES[template % len(_TEMPLATES)].format(**fields)
 
 
+CLUE_FIELDS = {"emotion": EMOTIONS, "voice": VOICES, "pitch": PITCHES}
+
+
+def caption_alternatives(clip: dict, caption: str, field: str) -> tuple[list[str], int]:
+    """
+    The same caption with `field` set to each of its values, and the index of the clip's own: the candidates of a
+    forced choice that only the audio can settle (the template, the other clues and the transcript are unchanged, so
+    the caption prior alone cannot tell them apart beyond the values' base rates). Changing the emotion changes the
+    rhythm, volume and intonation it fixes as well, so no candidate contradicts itself.
+
+    Args:
+        clip (`dict`): a row of [`make_speech_world`] (`emotion`, `voice`, `pitch`, `rhythm`, `volume`, `intonation`).
+        caption (`str`): one of the clip's captions.
+        field (`str`): `"emotion"`, `"voice"` or `"pitch"`.
+
+    Example:
+    ```python
+    >>> clip = {"emotion": "sad", "voice": "female", "pitch": "low-pitched", **EMOTION_PROSODY["sad"]}
+    >>> captions, answer = caption_alternatives(clip, speech_caption(clip, 4), "voice")
+    >>> captions, answer
+    (['He sounds sad: the speech is slow and soft, the voice low-pitched, the intonation falling.', 'She sounds sad: the speech is slow and soft, the voice low-pitched, the intonation falling.'], 1)
+
+    ```
+    """
+    if field not in CLUE_FIELDS:
+        raise ValueError(f"field={field!r} is not one of {list(CLUE_FIELDS)}")
+    template = next((k for k in range(len(_TEMPLATES)) if speech_caption(clip, k) == caption), None)
+    if template is None:
+        raise ValueError(f"{caption!r} is not a speech-world caption of the clip {speech_clues(clip)}")
+    values = CLUE_FIELDS[field]
+    captions = []
+    for value in values:
+        alternative = {**clip, field: value, **(EMOTION_PROSODY[value] if field == "emotion" else {})}
+        captions.append(speech_caption(alternative, template))
+    return captions, values.index(clip[field])
+
+
 def speech_clues(clip: dict) -> list[str]:
     """The canonical emotional clues of a clip: emotion, pitch, rhythm, volume, intonation."""
     return [clip["emotion"], clip["pitch"], clip["rhythm"], clip["volume"], clip["intonation"]]

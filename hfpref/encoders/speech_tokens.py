@@ -449,6 +449,39 @@ def speech_lora_config(
     )
 
 
+TOKENIZER_KINDS = ("byte_level", "metaspace")
+
+
+def train_metaspace_tokenizer(texts: Iterable[str], vocab_size: int = 400):
+    """
+    A SentencePiece-style BPE tokenizer trained on `texts` (`tokenizers`, offline): a `Metaspace` pre-tokenizer and
+    decoder (`"▁"` marks a word start, prepended to the first word as Llama's does), byte fallback, and the special
+    tokens `<unk>`, `<s>`, `</s>`, `<pad>` with ids 0-3. Llama, Mistral and Gemma tokenize this way: a word after a
+    space is one token (`"▁A"`), the same word glued to what precedes it another (`"A"`).
+
+    Returns:
+        `tokenizers.Tokenizer`: without a post-processor.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: PLC0415
+
+    texts = [text for text in texts if isinstance(text, str) and text]
+    if not texts:
+        raise ValueError("train_metaspace_tokenizer needs at least one non-empty text")
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    bytes_alphabet = [f"<0x{b:02X}>" for b in range(256)]
+    tokenizer.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=vocab_size + len(bytes_alphabet),
+            special_tokens=["<unk>", "<s>", "</s>", "<pad>", *bytes_alphabet],
+            show_progress=False,
+        ),
+    )
+    return tokenizer
+
+
 def build_tiny_speech_llm(
     texts: Iterable[str],
     codebook_size: int,
@@ -458,10 +491,11 @@ def build_tiny_speech_llm(
     hidden_size: int = 64,
     num_hidden_layers: int = 2,
     max_position_embeddings: int = 512,
+    tokenizer_kind: str = "byte_level",
 ):
     """
-    A random Llama-architecture LLM with a byte-level BPE tokenizer trained on `texts` and the speech tokens
-    `<st_0>` ... added (offline runs and tests; a real run loads an LLM by name and calls [`add_speech_tokens`]).
+    A random Llama-architecture LLM with a tokenizer trained on `texts` and the speech tokens `<st_0>` ... added
+    (offline runs and tests; a real run loads an LLM by name and calls [`add_speech_tokens`]).
 
     The tokenizer prepends `<s>` and appends nothing, like Llama's, and pads with `<pad>`.
 
@@ -473,6 +507,9 @@ def build_tiny_speech_llm(
         hidden_size (`int`, *optional*, defaults to `64`): model width (intermediate size is twice it).
         num_hidden_layers (`int`, *optional*, defaults to `2`): decoder layers.
         max_position_embeddings (`int`, *optional*, defaults to `512`): longest sequence.
+        tokenizer_kind (`str`, *optional*, defaults to `"byte_level"`):
+            `"byte_level"` (GPT-2 / RoBERTa-style BPE, as CLAP's) or `"metaspace"` (SentencePiece-style, as Llama's:
+            [`train_metaspace_tokenizer`]).
 
     Returns:
         `tuple[LlamaForCausalLM, PreTrainedTokenizerFast]`.
@@ -482,9 +519,16 @@ def build_tiny_speech_llm(
 
     from .clap import train_clap_tokenizer  # noqa: PLC0415
 
-    backend = Tokenizer.from_str(train_clap_tokenizer(texts, vocab_size=vocab_size).backend_tokenizer.to_str())
+    if tokenizer_kind not in TOKENIZER_KINDS:
+        raise ValueError(f"tokenizer_kind={tokenizer_kind!r} is not one of {list(TOKENIZER_KINDS)}")
+    texts = list(texts)
+    if tokenizer_kind == "metaspace":
+        backend = train_metaspace_tokenizer(texts, vocab_size=vocab_size)
+    else:
+        backend = Tokenizer.from_str(train_clap_tokenizer(texts, vocab_size=vocab_size).backend_tokenizer.to_str())
+    bos_id = backend.token_to_id("<s>")
     backend.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", 0)]
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos_id)]
     )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"

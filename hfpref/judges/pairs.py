@@ -3,6 +3,13 @@ Preference pairs from a judge (AlignCap's PO-regularization data, [Liang et al.,
 section 3.2): beam-search candidates of the current model for each clip, scored by a judge; the best is chosen and
 the others (`rejected="all"`) or the worst (`rejected="worst"`) are rejected. The result is TRL's preference format
 (`prompt`, `chosen`, `rejected`), ready for `DPOTrainer`.
+
+Each pair also carries the token ids generation produced (`prompt_ids`, `chosen_ids`, `rejected_ids`, EOS
+appended). TRL tokenizes `prompt + chosen` as one string, and the beams' text cannot always be joined back to the
+same tokens: a SentencePiece (Metaspace) tokenizer such as Llama's turns the generated `"▁A"` into `"A"` once the
+decoded, stripped caption is glued to the prompt, and byte-level BPE loses its `"ĠA"` the same way.
+[`~hfpref.trainers.speech_dpo.speech_dpo_trainer`] trains on the ids, so the policy is scored on exactly the tokens
+it generated.
 """
 
 from __future__ import annotations
@@ -23,8 +30,23 @@ REJECTED_MODES = ("all", "worst")
 ON_ERROR = ("raise", "skip")
 
 
+def completion_ids(generated: Sequence[int], eos_token_id: int) -> list[int]:
+    """
+    The tokens a generated completion holds: everything before the first EOS (the padding after it dropped).
+
+    Example:
+    ```python
+    >>> completion_ids([5, 9, 2, 0, 0], eos_token_id=2), completion_ids([5, 9], eos_token_id=2)
+    ([5, 9], [5, 9])
+
+    ```
+    """
+    ids = [int(i) for i in generated]
+    return ids[: ids.index(eos_token_id)] if eos_token_id in ids else ids
+
+
 @torch.no_grad()
-def generate_candidates(
+def generate_candidate_ids(
     model,
     tokenizer,
     prompts: Sequence[str],
@@ -33,10 +55,11 @@ def generate_candidates(
     num_candidates: int | None = None,
     max_new_tokens: int = 48,
     batch_size: int = 8,
-) -> list[list[str]]:
+) -> list[list[tuple[str, list[int]]]]:
     """
-    Beam-search candidates of each prompt: the `num_candidates` best beams (default `num_beams`), decoded without
-    special tokens, duplicates removed (their order kept).
+    Beam-search candidates of each prompt as `(text, ids)`: the `num_candidates` best beams (default `num_beams`),
+    `ids` the generated tokens up to (not including) EOS, `text` their decoding without special tokens, stripped;
+    empty candidates and duplicate texts are dropped (the first kept, order kept).
 
     Args:
         model (`PreTrainedModel`): a causal LM (a `PeftModel` with its adapter active is fine).
@@ -66,13 +89,25 @@ def generate_candidates(
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-            texts = tokenizer.batch_decode(generated[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+            new_tokens = generated[:, inputs["input_ids"].shape[1] :].tolist()
             for i in range(len(chunk)):
-                beams = [t.strip() for t in texts[i * num_candidates : (i + 1) * num_candidates]]
-                out.append(list(dict.fromkeys(b for b in beams if b)))
+                beams: dict[str, list[int]] = {}
+                for ids in new_tokens[i * num_candidates : (i + 1) * num_candidates]:
+                    ids = completion_ids(ids, tokenizer.eos_token_id)
+                    text = tokenizer.decode(ids, skip_special_tokens=True).strip()
+                    if text:
+                        beams.setdefault(text, ids)
+                out.append(list(beams.items()))
     finally:
         model.train(was_training)
     return out
+
+
+def generate_candidates(model, tokenizer, prompts: Sequence[str], **kwargs) -> list[list[str]]:
+    """
+    Beam-search candidates of each prompt, as text: [`generate_candidate_ids`] without the ids (same arguments).
+    """
+    return [[text for text, _ in beams] for beams in generate_candidate_ids(model, tokenizer, prompts, **kwargs)]
 
 
 def pairs_from_scores(candidates: Sequence[str], scores: Sequence[float], rejected: str = "all") -> list[tuple]:
@@ -137,7 +172,8 @@ def build_preference_pairs(
 
     Returns:
         `tuple[datasets.Dataset, dict]`: the pairs (`prompt`, `chosen`, `rejected`, `chosen_score`, `rejected_score`,
-        `row`, and `clip_id` when the dataset has it) and counts: `clips`, `pairs`, `judge_errors`,
+        `row`, the token ids `prompt_ids`, `chosen_ids`, `rejected_ids` (generated tokens + EOS), and `clip_id` when
+        the dataset has it) and counts: `clips`, `pairs`, `judge_errors`,
         `fewer_than_two_candidates`, `all_tied`, plus the judge's own `stats`.
     """
     if on_error not in ON_ERROR:
@@ -147,7 +183,7 @@ def build_preference_pairs(
     for column in (prompt_column, references_column, audio_column):
         if column is not None and column not in dataset.column_names:
             raise ValueError(f"column {column!r} is not in the dataset; it has {dataset.column_names}")
-    candidates = generate_candidates(
+    candidates = generate_candidate_ids(
         model,
         tokenizer,
         dataset[prompt_column],
@@ -157,9 +193,13 @@ def build_preference_pairs(
         batch_size=batch_size,
     )
     counts: Counter = Counter(clips=len(dataset))
-    rows: dict[str, list] = {k: [] for k in ("prompt", "chosen", "rejected", "chosen_score", "rejected_score", "row")}
+    columns = ("prompt", "chosen", "rejected", "chosen_score", "rejected_score", "row", "prompt_ids", "chosen_ids",
+               "rejected_ids")  # fmt: skip
+    rows: dict[str, list] = {k: [] for k in columns}
     clip_ids = dataset["clip_id"] if "clip_id" in dataset.column_names else None
-    for i, beams in enumerate(candidates):
+    eos = [tokenizer.eos_token_id]
+    for i, candidate_ids in enumerate(candidates):
+        beams = [text for text, _ in candidate_ids]
         if len(beams) < 2:
             counts["fewer_than_two_candidates"] += 1
             continue
@@ -179,11 +219,12 @@ def build_preference_pairs(
         pairs = pairs_from_scores(beams, scores, rejected)
         if not pairs:
             counts["all_tied"] += 1
+        ids = dict(candidate_ids)
+        prompt_ids = tokenizer(example[prompt_column])["input_ids"]  # as generate_candidate_ids tokenized it
         for chosen, loser, chosen_score, loser_score in pairs:
-            for key, value in zip(
-                ("prompt", "chosen", "rejected", "chosen_score", "rejected_score", "row"),
-                (example[prompt_column], chosen, loser, chosen_score, loser_score, i),
-            ):
+            values = (example[prompt_column], chosen, loser, chosen_score, loser_score, i, prompt_ids,
+                      ids[chosen] + eos, ids[loser] + eos)  # fmt: skip
+            for key, value in zip(columns, values):
                 rows[key].append(value)
     counts["pairs"] = len(rows["prompt"])
     if clip_ids is not None:  # built here, not with `add_column`, which fails on a dataset of no rows

@@ -11,7 +11,7 @@ import logging
 import os
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-from trl import ModelConfig, TrlParser
+from trl import ModelConfig
 
 from hfpref.data.speech_world import speech_emotion_splits
 from hfpref.encoders.speech_tokens import (
@@ -22,8 +22,9 @@ from hfpref.encoders.speech_tokens import (
 )
 from hfpref.hub.loading import check_pretrained_path, load_pretrained, refuse_remote_code
 from hfpref.prompts.emotion_clues import teacher_prompt
+from hfpref.scripts.utils import HfprefParser
 from hfpref.trainers.kd_align_config import KDAlignConfig, SpeechEmotionScriptArguments
-from hfpref.trainers.kd_align_trainer import KDAlignTrainer, kd_alignment_dataset
+from hfpref.trainers.kd_align_trainer import KDAlignTrainer, clue_accuracy, kd_alignment_dataset
 
 
 logger = logging.getLogger(__name__)
@@ -69,8 +70,16 @@ def main(script_args: SpeechEmotionScriptArguments, training_args: KDAlignConfig
         peft_config=peft_config,
     )  # fmt: skip
     before = trainer.evaluate(metric_key_prefix="eval_start")
+    if script_args.dataset_name is None:  # the speech world: what the student tells from the speech alone
+        before["eval_start_emotion_accuracy"] = clue_accuracy(trainer.model, tokenizer, data["test"])
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = {**before, **trainer.evaluate()}
+    if script_args.dataset_name is None:
+        metrics["eval_emotion_accuracy"] = clue_accuracy(trainer.model, tokenizer, data["test"])
+        logger.info(
+            "held-out emotion accuracy (six-way forced choice, chance 1/6): %.3f -> %.3f",
+            metrics["eval_start_emotion_accuracy"], metrics["eval_emotion_accuracy"],
+        )  # fmt: skip
     trainer.save_metrics("eval", metrics)
     logger.info("held-out KL(teacher || student): %.4f -> %.4f", metrics["eval_start_kl"], metrics["eval_kl"])
     trainer.save_model(training_args.output_dir)
@@ -85,8 +94,8 @@ def main(script_args: SpeechEmotionScriptArguments, training_args: KDAlignConfig
     return trainer, metrics
 
 
-def make_parser() -> TrlParser:
-    return TrlParser((SpeechEmotionScriptArguments, KDAlignConfig, ModelConfig))
+def make_parser() -> HfprefParser:
+    return HfprefParser((SpeechEmotionScriptArguments, KDAlignConfig, ModelConfig))
 
 
 if __name__ == "__main__":

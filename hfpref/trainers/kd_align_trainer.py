@@ -14,8 +14,10 @@ masked. The teacher is the student's base model with the adapter disabled, so on
 from __future__ import annotations
 
 import os
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -140,6 +142,93 @@ def response_logits(model, input_ids, attention_mask, positions) -> torch.Tensor
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     index = positions[..., None].expand(-1, -1, logits.shape[-1])
     return logits.gather(1, index)
+
+
+@torch.no_grad()
+def response_log_likelihoods(
+    model, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], responses: Sequence[str], batch_size: int = 32
+) -> list[float]:
+    """
+    `log p(response + EOS | prompt)` under `model`, summed over the response tokens, for each (prompt, response) pair;
+    tokenized as [`KDAlignCollator`] does for the student (prompt with BOS, response without, EOS appended).
+    """
+    if len(prompts) != len(responses):
+        raise ValueError(f"{len(prompts)} prompts for {len(responses)} responses")
+    # The collator reads only column names and length limits; nothing is cut when scoring.
+    limits = SimpleNamespace(
+        speech_prompt_column="prompt", text_prompt_column="text_prompt", response_column="caption",
+        max_prompt_length=sys.maxsize, max_response_length=sys.maxsize,
+    )  # fmt: skip
+    collator = KDAlignCollator(tokenizer, limits)
+    was_training = model.training
+    model.eval()
+    scores: list[float] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            rows = [
+                {"prompt": p, "text_prompt": p, "caption": r}
+                for p, r in zip(prompts[start : start + batch_size], responses[start : start + batch_size])
+            ]
+            batch = {k: v.to(model.device) for k, v in collator(rows).items()}
+            logits = response_logits(
+                model, batch["student_input_ids"], batch["student_attention_mask"], batch["student_positions"]
+            )
+            token_log_probs = torch.log_softmax(logits.float(), -1).gather(-1, batch["response_ids"][..., None])
+            scores += (token_log_probs[..., 0] * batch["response_mask"]).sum(1).tolist()
+    finally:
+        model.train(was_training)
+    return scores
+
+
+def forced_choice_accuracy(
+    model,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    answers: Sequence[int],
+    batch_size: int = 32,
+) -> float:
+    """
+    Share of prompts whose most likely candidate response ([`response_log_likelihoods`]) is the right one: for a
+    speech prompt and captions that differ only in a clue (see [`~hfpref.data.speech_world.caption_alternatives`]),
+    what the model gets right from the speech. A model that ignores its prompt scores the base rate of the value it
+    prefers.
+
+    Example:
+    ```python
+    >>> from hfpref.encoders.speech_tokens import build_tiny_speech_llm
+    >>> model, tokenizer = build_tiny_speech_llm(["a sad voice", "a happy voice"] * 4, 2)
+    >>> forced_choice_accuracy(model, tokenizer, ["<st_0>", "<st_1>"], [["sad", "happy"]] * 2, [0, 1])
+    0.5
+
+    ```
+    """
+    if not len(prompts) == len(candidates) == len(answers):
+        raise ValueError(f"{len(prompts)} prompts, {len(candidates)} candidate lists and {len(answers)} answers")
+    flat_prompts = [p for p, options in zip(prompts, candidates) for _ in options]
+    flat = [c for options in candidates for c in options]
+    scores = response_log_likelihoods(model, tokenizer, flat_prompts, flat, batch_size)
+    correct, offset = 0, 0
+    for options, answer in zip(candidates, answers):
+        block = scores[offset : offset + len(options)]
+        correct += int(np.argmax(block)) == answer
+        offset += len(options)
+    return correct / max(len(answers), 1)
+
+
+def clue_accuracy(model, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, field: str = "emotion") -> float:
+    """
+    On speech-world clips ([`~hfpref.data.speech_world.make_speech_world`] rows with their speech `prompt`): the
+    [`forced_choice_accuracy`] between the clip's caption with each value of `field` (`"emotion"`: six captions that
+    differ in the emotion and the prosody it fixes; `"voice"`, `"pitch"`: two), so only the speech can settle it.
+    Chance is one over the number of values; a model that ignores the speech scores the base rate of its favourite.
+    """
+    from ..data.speech_world import caption_alternatives  # noqa: PLC0415
+
+    choices = [caption_alternatives(row, row["caption"], field) for row in dataset]
+    return forced_choice_accuracy(
+        model, tokenizer, dataset["prompt"], [captions for captions, _ in choices], [answer for _, answer in choices]
+    )
 
 
 def kd_loss(

@@ -4,12 +4,18 @@ standard DPO on (speech-token prompt, chosen, rejected) with a LoRA adapter, thr
 reference is the policy with its adapter disabled (TRL does this under peft), so no second copy of the LLM is held.
 The pairs come from a judge ([`~hfpref.judges.pairs.build_preference_pairs`]).
 
+Pairs from [`~hfpref.judges.pairs.build_preference_pairs`] carry the token ids generation produced, and
+[`SpeechDPOTrainer`] trains on them as they are: TRL would otherwise re-tokenize `prompt + chosen` as one string,
+which for a SentencePiece tokenizer (Llama's `"▁A"` becomes `"A"`) or byte-level BPE scores tokens the policy never
+generated.
+
 The paper fine-tunes for about 1k steps at lr 5e-7 ([`PAPER_DPO`], `recipes/speech_emotion/po/config_dpo.yaml`);
 about 50k pairs was its point of diminishing returns.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -28,6 +34,9 @@ from .kd_align_config import SpeechEmotionScriptArguments
 
 
 PAPER_DPO = {"learning_rate": 5e-7, "max_steps": 1000, "beta": 0.1}
+TOKEN_ID_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
+
+logger = logging.getLogger(__name__)
 
 
 def validate_preference_pairs(pairs: Dataset) -> None:
@@ -48,6 +57,51 @@ def validate_preference_pairs(pairs: Dataset) -> None:
                 raise ValueError(f"row {i}, column {column!r}: expected a non-empty string, got {value!r}")
         if row["chosen"] == row["rejected"]:
             raise ValueError(f"row {i}: chosen and rejected are the same caption {row['chosen']!r}")
+
+
+def validate_token_ids(pairs: Dataset, tokenizer, max_length: int | None = None) -> None:
+    """
+    Check pre-tokenized pairs: `prompt_ids`, `chosen_ids`, `rejected_ids` non-empty lists of ids of `tokenizer`'s
+    vocabulary, each completion ending with EOS, each prompt shorter than `max_length`.
+
+    Raises:
+        `ValueError`: naming the first bad row and column.
+    """
+    vocab, eos = len(tokenizer), tokenizer.eos_token_id
+    for i, row in enumerate(pairs.select_columns(list(TOKEN_ID_COLUMNS))):
+        for column, ids in row.items():
+            if not ids or not all(isinstance(t, int) and 0 <= t < vocab for t in ids):
+                raise ValueError(f"row {i}, column {column!r}: expected token ids in [0, {vocab}), got {ids!r}")
+            if column != "prompt_ids" and ids[-1] != eos:
+                raise ValueError(f"row {i}, column {column!r}: the completion does not end with EOS ({eos})")
+        if max_length is not None and len(row["prompt_ids"]) >= max_length:
+            raise ValueError(
+                f"row {i}: the prompt has {len(row['prompt_ids'])} tokens, max_length={max_length} leaves no room for "
+                "the completion"
+            )
+
+
+class SpeechDPOTrainer(DPOTrainer):
+    """
+    TRL's `DPOTrainer`, trained on the token ids the pairs carry (`prompt_ids`, `chosen_ids`, `rejected_ids`, as
+    [`~hfpref.judges.pairs.build_preference_pairs`] writes them) instead of re-tokenizing `prompt + chosen`. Pairs
+    without ids go through TRL's own tokenization (with a warning: text glued to the prompt may not give back the
+    tokens a model generated).
+    """
+
+    _tag_names = ["hfpref", "aligncap", "dpo", "speech-emotion-captioning"]
+
+    def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+        if isinstance(dataset, Dataset) and all(c in dataset.column_names for c in TOKEN_ID_COLUMNS):
+            tokenizer = getattr(processing_class, "tokenizer", processing_class)
+            validate_token_ids(dataset, tokenizer, args.max_length if args.truncation_mode == "keep_start" else None)
+            return dataset
+        logger.warning(
+            "%s pairs have no %s: TRL tokenizes prompt + completion as one string, which need not give back the "
+            "tokens the model generated (build pairs with hfpref.judges.pairs.build_preference_pairs to keep them)",
+            dataset_name, list(TOKEN_ID_COLUMNS),
+        )  # fmt: skip
+        return super()._prepare_dataset(dataset, processing_class, args, dataset_name)
 
 
 def drop_forward_patches(model) -> bool:
@@ -74,7 +128,7 @@ def speech_dpo_trainer(
     model, tokenizer, pairs: Dataset, args: DPOConfig, *, peft_config=None, eval_pairs=None, callbacks=None
 ) -> DPOTrainer:
     """
-    A TRL `DPOTrainer` for a speech-token captioner: LoRA by default ([`~hfpref.encoders.speech_tokens.speech_lora_config`],
+    A [`SpeechDPOTrainer`] (TRL's `DPOTrainer` on the pairs' token ids) for a speech-token captioner: LoRA by default ([`~hfpref.encoders.speech_tokens.speech_lora_config`],
     r = 8, speech-token rows trainable), reference = the adapter-disabled policy.
 
     Args:
@@ -96,7 +150,7 @@ def speech_dpo_trainer(
         validate_preference_pairs(eval_pairs)
     if not isinstance(model, PeftModel) and peft_config is None:
         peft_config = speech_lora_config(speech_token_ids(tokenizer))
-    return DPOTrainer(
+    return SpeechDPOTrainer(
         model=model,
         args=args,
         train_dataset=pairs,

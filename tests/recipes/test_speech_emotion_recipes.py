@@ -76,6 +76,7 @@ def test_kd_then_pairs_then_dpo_offline(tmp_path):
     kd = _recipe("speech_emotion_kd")
     trainer, metrics = kd.main(*kd.make_parser().parse_args_and_config(argv))
     assert metrics["eval_start_kl"] > 0 and torch.isfinite(torch.tensor(metrics["eval_kl"]))
+    assert all(0 <= metrics[k] <= 1 for k in ("eval_start_emotion_accuracy", "eval_emotion_accuracy"))
     assert (kd_out / "adapter_model.safetensors").is_file() and (kd_out / "README.md").is_file()
     assert (kd_out / "speech_tokenizer" / "config.json").is_file()
     AutoModelForCausalLM.from_pretrained(kd_out / "merged")
@@ -103,6 +104,9 @@ def test_kd_then_pairs_then_dpo_offline(tmp_path):
     assert stats["judge_scored_clips"] + stats["judge_errors"] + stats.get("fewer_than_two_candidates", 0) == 8, stats
     assert all(c > r for c, r in zip(pairs["chosen_score"], pairs["rejected_score"]))
     assert all(p.startswith("<st_") and p.endswith("Describe the speaker's emotion.") for p in pairs["prompt"])
+    # The generated token ids travel with the pairs; DPO trains on them (tests/trainers/test_speech_dpo.py).
+    eos = trainer.processing_class.eos_token_id
+    assert all(ids[-1] == eos for column in ("chosen_ids", "rejected_ids") for ids in pairs[column])
 
     po_out = tmp_path / "po"
     argv = _yaml(
