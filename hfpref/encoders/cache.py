@@ -6,11 +6,12 @@ https://huggingface.co/papers/2402.17813) and read it back afterwards. Layout:
 
 ```
 <cache_dir>/<fingerprint>/fingerprint.json          what produced these vectors
-<cache_dir>/<fingerprint>/<kind>/<key[:2]>/<key>.npy  one float32 vector per entry
+<cache_dir>/<fingerprint>/<kind>/<key[:2]>/<key>.vec  one float32 vector per entry
 ```
 
-A model with another fingerprint lives in another directory, so it never sees these vectors. Each entry is a `.npy`
-file followed by a SHA-256 of its bytes, so a flipped bit is caught and the entry recomputed rather than trusted.
+A model with another fingerprint lives in another directory, so it never sees these vectors. Each entry is `.npy`
+bytes followed by a SHA-256 of them, so a flipped bit is caught and the entry recomputed rather than trusted (entries
+of the older layout, `<key>.npy` without a checksum, are removed once and recomputed).
 """
 
 import hashlib
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _KEY_PATTERN = re.compile(r"^[0-9a-f]{16,128}$")
 _TMP_SUFFIX = TMP_SUFFIX
+ENTRY_SUFFIX = ".vec"
+_LEGACY_SUFFIX = ".npy"
 # Trailer after the .npy bytes of every entry: a marker, then the SHA-256 of those bytes.
 _CHECKSUM_MARKER = b"hfpref-sha256:"
 _CHECKSUM_SIZE = len(_CHECKSUM_MARKER) + 32
@@ -182,7 +185,7 @@ class EmbeddingCache:
         _check_name("kind", kind)
         if not isinstance(key, str) or not _KEY_PATTERN.match(key):
             raise ValueError(f"key={key!r} is not a lowercase hexadecimal digest (16 to 128 characters)")
-        return self.root / kind / key[:2] / f"{key}.npy"
+        return self.root / kind / key[:2] / f"{key}{ENTRY_SUFFIX}"
 
     def get(self, kind: str, key: str) -> np.ndarray | None:
         r"""
@@ -293,7 +296,8 @@ class EmbeddingCache:
 
     def remove_stale_temporary_files(self, older_than: float = STALE_TMP_SECONDS) -> int:
         r"""
-        Delete the temporary files that writers killed mid-write left behind under this fingerprint.
+        Delete the temporary files that writers killed mid-write left behind under this fingerprint, and the entries
+        of the older layout (`<key>.npy`, no checksum).
 
         Args:
             older_than (`float`, *optional*, defaults to `STALE_TMP_SECONDS`, one hour):
@@ -303,20 +307,28 @@ class EmbeddingCache:
             `int`: how many files were deleted (logged when any).
         """
         now = time.time()
-        removed = 0
+        removed, legacy = 0, 0
         for directory, _, files in os.walk(self.root):
             for name in files:
-                if not (name.startswith(".") and name.endswith(_TMP_SUFFIX)):
-                    continue
                 path = os.path.join(directory, name)
                 try:
-                    if now - os.lstat(path).st_mtime >= older_than:
-                        os.unlink(path)
-                        removed += 1
+                    if name.startswith(".") and name.endswith(_TMP_SUFFIX):
+                        if now - os.lstat(path).st_mtime >= older_than:
+                            os.unlink(path)
+                            removed += 1
+                    elif name.endswith(_LEGACY_SUFFIX) and _KEY_PATTERN.match(name[: -len(_LEGACY_SUFFIX)]):
+                        os.unlink(path)  # an entry of the layout without checksums: recomputed on its next use
+                        legacy += 1
                 except FileNotFoundError:
                     pass
         if removed:
             logger.info("Removed %d stale temporary file(s) from the embedding cache %s.", removed, self.root)
+        if legacy:
+            logger.info(
+                "Removed %d embedding cache entries of an older layout (no checksum) from %s; they will be recomputed.",
+                legacy,
+                self.root,
+            )
         return removed
 
     def _link_out_of_cache(self, path: Path) -> Path | None:

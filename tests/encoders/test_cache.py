@@ -45,7 +45,7 @@ def test_put_get_round_trip_and_stats(tmp_path):
     assert loaded.dtype == np.float32
     np.testing.assert_array_equal(loaded, vector(0))
     assert cache.stats == {"hits": 1, "misses": 1, "writes": 1, "corrupt": 0}
-    assert cache.path_for("text", key) == tmp_path / "model-a" / "text" / key[:2] / f"{key}.npy"
+    assert cache.path_for("text", key) == tmp_path / "model-a" / "text" / key[:2] / f"{key}.vec"
 
     # A new object over the same directory (another process, a later run) sees the entry.
     assert EmbeddingCache(tmp_path, "model-a").get("text", key) is not None
@@ -177,7 +177,8 @@ def test_wrong_content_is_a_miss(tmp_path, payload):
     key = EmbeddingCache.key_for_text("a dog barks")
     path = cache.path_for("text", key)
     path.parent.mkdir(parents=True)
-    np.save(path, payload, allow_pickle=True)
+    with open(path, "wb") as handle:
+        np.save(handle, payload, allow_pickle=True)
     assert cache.get("text", key) is None
     assert not path.exists()
     assert cache.stats["corrupt"] == 1
@@ -280,3 +281,17 @@ def test_stale_temporary_files_are_removed_and_fresh_ones_kept(tmp_path):
     cache_module._SWEPT_ROOTS.discard(os.path.realpath(tmp_path / "model-a"))
     EmbeddingCache(tmp_path, "model-a")
     assert not stale.exists() and fresh.exists()
+
+
+def test_entries_of_the_older_layout_are_removed_once(tmp_path, caplog):
+    key = EmbeddingCache.key_for_text("a dog barks")
+    legacy = tmp_path / "model-a" / "text" / key[:2] / f"{key}.npy"
+    legacy.parent.mkdir(parents=True)
+    np.save(legacy, vector(0))
+    other = legacy.parent / "notes.npy"  # not an entry name: left alone
+    np.save(other, vector(1))
+    cache_module._SWEPT_ROOTS.discard(os.path.realpath(tmp_path / "model-a"))
+    with caplog.at_level(logging.INFO, logger="hfpref.encoders.cache"):
+        cache = EmbeddingCache(tmp_path, "model-a")
+    assert not legacy.exists() and other.exists() and "1 embedding cache entries of an older layout" in caplog.text
+    assert cache.get("text", key) is None and cache.stats["corrupt"] == 0

@@ -70,7 +70,7 @@ def test_recipe_main_runs_from_yaml(tmp_path, tiny_clap_dir, monkeypatch, loss_t
     out = tmp_path / "out"
     assert (out / "model.safetensors").is_file() and (out / "README.md").is_file()
     assert 0.0 <= metrics["eval_accuracy"] <= 1.0
-    assert any(p.suffix == ".npy" for p in (out / "embedding-cache").rglob("*"))  # embeddings went through the cache
+    assert any(p.suffix == ".vec" for p in (out / "embedding-cache").rglob("*"))  # embeddings went through the cache
     model = AutoModel.from_pretrained(out)
     assert isinstance(model, CLAPRewardModel)
     assert model.config.clap_checkpoint == str(tiny_clap_dir) and model.config.clap_fingerprint
