@@ -251,7 +251,7 @@ class CaptionRLTrainer(Trainer):
                 bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
                 raise ValueError(f"reward {name!r} returned NaN or inf for completions {bad[:5]}: {values[bad[:5]]}")
             totals += weight * values
-            components[name] = values.mean().item()
+            components[name] = values
         return totals, components
 
     def _ref_log_probs(self, model, inputs, rollout: Rollout) -> torch.Tensor:
@@ -335,8 +335,8 @@ class CaptionRLTrainer(Trainer):
 
         self._metrics["reward"].append(sample_rewards.mean().item())
         self._metrics["reward_std"].append(sample_rewards.std().item() if len(sample_rewards) > 1 else 0.0)
-        for name, value in components.items():
-            self._metrics[f"rewards/{name}"].append(value)
+        for name, values in components.items():
+            self._metrics[f"rewards/{name}"].append(values.mean().item())
         self._metrics["completion_length"].append(float(np.mean([len(t.split()) for t in sample_texts])))
         self._metrics["distinct_1"].append(distinct_n(sample_texts, 1))
         self._metrics["distinct_2"].append(distinct_n(sample_texts, 2))
@@ -395,6 +395,7 @@ class CaptionRLTrainer(Trainer):
         was_training = model.training
         model.eval()
         texts, totals, parts = [], [], defaultdict(list)
+        gather = self.accelerator.gather_for_metrics  # every process decodes its shard; metrics cover the whole set
         try:
             for inputs in self.get_eval_dataloader(dataset):
                 inputs = self._prepare_inputs(inputs)
@@ -408,10 +409,10 @@ class CaptionRLTrainer(Trainer):
                     )
                 batch_texts = ids_to_text(self.tokenizer, greedy)
                 rewards, components = self.score(batch_texts, self._reward_columns(inputs, 1))
-                texts += batch_texts
-                totals += rewards.tolist()
-                for name, value in components.items():
-                    parts[name].append(value * len(batch_texts))
+                texts += gather(batch_texts, use_gather_object=True)
+                totals += gather(rewards.to(self.args.device)).tolist()
+                for name, values in components.items():
+                    parts[name] += gather(values.to(self.args.device)).tolist()
         finally:
             model.train(was_training)
         metrics = {
@@ -421,7 +422,7 @@ class CaptionRLTrainer(Trainer):
             f"{metric_key_prefix}_distinct_2": distinct_n(texts, 2),
         }
         for name, values in parts.items():
-            metrics[f"{metric_key_prefix}_rewards/{name}"] = float(np.sum(values) / len(texts))
+            metrics[f"{metric_key_prefix}_rewards/{name}"] = float(np.mean(values))
         self.log(metrics)
         return metrics
 
