@@ -74,8 +74,14 @@ def cmd_quickstart(args) -> int:
         for path in write_stage_configs(args.write_configs, output_dir=args.output_dir, seed=args.seed):
             print(path)
         return 0
-    results = run_quickstart(output_dir=args.output_dir, size=args.size, seed=args.seed, force=args.force)
-    missed = [name for name, target in results["targets"].items() if not target["met"]]
+    if args.seeds:
+        from .quickstart import run_quickstart_seeds
+
+        results = run_quickstart_seeds(output_dir=args.output_dir, seeds=args.seeds, size=args.size, force=args.force)
+        missed = [name for name, target in results["targets"].items() if not target["met_on_mean"]]
+    else:
+        results = run_quickstart(output_dir=args.output_dir, size=args.size, seed=args.seed, force=args.force)
+        missed = [name for name, target in results["targets"].items() if not target["met"]]
     if missed:
         print(f"targets not met: {missed} (see {args.output_dir}/results.md)")
     return 0
@@ -133,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="how big each stage is (tiny: a smoke test of every stage, too small to learn)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the world and of every stage")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="run once per seed (in OUTPUT_DIR/seed-<k>) and report every figure as mean, spread and per seed",
+    )
     p.add_argument("--force", action="store_true", help="re-run every stage, even finished ones")
     p.add_argument(
         "--write-configs",

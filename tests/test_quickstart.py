@@ -14,6 +14,7 @@ QUICKSTART_CONFIGS = ROOT / "recipes" / "quickstart"
 # Numbers that depend only on the seed; wall times and memory do not.
 SEEDED_KEYS = [
     "clap_test_r1",
+    "rm_heldout_accuracy_human",
     "rm_heldout_accuracy",
     "rl_win_rate",
     "rl_win_rate_challenging",
@@ -72,7 +73,7 @@ def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path,
         assert f"[{i}/{len(STAGES)}] {stage}: " in printed
     results = json.loads((out / "results.json").read_text())
     for key in [
-        "rm_heldout_accuracy",
+        "rm_heldout_accuracy_human",
         "rl_win_rate",
         "rl_win_rate_challenging",
         "rl_win_rate_nonchallenging",
@@ -82,14 +83,18 @@ def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path,
         "peak_rss_mb",
     ]:
         assert key in results, key
-    assert 0 <= results["rm_heldout_accuracy"] <= 1 and results["peak_rss_mb"] > 0
+    assert 0 <= results["rm_heldout_accuracy_human"] <= 1 and results["peak_rss_mb"] > 0
     assert results["wall_seconds"] > 0
     prefs = results["preferences"]
     assert (
         prefs["greedy_wins"] + prefs["top_k_wins"] + prefs["ties"] == prefs["clips"] == SIZES["tiny"].preference_clips
     )
-    assert prefs["pairs_by_source"]["synthetic_negative"] == SIZES["tiny"].preference_clips
-    assert prefs["pairs_by_source"]["correction"] == prefs["both_fail"]
+    # Synthetic negatives (one per training clip) train the reward model and are never held out.
+    by_source = prefs["pairs_by_source"]
+    assert by_source["test"]["synthetic_negative"] == 0 and by_source["train"]["synthetic_negative"] > 0
+    assert by_source["train"]["correction"] + by_source["test"]["correction"] == prefs["both_fail"]
+    held_out = results["rm_heldout_accuracy_by_source"]
+    assert "synthetic_negative" not in held_out and set(held_out) <= {"baseline", "correction"}
 
     report = (out / "results.md").read_text()
     for section in ["## Stages", "Table 1", "Table 4", "Table 2", "## Targets"]:
