@@ -178,18 +178,21 @@ def dpo_check(model, tokenizer, ds, held_out, output_dir, swap=False) -> dict:
 def test_dpo_raises_the_judge_preference_for_the_policy_captions(starting_model, tmp_path):
     """
     After DPO on judged pairs, the judge prefers the policy's greedy captions to the starting model's on the clips
-    the pairs come from. On held-out clips it does not move reliably at this scale (32 training clips, a 2-layer
-    Llama): the policy sharpens what it says about the clips it was trained on (numbers below).
+    the pairs come from, and a little on 16 held-out clips. With a starting model whose captions begin with a
+    word-initial token the gain was not reliable over four seeds (README); this fixture's held on every seed.
     """
     result = dpo_check(*starting_model, tmp_path)
     trainer = result["trainer"]
     assert isinstance(trainer.model, PeftModel) and trainer.ref_model is None  # reference = adapter disabled
     assert trainer.model.peft_config["default"].r == 8
     pair_clips, held_out = result["pair_clips"], result["held_out"]
-    # Seed noise (fixture and training seeds 0..3): see the README's AlignCap section for the table.
+    # Fixture seeds 0..3 (the README's AlignCap section has the table): on the pair clips wins - losses 6, 8, 5, 3
+    # and F1 +0.080, +0.050, +0.063, +0.019; on the held-out clips wins - losses 4, 3, 2, 4 (most clips tie) and F1
+    # +0.065, +0.038, +0.025, +0.063. The margins are at or under the smallest of these.
     assert pair_clips["wins"] >= pair_clips["losses"] + 3, result
     assert pair_clips["policy_score"] >= pair_clips["start_score"] + 0.015, result
     assert held_out["wins"] + held_out["losses"] + held_out["ties"] == N_HELD_OUT
+    assert held_out["wins"] >= held_out["losses"] + 1, result
 
 
 def test_pairs_train_on_the_token_ids_generation_produced_with_a_sentencepiece_tokenizer(tmp_path):
