@@ -23,6 +23,7 @@ from transformers import ClapModel, ClapProcessor, EvalPrediction, Trainer
 from ..data.audio import decode_audio, ensure_audio_column
 from ..encoders.cache import EmbeddingCache
 from ..encoders.clap import _seeded_numpy, _text_max_length, _truncation_for, load_clap
+from ..utils.checks import check_finite_training
 from .clap_contrastive_config import ClapContrastiveConfig
 
 
@@ -503,6 +504,13 @@ class ClapContrastiveTrainer(Trainer):
         if (groups < 0).all():
             groups = None
         return retrieval_metrics(audio, text, groups=groups)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """[`~transformers.Trainer.save_model`], refusing weights or logged losses that are NaN or inf."""
+        check_finite_training(
+            self.model, self.state.log_history, what=f"the model for {output_dir or self.args.output_dir}"
+        )
+        super().save_model(output_dir, _internal_call)
 
     def create_model_card(self, *args, tags: str | list[str] | None = None, **kwargs) -> None:
         tags = [tags] if isinstance(tags, str) else list(tags or [])

@@ -9,6 +9,7 @@ from transformers import EvalPrediction, Trainer
 
 from ..rewards.losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
 from ..rewards.modeling_clap_reward import CLAPRewardModel
+from ..utils.checks import check_finite_training
 from .reward_model_config import RewardModelConfig
 
 
@@ -236,6 +237,13 @@ class RewardModelTrainer(Trainer):
             os.path.join(self.args.output_dir, f"{getattr(self, '_metric_prefix', 'eval')}_reward_histogram.png")
         )
         plt.close(fig)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """[`~transformers.Trainer.save_model`], refusing weights or logged losses that are NaN or inf."""
+        check_finite_training(
+            self.model, self.state.log_history, what=f"the model for {output_dir or self.args.output_dir}"
+        )
+        super().save_model(output_dir, _internal_call)
 
     def create_model_card(
         self,

@@ -205,3 +205,17 @@ def test_push_to_hub_uploads_the_reward_card(tmp_path, monkeypatch):
     assert calls["create_repo"] == "user/clap-reward" and calls["upload"] == ("user/clap-reward", str(tmp_path))
     assert "user/prefs" in calls["readme"] and "CLAPRewardModel" in calls["readme"]
     assert (tmp_path / "model.safetensors").is_file()
+
+
+def test_save_model_refuses_a_broken_model(tmp_path):
+    from hfpref.utils.checks import NonFiniteModelError
+
+    trainer = RewardModelTrainer(_model(), _args(tmp_path, max_steps=2), train_dataset=pairwise_data(64))
+    trainer.train()
+    trainer.save_model(str(tmp_path / "good"))
+    assert (tmp_path / "good" / "model.safetensors").is_file()
+    with torch.no_grad():
+        trainer.model.mlp[0].bias[3] = float("nan")
+    with pytest.raises(NonFiniteModelError, match=r"mlp.0.bias"):
+        trainer.save_model(str(tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()
