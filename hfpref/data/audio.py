@@ -78,12 +78,20 @@ def _describe_file(value: Any) -> str:
     return IN_MEMORY
 
 
-def _wav_data_shortfall(source: str | io.BytesIO) -> tuple[int, int] | None:
-    """`(declared, present)` bytes of a WAV's `data` chunk when the file holds fewer than its header declares.
+# Containers whose header states the size of the audio data chunk: (magic, form types, byte order, data chunk, name).
+_SIZED_CONTAINERS = (
+    (b"RIFF", (b"WAVE",), "little", b"data", "WAV"),
+    (b"RIFX", (b"WAVE",), "big", b"data", "WAV"),
+    (b"FORM", (b"AIFF", b"AIFC"), "big", b"SSND", "AIFF"),
+)
 
-    libsndfile clamps the frame count of a truncated WAV to what the file holds and decodes it as if complete, so the
-    header's claim is compared with the file size here. `None` for complete files, non-WAV data, RF64 and streamed
-    WAVs whose header leaves the size open (0 or 0xFFFFFFFF).
+
+def _data_chunk_shortfall(source: str | io.BytesIO) -> tuple[str, int, int] | None:
+    """`(format, declared, present)` bytes of a WAV's or AIFF's audio chunk when the file holds less than declared.
+
+    libsndfile clamps the frame count of a truncated WAV or AIFF to what the file holds and decodes it as if complete,
+    so the header's claim is compared with the file size here. `None` for complete files, other formats, RF64 and
+    streamed WAVs whose header leaves the size open (0 or 0xFFFFFFFF).
     """
     handle = open(source, "rb") if isinstance(source, str) else source
     try:
@@ -92,18 +100,20 @@ def _wav_data_shortfall(source: str | io.BytesIO) -> tuple[int, int] | None:
         size = handle.tell()
         handle.seek(0)
         header = handle.read(12)
-        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        container = next((c for c in _SIZED_CONTAINERS if header[:4] == c[0] and header[8:12] in c[1]), None)
+        if len(header) < 12 or container is None:
             return None
+        _, _, byteorder, data_id, name = container
         offset = 12
         while offset + 8 <= size:
             handle.seek(offset)
             chunk = handle.read(8)
-            chunk_size = int.from_bytes(chunk[4:8], "little")
-            if chunk[:4] == b"data":
+            chunk_size = int.from_bytes(chunk[4:8], byteorder)
+            if chunk[:4] == data_id:
                 present = size - offset - 8
                 if chunk_size in (0, 0xFFFFFFFF) or chunk_size <= present:
                     return None
-                return chunk_size, present
+                return name, chunk_size, present
             offset += 8 + chunk_size + (chunk_size & 1)
         return None
     finally:
@@ -114,11 +124,11 @@ def _wav_data_shortfall(source: str | io.BytesIO) -> tuple[int, int] | None:
 
 
 def _read_soundfile(source: str | io.BytesIO, fail) -> tuple[np.ndarray, int]:
-    shortfall = _wav_data_shortfall(source)
+    shortfall = _data_chunk_shortfall(source)
     if shortfall is not None:
-        declared, present = shortfall
+        name, declared, present = shortfall
         raise fail(
-            f"truncated file: the WAV header declares {declared} bytes of audio data but the file holds {present} "
+            f"truncated file: the {name} header declares {declared} bytes of audio data but the file holds {present} "
             f"({100 * present / declared:.1f} %); re-export or re-download it"
         )
     try:
@@ -234,9 +244,9 @@ def decode_audio(value: Any, sampling_rate: int, *, row: int | None = None, colu
 
     Raises:
         [`AudioDecodeError`]: when the value is corrupt, in an unreadable format, missing, empty (0 bytes),
-            truncated (a WAV whose header declares more data than the file holds, or a file that stops before the
-            frame count its header states), has zero frames, holds NaN/inf samples or samples beyond the float32
-            range, has a fractional sampling rate, or is a remote path that cannot be read.
+            truncated (a WAV or AIFF whose header declares more data than the file holds, or a file that stops
+            before the frame count its header states), has zero frames, holds NaN/inf samples or samples beyond the
+            float32 range, has a fractional sampling rate, or is a remote path that cannot be read.
 
     Example:
 

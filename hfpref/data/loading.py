@@ -53,15 +53,16 @@ def check_text_data_file(path: str | Path) -> None:
             except UnicodeDecodeError as error:
                 raise ValueError(
                     f"{path}: line {number} is not valid UTF-8 (byte {error.start} of the line, "
-                    f"{line[error.start : error.start + 8]!r}): re-save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)."
+                    f"{line[error.start : error.start + 8]!r}): re-save the file as UTF-8 "
+                    "(e.g. iconv -f latin1 -t utf-8)."
                 ) from None
             if json_lines and text.strip():
                 try:
                     row = json.loads(text)
                 except json.JSONDecodeError as error:
                     raise ValueError(
-                        f"{path}: line {number} is not valid JSON ({error.msg} at column {error.colno}); a .jsonl file "
-                        "holds one JSON object per line."
+                        f"{path}: line {number} is not valid JSON ({error.msg} at column {error.colno}); "
+                        "a .jsonl file holds one JSON object per line."
                     ) from None
                 if not isinstance(row, dict):
                     raise ValueError(

@@ -59,11 +59,11 @@ class EmbeddingCache:
     Entries are written atomically: each vector goes to a hidden temporary file in the entry's directory
     (`.<key>.<random>.tmp`, a name no entry can have), then `os.replace` moves it into place. A crash mid-write
     leaves at most a stray temporary file, which reading ignores; the first cache opened on a folder in a process
-    deletes the ones older than an hour (`STALE_TMP_SECONDS`). Every entry carries a SHA-256 of its bytes. An entry that cannot be trusted
-    (truncated, flipped bytes, wrong shape or dtype, NaN or inf values, or a symbolic link that leads out of the
-    cache) is treated as a miss: it is deleted (a link is removed, never its target) and a warning naming it is
-    logged, so the caller recomputes it. Storing a NaN or inf vector is refused. Writes are not fsync'ed; after a
-    power loss the checksum catches an empty or partial entry.
+    deletes the ones older than an hour (`STALE_TMP_SECONDS`). Every entry carries a SHA-256 of its bytes. An entry
+    that cannot be trusted (truncated, flipped bytes, wrong shape or dtype, NaN or inf values, or a symbolic link
+    that leads out of the cache) is treated as a miss: it is deleted (a link is removed, never its target) and a
+    warning naming it is logged, so the caller recomputes it. Storing a NaN or inf vector is refused. Writes are not
+    fsync'ed; after a power loss the checksum catches an empty or partial entry.
 
     Args:
         cache_dir (`str` or `os.PathLike`):
@@ -325,7 +325,7 @@ class EmbeddingCache:
             logger.info("Removed %d stale temporary file(s) from the embedding cache %s.", removed, self.root)
         if legacy:
             logger.info(
-                "Removed %d embedding cache entries of an older layout (no checksum) from %s; they will be recomputed.",
+                "Removed %d embedding cache entries of an older layout (no checksum) from %s; they are recomputed.",
                 legacy,
                 self.root,
             )

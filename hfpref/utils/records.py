@@ -153,8 +153,8 @@ class OutputLock:
 
     The lock is an OS file lock (`fcntl.flock`) on `<folder>/.hfpref.lock`, which also holds the owner's pid for the
     error message. The operating system drops the lock when its process ends, however it ends, so a killed run never
-    leaves a folder locked; a stale `.hfpref.lock` file is harmless. On platforms without `fcntl` (Windows) the folder is
-    not locked and a warning says so.
+    leaves a folder locked; a stale `.hfpref.lock` file is harmless. On platforms without `fcntl` (Windows) the folder
+    is not locked and a warning says so.
 
     Args:
         folder (`str` or `os.PathLike`):

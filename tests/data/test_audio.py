@@ -322,6 +322,15 @@ def test_truncated_wav_is_caught_where_libsndfile_would_decode_half_a_clip(tmp_p
     assert len(decode_audio(bytes(streamed), 16000)) == 16000
 
 
+def test_truncated_aiff_is_caught_too():
+    buffer = io.BytesIO()
+    sf.write(buffer, sine(440, 1.0, 16000), 16000, format="AIFF")
+    whole = buffer.getvalue()
+    assert len(decode_audio(whole, 16000)) == 16000
+    with pytest.raises(AudioDecodeError, match="truncated file: the AIFF header declares"):
+        decode_audio({"bytes": whole[: len(whole) // 2], "path": "cut.aiff"}, 16000)
+
+
 def test_truncated_flac_is_an_error_naming_the_file(tmp_path):
     buffer = io.BytesIO()
     sf.write(buffer, sine(440, 1.0, 16000), 16000, format="FLAC")
