@@ -148,7 +148,8 @@ def stage_configs(
     """
     size, out = _size(size), Path(output_dir).as_posix()
     world = f"{out}/world"
-    common = dict(report_to="none", seed=seed, save_strategy="no", push_to_hub=False)
+    # TensorBoard logs of every training stage land in <stage output_dir>/runs (`tensorboard --logdir <output_dir>`).
+    common = dict(report_to="tensorboard", seed=seed, save_strategy="no", push_to_hub=False)
     clap = dict(
         dataset_name=world,
         dataset_train_split="train",
@@ -745,7 +746,8 @@ def render_results_markdown(results: dict) -> str:
         "",
         f"Size `{results['size']}`, seed {results['seed']}: {results['wall_seconds']:.0f} s wall, peak memory "
         f"{results['peak_rss_mb']:.0f} MB. The world's oracle (which knows each clip's true events) stands in for "
-        "the human annotators of the paper; captions are greedy.",
+        "the human annotators of the paper; captions are greedy. TensorBoard logs of the four training stages: "
+        f"`tensorboard --logdir {results.get('output_dir', '<output_dir>')}` (each stage's `runs/` folder).",
         "",
         "## Stages",
         "",
@@ -909,6 +911,7 @@ def _run_quickstart(output_dir: Path, size: QuickstartSize, size_name: str, seed
     lengths = {s: tables["all"][s]["mean_length"] for s in ("baseline", "rl")}
     wall, peak = time.perf_counter() - start, _peak_rss_mb()
     results: dict[str, Any] = {
+        "output_dir": str(output_dir),
         "size": size_name,
         "seed": seed,
         "clap_test_r1": stages.records["clap"]["outputs"]["test_r1"],

@@ -105,6 +105,8 @@ def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path,
     for model_dir in ["clap", "sft", "reward-model", "rl"]:
         assert (out / model_dir / "model.safetensors").is_file(), model_dir
         assert (out / model_dir / "README.md").is_file(), model_dir
+        assert any((out / model_dir / "runs").rglob("events.out.tfevents.*")), model_dir  # TensorBoard logs
+    assert f"tensorboard --logdir {out}" in report
     rows = [json.loads(line) for line in (out / "evaluation.jsonl").read_text().splitlines()]
     assert len(rows) == SIZES["tiny"].test_clips
 

@@ -18,6 +18,7 @@ from hfpref.trainers import CaptionRLConfig, CaptionRLTrainer
 from hfpref.trainers.caption_rl_config import CaptionRLScriptArguments
 from hfpref.trainers.caption_sft_config import CaptionerArguments
 from hfpref.trainers.captioning_utils import load_caption_splits, load_captioner
+from hfpref.utils.checks import check_finite_training
 
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = trainer.evaluate()
     trainer.save_metrics("eval", metrics)
+    check_finite_training(trainer.model, trainer.state.log_history, what=training_args.output_dir)
     trainer.save_model(training_args.output_dir)
     dataset = script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)"
     trainer.create_model_card(dataset_name=dataset, reward_model=script_args.reward_model_name_or_path)

@@ -14,6 +14,7 @@ from hfpref.hub.cards import render_model_card
 from hfpref.scripts.utils import HfprefParser
 from hfpref.trainers.caption_sft_config import CaptionerArguments, CaptionScriptArguments, CaptionSFTConfig
 from hfpref.trainers.captioning_utils import CaptionCollator, encoder_input_name, load_caption_splits, load_captioner
+from hfpref.utils.checks import check_finite_training
 
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, m
     metrics = trainer.evaluate()
     trainer.log_metrics("eval", metrics)
     trainer.save_metrics("eval", metrics)
+    check_finite_training(trainer.model, trainer.state.log_history, what=training_args.output_dir)
     trainer.save_model(training_args.output_dir)
 
     card = render_model_card(

@@ -1,3 +1,4 @@
+import math
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -88,6 +89,9 @@ class CaptionRLConfig(TrainingArguments):
     )
 
     def __post_init__(self):
+        from ..utils.checks import check_training_arguments
+
+        check_training_arguments(self)  # a bad YAML stops here, before any data or reward work
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type={self.loss_type!r} is not one of {LOSS_TYPES}")
         if self.scst_baseline not in SCST_BASELINES:
@@ -99,6 +103,10 @@ class CaptionRLConfig(TrainingArguments):
             raise ValueError(f"loss_type={self.loss_type!r} with a leave-one-out baseline needs num_samples >= 2")
         if self.num_samples < 1 or self.ppo_epochs < 1 or self.max_new_tokens < 1:
             raise ValueError("num_samples, ppo_epochs and max_new_tokens must be >= 1")
+        if not all(math.isfinite(v) for v in (self.cliprange, self.temperature, self.kl_coef)):
+            raise ValueError("cliprange, temperature and kl_coef must be finite numbers")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k={self.top_k} must be >= 1 (or null for no top-k)")
         if self.cliprange <= 0 or self.temperature <= 0 or self.kl_coef < 0:
             raise ValueError("cliprange and temperature must be > 0 and kl_coef >= 0")
         if self.loss_type == "ppo" and self.gradient_accumulation_steps != 1:

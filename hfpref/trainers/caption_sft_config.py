@@ -78,3 +78,11 @@ class CaptionSFTConfig(Seq2SeqTrainingArguments):
     max_caption_tokens: int = field(default=64, metadata={"help": "Longest caption, in tokens."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "The collator picks its own columns."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Initial learning rate."})
+
+    def __post_init__(self):
+        from ..utils.checks import check_training_arguments
+
+        check_training_arguments(self)  # a bad YAML stops here, before any data work
+        if self.max_caption_tokens < 2:
+            raise ValueError(f"max_caption_tokens={self.max_caption_tokens} must leave room for a token and eos")
+        super().__post_init__()
