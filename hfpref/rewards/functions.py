@@ -289,7 +289,7 @@ def build_reward_funcs(
         if reward_model_name_or_path is None:
             raise ValueError("the 'reward_model' reward needs reward_model_name_or_path")
         resources["reward_model"] = CLAPRewardModel.from_pretrained(reward_model_name_or_path)
-        clap_model_name_or_path = clap_model_name_or_path or resources["reward_model"].config.clap_checkpoint
+        clap_model_name_or_path = clap_model_name_or_path or resources["reward_model"].config.resolve_clap_checkpoint()
     if {"reward_model", "clap_similarity"} & set(names):
         from ..encoders.clap import ClapEmbedder
 

@@ -1,6 +1,7 @@
 """The CLAP reward model: an MLP over concatenated audio and text embeddings, r(a, c) in (0, 1)."""
 
 import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,7 +30,10 @@ class CLAPRewardConfig(PretrainedConfig):
         reward_clamp (`list[float]`, *optional*, defaults to `[0.01, 0.99]`):
             Rewards are clamped to this range in training mode, as in the paper; `None` for no clamp.
         clap_checkpoint (`str`, *optional*):
-            The CLAP checkpoint whose embeddings the model reads (e.g. `"laion/clap-htsat-unfused"`).
+            The CLAP checkpoint whose embeddings the model reads: a Hub id (e.g. `"laion/clap-htsat-unfused"`) or a
+            local folder. [`~CLAPRewardConfig.save_pretrained`] writes a local folder as a path relative to the
+            reward model's folder (`"../clap"`), so the pair can be moved or copied together; loading resolves it
+            again (see [`~CLAPRewardConfig.resolve_clap_checkpoint`]).
         clap_fingerprint (`str`, *optional*):
             Fingerprint of that CLAP's weights and processor settings, as the embedding cache keys it.
     """
@@ -59,6 +63,76 @@ class CLAPRewardConfig(PretrainedConfig):
         self.clap_checkpoint = clap_checkpoint
         self.clap_fingerprint = clap_fingerprint
         super().__init__(**kwargs)
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """[`~transformers.PretrainedConfig.save_pretrained`], writing a local `clap_checkpoint` relative to `save_directory`."""
+        stored = self.clap_checkpoint
+        self.clap_checkpoint = portable_clap_reference(stored, save_directory)
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self.clap_checkpoint = stored
+
+    def resolve_clap_checkpoint(self, model_dir: str | os.PathLike | None = None) -> str | None:
+        """
+        The CLAP checkpoint as something `from_pretrained` can load: a Hub id or an absolute local path.
+
+        Args:
+            model_dir (`str` or `os.PathLike`, *optional*):
+                The folder the reward model was loaded from; defaults to the config's `_name_or_path`.
+
+        Returns:
+            `str` or `None`: `None` when the config records no CLAP.
+
+        Raises:
+            `FileNotFoundError`: when `clap_checkpoint` is a path relative to the reward model's folder (`"./..."`,
+                `"../..."`) and no CLAP folder is there, naming both folders.
+        """
+        reference = self.clap_checkpoint
+        if reference is None or not _is_relative_reference(reference):
+            return reference
+        model_dir = model_dir or getattr(self, "_name_or_path", None)
+        if model_dir and os.path.isdir(model_dir):
+            path = os.path.normpath(os.path.join(model_dir, reference))
+            if os.path.isdir(path):
+                return path
+            where = f"so the reward model in {model_dir} expects its CLAP in {path}, which does not exist"
+        else:
+            where = f"but the reward model was not loaded from a local folder ({model_dir or 'in memory'})"
+        raise FileNotFoundError(
+            f"clap_checkpoint={reference!r} is a path relative to the reward model's folder, {where}. Copy the CLAP "
+            "folder there, or pass the CLAP explicitly (embedder= to score(), clap_model_name_or_path / --clap-model "
+            "in recipes and hfpref eval)."
+        )
+
+
+def _is_relative_reference(reference: str) -> bool:
+    # Hub ids never start with "." (https://huggingface.co/docs/hub/repositories-naming), so "./x" and "../x" are paths.
+    return reference.startswith(("./", "../"))
+
+
+def portable_clap_reference(reference: str | None, save_directory: str | os.PathLike) -> str | None:
+    """
+    The `clap_checkpoint` to write in a reward model saved to `save_directory`.
+
+    A Hub id stays as is; an existing local folder becomes a path relative to `save_directory` (`"../clap"`), so the
+    reward model does not record an absolute path of the machine it was trained on.
+
+    Example:
+    ```python
+    >>> portable_clap_reference("laion/clap-htsat-unfused", "/tmp/rm")
+    'laion/clap-htsat-unfused'
+
+    ```
+    """
+    if reference is None or _is_relative_reference(reference) or not os.path.isdir(reference):
+        return reference
+    try:
+        relative = os.path.relpath(os.path.abspath(reference), os.path.abspath(save_directory))
+    except ValueError:  # another drive on Windows: no relative path exists
+        return os.path.abspath(reference)
+    relative = relative.replace(os.sep, "/")
+    return relative if relative.startswith("../") else f"./{relative}"
 
 
 @dataclass
@@ -109,7 +183,15 @@ class CLAPRewardModel(PreTrainedModel):
         from ..utils.checks import naming_corrupt_checkpoint
 
         with naming_corrupt_checkpoint(pretrained_model_name_or_path):
-            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        reference = model.config.clap_checkpoint
+        if reference is not None and _is_relative_reference(reference):
+            try:
+                model.config.clap_checkpoint = model.config.resolve_clap_checkpoint(str(pretrained_model_name_or_path))
+            except FileNotFoundError as error:
+                # The head still loads (it reads precomputed embeddings); whatever needs the CLAP raises this error.
+                logger.warning("%s", error)
+        return model
 
     def _init_weights(self, module):
         if isinstance(module, nn.Linear):
@@ -175,7 +257,7 @@ class CLAPRewardModel(PreTrainedModel):
         if embedder is None:
             if self.config.clap_checkpoint is None:
                 raise ValueError("score: the config names no clap_checkpoint; pass embedder=.")
-            embedder = ClapEmbedder.from_pretrained(self.config.clap_checkpoint, show_progress=False)
+            embedder = ClapEmbedder.from_pretrained(self.config.resolve_clap_checkpoint(), show_progress=False)
         check_clap_pairing(self, embedder)
         device = self.device
         audio_embedding = torch.from_numpy(embedder.embed_audio(list(audio))).to(device)

@@ -85,3 +85,61 @@ def test_corrupt_checkpoint_error_names_the_file(tmp_path, damage):
     weights.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"\x00" * len(data))
     with pytest.raises(CorruptCheckpointError, match=f"{weights}: unreadable safetensors file"):
         CLAPRewardModel.from_pretrained(tmp_path)
+
+
+def test_auto_model_loads_after_import_hfpref_in_a_fresh_process(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    model = _model(clap_checkpoint="laion/clap-htsat-unfused", clap_fingerprint="abc123")
+    model.save_pretrained(tmp_path)
+    code = (
+        "import hfpref\n"
+        "from transformers import AutoConfig, AutoModel\n"
+        f"model = AutoModel.from_pretrained({str(tmp_path)!r})\n"
+        f"config = AutoConfig.from_pretrained({str(tmp_path)!r})\n"
+        "print(type(model).__name__, type(config).__name__, model.config.clap_checkpoint)\n"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["CLAPRewardModel", "CLAPRewardConfig", "laion/clap-htsat-unfused"]
+    assert json.loads((tmp_path / "config.json").read_text())["model_type"] == "hfpref_clap_reward"
+
+
+def test_local_clap_is_stored_relative_and_resolved_after_a_move(tmp_path):
+    import json
+    import shutil
+
+    clap_dir, model_dir = tmp_path / "run" / "clap", tmp_path / "run" / "reward"
+    clap_dir.mkdir(parents=True)
+    model = _model(clap_checkpoint=str(clap_dir))
+    model.save_pretrained(model_dir)
+    assert json.loads((model_dir / "config.json").read_text())["clap_checkpoint"] == "../clap"
+    assert model.config.clap_checkpoint == str(clap_dir)  # the in-memory config is left as it was
+
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    loaded = CLAPRewardModel.from_pretrained(tmp_path / "moved" / "reward")
+    assert loaded.config.clap_checkpoint == str(tmp_path / "moved" / "clap")
+
+    shutil.rmtree(tmp_path / "moved" / "clap")
+    orphan = CLAPRewardModel.from_pretrained(tmp_path / "moved" / "reward")  # the head alone still loads
+    assert orphan.config.clap_checkpoint == "../clap"
+    with pytest.raises(
+        FileNotFoundError, match=r"'\.\./clap' is a path relative to the reward model's folder.*does not exist"
+    ):
+        orphan.score([torch.zeros(16).numpy()], ["a dog barks"])
+
+
+def test_clap_inside_the_model_folder_and_hub_ids_are_kept(tmp_path):
+    import json
+
+    from hfpref.rewards.modeling_clap_reward import portable_clap_reference
+
+    (tmp_path / "clap").mkdir()
+    _model(clap_checkpoint=str(tmp_path / "clap")).save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["clap_checkpoint"] == "./clap"
+    assert CLAPRewardModel.from_pretrained(tmp_path).config.clap_checkpoint == str(tmp_path / "clap")
+    assert portable_clap_reference("laion/clap-htsat-unfused", tmp_path) == "laion/clap-htsat-unfused"
