@@ -32,7 +32,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 setup: $(STAMP)
 
 quickstart: setup
-	$(VENV)/bin/hfpref quickstart --output-dir $(OUTPUT_DIR)
+	$(VENV)/bin/hfpref quickstart --output-dir $(OUTPUT_DIR) --seeds 0 1 2
 
 # The annotation app's browser test drives Debian's chromium and its driver: installed for `make test` when absent.
 browser:

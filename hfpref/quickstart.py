@@ -1081,8 +1081,8 @@ def run_quickstart_seeds(
         results = {
             "size": size if isinstance(size, str) else "custom",
             "seeds": list(seeds),
-            "wall_seconds": time.perf_counter() - start,
-            "peak_rss_mb": _peak_rss_mb(),
+            "wall_seconds_all_seeds": time.perf_counter() - start,
+            "peak_rss_mb_all_seeds": _peak_rss_mb(),
             "figures": figures,
             **{name: figures[name] for name in SEED_FIGURES if name in figures},
             "targets": targets,
@@ -1102,8 +1102,8 @@ def render_seeds_markdown(results: dict) -> str:
     lines = [
         "# hfpref quickstart results over seeds",
         "",
-        f"Size `{results['size']}`, seeds {', '.join(map(str, seeds))}: {results['wall_seconds'] / 60:.1f} min wall "
-        f"for all seeds, peak memory {results['peak_rss_mb']:.0f} MB. Each seed re-draws the world, the models and "
+        f"Size `{results['size']}`, seeds {', '.join(map(str, seeds))}: {results['wall_seconds_all_seeds'] / 60:.1f} "
+        f"min wall for all seeds, peak memory {results['peak_rss_mb_all_seeds']:.0f} MB. Each seed re-draws the world, the models and "
         "RL; each seed's own report is `seed-<k>/results.md`. Spread is the sample standard deviation over seeds.",
         "",
         "| figure | mean +- std | min - max | " + " | ".join(f"seed {s}" for s in seeds) + " |",

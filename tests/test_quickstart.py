@@ -141,3 +141,38 @@ def test_default_quickstart_meets_its_targets(tmp_path):
     results = run_quickstart(tmp_path, size=DEFAULT_SIZE, seed=0)
     missed = {name: t["value"] for name, t in results["targets"].items() if not t["met"]}
     assert not missed, missed
+
+
+def test_seeds_are_summarised_with_mean_spread_and_per_seed_values(tmp_path, monkeypatch):
+    """`hfpref quickstart --seeds`: each seed in its own folder, every figure as mean/std/min/max/per seed."""
+    import hfpref.quickstart as quickstart
+
+    def fake_run(output_dir, size, seed, force):
+        # What one seed's run returns, with figures that differ by seed (the pipeline itself is tested above).
+        results = {name: 0.5 + 0.1 * seed for name in quickstart.SEED_FIGURES}
+        results["evaluation"] = {"weighted_deviation": {"reward": 10.0 + seed}}
+        results["targets"] = {
+            name: {"description": name, "value": results[name], "met": results[name] >= bar}
+            for name, bar in quickstart.TARGETS.items()
+        }
+        Path(output_dir).mkdir(parents=True)
+        return results
+
+    monkeypatch.setattr(quickstart, "run_quickstart", fake_run)
+    assert main(["quickstart", "--size", "tiny", "--output-dir", str(tmp_path), "--seeds", "0", "1", "2"]) == 0
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["seeds"] == [0, 1, 2] and all((tmp_path / f"seed-{s}").is_dir() for s in (0, 1, 2))
+    for key in ("rm_heldout_accuracy_human", "rl_win_rate_challenging", "rl_win_rate_nonchallenging"):
+        figure = results[key]
+        assert figure["per_seed"] == pytest.approx({"0": 0.5, "1": 0.6, "2": 0.7})
+        assert figure["mean"] == pytest.approx(0.6) and figure["std"] == pytest.approx(0.1)
+        assert (figure["min"], figure["max"]) == pytest.approx((0.5, 0.7))
+    assert results["figures"]["weighted_deviation/reward"]["mean"] == pytest.approx(11.0)
+    # Non-challenging bar 0.45: met on the mean (0.6) and on every seed; the reward-model bar 0.80 on no seed.
+    target = results["targets"]["rl_win_rate_nonchallenging"]
+    assert target["met_on_mean"] and target["met_on_every_seed"]
+    assert results["targets"]["rm_heldout_accuracy_human"]["met_per_seed"] == {"0": False, "1": False, "2": False}
+    report = (tmp_path / "results.md").read_text()
+    assert "| rl_win_rate_nonchallenging | 0.600 +- 0.100 | 0.500 - 0.700 | 0.500 | 0.600 | 0.700 |" in report
+    with pytest.raises(ValueError, match="must be distinct"):
+        quickstart.run_quickstart_seeds(tmp_path / "again", seeds=[1, 1])
