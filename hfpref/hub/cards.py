@@ -7,6 +7,7 @@ built (with a link to the paper), and its limitations.
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Audio, ClassLabel, Dataset, DatasetDict, Value
-from huggingface_hub import DatasetCard, DatasetCardData, ModelCard, ModelCardData
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData, RepoCard
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from .. import __version__ as hfpref_version
 from ..data.schemas import COLUMN_DESCRIPTIONS, SCHEMAS
@@ -110,6 +113,15 @@ METHODS: dict[str, MethodInfo] = {
             "DPO on judged caption pairs, both through a LoRA adapter."
         ),
     ),
+    "clap": MethodInfo(
+        "contrastive audio-text training (CLAP)",
+        "Large-scale Contrastive Language-Audio Pretraining with Feature Fusion and Keyword-to-Caption Augmentation",
+        "2211.06687",
+        summary=(
+            "A symmetric cross-entropy over the audio-text similarity matrix of a batch pulls each clip's embedding "
+            "towards its caption's and away from the other captions'."
+        ),
+    ),
     "reward_weighted": MethodInfo(
         "reward-weighted diffusion fine-tuning (BATON)",
         *BATON,
@@ -123,10 +135,22 @@ METHODS: dict[str, MethodInfo] = {
 
 @dataclass(frozen=True)
 class TaskInfo:
+    r"""
+    A task as cards describe it.
+
+    Args:
+        name (`str`): Human-readable name, e.g. `"audio captioning"`.
+        library_name (`str`): The library that loads the model (`transformers`, `peft`, `diffusers`).
+        usage (`str`): Quick-start snippet; `{repo_id}` is filled in.
+        pipeline_tag (`str`, *optional*): Hub pipeline tag.
+        task_type (`str`): Hub task id of the `model-index` results.
+    """
+
     name: str
     library_name: str
     usage: str
     pipeline_tag: str | None = None
+    task_type: str = "audio-text-to-text"
 
 
 TASKS: dict[str, TaskInfo] = {
@@ -143,6 +167,7 @@ audio, sampling_rate = sf.read("clip.wav")  # mono, at processor.feature_extract
 inputs = processor(audio, sampling_rate=sampling_rate, return_tensors="pt")
 caption_ids = model.generate(**inputs, max_new_tokens=30)
 print(processor.batch_decode(caption_ids, skip_special_tokens=True)[0])""",
+        task_type="automatic-speech-recognition",
     ),
     "speech-emotion-captioning": TaskInfo(
         "speech emotion captioning",
@@ -158,6 +183,7 @@ prompt = "<st_12><st_507><st_33> Describe the emotion of the speaker."
 inputs = tokenizer(prompt, return_tensors="pt")
 output_ids = model.generate(**inputs, max_new_tokens=64)
 print(tokenizer.decode(output_ids[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True))""",
+        task_type="text-generation",
     ),
     "text-to-audio": TaskInfo(
         "text-to-audio",
@@ -167,6 +193,25 @@ print(tokenizer.decode(output_ids[0, inputs["input_ids"].shape[1] :], skip_speci
 pipe = AudioLDMPipeline.from_pretrained("{repo_id}")
 audio = pipe("A dog barks while a car passes by", num_inference_steps=100, audio_length_in_s=10.0).audios[0]""",
         pipeline_tag="text-to-audio",
+        task_type="text-to-audio",
+    ),
+    "audio-text-retrieval": TaskInfo(
+        "audio-text embedding (CLAP)",
+        "transformers",
+        """import soundfile as sf
+import torch
+from transformers import AutoProcessor, ClapModel
+
+model = ClapModel.from_pretrained("{repo_id}")
+processor = AutoProcessor.from_pretrained("{repo_id}")
+
+audio, sampling_rate = sf.read("clip.wav")  # mono, at processor.feature_extractor.sampling_rate
+captions = ["A dog barks while a car passes by", "Rain falls on a tin roof"]
+inputs = processor(text=captions, audio=[audio], sampling_rate=sampling_rate, return_tensors="pt", padding=True)
+with torch.no_grad():
+    print(model(**inputs).logits_per_audio.softmax(-1))  # which caption fits the clip""",
+        pipeline_tag="zero-shot-audio-classification",
+        task_type="zero-shot-audio-classification",
     ),
 }
 
@@ -226,6 +271,115 @@ _DEFAULT_REWARD_LIMITATIONS = (
 )
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_LINK = re.compile(r"https://huggingface\.co/(?!papers/)(?:datasets/)?([^)\s>\]]*)")
+# Trainer log keys that describe the run, not the model.
+_NOT_RESULTS = ("runtime", "samples_per_second", "steps_per_second", "epoch", "step")
+
+
+def is_hub_id(name: str | None) -> bool:
+    """
+    Whether `name` is a Hub repository id (`"user/name"`) rather than a local path.
+
+    Example:
+    ```python
+    >>> is_hub_id("laion/clap-htsat-unfused"), is_hub_id("/tmp/runs/clap"), is_hub_id("../clap")
+    (True, False, False)
+
+    ```
+    """
+    if not name or not _HUB_ID.match(name) or os.path.exists(name):
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _display_name(name: str) -> str:
+    # A local path is shown by its folder name: the absolute path of the training machine means nothing on the Hub.
+    return name if is_hub_id(name) else os.path.basename(os.path.normpath(name)) or name
+
+
+def eval_results(
+    metrics: Mapping[str, Any] | None, *, task_type: str, task_name: str, dataset: str | None
+) -> list[EvalResult] | None:
+    r"""
+    The `model-index` results of a card: one [`~huggingface_hub.EvalResult`] per numeric metric.
+
+    Args:
+        metrics (`Mapping[str, Any]`):
+            Trainer metrics; the `eval_` prefix is dropped and run statistics (runtime, samples per second, epoch)
+            are left out.
+        task_type (`str`), task_name (`str`):
+            Hub task id and its display name.
+        dataset (`str`, *optional*):
+            The evaluation data: a Hub id, or a local name (shown as is, its type a slug of it).
+
+    Returns:
+        `list[EvalResult]` or `None` when there is no numeric metric.
+    """
+    dataset = dataset or "held-out split"
+    dataset_type = (
+        dataset if is_hub_id(dataset) else re.sub(r"[^a-z0-9]+", "-", _display_name(dataset).lower()).strip("-")
+    )
+    results = []
+    for name, value in (metrics or {}).items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            continue
+        metric = name.removeprefix("eval_")
+        if metric.endswith(_NOT_RESULTS):
+            continue
+        results.append(
+            EvalResult(
+                task_type=task_type,
+                task_name=task_name,
+                dataset_type=dataset_type or "local",
+                dataset_name=_display_name(dataset),
+                metric_type=metric.replace("/", "_"),
+                metric_name=metric,
+                metric_value=round(float(value), 4),
+            )
+        )
+    return results or None
+
+
+def validate_card(card: RepoCard | str, card_class: type[RepoCard] = ModelCard) -> RepoCard | str:
+    r"""
+    Check a card's metadata the way `huggingface_hub` reads it, offline.
+
+    The front matter is parsed back with `huggingface_hub` (which validates the `model-index` results), every
+    `base_model` and `datasets` entry must be a valid Hub repository id ([`~huggingface_hub.utils.validate_repo_id`]),
+    and every `https://huggingface.co/...` link must point at one. (`RepoCard.validate` asks the Hub itself and needs
+    the network; `push_to_hub` calls it.)
+
+    Args:
+        card (`huggingface_hub.RepoCard` or `str`): The card, or its text (a `README.md`).
+        card_class (`type`, *optional*, defaults to `huggingface_hub.ModelCard`):
+            The card class that parses a text (`DatasetCard` for a dataset card).
+
+    Returns:
+        The card, unchanged.
+
+    Raises:
+        `ValueError`: naming every problem.
+    """
+    problems = []
+    try:
+        parsed = (card_class if isinstance(card, str) else type(card))(str(card), ignore_metadata_errors=False)
+    except ValueError as error:
+        raise ValueError(f"the card's metadata does not parse with huggingface_hub: {error}") from error
+    data = parsed.data.to_dict()
+    for key in ("base_model", "datasets"):
+        for value in _as_list(data.get(key)):
+            if not is_hub_id(value):
+                problems.append(f"{key} entry {value!r} is not a Hub repository id")
+    for target in _HUB_LINK.findall(str(card)):
+        if not is_hub_id(target.removesuffix("/")):
+            problems.append(f"the link https://huggingface.co/{target} does not point at a Hub repository")
+    if problems:
+        raise ValueError("invalid card: " + "; ".join(problems))
+    return card
 
 
 def template_path(name: str) -> Path:
@@ -287,7 +441,9 @@ def _size_category(n_rows: int) -> str:
 
 
 def _dataset_links(datasets: Sequence[str]) -> str:
-    links = [f"[{d}](https://huggingface.co/datasets/{d})" if _HUB_ID.match(d) else f"`{d}`" for d in datasets]
+    links = [
+        f"[{d}](https://huggingface.co/datasets/{d})" if is_hub_id(d) else f"`{_display_name(d)}`" for d in datasets
+    ]
     if len(links) <= 1:
         return "".join(links)
     return ", ".join(links[:-1]) + " and " + links[-1]
@@ -384,8 +540,14 @@ def render_dataset_card(
         raise ValueError("Cannot render a dataset card for a DatasetDict without splits.")
     first = next(iter(splits.values()))
     descriptions = {**COLUMN_DESCRIPTIONS, **(column_descriptions or {})}
+    undescribed = [name for name in first.column_names if not descriptions.get(name)]
+    if undescribed:
+        raise ValueError(
+            f"the dataset card of {repo_id} would leave columns {undescribed} undescribed: pass "
+            "column_descriptions={column: description} for them."
+        )
     columns = [
-        {"name": name, "dtype": _feature_type(feature), "description": descriptions.get(name, "")}
+        {"name": name, "dtype": _feature_type(feature), "description": descriptions[name]}
         for name, feature in first.features.items()
     ]
     audio_columns = [name for name, feature in first.features.items() if isinstance(feature, Audio)]
@@ -419,7 +581,7 @@ def render_dataset_card(
         size_categories=[_size_category(total_rows)],
         source_datasets=list(source_datasets) if source_datasets else None,
     )
-    return DatasetCard.from_template(
+    card = DatasetCard.from_template(
         card_data,
         template_path=str(template_path("dataset_card")),
         repo_id=repo_id,
@@ -446,6 +608,7 @@ def render_dataset_card(
         hfpref_version=hfpref_version,
         datasets_version=_package_version("datasets"),
     )
+    return validate_card(card)
 
 
 def render_model_card(
@@ -460,6 +623,7 @@ def render_model_card(
     description: str | None = None,
     training_args: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
+    eval_dataset: str | None = None,
     usage: str | None = None,
     license: str | None = None,
     language: str | list[str] | None = "en",
@@ -482,11 +646,13 @@ def render_model_card(
             `"audio-captioning"`, `"speech-emotion-captioning"` or `"text-to-audio"`; picks the default snippet and
             `library_name`.
         base_model (`str`, *optional*):
-            Hub id of the model that was fine-tuned.
+            The model that was fine-tuned: a Hub id goes into the front matter (`base_model`) and is linked; a local
+            path is named by its folder only.
         datasets (`str` or `Sequence[str]`, *optional*):
-            Training datasets; Hub ids go into the front matter and are linked.
+            Training datasets; Hub ids go into the front matter and are linked. The first one names the data of the
+            `model-index` results.
         reward_model (`str`, *optional*):
-            Hub id of the reward model optimized against, if any.
+            The reward model optimized against, if any (a Hub id is linked).
         model_name (`str`, *optional*):
             Title; defaults to the repository name.
         description (`str`, *optional*):
@@ -494,7 +660,9 @@ def render_model_card(
         training_args (`Mapping[str, Any]`, *optional*):
             Hyperparameters to list (name -> value); `None` values are skipped.
         metrics (`Mapping[str, Any]`, *optional*):
-            Results to list (name -> value).
+            Results to list (name -> value); numeric ones also go into the `model-index` block.
+        eval_dataset (`str`, *optional*):
+            The data the metrics were measured on; defaults to the first of `datasets`.
         usage (`str`, *optional*):
             Python quick-start snippet replacing the task's default.
         license (`str`, *optional*):
@@ -520,8 +688,14 @@ def render_model_card(
     method_info, task_info = METHODS[method], TASKS[task]
     dataset_list = _as_list(datasets)
     card_data = ModelCardData(
-        base_model=base_model,
-        datasets=[d for d in dataset_list if _HUB_ID.match(d)] or None,
+        base_model=base_model if is_hub_id(base_model) else None,
+        datasets=[d for d in dataset_list if is_hub_id(d)] or None,
+        eval_results=eval_results(
+            metrics,
+            task_type=task_info.task_type,
+            task_name=task_info.name,
+            dataset=eval_dataset or next(iter(dataset_list), None),
+        ),
         library_name=library_name or task_info.library_name,
         license=license,
         language=language,
@@ -529,15 +703,19 @@ def render_model_card(
         pipeline_tag=pipeline_tag or task_info.pipeline_tag,
         tags=_tags(["hfpref", method.replace("_", "-"), task], tags or []),
     )
-    return ModelCard.from_template(
+    card = ModelCard.from_template(
         card_data,
         template_path=str(template_path("model_card")),
+        model_name=card_data.model_name,  # model-index takes it out of the front matter
         repo_id=repo_id,
         description=description,
         task_name=task_info.name,
         task_article="an" if task_info.name[0] in "aeiou" else "a",
         dataset_links=_dataset_links(dataset_list),
-        reward_model=reward_model,
+        base_model_name=_display_name(base_model) if base_model else None,
+        base_model_on_hub=is_hub_id(base_model),
+        reward_model=_display_name(reward_model) if reward_model else None,
+        reward_model_on_hub=is_hub_id(reward_model),
         method_name=method_info.name,
         method_summary=method_info.summary,
         paper_title=method_info.paper_title,
@@ -549,6 +727,7 @@ def render_model_card(
         citation=citation,
         **library_versions(),
     )
+    return validate_card(card)
 
 
 def render_reward_model_card(
@@ -562,6 +741,7 @@ def render_reward_model_card(
     description: str | None = None,
     training_args: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
+    eval_dataset: str | None = None,
     model_class: str = "CLAPRewardModel",
     model_module: str = "hfpref.rewards",
     usage: str | None = None,
@@ -578,7 +758,8 @@ def render_reward_model_card(
         repo_id (`str`):
             Hub model repository, `"user/name"`.
         clap_checkpoint (`str`):
-            The CLAP checkpoint whose frozen embeddings the model reads; recorded as `base_model`.
+            The CLAP checkpoint whose frozen embeddings the model reads: a Hub id is recorded as `base_model` and
+            linked; a local folder is named as the reward model's config records it (e.g. `"../clap"`).
         loss_type (`str`, *optional*, defaults to `"bt"`):
             `"bt"` (Bradley-Terry on pairs, RLHF captioning paper), `"bce"` or `"mse"` (binary labels, BATON).
         embedding_dim (`int`, *optional*, defaults to `512`):
@@ -593,7 +774,10 @@ def render_reward_model_card(
             Hyperparameters to list, e.g. `{"bt_scale": 10.0, "l2_coef": 0.1, "num_train_epochs": 70}`; `bt_scale` and
             `l2_coef` (the names of `RewardModelConfig`) also fill in the loss description.
         metrics (`Mapping[str, Any]`, *optional*):
-            Results to list, e.g. agreement with held-out human preferences.
+            Results to list, e.g. agreement with held-out human preferences; numeric ones also go into the
+            `model-index` block.
+        eval_dataset (`str`, *optional*):
+            The data the metrics were measured on; defaults to the first of `datasets`.
         model_class (`str`, *optional*, defaults to `"CLAPRewardModel"`), model_module (`str`, *optional*, defaults to `"hfpref.rewards"`):
             Where the quick-start snippet imports the model class from; the class needs a `score(audio, captions)`
             method.
@@ -636,20 +820,28 @@ audio, sampling_rate = sf.read("clip.wav")  # mono, at the CLAP's sampling rate 
 # score() embeds audio and captions with {clap_checkpoint}, then applies the reward head.
 print(reward_model.score([audio, audio], ["A dog barks while a car passes by", "Rain falls on a tin roof"]))"""
     card_data = ModelCardData(
-        base_model=clap_checkpoint,
-        datasets=[d for d in dataset_list if _HUB_ID.match(d)] or None,
+        base_model=clap_checkpoint if is_hub_id(clap_checkpoint) else None,
+        datasets=[d for d in dataset_list if is_hub_id(d)] or None,
+        eval_results=eval_results(
+            metrics,
+            task_type="audio-classification",
+            task_name="audio-caption preference reward",
+            dataset=eval_dataset or next(iter(dataset_list), None),
+        ),
         library_name="transformers",
         license=license,
         language=language,
         model_name=model_name or repo_id.split("/")[-1],
         tags=_tags(["hfpref", "reward-model", "clap", "audio", f"loss-{loss_type}"], tags or []),
     )
-    return ModelCard.from_template(
+    card = ModelCard.from_template(
         card_data,
         template_path=str(template_path("reward_model_card")),
+        model_name=card_data.model_name,
         repo_id=repo_id,
         description=description,
         clap_checkpoint=clap_checkpoint,
+        clap_on_hub=is_hub_id(clap_checkpoint),
         embedding_dim=embedding_dim,
         dataset_links=_dataset_links(dataset_list),
         loss_name=loss["name"][0].upper() + loss["name"][1:],
@@ -664,3 +856,4 @@ print(reward_model.score([audio, audio], ["A dog barks while a car passes by", "
         citation=citation,
         **library_versions(),
     )
+    return validate_card(card)

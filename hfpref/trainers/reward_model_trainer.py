@@ -8,7 +8,7 @@ from datasets import Dataset
 from transformers import EvalPrediction, Trainer
 
 from ..rewards.losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
-from ..rewards.modeling_clap_reward import CLAPRewardModel
+from ..rewards.modeling_clap_reward import CLAPRewardModel, portable_clap_reference
 from ..utils.checks import check_finite_training
 from .reward_model_config import RewardModelConfig
 
@@ -20,32 +20,39 @@ POINTWISE_COLUMNS = ["audio_embedding", "text_embedding", "label"]
 ROW_INDEX = "row_index"
 
 
-def _check_embedding_dataset(dataset: Dataset, columns: list[str], embedding_dim: int, name: str) -> None:
-    """Refuse data the head cannot read, naming the dataset, column and row."""
+def _embedding_arrays(dataset: Dataset, columns: list[str], embedding_dim: int, name: str) -> dict[str, np.ndarray]:
+    """
+    The columns the head reads, as float32 arrays, one columnar read each; refuses data the head cannot read, naming
+    the dataset, column and row.
+    """
     if len(dataset) == 0:
         raise ValueError(f"{name} is empty.")
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
         raise ValueError(f"{name} lacks columns {missing}; it has {dataset.column_names}.")
     table = dataset.with_format("numpy")
+    arrays = {}
     for column in columns:
-        values = np.asarray(table[column])
+        values = table[column]
         if column == "label":
+            values = np.asarray(values)
             bad = np.flatnonzero((values != 0) & (values != 1))
             if bad.size:
                 raise ValueError(
                     f"{name} column 'label' row {bad[0]} is {values[bad[0]].item()!r}; labels must be 0 or 1."
                 )
+            arrays[column] = values.astype(np.float32)
             continue
         if column == "margin":
+            values = np.asarray(values)
             bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
             if bad.size:
                 raise ValueError(
                     f"{name} column 'margin' row {bad[0]} is {values[bad[0]].item()!r}, not a finite number."
                 )
+            arrays[column] = values.astype(np.float32)
             continue
-        if values.dtype == object or values.ndim != 2:
-            raise ValueError(f"{name} column {column!r} is not a (rows, width) array of embeddings.")
+        values = _stack_rows(values, name, column)
         if values.shape[1] != embedding_dim:
             raise ValueError(
                 f"{name} column {column!r} has width {values.shape[1]}, but the reward model reads "
@@ -54,19 +61,68 @@ def _check_embedding_dataset(dataset: Dataset, columns: list[str], embedding_dim
         bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
         if bad.size:
             raise ValueError(f"{name} column {column!r} has NaN or inf values in rows {bad[:10].tolist()}.")
+        arrays[column] = values.astype(np.float32, copy=False)
+    return arrays
 
 
-class _EmbeddingCollator:
-    def __init__(self, columns: list[str]):
-        self.columns = columns
+def _stack_rows(values, name: str, column: str) -> np.ndarray:
+    # Fixed-length list columns (what add_embeddings writes) arrive as one 2-d array; variable-length lists
+    # (precomputed features of a user's dataset) as a list of rows, stacked here.
+    if not isinstance(values, np.ndarray) or values.dtype == object:
+        rows = list(values)
+        bad = next((i for i, r in enumerate(rows) if np.ndim(r) != 1 or np.shape(r) != np.shape(rows[0])), None)
+        if bad is not None:
+            raise ValueError(
+                f"{name} column {column!r} is not a (rows, width) array of embeddings: row {bad} has shape "
+                f"{np.shape(rows[bad])}, row 0 has {np.shape(rows[0])}."
+            )
+        values = np.stack([np.asarray(r) for r in rows])
+    if values.ndim != 2 or not np.issubdtype(values.dtype, np.number):
+        raise ValueError(f"{name} column {column!r} is not a (rows, width) array of embeddings.")
+    return values
 
-    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = {}
-        for column in [*self.columns, ROW_INDEX]:
-            values = [f[column] for f in features]
-            dtype = torch.long if column == ROW_INDEX else torch.float32
-            batch[column] = torch.tensor(np.asarray(values), dtype=dtype)
-        return batch
+
+class EmbeddingTable(torch.utils.data.Dataset):
+    """
+    A validated embedding dataset held as tensors, so a batch is one indexing operation per column rather than a
+    row-by-row read and collation. `__getitems__` gives the DataLoader whole batches.
+
+    Args:
+        dataset (`datasets.Dataset`): The embeddings (and labels, margins, categories).
+        columns (`list[str]`): The columns the head reads.
+        embedding_dim (`int`): The width the model reads.
+        name (`str`): Named in errors.
+        category_column (`str`, *optional*): Kept as an array for per-category accuracy.
+    """
+
+    def __init__(
+        self, dataset: Dataset, columns: list[str], embedding_dim: int, name: str, category_column: str | None = None
+    ):
+        arrays = _embedding_arrays(dataset, columns, embedding_dim, name)
+        self.tensors = {column: torch.from_numpy(array) for column, array in arrays.items()}
+        self.tensors[ROW_INDEX] = torch.arange(len(dataset))
+        self.categories = (
+            np.asarray(dataset[category_column], dtype=object)
+            if category_column and category_column in dataset.column_names
+            else None
+        )
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.tensors[ROW_INDEX])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {column: tensor[index] for column, tensor in self.tensors.items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return {column: tensor[index] for column, tensor in self.tensors.items()}
+
+
+def _collate_embeddings(features: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    if isinstance(features, dict):  # a whole batch from EmbeddingTable.__getitems__
+        return features
+    return {column: torch.stack([f[column] for f in features]) for column in features[0]}
 
 
 class RewardModelTrainer(Trainer):
@@ -112,17 +168,19 @@ class RewardModelTrainer(Trainer):
         self.columns = list(PAIRWISE_COLUMNS if args.pairwise else POINTWISE_COLUMNS)
         if args.pairwise and args.use_margin:
             self.columns.append("margin")
-        dim = model.config.embedding_dim
-        train_dataset = self._prepare(train_dataset, dim, "train_dataset") if train_dataset is not None else None
+        self._embedding_dim = model.config.embedding_dim
+        self._category_column = args.category_column
+        self._prepared: dict[str, EmbeddingTable] = {}
+        train_dataset = self._prepare(train_dataset, "train_dataset") if train_dataset is not None else None
         if isinstance(eval_dataset, dict):
-            eval_dataset = {k: self._prepare(v, dim, f"eval_dataset[{k!r}]") for k, v in eval_dataset.items()}
+            eval_dataset = {k: self._prepare(v, f"eval_dataset[{k!r}]") for k, v in eval_dataset.items()}
         elif eval_dataset is not None:
-            eval_dataset = self._prepare(eval_dataset, dim, "eval_dataset")
-        self._metric_dataset: Dataset | None = None
+            eval_dataset = self._prepare(eval_dataset, "eval_dataset")
+        self._metric_dataset: EmbeddingTable | None = None
         super().__init__(
             model=model,
             args=args,
-            data_collator=_EmbeddingCollator(self.columns),
+            data_collator=_collate_embeddings,
             train_dataset=train_dataset,
             eval_dataset=eval_dataset,
             callbacks=callbacks,
@@ -130,11 +188,17 @@ class RewardModelTrainer(Trainer):
             compute_metrics=compute_metrics or self._reward_metrics,
         )
 
-    def _prepare(self, dataset: Dataset, embedding_dim: int, name: str) -> Dataset:
-        _check_embedding_dataset(dataset, self.columns, embedding_dim, name)
-        if ROW_INDEX in dataset.column_names:
-            dataset = dataset.remove_columns(ROW_INDEX)
-        return dataset.add_column(ROW_INDEX, list(range(len(dataset))))
+    def _prepare(self, dataset: Dataset | EmbeddingTable, name: str) -> EmbeddingTable:
+        """Validate and load `dataset` into tensors once; a dataset evaluated again is not prepared again."""
+        if isinstance(dataset, EmbeddingTable):
+            return dataset
+        key = getattr(dataset, "_fingerprint", None)
+        if key is not None and key in self._prepared:
+            return self._prepared[key]
+        table = EmbeddingTable(dataset, self.columns, self._embedding_dim, name, self._category_column)
+        if key is not None:
+            self._prepared[key] = table
+        return table
 
     def _rewards(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         audio = inputs["audio_embedding"]
@@ -175,9 +239,9 @@ class RewardModelTrainer(Trainer):
         if isinstance(target, str):
             target = self.eval_dataset[target]
         elif isinstance(target, Dataset) and eval_dataset is not None:
-            target = self._prepare(target, self.model.config.embedding_dim, "eval_dataset")
+            target = self._prepare(target, "eval_dataset")
             eval_dataset = target
-        if isinstance(target, Dataset):
+        if isinstance(target, EmbeddingTable):
             self._metric_dataset = target
             self._metric_prefix = metric_key_prefix
         return super().evaluate(
@@ -198,7 +262,7 @@ class RewardModelTrainer(Trainer):
             groups, scored = correct, (rewards[:, 0], rewards[:, 1])
             labels_names = ("chosen", "rejected")
         else:
-            labels = np.asarray(dataset.select_columns("label").with_format("numpy")["label"])[rows]
+            labels = dataset.tensors["label"].numpy()[rows]
             clipped = rewards.clip(1e-7, 1 - 1e-7)
             metrics["bce"] = float(-(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)).mean())
             metrics["mse"] = float(((rewards - labels) ** 2).mean())
@@ -208,9 +272,8 @@ class RewardModelTrainer(Trainer):
             metrics["reward_negative"] = float(rewards[labels == 0].mean()) if (labels == 0).any() else float("nan")
             scored = (rewards[labels == 1], rewards[labels == 0])
             labels_names = ("label 1", "label 0")
-        category = self.args.category_column
-        if category and dataset is not None and category in dataset.column_names:
-            categories = np.asarray(dataset[category], dtype=object)[rows]
+        if dataset is not None and dataset.categories is not None:
+            categories = dataset.categories[rows]
             for value in sorted(set(categories.tolist()), key=str):
                 metrics[f"accuracy_{value}"] = float(groups[categories == value].mean())
         if self.args.reward_histogram and self.is_world_process_zero():
@@ -264,7 +327,7 @@ class RewardModelTrainer(Trainer):
             metrics = next((e for e in reversed(self.state.log_history) if "eval_accuracy" in e), {})
         card = render_reward_model_card(
             repo_id=repo_id,
-            clap_checkpoint=config.clap_checkpoint or "unknown",
+            clap_checkpoint=portable_clap_reference(config.clap_checkpoint, self.args.output_dir) or "unknown",
             loss_type=self.args.loss_type,
             embedding_dim=config.embedding_dim,
             datasets=[dataset_name] if isinstance(dataset_name, str) else dataset_name,

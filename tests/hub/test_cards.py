@@ -108,7 +108,12 @@ def test_model_card_renders_for_every_method(method):
     assert 'AutoModelForSpeechSeq2Seq.from_pretrained("me/captioner")' in text
     assert f"https://huggingface.co/papers/{METHODS[method].paper_id}" in text
     assert "| `learning_rate` | 1e-05 |" in text and "unused" not in text and "| reward | 0.7123 |" in text
-    assert "`./local.json`" in text and "{{" not in text
+    assert "`local.json`" in text and "./local.json" not in text and "{{" not in text
+    model_index = data.to_dict()["model-index"]
+    assert model_index[0]["name"] == "captioner"
+    result = model_index[0]["results"][0]
+    assert result["dataset"] == {"name": "me/dog-prefs", "type": "me/dog-prefs"}
+    assert result["metrics"] == [{"type": "reward", "value": 0.7123, "name": "reward"}]
 
 
 def test_model_card_tasks_and_errors():
@@ -140,8 +145,56 @@ def test_reward_model_card(loss_type, paper):
     assert 'CLAPRewardModel.from_pretrained("me/clap-reward")' in text and "reward_model.score(" in text
     assert f"https://huggingface.co/papers/{paper}" in text and "| agreement/clotho | 0.75 |" in text
     assert ("scale s = 10 and lambda = 0.1" in text) == (loss_type == "bt")
+    assert data.eval_results[0].metric_value == 0.75 and data.eval_results[0].metric_name == "agreement/clotho"
     with pytest.raises(ValueError, match="is not one of"):
         render_reward_model_card(repo_id="me/r", clap_checkpoint="c", loss_type="hinge")
+
+
+def test_local_paths_never_become_hub_links_or_base_model(tmp_path):
+    from hfpref.hub.cards import is_hub_id, validate_card
+
+    local_sft = tmp_path / "runs" / "sft"
+    local_sft.mkdir(parents=True)
+    card = render_model_card(
+        repo_id="runs/rl",
+        method="scst",
+        base_model=str(local_sft),
+        reward_model=str(tmp_path / "runs" / "reward"),
+        datasets=str(tmp_path / "pairs.jsonl"),
+        metrics={"eval_reward": 0.5, "eval_runtime": 3.0, "epoch": 2.0},
+    )
+    text = str(card)
+    assert "base_model" not in card.data.to_dict() and "datasets" not in card.data.to_dict()
+    assert "huggingface.co//" not in text and str(tmp_path) not in text
+    assert "the local checkpoint `sft`" in text and "`reward` (a local checkpoint)" in text
+    results = ModelCard(text).data.eval_results
+    assert [(r.metric_type, r.dataset_name, r.dataset_type) for r in results] == [
+        ("reward", "pairs.jsonl", "pairs-jsonl")
+    ]
+    reward_card = render_reward_model_card(repo_id="me/r", clap_checkpoint="../clap", metrics={"eval_accuracy": 0.8})
+    assert "base_model" not in reward_card.data.to_dict() and "the local CLAP checkpoint `../clap`" in str(reward_card)
+    assert not is_hub_id(str(local_sft)) and not is_hub_id("../clap") and is_hub_id("laion/clap-htsat-unfused")
+
+    broken = ModelCard(text.replace("library_name:", "base_model: /home/me/sft\nlibrary_name:"))
+    with pytest.raises(ValueError, match="base_model entry '/home/me/sft' is not a Hub repository id"):
+        validate_card(broken)
+    with pytest.raises(ValueError, match="does not point at a Hub repository"):
+        validate_card(ModelCard(text + "\n[x](https://huggingface.co//tmp/x)\n"))
+    with pytest.raises(ValueError, match="does not parse with huggingface_hub"):
+        validate_card(text.replace("value: 0.5", "valu: 0.5"))
+    assert validate_card(text) == text
+
+
+def test_dataset_card_describes_every_column(pairs):
+    with pytest.raises(ValueError, match=r"columns \['novelty'\] undescribed"):
+        render_dataset_card(pairs.add_column("novelty", [1.0] * len(pairs)), repo_id="me/x", kind="pairwise")
+    card = render_dataset_card(
+        pairs.add_column("novelty", [1.0] * len(pairs)),
+        repo_id="me/x",
+        kind="pairwise",
+        column_descriptions={"novelty": "how new the pair is"},
+    )
+    assert "| `novelty` | float64 | how new the pair is |" in str(card)
 
 
 def test_push_preference_dataset_validates_then_pushes_data_and_card(pairs, monkeypatch):

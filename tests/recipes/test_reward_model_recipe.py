@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from huggingface_hub import ModelCard
 from transformers import AutoModel
 from trl import TrlParser
 
@@ -74,6 +75,41 @@ def test_recipe_main_runs_from_yaml(tmp_path, tiny_clap_dir, monkeypatch, loss_t
     model = AutoModel.from_pretrained(out)
     assert isinstance(model, CLAPRewardModel)
     assert model.config.clap_checkpoint == str(tiny_clap_dir) and model.config.clap_fingerprint
+    card = ModelCard.load(out / "README.md", ignore_metadata_errors=False)
+    assert "base_model" not in card.data.to_dict() and "huggingface.co//" not in card.text
+    assert str(tiny_clap_dir) not in card.content  # the card names the CLAP as the config does: relative
+    assert {r.metric_type: r.metric_value for r in card.data.eval_results}["accuracy"] == round(
+        metrics["eval_accuracy"], 4
+    )
+
+
+def test_saved_reward_model_and_card_work_in_a_fresh_process(tmp_path, tiny_clap_dir):
+    """What a user gets: `import hfpref` then AutoModel loads it; huggingface_hub alone parses its card."""
+    import os
+    import shutil
+    import subprocess
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_clap_dir, run / "clap")
+    path = _fixture_yaml(tmp_path, run / "clap", num_train_epochs=1, output_dir=str(run / "out"))
+    _recipe().main(*_parse(["--config", str(path)]))
+    # Move the reward model and its CLAP together: the relative reference still finds the CLAP.
+    moved = tmp_path / "moved"
+    shutil.move(run, moved)
+    code = f"""
+import hfpref, numpy as np
+from huggingface_hub import ModelCard
+from transformers import AutoModel
+card = ModelCard.load({str(moved / "out" / "README.md")!r}, ignore_metadata_errors=False)
+assert card.data.eval_results and not card.data.base_model, card.data
+model = AutoModel.from_pretrained({str(moved / "out")!r})
+print(type(model).__name__, model.config.clap_checkpoint)
+print(len(model.score([np.zeros(16000, dtype=np.float32)], ["a dog barks"])))
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == ["CLAPRewardModel", str(moved / "clap"), "1"]
 
 
 def test_unknown_yaml_key_is_fatal(tmp_path, tiny_clap_dir):

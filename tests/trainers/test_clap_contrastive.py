@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from huggingface_hub import ModelCard
 from transformers import ClapModel, ClapProcessor
 
 from hfpref.data.synth import make_world
@@ -342,6 +343,12 @@ def test_recipe_trains_saves_and_reloads_offline(tmp_path, monkeypatch):
     for name, param in trainer.model.named_parameters():
         torch.testing.assert_close(reloaded[name], param.detach().cpu(), msg=name)
     assert processor.tokenizer.get_vocab() == trainer.processing_class.tokenizer.get_vocab()
+
+    card = ModelCard.load(output_dir / "README.md", ignore_metadata_errors=False)
+    assert "More information needed" not in card.text and "2211.06687" in card.text
+    assert card.data.pipeline_tag == "zero-shot-audio-classification" and "base_model" not in card.data.to_dict()
+    assert {r.metric_type for r in card.data.eval_results} >= {"audio_to_text_r1", "text_to_audio_r1"}
+    assert 'ClapModel.from_pretrained("clap")' in card.text
 
     path.write_text(RECIPE_YAML.format(output_dir=output_dir) + "learning_rat: 0.1\n")
     with pytest.raises(ValueError, match="learning_rat"):

@@ -219,3 +219,64 @@ def test_save_model_refuses_a_broken_model(tmp_path):
     with pytest.raises(NonFiniteModelError, match=r"mlp.0.bias"):
         trainer.save_model(str(tmp_path / "bad"))
     assert not (tmp_path / "bad").exists()
+
+
+def test_batches_are_the_rows_and_evaluation_prepares_a_dataset_once(tmp_path):
+    from hfpref.trainers.reward_model_trainer import EmbeddingTable
+
+    data = pairwise_data(10)
+    trainer = RewardModelTrainer(_model(), _args(tmp_path, per_device_eval_batch_size=4), train_dataset=data)
+    table = trainer.train_dataset
+    assert isinstance(table, EmbeddingTable)
+    batch = table.__getitems__([3, 7])
+    for column in ["audio_embedding", "chosen_embedding", "rejected_embedding"]:
+        np.testing.assert_array_equal(batch[column].numpy(), np.asarray(data[[3, 7]][column], dtype=np.float32))
+    assert batch["row_index"].tolist() == [3, 7]
+    loader_rows = torch.cat([b["row_index"] for b in trainer.get_train_dataloader()])
+    assert sorted(loader_rows.tolist()) == list(range(10))  # every row once per epoch, shuffled
+
+    held_out = pairwise_data(6, seed=1)
+    first = trainer.evaluate(eval_dataset=held_out)
+    assert len(trainer._prepared) == 2 and trainer._prepared[held_out._fingerprint] is trainer._metric_dataset
+    assert trainer.evaluate(eval_dataset=held_out)["eval_accuracy"] == first["eval_accuracy"]
+    assert len(trainer._prepared) == 2
+    assert set(first) >= {"eval_accuracy_near", "eval_accuracy_far"}
+
+
+def test_variable_length_feature_columns_are_read_and_ragged_rows_named(tmp_path):
+    from datasets import Features, Value
+    from datasets import List as ListFeature
+
+    data = pairwise_data(6)
+    ragged = data.cast(Features({**data.features, "audio_embedding": ListFeature(Value("float64"))}))
+    trainer = RewardModelTrainer(_model(), _args(tmp_path), train_dataset=ragged)
+    np.testing.assert_allclose(
+        trainer.train_dataset.tensors["audio_embedding"].numpy(), np.asarray(data["audio_embedding"]), rtol=1e-6
+    )
+    broken = ragged.map(
+        lambda row, i: {"audio_embedding": row["audio_embedding"][: 8 if i == 4 else DIM]}, with_indices=True
+    )
+    with pytest.raises(
+        ValueError, match=r"column 'audio_embedding' is not a \(rows, width\) array.*row 4 has shape \(8,\)"
+    ):
+        RewardModelTrainer(_model(), _args(tmp_path), train_dataset=broken)
+
+
+def test_overhead_benchmark_runs_both_sides(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[2] / "bench" / "reward_trainer_overhead.py"
+    command = [sys.executable, str(bench), "--pairs", "128", "--eval-pairs", "32", "--dim", "16"]
+    result = subprocess.run(
+        [*command, "--epochs", "2", "--repeats", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert sum(" bare: " in line for line in lines) == 2 and sum("trainer: " in line for line in lines) >= 2
+    assert lines[-1].startswith("RATIO reward_trainer_overhead=") and float(lines[-1].split("=")[1]) > 0
