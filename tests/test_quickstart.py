@@ -168,10 +168,11 @@ def test_seeds_are_summarised_with_mean_spread_and_per_seed_values(tmp_path, mon
         assert figure["mean"] == pytest.approx(0.6) and figure["std"] == pytest.approx(0.1)
         assert (figure["min"], figure["max"]) == pytest.approx((0.5, 0.7))
     assert results["figures"]["weighted_deviation/reward"]["mean"] == pytest.approx(11.0)
-    # Non-challenging bar 0.45: met on the mean (0.6) and on every seed; the reward-model bar 0.80 on no seed.
+    # Non-challenging bar 0.45: met on the mean (0.6) and on every seed; the reward-model bar 0.70 on seed 2 only.
     target = results["targets"]["rl_win_rate_nonchallenging"]
     assert target["met_on_mean"] and target["met_on_every_seed"]
-    assert results["targets"]["rm_heldout_accuracy_human"]["met_per_seed"] == {"0": False, "1": False, "2": False}
+    rm_target = results["targets"]["rm_heldout_accuracy_human"]
+    assert rm_target["met_per_seed"] == {"0": False, "1": False, "2": True} and not rm_target["met_on_mean"]
     report = (tmp_path / "results.md").read_text()
     assert "| rl_win_rate_nonchallenging | 0.600 +- 0.100 | 0.500 - 0.700 | 0.500 | 0.600 | 0.700 |" in report
     with pytest.raises(ValueError, match="must be distinct"):
