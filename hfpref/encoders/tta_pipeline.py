@@ -9,8 +9,9 @@ mel spectrogram into a waveform. BATON fine-tunes the UNet only (https://hugging
 [`build_tiny_tta_pipeline`] builds one from configs for the offline world and the tests: its text encoder is the text
 tower of a given CLAP, and its vocoder is [`GriffinLimVocoder`], a parameter-free mel inversion (a HiFi-GAN trained
 from scratch on CPU would be noise; a fixed inversion keeps the chain text -> mel -> waveform honest).
-[`waveform_to_log_mel`] computes the mel features the VAE encodes, with AudioLDM's STFT settings read off the
-vocoder's config.
+[`waveform_to_log_mel`] computes the mel features the VAE encodes as AudioLDM's own data pipeline does
+(`audioldm/audio/tools.py`: mean removed, peak scaled to 0.5, zero-padded, reflect-padded STFT, Slaney mel, natural
+log), with the STFT settings read off the vocoder's config.
 """
 
 from __future__ import annotations
@@ -72,15 +73,37 @@ def _mel_basis(n_fft: int, n_mels: int, sampling_rate: int, fmin: float, fmax: f
     return torch.from_numpy(np.asarray(filters, dtype=np.float32).T)
 
 
+def normalize_wav(waveform: torch.Tensor) -> torch.Tensor:
+    """
+    AudioLDM's waveform normalisation before its mel front end (`audioldm/audio/tools.py`, `normalize_wav`): the mean
+    removed, then scaled to a peak of 0.5 (`/ (max|x| + 1e-8) * 0.5`).
+
+    Example:
+    ```python
+    >>> normalize_wav(torch.tensor([0.0, 0.2, 0.4])).tolist()
+    [-0.5, 0.0, 0.5]
+
+    ```
+    """
+    waveform = waveform - waveform.mean()
+    return waveform / (waveform.abs().max() + 1e-8) * 0.5
+
+
 def waveform_to_log_mel(
-    waveforms: torch.Tensor | np.ndarray | Sequence[np.ndarray], vocoder, n_frames: int | None = None
+    waveforms: torch.Tensor | np.ndarray | Sequence[np.ndarray],
+    vocoder,
+    n_frames: int | None = None,
+    normalize: bool = True,
 ) -> torch.Tensor:
     """
     Log-mel spectrograms as the pipeline's VAE sees them: `(batch, 1, frames, n_mels)`, time first like AudioLDM.
 
-    Settings come from the vocoder: hop = `prod(upsample_rates)`, `model_in_dim` mel bins, its `sampling_rate`
-    (FFT size and band edges from the config when it has them, else AudioLDM's 1024 / 0 - 8 kHz). Magnitudes, Slaney
-    mel filters, `log(clamp(x, 1e-5))`.
+    AudioLDM's preprocessing (`audioldm/audio/tools.py` `wav_to_fbank`, `audioldm/audio/stft.py` `TacotronSTFT`):
+    each clip's mean is removed and its peak scaled to 0.5 ([`normalize_wav`]), it is zero-padded or cut to
+    `n_frames * hop` samples, reflect-padded by `n_fft // 2` on both sides, and its STFT magnitudes (periodic Hann
+    window) go through Slaney mel filters and `log(clamp(x, 1e-5))`; the frames are cut to `n_frames`. Settings come
+    from the vocoder: hop = `prod(upsample_rates)`, `model_in_dim` mel bins, its `sampling_rate` (FFT size and band
+    edges from the config when it has them, else AudioLDM's 1024 / 0 - 8 kHz).
 
     Args:
         waveforms (`torch.Tensor`, `np.ndarray` or a sequence of arrays):
@@ -90,6 +113,9 @@ def waveform_to_log_mel(
         n_frames (`int`, *optional*):
             Frames to return; clips are zero-padded or cut to `n_frames * hop` samples first. Defaults to the longest
             clip's `ceil(samples / hop)`.
+        normalize (`bool`, *optional*, defaults to `True`):
+            Apply [`normalize_wav`] to each clip first, as AudioLDM does for its training data; the VAE of a released
+            checkpoint has only seen normalised clips.
 
     Returns:
         `torch.Tensor` of shape `(batch, 1, n_frames, n_mels)`.
@@ -102,6 +128,8 @@ def waveform_to_log_mel(
         clips = [torch.as_tensor(np.asarray(w, dtype=np.float32)).reshape(-1) for w in waveforms]
     if not clips:
         raise ValueError("waveform_to_log_mel got no clips")
+    if normalize:
+        clips = [normalize_wav(c) for c in clips]
     if n_frames is None:
         n_frames = max(int(np.ceil(len(c) / hop)) for c in clips)
     length = n_frames * hop

@@ -64,6 +64,25 @@ def reward_weighted_denoising_loss(
     return weighted + beta * pretrain, weighted, pretrain
 
 
+def whole_clip_frames(lengths: list[int], pipeline: AudioLDMPipeline) -> int:
+    """
+    Mel frames that hold the longest of clips of `lengths` samples whole: `ceil(max / hop)` rounded up to a multiple
+    of the VAE downsampling. Logs how many clips are shorter (they are zero-padded) and how many are cut (none).
+    """
+    if not lengths:
+        raise ValueError("no clips to encode")
+    hop = int(np.prod(pipeline.vocoder.config.upsample_rates))
+    factor = pipeline.vae_scale_factor
+    frames = int(np.ceil(max(lengths) / hop / factor)) * factor
+    shorter = sum(length < max(lengths) for length in lengths)
+    if shorter:
+        logger.info(
+            "encoding %d clips whole as %d mel frames (%.2f s): %d shorter clips zero-padded",
+            len(lengths), frames, frames * hop / sampling_rate_of(pipeline), shorter,
+        )  # fmt: skip
+    return frames
+
+
 @torch.no_grad()
 def encode_audio_text(
     pipeline: AudioLDMPipeline,
@@ -85,17 +104,19 @@ def encode_audio_text(
         audio_column (`str`, *optional*, defaults to `"audio"`), text_column (`str`, *optional*, defaults to
             `"prompt"`): the columns.
         batch_size (`int`, *optional*, defaults to `32`): clips per VAE call.
-        n_frames (`int`, *optional*): mel frames per clip; defaults to the UNet's `sample_size` times the VAE
-            downsampling (the pipeline's default clip length).
+        n_frames (`int`, *optional*): mel frames per clip. Defaults to the whole of the longest clip, rounded up to a
+            multiple of the VAE downsampling, so that the latents cover the audio the reward scored (a 10 s clip is
+            not cut to AudioLDM's default 5.12 s); shorter clips are zero-padded, and their count is logged.
     """
     for column in (audio_column, text_column):
         if column not in dataset.column_names:
             raise ValueError(f"the dataset has no column {column!r}; it has {dataset.column_names}")
     factor = pipeline.vae_scale_factor
-    n_frames = n_frames or int(pipeline.unet.config.sample_size) * factor
+    clips, _ = decode_audio_column(dataset, audio_column, sampling_rate_of(pipeline))
+    if n_frames is None:
+        n_frames = whole_clip_frames([len(c) for c in clips], pipeline)
     if n_frames % factor:
         raise ValueError(f"n_frames={n_frames} must be a multiple of the VAE downsampling {factor}")
-    clips, _ = decode_audio_column(dataset, audio_column, sampling_rate_of(pipeline))
     vae = pipeline.vae
     means, stds = [], []
     for start in range(0, len(clips), batch_size):

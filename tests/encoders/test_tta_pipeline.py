@@ -112,3 +112,95 @@ def test_fit_vae_learns_to_reconstruct_and_sets_the_scaling_factor(tiny_pipeline
         tiny_pipeline.vae.load_state_dict(vae_state)
     assert trained["reconstruction_mse"] < 0.5 * first["reconstruction_mse"], (first, trained)
     assert tiny_pipeline.vae.config.scaling_factor == pytest.approx(trained["scaling_factor"])
+
+
+def _librosa_slaney_mel(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax) (htk=False, norm="slaney"),
+    written out: AudioLDM's TacotronSTFT builds its mel basis with it."""
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+
+    def hz_to_mel(f):
+        f = np.asarray(f, dtype=np.float64)
+        return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
+
+    def mel_to_hz(m):
+        return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+    fft_freqs = np.linspace(0, sr / 2, 1 + n_fft // 2)
+    mel_f = mel_to_hz(np.linspace(hz_to_mel(fmin), hz_to_mel(fmax), n_mels + 2))
+    ramps = np.subtract.outer(mel_f, fft_freqs)
+    fdiff = np.diff(mel_f)
+    weights = np.stack(
+        [np.maximum(0, np.minimum(-ramps[i] / fdiff[i], ramps[i + 2] / fdiff[i + 1])) for i in range(n_mels)]
+    )
+    return weights * (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+
+
+def _audioldm_fbank(waveform: np.ndarray, target_length: int) -> np.ndarray:
+    """
+    AudioLDM's own preprocessing of a training clip (haoheliu/AudioLDM, audioldm/audio/tools.py `wav_to_fbank` and
+    audioldm/audio/stft.py `TacotronSTFT`, audioldm-s-full settings), re-implemented in numpy: mean removed, peak
+    0.5, zero-padded to `target_length * 160` samples, reflect-padded by 512, a windowed Fourier basis of 1024
+    points every 160 samples, magnitudes, Slaney mel (64 bands, 0 - 8 kHz), log(clamp(x, 1e-5)), frames cut to
+    `target_length`. Returns `(target_length, 64)`.
+    """
+    waveform = waveform.astype(np.float64) - waveform.mean()
+    waveform = waveform / (np.abs(waveform).max() + 1e-8) * 0.5
+    padded = np.zeros(target_length * 160)
+    padded[: min(len(waveform), len(padded))] = waveform[: len(padded)]
+    signal = np.pad(padded, 512, mode="reflect")
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1024) / 1024)  # scipy get_window("hann", fftbins=True)
+    frames = np.stack([signal[i : i + 1024] * window for i in range(0, len(signal) - 1024 + 1, 160)])
+    magnitude = np.abs(np.fft.rfft(frames, axis=1)).T  # (513, frames)
+    mel = _librosa_slaney_mel(16000, 1024, 64, 0.0, 8000.0) @ magnitude
+    return np.log(np.clip(mel, 1e-5, None)).T[:target_length]
+
+
+def test_log_mel_matches_audioldm_preprocessing():
+    """
+    The mel features a released AudioLDM's VAE encodes, computed by hfpref from the pipeline's own vocoder config
+    (audioldm-s-full-v2: SpeechT5HifiGan, 64 mels, hop 5*4*2*2*2 = 160), against AudioLDM's preprocessing written
+    out above: a quiet clip with a DC offset (the case mean removal and peak normalisation change), one shorter than
+    the target (zero-padded) and one longer (cut).
+    """
+    config = SpeechT5HifiGanConfig(model_in_dim=64, sampling_rate=16000, upsample_rates=[5, 4, 2, 2, 2])
+    vocoder = type("Vocoder", (), {"config": config})()
+    rng = np.random.default_rng(0)
+    t = np.arange(24000) / 16000
+    clips = [
+        (0.03 * np.sin(2 * np.pi * 440 * t) + 0.01 * rng.standard_normal(t.size) + 0.2).astype(np.float32),
+        _sine(2500.0, seconds=0.7),
+        (0.9 * rng.standard_normal(40000)).astype(np.float32),
+    ]
+    target = 128  # 1.28 s of frames
+    ours = waveform_to_log_mel(clips, vocoder, n_frames=target)
+    assert ours.shape == (3, 1, target, 64)
+    for i, clip in enumerate(clips):
+        reference = _audioldm_fbank(clip, target)
+        np.testing.assert_allclose(ours[i, 0].numpy(), reference, atol=2e-3, rtol=0)
+    # Without AudioLDM's normalisation the quiet, offset clip lands elsewhere (what the VAE never saw in training).
+    raw = waveform_to_log_mel(clips[:1], vocoder, n_frames=target, normalize=False)
+    assert np.abs(raw[0, 0].numpy() - _audioldm_fbank(clips[0], target)).mean() > 1.0
+
+
+def test_encoding_keeps_the_whole_clip_the_reward_scored(tiny_pipeline):
+    """
+    10 s clips are not cut to the pipeline's default length (1.02 s here, 5.12 s for AudioLDM): the latents cover
+    the clip the reward model scored, and a shorter clip in the same data is zero-padded to the longest.
+    """
+    from datasets import Dataset
+
+    from hfpref.data.audio import audio_value
+    from hfpref.trainers.reward_weighted_diffusion_trainer import encode_audio_text
+
+    default_frames = tiny_pipeline.unet.config.sample_size * tiny_pipeline.vae_scale_factor
+    clips = [_sine(800.0, seconds=3.0), _sine(1600.0, seconds=2.0)]
+    ds = Dataset.from_dict(
+        {"audio": [audio_value(c, 16000, path=f"{i}.wav") for i, c in enumerate(clips)], "prompt": PROMPTS[:2]}
+    )
+    encoded = encode_audio_text(tiny_pipeline, ds)
+    latent_frames = np.asarray(encoded[0]["latent_mean"]).shape[1]
+    assert latent_frames * tiny_pipeline.vae_scale_factor == 188 > 2 * default_frames  # ceil(3 s / 256 / 4) * 4
+    explicit = encode_audio_text(tiny_pipeline, ds, n_frames=default_frames)
+    assert np.asarray(explicit[0]["latent_mean"]).shape[1] * tiny_pipeline.vae_scale_factor == default_frames
