@@ -9,6 +9,7 @@ so the model's `generation_config` (Whisper's decoder prompt and suppressed toke
 """
 
 import inspect
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -376,19 +377,48 @@ def build_tiny_whisper_captioner(texts: Iterable[str], *, seed: int = 0, clip_se
     The feature extractor's window is `clip_seconds` long (Whisper's is 30 s), so the encoder's
     positions match: `max_source_positions = 50 * clip_seconds`.
 
+    The tokenizer is a `WhisperTokenizer` (so `pipeline("automatic-speech-recognition")` loads and decodes the saved
+    captioner) over the byte-level BPE that CLAP fixtures use, with its ids: `<s>`=0, `<pad>`=1, `</s>`=2. The
+    three tokens the pipeline's Whisper decoding looks up (`<|startoftranscript|>`, `<|startofprev|>`,
+    `<|notimestamps|>`) come after the trained vocabulary, `<|notimestamps|>` last, so no caption token reads as a
+    timestamp; the model's vocabulary stops before them (it never emits them, and captions are tokenized without
+    special tokens).
+
     Returns:
         `(WhisperForConditionalGeneration, WhisperProcessor)`.
     """
-    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
 
     from ..encoders.clap import train_clap_tokenizer
 
-    # A byte-level BPE with <s>=0, <pad>=1, </s>=2: the same small tokenizer CLAP fixtures use.
-    tokenizer = train_clap_tokenizer(texts, vocab_size=512, model_max_length=64)
+    bpe = train_clap_tokenizer(texts, vocab_size=512, model_max_length=64)
+    state = json.loads(bpe.backend_tokenizer.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    tokenizer = WhisperTokenizer(
+        vocab=state["vocab"],
+        merges=merges,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=64,
+    )
+    vocab_size = len(tokenizer)
+    if tokenizer.get_vocab() != bpe.get_vocab():
+        raise RuntimeError("the Whisper tokenizer's vocabulary differs from the trained BPE's")
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|startoftranscript|>", "<|startofprev|>", "<|notimestamps|>"]}
+    )
     feature_extractor = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, chunk_length=int(clip_seconds))
     frames = feature_extractor.nb_max_frames
     config = WhisperConfig(
-        vocab_size=len(tokenizer),
+        vocab_size=vocab_size,
         num_mel_bins=80,
         d_model=d_model,
         encoder_layers=2,
