@@ -71,6 +71,65 @@ def check_text_data_file(path: str | Path) -> None:
                     )
 
 
+def _upstream_stage(path: Path) -> str | None:
+    """The quickstart stage whose output `path` is, when it sits where that stage writes (`<output_dir>/<name>`)."""
+    from ..quickstart import STAGE_OUTPUTS
+
+    parent = path.parent
+    # Only a quickstart output folder, or one not created yet, is read as the quickstart's layout.
+    if parent.is_dir() and not (parent / "stages").is_dir():
+        return None
+    for stage, outputs in STAGE_OUTPUTS.items():
+        if any(output.split("/")[0] == path.name for output in outputs):
+            return stage
+    return None
+
+
+def check_input_exists(name_or_path: str | Path, what: str) -> None:
+    """
+    Refuse a local input that does not exist, before a loader turns it into a misleading Hub error.
+
+    A path that looks local ([`~hfpref.hub.loading.looks_local`]: `./x`, `/x`, `a/b/c`) must exist. When it is
+    where a quickstart stage writes its output (`<output_dir>/clap`, `<output_dir>/reward-model`, ...), the error
+    names that stage and how to run it. Hub ids pass through.
+
+    Args:
+        name_or_path (`str` or `Path`): The input.
+        what (`str`): What it is, for the message (e.g. `"the CLAP (clap_model_name_or_path)"`).
+
+    Raises:
+        `FileNotFoundError`: naming the path, and the stage to run first where one writes it.
+
+    Example:
+    ```python
+    >>> check_input_exists("laion/clap-htsat-unfused", "the CLAP")  # a Hub id: nothing to check here
+
+    ```
+    """
+    from ..hub.loading import looks_local
+
+    name = str(name_or_path)
+    if Path(name).expanduser().exists() or not looks_local(name):
+        return
+    path = Path(name).expanduser()
+    stage = _upstream_stage(path)
+    hint = ""
+    if stage is not None:
+        from ..quickstart import STAGES, TRAINING_STAGES
+
+        how = (
+            f"`hfpref quickstart --output-dir {path.parent}`, or the stage alone: `accelerate launch "
+            f"recipes/{TRAINING_STAGES[stage]}.py --config recipes/quickstart/{stage}/config_small.yaml`"
+            if stage in TRAINING_STAGES
+            else f"`hfpref quickstart --output-dir {path.parent}`"
+        )
+        hint = (
+            f" In the quickstart's layout it is the output of stage '{stage}' ({STAGES.index(stage) + 1} of {len(STAGES)}), "
+            f"which has not run: run {how} first."
+        )
+    raise FileNotFoundError(f"{what} {name} does not exist (a local path, not a Hub id).{hint}")
+
+
 def load_any_dataset(name_or_path: str | Path, *, split: str | None = None) -> Dataset | DatasetDict:
     """
     Load a dataset from the Hub, a `save_to_disk` folder, a folder of data files, or a
@@ -98,9 +157,10 @@ def load_any_dataset(name_or_path: str | Path, *, split: str | None = None) -> D
             if file.suffix.lower() in TEXT_FILE_TYPES and file.is_file():
                 check_text_data_file(file)
         ds = load_dataset(str(path))
-    elif path.suffix.lower() in file_types or str(name_or_path).startswith((".", "/", "~")):
+    elif path.suffix.lower() in file_types:
         raise ValueError(f"{name_or_path!s} looks like a local path but does not exist.")
     else:
+        check_input_exists(name_or_path, "the dataset")
         ds = load_dataset(str(name_or_path))
 
     if split is not None:

@@ -16,6 +16,27 @@ from .synth import make_caption_variants, make_oracle_preferences, make_world, o
 logger = logging.getLogger(__name__)
 
 PAIRWISE_KEEP = ["clip_id", "audio", "chosen", "rejected", "category"]
+PAIRWISE_EMBEDDINGS = ["audio_embedding", "chosen_embedding", "rejected_embedding"]
+POINTWISE_EMBEDDINGS = ["audio_embedding", "text_embedding"]
+
+
+def embedding_columns(pairwise: bool) -> list[str]:
+    """The precomputed embedding columns a reward model trains on: pairwise or pointwise."""
+    return PAIRWISE_EMBEDDINGS if pairwise else POINTWISE_EMBEDDINGS
+
+
+def has_embeddings(ds: Dataset, pairwise: bool, name: str) -> bool:
+    """
+    Whether `ds` carries precomputed embedding columns (then it is trained on as is); some but not all is refused.
+    """
+    columns = embedding_columns(pairwise)
+    present = [c for c in columns if c in ds.column_names]
+    if present and len(present) != len(columns):
+        raise ValueError(
+            f"{name} has the precomputed embedding columns {present} but lacks "
+            f"{[c for c in columns if c not in present]}: give all of {columns}, or none (then it is embedded)."
+        )
+    return bool(present)
 
 
 def make_oracle_feedback(world: Dataset, *, seed: int = 0) -> Dataset:
@@ -94,15 +115,32 @@ def load_reward_splits(args, *, pairwise: bool) -> DatasetDict:
     strict = getattr(args, "strict_data", False)
     text_columns = ["chosen", "rejected"] if pairwise else [args.text_column]
     pair_columns = ("chosen", "rejected") if pairwise else None
+    named_eval = args.named_eval_datasets() if hasattr(args, "named_eval_datasets") else {}
 
-    def informative(ds: Dataset, split: str | None) -> Dataset:
-        name = f"{source} (split {split!r})" if split else str(source)
-        return drop_uninformative_rows(ds, text_columns, pair_columns=pair_columns, strict=strict, name=name)
+    def informative(ds: Dataset, split: str | None, name: str | None = None) -> Dataset:
+        name = name or (f"{source} (split {split!r})" if split else str(source))
+        present = [c for c in text_columns if c in ds.column_names]
+        if has_embeddings(ds, pairwise, name) and len(present) < len(text_columns):
+            return ds  # precomputed features without (all) their texts: the trainer checks the vectors
+        pairs = pair_columns if pair_columns and all(c in ds.column_names for c in pair_columns) else None
+        return drop_uninformative_rows(ds, text_columns, pair_columns=pairs, strict=strict, name=name)
 
     if isinstance(data, DatasetDict):
         data = DatasetDict({split: informative(part, split) for split, part in data.items()})
     else:
         data = informative(data, None)
+    if named_eval:
+        # Named evaluation sets: the whole training source is trained on, each set evaluated on its own.
+        if isinstance(data, DatasetDict):
+            if args.dataset_train_split not in data:
+                raise ValueError(
+                    f"{args.dataset_name} has no split {args.dataset_train_split!r}; it has {list(data)}."
+                )
+            data = data[args.dataset_train_split]
+        splits = DatasetDict(train=data)
+        for name, eval_source in named_eval.items():
+            splits[name] = informative(_load_eval_set(eval_source, name), None, f"eval set {name!r} ({eval_source})")
+        return _checked(splits, args, pairwise)
     if isinstance(data, DatasetDict):
         if args.dataset_train_split not in data:
             raise ValueError(f"{args.dataset_name} has no split {args.dataset_train_split!r}; it has {list(data)}.")
@@ -119,13 +157,40 @@ def load_reward_splits(args, *, pairwise: bool) -> DatasetDict:
                 "to the column that identifies a clip (rows of one clip must stay on one side)."
             )
         splits = split_by_clip(data, test_size=args.test_size, seed=args.split_seed, clip_column=args.group_column)
+    return _checked(splits, args, pairwise)
 
-    validate_dataset(
-        splits,
-        "pairwise" if pairwise else "pointwise",
-        audio_column=args.audio_column,
-        text_column=None if pairwise else args.text_column,
-    )
+
+def _load_eval_set(source: str, name: str) -> Dataset:
+    data = load_any_dataset(source)
+    if isinstance(data, DatasetDict):
+        if len(data) != 1:
+            raise ValueError(
+                f"eval set {name!r}: {source} has the splits {list(data)}; point it at one split (a file or a "
+                "save_to_disk folder of one Dataset)."
+            )
+        data = next(iter(data.values()))
+    return data
+
+
+def _checked(splits: DatasetDict, args, pairwise: bool) -> DatasetDict:
+    """Schema checks (splits carrying precomputed embeddings are checked by the trainer), then synthetic negatives."""
+    embedded = {name for name, part in splits.items() if has_embeddings(part, pairwise, f"split {name!r}")}
+    to_check = DatasetDict({name: part for name, part in splits.items() if name not in embedded})
+    if len(to_check):
+        validate_dataset(
+            to_check,
+            "pairwise" if pairwise else "pointwise",
+            audio_column=args.audio_column,
+            text_column=None if pairwise else args.text_column,
+        )
+    for name in embedded:
+        if not pairwise and "label" not in splits[name].column_names:
+            raise ValueError(f"split {name!r} has precomputed embeddings but no 'label' column.")
+    if pairwise and args.synthetic_negatives and "train" in embedded:
+        raise ValueError(
+            "synthetic_negatives embeds other clips' captions, but the training data carries precomputed "
+            "embeddings: build the negative pairs into the data instead (rejected_embedding from another clip)."
+        )
     if pairwise and args.synthetic_negatives:
         negatives = add_synthetic_negatives(splits["train"], clip_column=args.group_column, seed=args.split_seed)
         keep = [c for c in PAIRWISE_KEEP if c in splits["train"].column_names and c in negatives.column_names]

@@ -180,7 +180,10 @@ class CLAPRewardModel(PreTrainedModel):
                 "CLAPRewardModel loads safetensors checkpoints only; pickled weights are never unpickled."
             )
         kwargs["use_safetensors"] = True
+        from ..data.loading import check_input_exists
         from ..utils.checks import naming_corrupt_checkpoint
+
+        check_input_exists(pretrained_model_name_or_path, "the reward model")
 
         with naming_corrupt_checkpoint(pretrained_model_name_or_path):
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)

@@ -12,7 +12,8 @@ import os
 
 from transformers import set_seed
 
-from hfpref.data.reward_data import load_reward_splits
+from hfpref.data.loading import check_input_exists
+from hfpref.data.reward_data import has_embeddings, load_reward_splits
 from hfpref.encoders.clap import ClapEmbedder
 from hfpref.encoders.dataset import add_embeddings
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel, check_clap_pairing
@@ -28,16 +29,24 @@ logger = logging.getLogger(__name__)
 def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, head_args: RewardHeadArguments):
     set_seed(training_args.seed)
     pairwise = training_args.pairwise
+    # Upstream outputs first: a missing one names the stage that writes it, before any data work.
+    check_input_exists(script_args.clap_model_name_or_path, "the CLAP (clap_model_name_or_path)")
+    if head_args.init_from:
+        check_input_exists(head_args.init_from, "the reward model to start from (init_from)")
 
-    # Data -> embeddings, through the cache.
+    # Data -> embeddings, through the cache; splits with precomputed embedding columns are used as they are.
     splits = load_reward_splits(script_args, pairwise=pairwise)
-    cache_dir = script_args.embedding_cache_dir or os.path.join(training_args.output_dir, "embedding-cache")
-    embedder = ClapEmbedder.from_pretrained(script_args.clap_model_name_or_path, cache_dir=cache_dir)
+    to_embed = [name for name, split in splits.items() if not has_embeddings(split, pairwise, f"split {name!r}")]
+    embedder = None
+    if to_embed:
+        cache_dir = script_args.embedding_cache_dir or os.path.join(training_args.output_dir, "embedding-cache")
+        embedder = ClapEmbedder.from_pretrained(script_args.clap_model_name_or_path, cache_dir=cache_dir)
     model = None
     if head_args.init_from:
         model = CLAPRewardModel.from_pretrained(head_args.init_from)
-        # Training on another CLAP's embeddings would keep the old fingerprint on a head that now reads new ones.
-        check_clap_pairing(model, embedder)
+        if embedder is not None:
+            # Training on another CLAP's embeddings would keep the old fingerprint on a head that now reads new ones.
+            check_clap_pairing(model, embedder)
     text_columns = ["chosen", "rejected"] if pairwise else {script_args.text_column: "text_embedding"}
     embedded = {
         name: add_embeddings(
@@ -47,25 +56,33 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
             text_columns=text_columns,
             skip_bad_audio=script_args.skip_bad_audio,
         )
+        if name in to_embed
+        else split
         for name, split in splits.items()
     }
-    logger.info("embedding cache %s: %s", cache_dir, embedder.cache.stats)
+    if embedder is not None:
+        logger.info("embedding cache %s: %s", cache_dir, embedder.cache.stats)
+    if len(to_embed) < len(splits):
+        logger.info("precomputed embedding columns used as they are in %s", sorted(set(splits) - set(to_embed)))
+    embedding_dim = precomputed_width(embedded, script_args.embedding_dim, embedder)
 
     # Model (a new head is built after embedding, so its initialisation follows the same seeded RNG as always).
     if model is None:
         model = CLAPRewardModel(
             CLAPRewardConfig(
-                embedding_dim=embedder.embedding_dim,
+                embedding_dim=embedding_dim,
                 hidden_sizes=head_args.hidden_sizes,
                 dropout=head_args.dropout,
                 reward_clamp=head_args.reward_clamp,
-                clap_checkpoint=script_args.clap_model_name_or_path,
-                clap_fingerprint=embedder.fingerprint,
+                clap_checkpoint=script_args.clap_model_name_or_path if embedder else script_args.embeddings_from,
+                clap_fingerprint=embedder.fingerprint if embedder else None,
             )
         )
 
     # Train -> evaluate -> save -> card -> push.
-    trainer = RewardModelTrainer(model, training_args, train_dataset=embedded["train"], eval_dataset=embedded["test"])
+    eval_sets = {name: split for name, split in embedded.items() if name != "train"}
+    eval_dataset = eval_sets["test"] if list(eval_sets) == ["test"] else eval_sets  # named sets: eval_<name>_*
+    trainer = RewardModelTrainer(model, training_args, train_dataset=embedded["train"], eval_dataset=eval_dataset)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     check_finite_training(
         trainer.model, trainer.state.log_history, what=f"the reward model for {training_args.output_dir}"
@@ -82,6 +99,23 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
     if training_args.push_to_hub:
         trainer.push_to_hub(dataset_name=source)
     return trainer, metrics
+
+
+def precomputed_width(embedded: dict, embedding_dim: int | None, embedder) -> int:
+    """The reward model's input width: the CLAP's, or that of the precomputed columns (checked against embedding_dim)."""
+    if embedder is not None:
+        width = embedder.embedding_dim
+    else:
+        first = next(iter(embedded.values()))
+        width = len(first[0]["audio_embedding"])
+    if embedding_dim is not None and embedding_dim != width:
+        source = (
+            f"the CLAP {getattr(embedder, 'model_name', '')}"
+            if embedder is not None
+            else "the precomputed audio_embedding"
+        )
+        raise ValueError(f"embedding_dim={embedding_dim}, but {source} is {width}-d.")
+    return width
 
 
 def make_parser() -> HfprefParser:

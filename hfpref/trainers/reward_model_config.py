@@ -1,5 +1,6 @@
 import ast
 import math
+import re
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -162,6 +163,18 @@ class RewardScriptArguments:
         strict_data (`bool`, *optional*, defaults to `False`):
             Refuse rows that would mislead training (an empty or whitespace caption, chosen == rejected) instead of
             dropping them with a logged count.
+        embedding_dim (`int`, *optional*):
+            Width of precomputed embedding columns (`audio_embedding`, `chosen_embedding`, `rejected_embedding`, or
+            `text_embedding` for pointwise data). A dataset with those columns is trained on as is, never
+            re-embedded; they may come from any encoder (CLAP or not), and their width must equal this value
+            when it is set.
+        embeddings_from (`str`, *optional*):
+            What made the precomputed embeddings (e.g. the CLAP checkpoint), recorded as the reward model's
+            `clap_checkpoint`; leave it unset for features of another encoder (the model then records no CLAP).
+        eval_datasets (`list[str]`, *optional*):
+            Named evaluation sets, `name=source` (a Hub id, `save_to_disk` folder or data file holding one split),
+            e.g. `["clotho=data/clotho_eval_pairs"]`. With them the whole training source is trained on (no split)
+            and each set is evaluated on its own (`eval_<name>_accuracy`).
     """
 
     dataset_name: str | None = None
@@ -180,6 +193,9 @@ class RewardScriptArguments:
     embedding_cache_dir: str | None = None
     skip_bad_audio: bool = False
     strict_data: bool = False
+    embedding_dim: int | None = None
+    embeddings_from: str | None = None
+    eval_datasets: list[str] | None = None
 
     def __post_init__(self):
         sources = [name for name in ("dataset_name", "fense_files", "synthetic_clips") if getattr(self, name)]
@@ -194,6 +210,25 @@ class RewardScriptArguments:
             )
         if not 0.0 < self.test_size < 1.0:
             raise ValueError(f"test_size={self.test_size} must lie in (0, 1)")
+        if self.embedding_dim is not None and (isinstance(self.embedding_dim, bool) or self.embedding_dim < 1):
+            raise ValueError(f"embedding_dim={self.embedding_dim!r} must be a positive width")
+        self.named_eval_datasets()
+
+    def named_eval_datasets(self) -> dict[str, str]:
+        """`eval_datasets` as `{name: source}`; refuses an entry without `name=` or a repeated name."""
+        named: dict[str, str] = {}
+        for entry in self.eval_datasets or []:
+            name, sep, source = str(entry).partition("=")
+            name, source = name.strip(), source.strip()
+            if not sep or not name or not source or not re.fullmatch(r"[\w.-]+", name):
+                raise ValueError(
+                    f"eval_datasets entry {entry!r} is not name=source (a name of letters, digits, '_', '-', '.'), "
+                    "e.g. clotho=data/clotho_eval_pairs"
+                )
+            if name in named or name == "train":
+                raise ValueError(f"eval_datasets names {name!r} twice (or uses the reserved name 'train')")
+            named[name] = source
+        return named
 
 
 @dataclass

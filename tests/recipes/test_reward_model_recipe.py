@@ -28,7 +28,12 @@ def _parse(argv):
 
 
 @pytest.mark.parametrize(
-    "config", ["captioning/reward/config_fense_bt.yaml", "text_to_audio/reward/config_binary_bce.yaml"]
+    "config",
+    [
+        "captioning/reward/config_fense_bt.yaml",
+        "captioning/reward/config_fense_features.yaml",
+        "text_to_audio/reward/config_binary_bce.yaml",
+    ],
 )
 def test_shipped_configs_parse(config):
     script_args, training_args, head_args = _parse(["--config", str(RECIPES / config)])
@@ -37,9 +42,26 @@ def test_shipped_configs_parse(config):
 
 
 def test_fense_config_has_the_paper_settings():
-    _, training_args, _ = _parse(["--config", str(RECIPES / "captioning/reward/config_fense_bt.yaml")])
+    path = RECIPES / "captioning/reward/config_fense_bt.yaml"
+    _, training_args, _ = _parse(["--config", str(path)])
     assert (training_args.num_train_epochs, training_args.per_device_train_batch_size) == (70, 64)
     assert (training_args.l2_coef, training_args.bt_scale) == (0.1, 10.0)
+    # The Trainer's hidden defaults are written out in the file, not inherited silently.
+    written = yaml.safe_load(path.read_text())
+    hidden = {"optim", "weight_decay", "lr_scheduler_type", "warmup_steps", "max_grad_norm", "adam_beta1"}
+    assert hidden <= set(written)
+    assert (training_args.lr_scheduler_type, training_args.max_grad_norm, training_args.weight_decay) == (
+        "linear",
+        1.0,
+        0.0,
+    )
+
+
+def test_features_config_trains_on_one_set_and_evaluates_on_another():
+    script_args, _, _ = _parse(["--config", str(RECIPES / "captioning/reward/config_fense_features.yaml")])
+    assert script_args.embedding_dim == 384 and script_args.named_eval_datasets() == {
+        "clotho": "data/fense-features/clotho_eval"
+    }
 
 
 def _fixture_yaml(tmp_path, tiny_clap_dir, **overrides):
@@ -173,3 +195,94 @@ def test_init_from_a_reward_model_of_another_clap_is_refused(tmp_path, tiny_clap
     path = _fixture_yaml(tmp_path, tiny_clap_dir, init_from=str(tmp_path / "old-rm"), synthetic_clips=8)
     with pytest.raises(ClapMismatchError, match="0" * 32):
         _recipe().main(*_parse(["--config", str(path)]))
+
+
+def test_a_stage_config_run_alone_names_the_stage_to_run_first(tmp_path, tiny_clap_dir):
+    """A quickstart stage config run before its upstream stages: the error says which stage writes what is missing."""
+    out = tmp_path / "quickstart"  # nothing has run yet
+    path = _fixture_yaml(tmp_path, tiny_clap_dir, clap_model_name_or_path=str(out / "clap"))
+    with pytest.raises(
+        FileNotFoundError, match=r"quickstart/clap does not exist.*stage 'clap' \(2 of 7\).*config_small"
+    ):
+        _recipe().main(*_parse(["--config", str(path)]))
+
+    path = _fixture_yaml(tmp_path, tiny_clap_dir, synthetic_clips=None, dataset_name=str(out / "preferences"))
+    with pytest.raises(FileNotFoundError, match=r"stage 'preferences' \(4 of 7\).*hfpref quickstart --output-dir"):
+        _recipe().main(*_parse(["--config", str(path)]))
+
+    (out / "stages").mkdir(parents=True)  # a quickstart output folder whose reward stage has not run
+    with pytest.raises(FileNotFoundError, match=r"the reward model .*reward-model does not exist.*stage 'reward'"):
+        CLAPRewardModel.from_pretrained(str(out / "reward-model"))
+    with pytest.raises(FileNotFoundError, match=r"the reward model .*elsewhere/rm does not exist \(a local path"):
+        CLAPRewardModel.from_pretrained(str(tmp_path / "elsewhere" / "rm"))
+
+
+def _feature_pairs(path, n, dim, seed):
+    """Pairs of precomputed 24-d features of a non-CLAP encoder: chosen lies near the audio vector."""
+    import numpy as np
+    from datasets import Dataset
+
+    rng = np.random.default_rng(seed)
+    audio = rng.normal(size=(n, dim)).astype("float32")
+    Dataset.from_dict(
+        {
+            "clip_id": [f"clip-{seed}-{i // 2}" for i in range(n)],
+            "audio_embedding": audio.tolist(),
+            "chosen_embedding": (audio + 0.3 * rng.normal(size=(n, dim))).astype("float32").tolist(),
+            "rejected_embedding": rng.normal(size=(n, dim)).astype("float32").tolist(),
+        }
+    ).save_to_disk(str(path))
+    return str(path)
+
+
+def test_precomputed_features_train_without_a_clap_and_named_eval_sets(tmp_path, monkeypatch):
+    import hfpref.scripts.reward_model as script
+
+    monkeypatch.setattr(script.ClapEmbedder, "from_pretrained", None)  # any embedding attempt would fail loudly
+    train = _feature_pairs(tmp_path / "audiocaps", 160, 24, seed=0)
+    clotho, other = _feature_pairs(tmp_path / "clotho", 40, 24, seed=1), _feature_pairs(tmp_path / "o", 20, 24, seed=2)
+    path = _fixture_yaml(
+        tmp_path,
+        "laion/clap-htsat-unfused",  # never loaded: the data carries its features
+        synthetic_clips=None,
+        synthetic_negatives=False,
+        dataset_name=train,
+        embedding_dim=24,
+        embeddings_from=None,
+        eval_datasets=[f"clotho={clotho}", f"other={other}"],
+        num_train_epochs=20,
+        learning_rate=1e-2,
+        eval_strategy="epoch",
+    )
+    trainer, metrics = _recipe().main(*_parse(["--config", str(path)]))
+    assert len(trainer.train_dataset) == 160  # the whole training source, no held-out split
+    assert {"eval_clotho_accuracy", "eval_other_accuracy"} <= set(metrics)
+    assert metrics["eval_clotho_accuracy"] >= 0.8  # the planted preference is learnt and carries over
+    model = CLAPRewardModel.from_pretrained(tmp_path / "out")
+    assert model.config.embedding_dim == 24 and model.config.clap_checkpoint is None
+    card = ModelCard.load(tmp_path / "out" / "README.md", ignore_metadata_errors=False)
+    assert {r.metric_type for r in card.data.eval_results} >= {"clotho_accuracy", "other_accuracy"}
+
+    wrong = _fixture_yaml(
+        tmp_path, "laion/clap-htsat-unfused", synthetic_clips=None, dataset_name=train, embedding_dim=32
+    )
+    with pytest.raises(ValueError, match=r"synthetic_negatives embeds other clips' captions"):
+        _recipe().main(*_parse(["--config", str(wrong)]))
+    wrong = _fixture_yaml(
+        tmp_path,
+        "laion/clap-htsat-unfused",
+        synthetic_clips=None,
+        synthetic_negatives=False,
+        dataset_name=train,
+        embedding_dim=32,
+    )
+    with pytest.raises(ValueError, match=r"embedding_dim=32, but the precomputed audio_embedding is 24-d"):
+        _recipe().main(*_parse(["--config", str(wrong)]))
+
+
+def test_eval_datasets_entries_are_checked():
+    with pytest.raises(ValueError, match=r"'clotho' is not name=source"):
+        RewardScriptArguments(synthetic_clips=4, eval_datasets=["clotho"])
+    with pytest.raises(ValueError, match="names 'a' twice"):
+        RewardScriptArguments(synthetic_clips=4, eval_datasets=["a=x", "a=y"])
+    assert RewardScriptArguments(synthetic_clips=4, eval_datasets=["c=d/e"]).named_eval_datasets() == {"c": "d/e"}
