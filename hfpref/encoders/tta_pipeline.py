@@ -80,7 +80,7 @@ def normalize_wav(waveform: torch.Tensor) -> torch.Tensor:
 
     Example:
     ```python
-    >>> normalize_wav(torch.tensor([0.0, 0.2, 0.4])).tolist()
+    >>> [round(x, 4) for x in normalize_wav(torch.tensor([0.0, 0.2, 0.4])).tolist()]
     [-0.5, 0.0, 0.5]
 
     ```
