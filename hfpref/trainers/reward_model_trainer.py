@@ -3,6 +3,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+import pyarrow as pa
 import torch
 from datasets import Dataset
 from transformers import EvalPrediction, Trainer
@@ -22,37 +23,40 @@ ROW_INDEX = "row_index"
 
 def _embedding_arrays(dataset: Dataset, columns: list[str], embedding_dim: int, name: str) -> dict[str, np.ndarray]:
     """
-    The columns the head reads, as float32 arrays, one columnar read each; refuses data the head cannot read, naming
-    the dataset, column and row.
+    The columns the head reads, as float32 arrays read column-wise from Arrow (no per-row conversion); refuses data
+    the head cannot read, naming the dataset, column and row.
     """
     if len(dataset) == 0:
         raise ValueError(f"{name} is empty.")
     missing = [c for c in columns if c not in dataset.column_names]
     if missing:
         raise ValueError(f"{name} lacks columns {missing}; it has {dataset.column_names}.")
-    table = dataset.with_format("numpy")
+    table = dataset.select_columns(columns).with_format("arrow")[0 : len(dataset)]
     arrays = {}
     for column in columns:
-        values = table[column]
-        if column == "label":
-            values = np.asarray(values)
-            bad = np.flatnonzero((values != 0) & (values != 1))
-            if bad.size:
-                raise ValueError(
-                    f"{name} column 'label' row {bad[0]} is {values[bad[0]].item()!r}; labels must be 0 or 1."
-                )
+        values = table.column(column).combine_chunks()
+        if values.null_count:
+            row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(f"{name} column {column!r} row {row} is missing (null).")
+        if column in ("label", "margin"):
+            if pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
+                raise ValueError(f"{name} column {column!r} holds lists; it must hold one number per row.")
+            values = values.to_numpy(zero_copy_only=False)
+            if column == "label":
+                bad = np.flatnonzero((values != 0) & (values != 1))
+                if bad.size:
+                    raise ValueError(
+                        f"{name} column 'label' row {bad[0]} is {values[bad[0]].item()!r}; labels must be 0 or 1."
+                    )
+            else:
+                bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
+                if bad.size:
+                    raise ValueError(
+                        f"{name} column 'margin' row {bad[0]} is {values[bad[0]].item()!r}, not a finite number."
+                    )
             arrays[column] = values.astype(np.float32)
             continue
-        if column == "margin":
-            values = np.asarray(values)
-            bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
-            if bad.size:
-                raise ValueError(
-                    f"{name} column 'margin' row {bad[0]} is {values[bad[0]].item()!r}, not a finite number."
-                )
-            arrays[column] = values.astype(np.float32)
-            continue
-        values = _stack_rows(values, name, column)
+        values = _matrix(values, name, column)
         if values.shape[1] != embedding_dim:
             raise ValueError(
                 f"{name} column {column!r} has width {values.shape[1]}, but the reward model reads "
@@ -61,25 +65,31 @@ def _embedding_arrays(dataset: Dataset, columns: list[str], embedding_dim: int, 
         bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
         if bad.size:
             raise ValueError(f"{name} column {column!r} has NaN or inf values in rows {bad[:10].tolist()}.")
-        arrays[column] = values.astype(np.float32, copy=False)
+        arrays[column] = values
     return arrays
 
 
-def _stack_rows(values, name: str, column: str) -> np.ndarray:
-    # Fixed-length list columns (what add_embeddings writes) arrive as one 2-d array; variable-length lists
-    # (precomputed features of a user's dataset) as a list of rows, stacked here.
-    if not isinstance(values, np.ndarray) or values.dtype == object:
-        rows = list(values)
-        bad = next((i for i, r in enumerate(rows) if np.ndim(r) != 1 or np.shape(r) != np.shape(rows[0])), None)
-        if bad is not None:
+def _matrix(values: pa.Array, name: str, column: str) -> np.ndarray:
+    """A list column as a (rows, width) float32 array: fixed-length lists (what add_embeddings writes) or lists of
+    one common length (precomputed features of a user's dataset)."""
+    if pa.types.is_fixed_size_list(values.type):
+        width = values.type.list_size
+    elif pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        lengths = np.diff(values.offsets.to_numpy())
+        bad = np.flatnonzero(lengths != lengths[0])
+        if bad.size:
             raise ValueError(
-                f"{name} column {column!r} is not a (rows, width) array of embeddings: row {bad} has shape "
-                f"{np.shape(rows[bad])}, row 0 has {np.shape(rows[0])}."
+                f"{name} column {column!r} is not a (rows, width) array of embeddings: row {bad[0]} has "
+                f"{lengths[bad[0]]} values, row 0 has {lengths[0]}."
             )
-        values = np.stack([np.asarray(r) for r in rows])
-    if values.ndim != 2 or not np.issubdtype(values.dtype, np.number):
-        raise ValueError(f"{name} column {column!r} is not a (rows, width) array of embeddings.")
-    return values
+        width = int(lengths[0])
+    else:
+        raise ValueError(f"{name} column {column!r} is not a (rows, width) array of embeddings ({values.type}).")
+    flat = values.flatten()
+    if not (pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)) or flat.null_count:
+        raise ValueError(f"{name} column {column!r} is not a (rows, width) array of numbers ({values.type}).")
+    # A copy: Arrow's buffers are read-only, and torch wants writable memory.
+    return np.array(flat.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(values), width)
 
 
 class EmbeddingTable(torch.utils.data.Dataset):

@@ -257,7 +257,7 @@ def test_variable_length_feature_columns_are_read_and_ragged_rows_named(tmp_path
         lambda row, i: {"audio_embedding": row["audio_embedding"][: 8 if i == 4 else DIM]}, with_indices=True
     )
     with pytest.raises(
-        ValueError, match=r"column 'audio_embedding' is not a \(rows, width\) array.*row 4 has shape \(8,\)"
+        ValueError, match=r"column 'audio_embedding' is not a \(rows, width\) array.*row 4 has 8 values, row 0 has 16"
     ):
         RewardModelTrainer(_model(), _args(tmp_path), train_dataset=broken)
 
