@@ -337,7 +337,7 @@ def eval_results(
                 dataset_type=dataset_type or "local",
                 dataset_name=_display_name(dataset),
                 metric_type=metric.replace("/", "_"),
-                metric_name=metric,
+                metric_name=_metric_label(metric),
                 metric_value=round(float(value), 4),
             )
         )
@@ -461,8 +461,21 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def _metric_label(name: str) -> str:
+    """A metric's name with what it means where hfpref's differs from the ecosystem's (e.g. `sbert_sim`)."""
+    from ..metrics.captioning import METRIC_NOTES
+
+    base = name.removeprefix("eval_").split("/")[-1]
+    note = METRIC_NOTES.get(base) or next((n for k, n in METRIC_NOTES.items() if base.endswith(f"_{k}")), None)
+    return f"{name} ({note})" if note else name
+
+
 def _rows(mapping: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return [(str(k), _format_value(v)) for k, v in (mapping or {}).items() if v is not None]
+
+
+def _metric_rows(mapping: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    return [(_metric_label(name), value) for name, value in _rows(mapping)]
 
 
 def _tags(*groups: Sequence[str]) -> list[str]:
@@ -722,7 +735,7 @@ def render_model_card(
         paper_url=method_info.paper_url,
         usage=(usage or task_info.usage.format(repo_id=repo_id)).strip(),
         training_args=_rows(training_args),
-        metrics=_rows(metrics),
+        metrics=_metric_rows(metrics),
         limitations=limitations or _DEFAULT_MODEL_LIMITATIONS,
         citation=citation,
         **library_versions(),
@@ -851,7 +864,7 @@ print(reward_model.score([audio, audio], ["A dog barks while a car passes by", "
         paper_url=f"https://huggingface.co/papers/{paper_id}",
         usage=(usage or default_usage).strip(),
         training_args=_rows(args),
-        metrics=_rows(metrics),
+        metrics=_metric_rows(metrics),
         limitations=limitations or _DEFAULT_REWARD_LIMITATIONS,
         citation=citation,
         **library_versions(),

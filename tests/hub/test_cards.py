@@ -241,3 +241,14 @@ def test_push_preference_dataset_validates_then_pushes_data_and_card(pairs, monk
         push_preference_dataset(pairs, "me/bad", kind="pointwise")
     assert calls == []  # nothing reaches the network when validation fails
     assert preference.validate_dataset is not None
+
+
+def test_sbert_sim_says_which_model_next_to_the_value():
+    card = render_model_card(repo_id="me/c", method="scst", metrics={"eval_sbert_sim": 0.61, "eval_bleu_4": 0.2})
+    text = str(card)
+    assert (
+        "| eval_sbert_sim (Sentence-BERT all-MiniLM-L6-v2 by default; aac-metrics/FENSE use paraphrase-TinyBERT"
+        in text
+    )
+    names = {r.metric_type: r.metric_name for r in ModelCard(text).data.eval_results}
+    assert "paraphrase-TinyBERT-L6-v2" in names["sbert_sim"] and names["bleu_4"] == "bleu_4"
