@@ -43,8 +43,10 @@ class AudibilityClassifier:
         """Load a classifier saved by `recipes/audibility_classifier.py` (safetensors, no remote code)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        model = AutoModelForSequenceClassification.from_pretrained(name_or_path, use_safetensors=True)
-        return cls(model, AutoTokenizer.from_pretrained(name_or_path), **kwargs)
+        from ..hub.loading import load_pretrained
+
+        model = load_pretrained(AutoModelForSequenceClassification, name_or_path)
+        return cls(model, load_pretrained(AutoTokenizer, name_or_path), **kwargs)
 
     @property
     def device(self) -> torch.device:

@@ -136,13 +136,16 @@ def load_audibility_classifier(model_args, texts: Iterable[str] | None = None):
         if texts is None:
             raise ValueError("tiny_classifier needs the training sentences to train its tokenizer")
         return build_tiny_audibility_classifier(texts, hidden_size=model_args.tiny_hidden_size)
-    tokenizer = AutoTokenizer.from_pretrained(model_args.model_name_or_path)
+    from ..hub.loading import load_pretrained
+
+    tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path)
     if len(tokenizer) <= 10:
         raise ValueError(
             f"the tokenizer of {model_args.model_name_or_path} has {len(tokenizer)} tokens (only special tokens): "
             "its vocabulary files are missing (offline without a local copy?)"
         )
-    model = AutoModelForSequenceClassification.from_pretrained(
+    model = load_pretrained(
+        AutoModelForSequenceClassification,
         model_args.model_name_or_path,
         num_labels=2,
         id2label={0: "non_audible", 1: "audible"},

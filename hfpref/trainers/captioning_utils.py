@@ -485,6 +485,9 @@ def load_captioner(args, texts: Iterable[str] | None = None):
         if texts is None:
             raise ValueError("tiny_captioner needs the training captions to train its tokenizer")
         return build_tiny_whisper_captioner(texts, clip_seconds=args.tiny_clip_seconds)
-    model = AutoModelForSpeechSeq2Seq.from_pretrained(args.model_name_or_path, use_safetensors=True)
-    processor = AutoProcessor.from_pretrained(args.model_name_or_path)
+    from ..hub.loading import load_pretrained
+
+    # Safetensors only (a folder with only .bin weights is refused, naming it); remote code is never trusted.
+    model = load_pretrained(AutoModelForSpeechSeq2Seq, args.model_name_or_path)
+    processor = load_pretrained(AutoProcessor, args.model_name_or_path)
     return model, processor

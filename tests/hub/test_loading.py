@@ -165,3 +165,30 @@ def test_po_recipe_refuses_trust_remote_code(safe_folder, tmp_path):
     run = _script("speech_emotion_po", tmp_path, model_name_or_path=str(safe_folder), trust_remote_code=True)
     with pytest.raises(UnsafeCheckpointError, match="trust_remote_code=True is refused"):
         run()
+
+
+def test_caption_rl_and_sft_refuse_a_bin_only_captioner(tmp_path, bin_folder):
+    """The captioning recipes (and the quickstart, which loads through them) refuse a .bin-only checkpoint too."""
+    from hfpref.scripts.caption_rl import make_parser as rl_parser
+    from hfpref.scripts.caption_sft import make_parser as sft_parser
+    from hfpref.trainers.captioning_utils import load_captioner
+
+    for parser in (rl_parser(), sft_parser()):
+        _, _, model_args = parser.parse_dict(
+            {"synthetic_clips": 8, "model_name_or_path": str(bin_folder), "output_dir": str(tmp_path)}
+        )
+        with pytest.raises(UnsafeCheckpointError, match=str(bin_folder)):
+            load_captioner(model_args)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_captioner(
+            rl_parser().parse_dict(
+                {"synthetic_clips": 8, "model_name_or_path": str(tmp_path / "x"), "output_dir": str(tmp_path)}
+            )[2]
+        )
+
+
+def test_audibility_classifier_refuses_a_bin_only_folder(bin_folder):
+    from hfpref.metrics.audibility import AudibilityClassifier
+
+    with pytest.raises(UnsafeCheckpointError, match=str(bin_folder)):
+        AudibilityClassifier.from_pretrained(str(bin_folder))
