@@ -166,7 +166,11 @@ model = AutoModelForSpeechSeq2Seq.from_pretrained("{repo_id}")
 audio, sampling_rate = sf.read("clip.wav")  # mono, at processor.feature_extractor.sampling_rate
 inputs = processor(audio, sampling_rate=sampling_rate, return_tensors="pt")
 caption_ids = model.generate(**inputs, max_new_tokens=30)
-print(processor.batch_decode(caption_ids, skip_special_tokens=True)[0])""",
+print(processor.batch_decode(caption_ids, skip_special_tokens=True)[0])
+
+# or through the pipeline (it decodes the file itself):
+# from transformers import pipeline
+# print(pipeline("automatic-speech-recognition", model="{repo_id}")("clip.wav")["text"])""",
         task_type="automatic-speech-recognition",
     ),
     "speech-emotion-captioning": TaskInfo(
