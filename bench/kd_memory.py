@@ -2,7 +2,7 @@
 
 Builds a ~100M-parameter Llama from a config (random weights, 768 wide, 18 layers, speech tokens added, a tokenizer
 trained on the benchmark's captions; nothing is downloaded), wraps it in the r = 8 LoRA student of
-`KDAlignTrainer`, and runs one training step on speech-token prompts of 2 s (100 tokens) against text prompts.
+`AlignCapKDTrainer`, and runs one training step on speech-token prompts of 2 s (100 tokens) against text prompts.
 Each side runs in its own subprocess, so the peak resident set size (`ru_maxrss`) of one does not hide the other:
 
 - `shared`: the teacher is the student's base with the adapter disabled (one copy of the weights);
@@ -26,11 +26,11 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from hfpref.data.speech_world import make_speech_world
+from hfpref.data.synthetic.speech_world import make_speech_world
 from hfpref.encoders.audio_tokens import render_speech_tokens
 from hfpref.encoders.speech_tokens import build_tiny_speech_llm
 from hfpref.prompts.emotion_clues import teacher_prompt
-from hfpref.trainers import KDAlignConfig, KDAlignTrainer
+from hfpref.trainers import AlignCapKDConfig, AlignCapKDTrainer
 
 
 CODEBOOK_SIZE = 1024
@@ -57,7 +57,7 @@ def one_step(side: str, batch_size: int, hidden_size: int, layers: int, seed: in
     )
     n_params = sum(p.numel() for p in model.parameters())
     teacher = copy.deepcopy(model) if side == "separate" else None
-    args = KDAlignConfig(
+    args = AlignCapKDConfig(
         output_dir="/tmp/kd-memory-bench",
         max_steps=1,
         per_device_train_batch_size=batch_size,
@@ -68,7 +68,7 @@ def one_step(side: str, batch_size: int, hidden_size: int, layers: int, seed: in
         disable_tqdm=True,
         seed=seed,
     )
-    trainer = KDAlignTrainer(model, args, train_dataset=data, processing_class=tokenizer, teacher_model=teacher)
+    trainer = AlignCapKDTrainer(model, args, train_dataset=data, processing_class=tokenizer, teacher_model=teacher)
     start = time.perf_counter()
     trainer.train()
     loss = trainer.state.log_history[0]["loss"]

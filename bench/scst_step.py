@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from transformers import WhisperConfig, WhisperForConditionalGeneration
 
-from hfpref.trainers.captioning_utils import decode, encode_audio, token_log_probs
+from hfpref.models.captioning import decode, encode_audio, token_log_probs
 
 
 def scst_step(model, features, rewards, *, reuse: bool, max_new_tokens: int) -> float:

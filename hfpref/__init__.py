@@ -4,4 +4,4 @@ __version__ = "0.1.0.dev0"
 
 # Registers the reward model with AutoConfig/AutoModel, so `AutoModel.from_pretrained` loads a saved reward model
 # after a plain `import hfpref` (never through trust_remote_code).
-from .rewards import modeling_clap_reward as _modeling_clap_reward  # noqa: E402, F401
+from hfpref.models import modeling_clap_reward as _modeling_clap_reward  # noqa: E402, F401

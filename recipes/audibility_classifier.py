@@ -3,90 +3,18 @@ Train the audibility classifier that guides captioners towards audible captions 
 Across Modalities, https://huggingface.co/papers/2501.03183): a 2-label DistilBERT fine-tuned on audible vs
 non-audible sentences (the shipped seed set by default, or a file from `hfpref audibility-data`).
 
-accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/audibility_classifier.py \
-    --config recipes/audibility/classifier/config_distilbert.yaml
+accelerate launch --config_file recipes/accelerate_configs/cpu.yaml hfpref/scripts/audibility_classifier.py \
+    --config recipes/audibility_classifier/config_distilbert.yaml
 """
 
 import logging
 
-from datasets import DatasetDict
-from transformers import set_seed
-from trl import TrlParser
-
-from hfpref.data.loading import select_splits
-from hfpref.guidance.audibility_data import load_audibility_dataset
-from hfpref.trainers.audibility_classifier_config import (
-    AudibilityClassifierConfig,
-    AudibilityModelArguments,
-    AudibilityScriptArguments,
-)
-from hfpref.trainers.audibility_classifier_trainer import (
-    AudibilityClassifierTrainer,
-    load_audibility_classifier,
-    render_audibility_classifier_card,
-    tokenize_audibility,
-)
+from hfpref.scripts.audibility_classifier import main, make_parser
 
 
-logger = logging.getLogger(__name__)
-
-
-def load_splits(args: AudibilityScriptArguments) -> DatasetDict:
-    data = load_audibility_dataset(args.dataset_name, text_column=args.text_column, label_column=args.label_column)
-    return select_splits(
-        data,
-        name=args.dataset_name,
-        train_split=args.dataset_train_split,
-        test_split=args.dataset_test_split,
-        test_size=args.test_size,
-        seed=args.split_seed,
-        stratify_by_column="label",
-    )
-
-
-def main(script_args: AudibilityScriptArguments, training_args: AudibilityClassifierConfig, model_args):
-    set_seed(training_args.seed)
-    splits = load_splits(script_args)
-    for name, split in splits.items():
-        counts = [split["label"].count(i) for i in (0, 1)]
-        logger.info("%s: %d sentences (%d non-audible, %d audible)", name, len(split), *counts)
-    model, tokenizer = load_audibility_classifier(model_args, splits["train"]["sentence"])
-    tokenized = {name: tokenize_audibility(split, tokenizer, script_args.max_length) for name, split in splits.items()}
-
-    # Train -> evaluate -> save -> card -> push.
-    trainer = AudibilityClassifierTrainer(
-        model,
-        training_args,
-        processing_class=tokenizer,
-        train_dataset=tokenized["train"],
-        eval_dataset=tokenized["test"],
-    )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    metrics = trainer.evaluate()
-    trainer.log_metrics("eval", metrics)
-    trainer.save_metrics("eval", metrics)
-    trainer.save_model(training_args.output_dir)
-
-    card = render_audibility_classifier_card(
-        repo_id=training_args.hub_model_id or training_args.output_dir,
-        base_model=None if model_args.tiny_classifier else model_args.model_name_or_path,
-        datasets=script_args.dataset_name or "hfpref audibility seed set",
-        training_args={
-            "learning_rate": training_args.learning_rate,
-            "batch_size": training_args.per_device_train_batch_size,
-            "epochs": training_args.num_train_epochs,
-            "lr_decay_every_epochs": training_args.lr_decay_every_epochs,
-            "lr_decay_factor": training_args.lr_decay_factor if training_args.lr_decay_every_epochs else None,
-        },
-        metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
-    )
-    card.save(f"{training_args.output_dir}/README.md")
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
-    return trainer, metrics
+__all__ = ["main", "make_parser"]
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    parser = TrlParser((AudibilityScriptArguments, AudibilityClassifierConfig, AudibilityModelArguments))
-    main(*parser.parse_args_and_config())
+    main(*make_parser().parse_args_and_config())

@@ -3,7 +3,7 @@ RL fine-tuning of a seq2seq audio captioner against a reward (SCST / RLOO / PPO-
 "Aligning Audio Captions with Human Preferences": the CLAP reward model's score with a length penalty.
 
 accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/caption_rl.py \
-    --config recipes/captioning/rl/config_scst.yaml
+    --config recipes/caption_rl/config_scst.yaml
 """
 
 import logging

@@ -3,7 +3,7 @@ Supervised fine-tuning of an audio captioner (Whisper architecture by default) o
 pairs with `Seq2SeqTrainer`: how the baseline captioner for RL is made.
 
 accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/caption_sft.py \
-    --config recipes/captioning/sft/config_synthetic.yaml
+    --config recipes/caption_sft/config_synthetic.yaml
 """
 
 import logging

@@ -3,7 +3,7 @@
 Offline, this fits the tiny CLAP that the quickstart then uses as a reward; online, it adapts
 `laion/clap-htsat-unfused` to a Hub or local dataset.
 
-    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/clap_contrastive.py --config recipes/captioning/clap/config_synthetic.yaml
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/clap_contrastive.py --config recipes/clap_contrastive/config_synthetic.yaml
 """
 
 import logging

@@ -4,7 +4,7 @@ binary feedback (BCE/MSE, BATON). CLAP is frozen, so every clip and caption is e
 (through the on-disk cache) and the MLP head trains on the cached vectors.
 
 accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/reward_model.py \
-    --config recipes/captioning/reward/config_fense_bt.yaml
+    --config recipes/reward_model/config_fense_bt.yaml
 """
 
 import logging

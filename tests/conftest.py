@@ -28,7 +28,7 @@ def fense_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_clap_dir(tmp_path_factory) -> Path:
     """A tiny random CLAP (16 kHz, 32-d embeddings) whose tokenizer knows the synthetic world, saved to disk."""
-    from hfpref.data.synth import make_world
+    from hfpref.data.synthetic.audio_world import make_world
     from hfpref.encoders.clap import build_tiny_clap
 
     world = make_world(48, seed=99, clip_seconds=1.0)

@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hfpref.cli import main
+from hfpref.cli.main import main
 from hfpref.quickstart import DEFAULT_SIZE, SIZES, STAGES, TRAINING_STAGES, parse_stage_config, stage_configs
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
 
-from ..data.schemas import validate_dataset
-from .storage import Session
+from hfpref.annotate.storage import Session
+from hfpref.data.schemas import validate_dataset
 
 
 logger = logging.getLogger(__name__)
@@ -231,7 +231,7 @@ def write_labelled_feedback(session: Session, judged: list[dict], path: str | Pa
     For a binary test on a BATON feedback file (`hfpref tta-generate`'s `feedback.csv`): the same file with `label`
     filled in (the majority label; `skip` for answered items with no majority or only skips) and absolute audio
     paths, written to `path`. Rows nobody answered keep an empty label: they stay the pool that
-    `recipes/tta_reward_weighted.py` labels with the reward model (its `feedback_file`). Corrections are in the
+    `recipes/reward_weighted_diffusion.py` labels with the reward model (its `feedback_file`). Corrections are in the
     dataset only: a feedback row's prompt is the one that generated its audio.
 
     Returns:
@@ -288,7 +288,7 @@ def export_annotations(
     stats["feedback_file"] = str(feedback) if feedback else None
     (session.output_dir / EXPORT_FILE).write_text(json.dumps(stats, indent=2))
     if push_to_hub:
-        from ..data.preference import push_preference_dataset
+        from hfpref.data.preference import push_preference_dataset
 
         push_preference_dataset(
             dataset,

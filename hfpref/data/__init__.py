@@ -1,7 +1,7 @@
-from .audio import AudioDecodeError, decode_audio, decode_audio_column, drop_bad_audio, ensure_audio_column
-from .fense import load_fense
-from .loading import load_any_dataset
-from .preference import (
+from hfpref.data.audio import AudioDecodeError, decode_audio, decode_audio_column, drop_bad_audio, ensure_audio_column
+from hfpref.data.fense import load_fense
+from hfpref.data.loading import load_any_dataset
+from hfpref.data.preference import (
     add_synthetic_negatives,
     challenging_split,
     load_binary_feedback,
@@ -9,8 +9,8 @@ from .preference import (
     push_preference_dataset,
     split_by_clip,
 )
-from .schemas import SCHEMAS, validate_dataset
-from .synth import EVENT_KINDS, make_world, oracle_score
+from hfpref.data.schemas import SCHEMAS, validate_dataset
+from hfpref.data.synthetic.audio_world import EVENT_KINDS, make_world, oracle_score
 
 
 __all__ = [

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from datasets import Audio, Dataset, DatasetDict, load_dataset, load_from_disk
 
-from .audio import ensure_audio_column
+from hfpref.data.audio import ensure_audio_column
 
 
 def _without_decoding(ds: Dataset) -> Dataset:
@@ -73,7 +73,7 @@ def check_text_data_file(path: str | Path) -> None:
 
 def _upstream_stage(path: Path) -> str | None:
     """The quickstart stage whose output `path` is, when it sits where that stage writes (`<output_dir>/<name>`)."""
-    from ..quickstart import STAGE_OUTPUTS
+    from hfpref.quickstart import STAGE_OUTPUTS
 
     parent = path.parent
     # Only a quickstart output folder, or one not created yet, is read as the quickstart's layout.
@@ -89,7 +89,7 @@ def check_input_exists(name_or_path: str | Path, what: str) -> None:
     """
     Refuse a local input that does not exist, before a loader turns it into a misleading Hub error.
 
-    A path that looks local ([`~hfpref.hub.loading.looks_local`]: `./x`, `/x`, `a/b/c`) must exist. When it is
+    A path that looks local ([`~hfpref.utils.safe_loading.looks_local`]: `./x`, `/x`, `a/b/c`) must exist. When it is
     where a quickstart stage writes its output (`<output_dir>/clap`, `<output_dir>/reward-model`, ...), the error
     names that stage and how to run it. Hub ids pass through.
 
@@ -106,7 +106,7 @@ def check_input_exists(name_or_path: str | Path, what: str) -> None:
 
     ```
     """
-    from ..hub.loading import looks_local
+    from hfpref.utils.safe_loading import looks_local
 
     name = str(name_or_path)
     if Path(name).expanduser().exists() or not looks_local(name):
@@ -115,7 +115,7 @@ def check_input_exists(name_or_path: str | Path, what: str) -> None:
     stage = _upstream_stage(path)
     hint = ""
     if stage is not None:
-        from ..quickstart import STAGES, TRAINING_STAGES
+        from hfpref.quickstart import STAGES, TRAINING_STAGES
 
         how = (
             f"`hfpref quickstart --output-dir {path.parent}`, or the stage alone: `accelerate launch "

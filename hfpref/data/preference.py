@@ -23,9 +23,9 @@ from datasets import (
     concatenate_datasets,
 )
 
-from .audio import ensure_audio_column
-from .loading import check_text_data_file, load_any_dataset
-from .schemas import validate_dataset
+from hfpref.data.audio import ensure_audio_column
+from hfpref.data.loading import check_text_data_file, load_any_dataset
+from hfpref.data.schemas import validate_dataset
 
 
 logger = logging.getLogger(__name__)
@@ -578,7 +578,7 @@ def push_preference_dataset(
     """
     from huggingface_hub import DatasetCard
 
-    from ..hub.cards import render_dataset_card
+    from hfpref.hub.cards import render_dataset_card
 
     validate_dataset(ds_or_dict, kind, require_audio=require_audio)
     card = render_dataset_card(ds_or_dict, repo_id=repo_id, kind=kind, **card_kwargs)

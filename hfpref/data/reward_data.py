@@ -6,11 +6,16 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
-from .fense import attach_audio, load_fense
-from .loading import load_any_dataset
-from .preference import add_synthetic_negatives, drop_uninformative_rows, load_binary_feedback, split_by_clip
-from .schemas import validate_dataset
-from .synth import make_caption_variants, make_oracle_preferences, make_world, oracle_score
+from hfpref.data.fense import attach_audio, load_fense
+from hfpref.data.loading import load_any_dataset
+from hfpref.data.preference import (
+    add_synthetic_negatives,
+    drop_uninformative_rows,
+    load_binary_feedback,
+    split_by_clip,
+)
+from hfpref.data.schemas import validate_dataset
+from hfpref.data.synthetic.audio_world import make_caption_variants, make_oracle_preferences, make_world, oracle_score
 
 
 logger = logging.getLogger(__name__)
@@ -48,7 +53,7 @@ def make_oracle_feedback(world: Dataset, *, seed: int = 0) -> Dataset:
 
     Example:
     ```python
-    >>> from hfpref.data.synth import make_world
+    >>> from hfpref.data.synthetic.audio_world import make_world
     >>> feedback = make_oracle_feedback(make_world(3, clip_seconds=1.0))
     >>> sorted(set(feedback["label"]))
     [0, 1]
@@ -102,7 +107,7 @@ def load_reward_splits(args, *, pairwise: bool) -> DatasetDict:
     when `args.strict_data` is set (see [`~hfpref.data.preference.drop_uninformative_rows`]).
 
     Args:
-        args ([`~hfpref.trainers.reward_model_config.RewardScriptArguments`]):
+        args ([`~hfpref.scripts.utils.RewardScriptArguments`]):
             The data source and split settings.
         pairwise (`bool`):
             Pairwise (`chosen`/`rejected`) or pointwise (text column + `label`) data.

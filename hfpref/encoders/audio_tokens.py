@@ -2,7 +2,7 @@
 Audio as tokens of an LLM's vocabulary: the speech-token names (`<st_0>`, `<st_1>`, ...), growing a tokenizer and
 its embedding table by them, and the `prompt` column (speech tokens + instruction) TRL's causal-LM trainers read.
 
-Shared by the decoder-only captioners ([`~hfpref.trainers.decoder_only`]) and the SpeechTokenizer wrapper
+Shared by the decoder-only captioners ([`~hfpref.trainers.caption_grpo.caption_grpo_utils`]) and the SpeechTokenizer wrapper
 ([`~hfpref.encoders.speech_tokens`]); a tokenizer of audio is any `(waveform, sampling_rate) -> codes` callable.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from datasets import Dataset
 
-from ..data.audio import decode_audio
+from hfpref.data.audio import decode_audio
 
 
 def speech_token(code: int, prefix: str = "st") -> str:
@@ -63,7 +63,7 @@ def add_audio_tokens(tokenizer, model, n_codes: int, prefix: str = "st") -> list
             The LLM, resized in place when its embedding table is smaller than the new vocabulary; `None` to
             extend only the tokenizer.
         n_codes (`int`):
-            Size of the speech-token codebook (1024 for SpeechTokenizer RVQ-1, `n_bands` for [`~hfpref.trainers.decoder_only.frame_band_tokens`]).
+            Size of the speech-token codebook (1024 for SpeechTokenizer RVQ-1, `n_bands` for [`~hfpref.trainers.caption_grpo.caption_grpo_utils.frame_band_tokens`]).
         prefix (`str`, *optional*, defaults to `"st"`):
             Token names are `<{prefix}_{code}>`.
 

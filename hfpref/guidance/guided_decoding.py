@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
-from .guidance_config import GuidanceConfig
+from hfpref.guidance.guidance_config import GuidanceConfig
 
 
 @dataclass
@@ -160,7 +160,7 @@ def guided_generate(
 
     Works for causal LMs (pass `input_ids`, left-padded with an `attention_mask` for prompts of different lengths)
     and for encoder-decoder captioners such as Whisper (pass the audio's `encoder_outputs`, e.g. from
-    [`~hfpref.trainers.captioning_utils.encode_audio`], and optionally a `decoder_input_ids` prompt; the default is
+    [`~hfpref.models.captioning.encode_audio`], and optionally a `decoder_input_ids` prompt; the default is
     the decoder start token). All rows of the batch are decoded together; each row's perturbation is stepped on its
     own gradient. The first token of a decode whose prompt is a single token is unguided: its cache is empty.
 
@@ -191,7 +191,7 @@ def guided_generate(
     if (input_ids is None) == (encoder_outputs is None):
         raise ValueError("pass input_ids (causal LM) or encoder_outputs (encoder-decoder captioner), not both")
     if encoder_outputs is not None:
-        from ..trainers.captioning_utils import decoder_special_ids
+        from hfpref.models.captioning import decoder_special_ids
 
         start, eos, pad = decoder_special_ids(model)
         hidden = encoder_outputs.last_hidden_state.detach()
@@ -318,8 +318,8 @@ def guided_captions(
     """
     import numpy as np
 
-    from ..data.audio import decode_audio
-    from ..trainers.captioning_utils import encode_audio, encoder_input_name, extract_features, ids_to_text
+    from hfpref.data.audio import decode_audio
+    from hfpref.models.captioning import encode_audio, encoder_input_name, extract_features, ids_to_text
 
     feature_extractor, tokenizer = processor.feature_extractor, processor.tokenizer
     rate = feature_extractor.sampling_rate

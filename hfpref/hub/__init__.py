@@ -1,6 +1,6 @@
 """Hub cards (model, reward model, dataset) rendered from the templates in `hfpref.hub_cards`."""
 
-from .cards import (
+from hfpref.hub.cards import (
     METHODS,
     TEMPLATES,
     render_dataset_card,

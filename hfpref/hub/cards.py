@@ -22,8 +22,8 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from .. import __version__ as hfpref_version
-from ..data.schemas import COLUMN_DESCRIPTIONS, SCHEMAS
+from hfpref import __version__ as hfpref_version
+from hfpref.data.schemas import COLUMN_DESCRIPTIONS, SCHEMAS
 
 
 TEMPLATES = ("dataset_card", "model_card", "reward_model_card")
@@ -467,7 +467,7 @@ def _format_value(value: Any) -> str:
 
 def _metric_label(name: str) -> str:
     """A metric's name with what it means where hfpref's differs from the ecosystem's (e.g. `sbert_sim`)."""
-    from ..metrics.captioning import METRIC_NOTES
+    from hfpref.metrics.captioning import METRIC_NOTES
 
     base = name.removeprefix("eval_").split("/")[-1]
     note = METRIC_NOTES.get(base) or next((n for k, n in METRIC_NOTES.items() if base.endswith(f"_{k}")), None)

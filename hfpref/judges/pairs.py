@@ -8,7 +8,7 @@ Each pair also carries the token ids generation produced (`prompt_ids`, `chosen_
 appended). TRL tokenizes `prompt + chosen` as one string, and the beams' text cannot always be joined back to the
 same tokens: a SentencePiece (Metaspace) tokenizer such as Llama's turns the generated `"▁A"` into `"A"` once the
 decoded, stripped caption is glued to the prompt, and byte-level BPE loses its `"ĠA"` the same way.
-[`~hfpref.trainers.speech_dpo.speech_dpo_trainer`] trains on the ids, so the policy is scored on exactly the tokens
+[`~hfpref.trainers.aligncap_dpo.aligncap_dpo_trainer.aligncap_dpo_trainer`] trains on the ids, so the policy is scored on exactly the tokens
 it generated.
 """
 
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from datasets import Dataset
 
-from .base import Judge, JudgeError
+from hfpref.judges.base import Judge, JudgeError
 
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""One registry of judges, used by `hfpref pairs` and `recipes/speech_emotion_po.py`."""
+"""One registry of judges, used by `hfpref pairs` and `recipes/aligncap_dpo.py`."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 
 if TYPE_CHECKING:
-    from .base import Judge
+    from hfpref.judges.base import Judge
 
 
 JUDGES = ("clue_overlap", "reward_model", "llm")
@@ -30,20 +30,20 @@ def get_judge(
     the known ones.
     """
     # Imported here so that building the `hfpref` command line does not load NLTK and the metrics.
-    from .base import ClueOverlapJudge, RewardModelJudge
-    from .llm import OpenAIJudge
+    from hfpref.judges.base import ClueOverlapJudge, RewardModelJudge
+    from hfpref.judges.llm import OpenAIJudge
 
     if name == "clue_overlap":
         return ClueOverlapJudge(clue_mode)
     if name == "reward_model":
         if reward_model_name_or_path is None:
             raise ValueError("judge 'reward_model' needs reward_model_name_or_path")
-        from ..hub.loading import check_pretrained_path  # noqa: PLC0415
+        from hfpref.utils.safe_loading import check_pretrained_path  # noqa: PLC0415
 
         check_pretrained_path(reward_model_name_or_path, what="reward model")
         if clap_model_name_or_path is not None:
             check_pretrained_path(clap_model_name_or_path, what="CLAP model")
-        from ..rewards.functions import build_reward_funcs  # noqa: PLC0415
+        from hfpref.rewards.functions import build_reward_funcs  # noqa: PLC0415
 
         (reward,), _ = build_reward_funcs(
             ["reward_model"],

@@ -40,10 +40,10 @@ class AudibilityClassifier:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, **kwargs) -> AudibilityClassifier:
-        """Load a classifier saved by `recipes/audibility_classifier.py` (safetensors, no remote code)."""
+        """Load a classifier saved by `hfpref/scripts/audibility_classifier.py` (safetensors, no remote code)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from ..hub.loading import load_pretrained
+        from hfpref.utils.safe_loading import load_pretrained
 
         model = load_pretrained(AutoModelForSequenceClassification, name_or_path)
         return cls(model, load_pretrained(AutoTokenizer, name_or_path), **kwargs)

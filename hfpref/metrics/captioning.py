@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .cider import CiderD
-from .tokenization import MetricUnavailableError, java_path, tokenize_captions
+from hfpref.metrics.cider import CiderD
+from hfpref.metrics.tokenization import MetricUnavailableError, java_path, tokenize_captions
 
 
 logger = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def _score(
     tokenizer: str = "ptb",
     cider_scorer: CiderD | None = None,
 ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str]]:
-    from ..rewards.functions import completion_text
+    from hfpref.rewards.functions import completion_text
 
     candidates = [completion_text(c) for c in candidates]
     references = _as_reference_lists(references)
@@ -313,7 +313,7 @@ def _score(
                 if embedder is None or audio is None:
                     skip([name], "needs a CLAP `embedder` and the `audio` of each candidate")
                     continue
-                from ..rewards.functions import get_clap_similarity_reward
+                from hfpref.rewards.functions import get_clap_similarity_reward
 
                 values = get_clap_similarity_reward(embedder)(candidates, audio=audio)
             else:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..rewards.functions import RewardFunc, _named, completion_text
-from .cider import CiderD
-from .tokenization import MetricUnavailableError, java_path, tokenize_captions
+from hfpref.metrics.cider import CiderD
+from hfpref.metrics.tokenization import MetricUnavailableError, java_path, tokenize_captions
+from hfpref.rewards.functions import RewardFunc, _named, completion_text
 
 
 def get_cider_reward(

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import linalg
 
-from .tokenization import MetricUnavailableError
+from hfpref.metrics.tokenization import MetricUnavailableError
 
 
 TTA_METRICS = ("clap_score", "frechet_distance", "reward_score")

@@ -29,7 +29,7 @@ from nltk.tag import RegexpTagger
 from nltk.tokenize import RegexpTokenizer
 from nltk.tree import Tree
 
-from .clue_vocabulary import CLUE_CATEGORIES, CLUE_VOCABULARY, MULTIWORD_FORMS, NEGATORS
+from hfpref.prompts.clue_vocabulary import CLUE_CATEGORIES, CLUE_VOCABULARY, MULTIWORD_FORMS, NEGATORS
 
 
 PROMPT_TEMPLATE_HEAD = "Feeling"

@@ -439,19 +439,19 @@ def split_multi_event_captions(
 
 def world_event_phrases() -> dict[str, tuple[str, ...]]:
     """
-    Event phrases of the synthetic world ([`~hfpref.data.synth.EVENTS`]): the noun phrases of each event kind, which
+    Event phrases of the synthetic world ([`~hfpref.data.synthetic.audio_world.EVENTS`]): the noun phrases of each event kind, which
     read well after every conjunction ("followed by a wailing siren"), and which the world's oracle parses back.
 
     Example:
 
     ```python
-    >>> from hfpref.data.synth import EVENT_KINDS, parse_events
+    >>> from hfpref.data.synthetic.audio_world import EVENT_KINDS, parse_events
     >>> prompt = build_tta_prompts(EVENT_KINDS, 1, "temporal", seed=1, event_phrases=world_event_phrases())[0]
     >>> parse_events(prompt.prompt) == list(prompt.order)
     True
 
     ```
     """
-    from ..data.synth import EVENTS
+    from hfpref.data.synthetic.audio_world import EVENTS
 
     return {name: event.noun_phrases for name, event in EVENTS.items()}

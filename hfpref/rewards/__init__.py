@@ -1,4 +1,11 @@
-from .functions import (
+from hfpref.models.modeling_clap_reward import (
+    ClapMismatchError,
+    CLAPRewardConfig,
+    CLAPRewardModel,
+    CLAPRewardOutput,
+    check_clap_pairing,
+)
+from hfpref.rewards.functions import (
     REWARD_FUNCTIONS,
     get_clap_similarity_reward,
     get_reward_func,
@@ -7,14 +14,7 @@ from .functions import (
     with_length_penalty,
     with_repetition_penalty,
 )
-from .losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
-from .modeling_clap_reward import (
-    ClapMismatchError,
-    CLAPRewardConfig,
-    CLAPRewardModel,
-    CLAPRewardOutput,
-    check_clap_pairing,
-)
+from hfpref.rewards.losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
 
 
 __all__ = [

@@ -52,7 +52,7 @@ def _audio_embeddings(embedder, n: int, audio=None, audio_embedding=None) -> np.
             [e.detach().cpu().numpy() if isinstance(e, torch.Tensor) else e for e in audio_embedding], np.float32
         )
     elif audio is not None:
-        from ..data.audio import decode_audio
+        from hfpref.data.audio import decode_audio
 
         arrays = [
             a if isinstance(a, np.ndarray) else decode_audio(a, embedder.sampling_rate, row=i)
@@ -80,10 +80,10 @@ def get_reward_model_reward(reward_model, embedder) -> RewardFunc:
         `Callable`: `reward_model_reward(completions, audio=None, audio_embedding=None, **kwargs)`.
 
     Raises:
-        [`~hfpref.rewards.modeling_clap_reward.ClapMismatchError`]: when `embedder` is not the CLAP the reward model
-            was trained on (see [`~hfpref.rewards.modeling_clap_reward.check_clap_pairing`]).
+        [`~hfpref.models.modeling_clap_reward.ClapMismatchError`]: when `embedder` is not the CLAP the reward model
+            was trained on (see [`~hfpref.models.modeling_clap_reward.check_clap_pairing`]).
     """
-    from .modeling_clap_reward import check_clap_pairing
+    from hfpref.models.modeling_clap_reward import check_clap_pairing
 
     check_clap_pairing(reward_model, embedder)
     reward_model.eval()
@@ -232,7 +232,7 @@ def with_repetition_penalty(reward_func: RewardFunc, beta: float = 0.5, n: int =
 
 # The registry the recipes use to turn names from YAML into callables; trainers receive callables.
 def _get_cider_reward(**kwargs) -> RewardFunc:
-    from ..metrics.rewards import get_cider_reward
+    from hfpref.metrics.rewards import get_cider_reward
 
     return get_cider_reward(**kwargs)
 
@@ -284,14 +284,14 @@ def build_reward_funcs(
         raise ValueError(f"unknown reward {unknown[0]!r}; known rewards: {sorted(REWARD_FUNCTIONS)}")
     resources: dict = {}
     if "reward_model" in names:
-        from .modeling_clap_reward import CLAPRewardModel
+        from hfpref.models.modeling_clap_reward import CLAPRewardModel
 
         if reward_model_name_or_path is None:
             raise ValueError("the 'reward_model' reward needs reward_model_name_or_path")
         resources["reward_model"] = CLAPRewardModel.from_pretrained(reward_model_name_or_path)
         clap_model_name_or_path = clap_model_name_or_path or resources["reward_model"].config.resolve_clap_checkpoint()
     if {"reward_model", "clap_similarity"} & set(names):
-        from ..encoders.clap import ClapEmbedder
+        from hfpref.encoders.clap import ClapEmbedder
 
         if clap_model_name_or_path is None:
             raise ValueError("CLAP rewards need clap_model_name_or_path")

@@ -3,7 +3,7 @@ RL fine-tuning of a seq2seq audio captioner against a reward (SCST / RLOO / PPO-
 "Aligning Audio Captions with Human Preferences": the CLAP reward model's score with a length penalty.
 
 accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/caption_rl.py \
-    --config recipes/captioning/rl/config_scst.yaml
+    --config recipes/caption_rl/config_scst.yaml
 """
 
 import logging
@@ -13,11 +13,14 @@ from transformers import set_seed
 
 from hfpref.encoders.dataset import add_embeddings
 from hfpref.rewards.functions import build_reward_funcs, expected_caption_length
-from hfpref.scripts.utils import HfprefParser
+from hfpref.scripts.utils import (
+    CaptionerArguments,
+    CaptionRLScriptArguments,
+    HfprefParser,
+    load_caption_splits,
+    load_captioner,
+)
 from hfpref.trainers import CaptionRLConfig, CaptionRLTrainer
-from hfpref.trainers.caption_rl_config import CaptionRLScriptArguments
-from hfpref.trainers.caption_sft_config import CaptionerArguments
-from hfpref.trainers.captioning_utils import load_caption_splits, load_captioner
 from hfpref.utils.checks import check_finite_training
 
 

@@ -3,7 +3,7 @@ Supervised fine-tuning of an audio captioner (Whisper architecture by default) o
 pairs with `Seq2SeqTrainer`: how the baseline captioner for RL is made.
 
 accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/caption_sft.py \
-    --config recipes/captioning/sft/config_synthetic.yaml
+    --config recipes/caption_sft/config_synthetic.yaml
 """
 
 import logging
@@ -11,9 +11,15 @@ import logging
 from transformers import Seq2SeqTrainer, set_seed
 
 from hfpref.hub.cards import render_model_card
-from hfpref.scripts.utils import HfprefParser
-from hfpref.trainers.caption_sft_config import CaptionerArguments, CaptionScriptArguments, CaptionSFTConfig
-from hfpref.trainers.captioning_utils import CaptionCollator, encoder_input_name, load_caption_splits, load_captioner
+from hfpref.models.captioning import CaptionCollator, encoder_input_name
+from hfpref.scripts.utils import (
+    CaptionerArguments,
+    CaptionScriptArguments,
+    HfprefParser,
+    load_caption_splits,
+    load_captioner,
+)
+from hfpref.trainers.caption_sft.caption_sft_config import CaptionSFTConfig
 from hfpref.utils.checks import check_finite_training
 
 

@@ -3,7 +3,7 @@
 Offline, this fits the tiny CLAP that the quickstart then uses as a reward; online, it adapts
 `laion/clap-htsat-unfused` to a Hub or local dataset.
 
-    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/clap_contrastive.py --config recipes/captioning/clap/config_synthetic.yaml
+    accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/clap_contrastive.py --config recipes/clap_contrastive/config_synthetic.yaml
 """
 
 from datasets import Dataset, DatasetDict
@@ -11,13 +11,8 @@ from datasets import Dataset, DatasetDict
 from hfpref.data import load_any_dataset, make_world
 from hfpref.data.preference import drop_uninformative_rows
 from hfpref.encoders import build_tiny_clap, load_clap
-from hfpref.scripts.utils import HfprefParser
-from hfpref.trainers import (
-    ClapContrastiveConfig,
-    ClapContrastiveScriptArguments,
-    ClapContrastiveTrainer,
-    ClapModelArguments,
-)
+from hfpref.scripts.utils import ClapContrastiveScriptArguments, ClapModelArguments, HfprefParser
+from hfpref.trainers import ClapContrastiveConfig, ClapContrastiveTrainer
 from hfpref.utils.checks import check_finite_training
 
 

@@ -4,7 +4,7 @@ binary feedback (BCE/MSE, BATON). CLAP is frozen, so every clip and caption is e
 (through the on-disk cache) and the MLP head trains on the cached vectors.
 
 accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/reward_model.py \
-    --config recipes/captioning/reward/config_fense_bt.yaml
+    --config recipes/reward_model/config_fense_bt.yaml
 """
 
 import logging
@@ -17,9 +17,8 @@ from hfpref.data.reward_data import has_embeddings, load_reward_splits
 from hfpref.encoders.clap import ClapEmbedder
 from hfpref.encoders.dataset import add_embeddings
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel, check_clap_pairing
-from hfpref.scripts.utils import HfprefParser
+from hfpref.scripts.utils import HfprefParser, RewardHeadArguments, RewardScriptArguments
 from hfpref.trainers import RewardModelConfig, RewardModelTrainer
-from hfpref.trainers.reward_model_config import RewardHeadArguments, RewardScriptArguments
 from hfpref.utils.checks import check_finite_training
 
 

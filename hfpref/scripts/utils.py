@@ -11,9 +11,22 @@ such launches and refuses a config that turns it off.
 
 import logging
 import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 from trl import TrlParser
+
+from hfpref.judges.pairs import REJECTED_MODES
+from hfpref.judges.registry import JUDGES
+from hfpref.models.audibility_classifier import build_tiny_audibility_classifier
+from hfpref.models.captioning import build_tiny_whisper_captioner
+from hfpref.trainers.aligncap_kd.aligncap_kd_config import DEFAULT_INSTRUCTION
+from hfpref.trainers.reward_model.reward_model_config import _is_number, _number_list
+
+
+HUMAN_REWARDS = ["reward_model", "label"]
 
 
 logger = logging.getLogger(__name__)
@@ -72,3 +85,667 @@ class HfprefParser(TrlParser):
                 if isinstance(value, TrainingArguments):
                     logger.info("CPU multi-process launch: %d processes, gloo backend", value.world_size)
         return parsed
+
+
+@dataclass
+class CaptionScriptArguments:
+    r"""
+    Data arguments shared by the captioning recipes (`caption_sft.py`, `caption_rl.py`).
+    Exactly one source: `dataset_name` or `synthetic_clips`.
+
+    Parameters:
+        dataset_name (`str`, *optional*): Hub id, `save_to_disk` folder or data file with an audio column.
+        dataset_train_split (`str`, *optional*, defaults to `"train"`): training split.
+        dataset_test_split (`str`, *optional*): evaluation split; without one, `test_size` of the rows are held out.
+        synthetic_clips (`int`, *optional*): use a synthetic world of this many clips instead.
+        synthetic_seed (`int`, *optional*, defaults to `0`): seed of the synthetic world and the split.
+        test_size (`float`, *optional*, defaults to `0.1`): share held out when there is no test split.
+        caption_column (`str`, *optional*, defaults to `"caption"`): caption column (SFT targets).
+        max_train_samples (`int`, *optional*): keep only the first `max_train_samples` training rows.
+    """
+
+    dataset_name: str | None = None
+    dataset_train_split: str = "train"
+    dataset_test_split: str | None = None
+    synthetic_clips: int | None = None
+    synthetic_seed: int = 0
+    test_size: float = 0.1
+    caption_column: str = "caption"
+    max_train_samples: int | None = None
+
+    def __post_init__(self):
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(f"max_train_samples={self.max_train_samples} must be a positive number of rows")
+        sources = [name for name in ("dataset_name", "synthetic_clips") if getattr(self, name)]
+        if len(sources) != 1:
+            raise ValueError(f"give exactly one data source of ['dataset_name', 'synthetic_clips'], got {sources}")
+        if not 0.0 < self.test_size < 1.0:
+            raise ValueError(f"test_size={self.test_size} must lie in (0, 1)")
+
+
+@dataclass
+class CaptionerArguments:
+    r"""
+    The captioner to fine-tune.
+
+    Parameters:
+        model_name_or_path (`str`, *optional*):
+            An `AutoModelForSpeechSeq2Seq` checkpoint (Whisper-architecture captioner, `SpeechEncoderDecoderModel`)
+            with its processor. Loaded from safetensors; remote code is never trusted.
+        tiny_captioner (`bool`, *optional*, defaults to `False`):
+            Build a 2-layer Whisper-architecture captioner from a config, with a tokenizer trained on the
+            training captions (offline runs and tests).
+        tiny_clip_seconds (`float`, *optional*, defaults to `4.0`): the tiny captioner's audio window.
+    """
+
+    model_name_or_path: str | None = None
+    tiny_captioner: bool = False
+    tiny_clip_seconds: float = 4.0
+
+    def __post_init__(self):
+        if bool(self.model_name_or_path) == self.tiny_captioner:
+            raise ValueError("give either model_name_or_path or tiny_captioner: true (exactly one)")
+
+
+@dataclass
+class CaptionRLScriptArguments(CaptionScriptArguments):
+    r"""
+    Data and reward arguments of `recipes/caption_rl.py` (the data fields are those of
+    [`~hfpref.scripts.utils.CaptionScriptArguments`]).
+
+    Parameters:
+        reward_funcs (`list[str]`, *optional*, defaults to `["reward_model"]`): registered reward names.
+        reward_model_name_or_path (`str`, *optional*): a saved CLAP reward model (for `"reward_model"`).
+        clap_model_name_or_path (`str`, *optional*): CLAP for CLAP rewards (default: the reward model's).
+        embedding_cache_dir (`str`, *optional*): CLAP embedding cache (default: `<output_dir>/embedding-cache`).
+        length_penalty_alpha (`float`, *optional*, defaults to `0.4`): length penalty (the paper: 0.4 on AudioCaps).
+        expected_length (`float`, *optional*): `L_exp` in words; default the mean reference length of the data.
+        repetition_penalty (`float`, *optional*): repetition penalty strength; `None` for none.
+    """
+
+    reward_funcs: list[str] = field(default_factory=lambda: ["reward_model"])
+    reward_model_name_or_path: str | None = None
+    clap_model_name_or_path: str | None = None
+    embedding_cache_dir: str | None = None
+    length_penalty_alpha: float | None = 0.4
+    expected_length: float | None = None
+    repetition_penalty: float | None = None
+
+
+@dataclass
+class RewardScriptArguments:
+    r"""
+    Data arguments of `recipes/reward_model.py`. Exactly one source: `dataset_name`, `fense_files` or `synthetic_clips`.
+
+    Parameters:
+        dataset_name (`str`, *optional*):
+            A preference dataset: Hub id, `save_to_disk` folder, or a data file. A `.csv`/`.json`/`.jsonl` file is
+            read as BATON-style binary feedback (audio path, prompt, label) when the loss is pointwise.
+        dataset_train_split (`str`, *optional*, defaults to `"train"`): split to train on.
+        dataset_test_split (`str`, *optional*):
+            Split to evaluate on; when the dataset has none, `test_size` of the clips are held out.
+        fense_files (`list[str]`, *optional*): FENSE judgment JSON files (AudioCaps-Eval, Clotho-Eval).
+        fense_audio_dirs (`list[str]`, *optional*): one folder of clips per FENSE file (FENSE ships no audio).
+        synthetic_clips (`int`, *optional*): build oracle-judged pairs on a synthetic world of this many clips.
+        synthetic_negatives (`bool`, *optional*, defaults to `False`):
+            Add pairs of a clip's true caption vs another clip's caption to the training split.
+        test_size (`float`, *optional*, defaults to `0.2`): share of clips held out, split by clip.
+        split_seed (`int`, *optional*, defaults to `0`): seed of the split, the negatives and the synthetic world.
+        audio_column (`str`, *optional*, defaults to `"audio"`): audio column.
+        text_column (`str`, *optional*, defaults to `"caption"`): text column of pointwise data (`"prompt"` for BATON).
+        group_column (`str`, *optional*, defaults to `"clip_id"`):
+            Rows sharing a value stay on one side of the split (for pointwise data without clip ids, e.g. `prompt`).
+        clap_model_name_or_path (`str`, *optional*, defaults to `"laion/clap-htsat-unfused"`): the frozen CLAP.
+        embedding_cache_dir (`str`, *optional*): where embeddings are cached (default: `<output_dir>/embedding-cache`).
+        skip_bad_audio (`bool`, *optional*, defaults to `False`): drop undecodable clips (logged) instead of failing.
+        strict_data (`bool`, *optional*, defaults to `False`):
+            Refuse rows that would mislead training (an empty or whitespace caption, chosen == rejected) instead of
+            dropping them with a logged count.
+        embedding_dim (`int`, *optional*):
+            Width of precomputed embedding columns (`audio_embedding`, `chosen_embedding`, `rejected_embedding`, or
+            `text_embedding` for pointwise data). A dataset with those columns is trained on as is, never
+            re-embedded; they may come from any encoder (CLAP or not), and their width must equal this value
+            when it is set.
+        embeddings_from (`str`, *optional*):
+            What made the precomputed embeddings (e.g. the CLAP checkpoint), recorded as the reward model's
+            `clap_checkpoint`; leave it unset for features of another encoder (the model then records no CLAP).
+        eval_datasets (`list[str]`, *optional*):
+            Named evaluation sets, `name=source` (a Hub id, `save_to_disk` folder or data file holding one split),
+            e.g. `["clotho=data/clotho_eval_pairs"]`. With them the whole training source is trained on (no split)
+            and each set is evaluated on its own (`eval_<name>_accuracy`).
+    """
+
+    dataset_name: str | None = None
+    dataset_train_split: str = "train"
+    dataset_test_split: str | None = None
+    fense_files: list[str] | None = None
+    fense_audio_dirs: list[str] | None = None
+    synthetic_clips: int | None = None
+    synthetic_negatives: bool = False
+    test_size: float = 0.2
+    split_seed: int = 0
+    audio_column: str = "audio"
+    text_column: str = "caption"
+    group_column: str = "clip_id"
+    clap_model_name_or_path: str = "laion/clap-htsat-unfused"
+    embedding_cache_dir: str | None = None
+    skip_bad_audio: bool = False
+    strict_data: bool = False
+    embedding_dim: int | None = None
+    embeddings_from: str | None = None
+    eval_datasets: list[str] | None = None
+
+    def __post_init__(self):
+        sources = [name for name in ("dataset_name", "fense_files", "synthetic_clips") if getattr(self, name)]
+        if len(sources) != 1:
+            raise ValueError(
+                f"give exactly one data source of ['dataset_name', 'fense_files', 'synthetic_clips'], got {sources}"
+            )
+        if self.fense_files and len(self.fense_files) != len(self.fense_audio_dirs or []):
+            raise ValueError(
+                f"fense_audio_dirs must name one audio folder per FENSE file: {len(self.fense_files)} files, "
+                f"{len(self.fense_audio_dirs or [])} folders"
+            )
+        if not 0.0 < self.test_size < 1.0:
+            raise ValueError(f"test_size={self.test_size} must lie in (0, 1)")
+        if self.embedding_dim is not None and (isinstance(self.embedding_dim, bool) or self.embedding_dim < 1):
+            raise ValueError(f"embedding_dim={self.embedding_dim!r} must be a positive width")
+        self.named_eval_datasets()
+
+    def named_eval_datasets(self) -> dict[str, str]:
+        """`eval_datasets` as `{name: source}`; refuses an entry without `name=` or a repeated name."""
+        named: dict[str, str] = {}
+        for entry in self.eval_datasets or []:
+            name, sep, source = str(entry).partition("=")
+            name, source = name.strip(), source.strip()
+            if not sep or not name or not source or not re.fullmatch(r"[\w.-]+", name):
+                raise ValueError(
+                    f"eval_datasets entry {entry!r} is not name=source (a name of letters, digits, '_', '-', '.'), "
+                    "e.g. clotho=data/clotho_eval_pairs"
+                )
+            if name in named or name == "train":
+                raise ValueError(f"eval_datasets names {name!r} twice (or uses the reserved name 'train')")
+            named[name] = source
+        return named
+
+
+@dataclass
+class RewardHeadArguments:
+    r"""
+    Architecture of a new [`~hfpref.rewards.CLAPRewardModel`] (the embedding width comes from the CLAP).
+
+    Parameters:
+        hidden_sizes (`list[int]`, *optional*, defaults to `[512, 128]`): MLP hidden widths.
+        dropout (`float`, *optional*, defaults to `0.1`): dropout after each hidden layer.
+        reward_clamp (`list[float]`, *optional*, defaults to `[0.01, 0.99]`): reward clamp in training.
+        init_from (`str`, *optional*): continue from a saved reward model instead of a new head.
+    """
+
+    hidden_sizes: list[int] = field(default_factory=lambda: [512, 128])
+    dropout: float = 0.1
+    reward_clamp: list[float] = field(default_factory=lambda: [0.01, 0.99])
+    init_from: str | None = None
+
+    def __post_init__(self):
+        # Checked here, when the recipe parses its config, so a typo stops the run before any embedding work.
+        self.hidden_sizes = _number_list("hidden_sizes", self.hidden_sizes, int, "[512, 128]")
+        if not self.hidden_sizes or any(size < 1 for size in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes={self.hidden_sizes} must list positive widths, e.g. [512, 128]")
+        if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout!r} must lie in [0, 1)")
+        if self.reward_clamp is not None:
+            self.reward_clamp = _number_list("reward_clamp", self.reward_clamp, float, "[0.01, 0.99]")
+            if len(self.reward_clamp) != 2 or not 0.0 <= self.reward_clamp[0] < self.reward_clamp[1] <= 1.0:
+                raise ValueError(f"reward_clamp={self.reward_clamp} must be [low, high] with 0 <= low < high <= 1")
+
+
+@dataclass
+class ClapContrastiveScriptArguments:
+    r"""
+    Data arguments of `recipes/clap_contrastive.py`: a dataset to load, or a synthetic world to make on the fly.
+
+    Parameters:
+        dataset_name (`str`, *optional*):
+            Hub dataset id, `save_to_disk` folder, folder of data files or `.json`/`.jsonl`/`.csv`/`.parquet` file,
+            loaded with [`~hfpref.data.load_any_dataset`]. Exclusive with `synthetic_clips`.
+        dataset_train_split (`str`, *optional*, defaults to `"train"`):
+            Split to train on.
+        dataset_test_split (`str` or `None`, *optional*, defaults to `"test"`):
+            Split to evaluate on; `None` for no evaluation set.
+        synthetic_clips (`int`, *optional*, defaults to `0`):
+            When positive, train on [`~hfpref.data.make_world`]`(synthetic_clips, seed=synthetic_seed)` instead of
+            `dataset_name`.
+        synthetic_eval_clips (`int`, *optional*, defaults to `0`):
+            Size of a held-out synthetic world (seed `synthetic_seed + 1`) to evaluate on; `0` for none.
+        synthetic_seed (`int`, *optional*, defaults to `0`):
+            Seed of the synthetic training world.
+        synthetic_sampling_rate (`int`, *optional*, defaults to `16000`):
+            Sampling rate the synthetic clips are written at (decoding resamples to the model's rate).
+        synthetic_clip_seconds (`float`, *optional*, defaults to `4.0`):
+            Length of each synthetic clip, in seconds.
+        strict_data (`bool`, *optional*, defaults to `False`):
+            Refuse rows whose caption is empty or whitespace only instead of dropping them with a logged count.
+    """
+
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id, local folder or data file."})
+    dataset_train_split: str = field(default="train", metadata={"help": "Split to train on."})
+    dataset_test_split: str | None = field(default="test", metadata={"help": "Split to evaluate on; None for none."})
+    synthetic_clips: int = field(default=0, metadata={"help": "Train on a synthetic world of this many clips."})
+    synthetic_eval_clips: int = field(default=0, metadata={"help": "Evaluate on a held-out world of this size."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Seed of the synthetic training world."})
+    synthetic_sampling_rate: int = field(default=16000, metadata={"help": "Sampling rate of the synthetic clips."})
+    synthetic_clip_seconds: float = field(default=4.0, metadata={"help": "Length of each synthetic clip, in seconds."})
+    strict_data: bool = field(
+        default=False, metadata={"help": "Refuse rows with an empty caption instead of dropping them with a count."}
+    )
+
+    def __post_init__(self):
+        if self.synthetic_clips < 0 or self.synthetic_eval_clips < 0:
+            raise ValueError(
+                f"synthetic_clips={self.synthetic_clips} and synthetic_eval_clips={self.synthetic_eval_clips} "
+                "must be >= 0"
+            )
+        if (self.dataset_name is None) == (self.synthetic_clips == 0):
+            raise ValueError(
+                f"Give exactly one data source: dataset_name (got {self.dataset_name!r}) or a positive "
+                f"synthetic_clips (got {self.synthetic_clips})"
+            )
+        if self.synthetic_sampling_rate <= 0 or self.synthetic_clip_seconds <= 0:
+            raise ValueError(
+                f"synthetic_sampling_rate={self.synthetic_sampling_rate} and synthetic_clip_seconds="
+                f"{self.synthetic_clip_seconds} must be positive"
+            )
+
+
+@dataclass
+class ClapModelArguments:
+    r"""
+    Model arguments of `recipes/clap_contrastive.py`: a CLAP checkpoint to adapt, or a tiny CLAP to fit from scratch.
+
+    Parameters:
+        model_name_or_path (`str`, *optional*):
+            Hub id or local directory of a `ClapModel` and its `ClapProcessor`, loaded with
+            [`~hfpref.encoders.load_clap`] (remote code is never trusted). Exclusive with `tiny`.
+        model_revision (`str`, *optional*):
+            Hub revision (branch, tag or commit) of `model_name_or_path`.
+        tiny (`bool`, *optional*, defaults to `False`):
+            Build a randomly initialised tiny CLAP with [`~hfpref.encoders.build_tiny_clap`], its tokenizer trained on
+            the training captions (and references).
+        tiny_projection_dim (`int`, *optional*, defaults to `32`):
+            Embedding width of the tiny CLAP.
+        tiny_vocab_size (`int`, *optional*, defaults to `512`):
+            Largest vocabulary of the tiny CLAP's tokenizer.
+        tiny_sampling_rate (`int`, *optional*, defaults to `16000`):
+            Sampling rate, in Hz, the tiny CLAP's feature extractor takes.
+        tiny_clip_seconds (`float`, *optional*, defaults to `5.0`):
+            Audio window of the tiny CLAP's feature extractor.
+        tiny_num_mel_bins (`int`, *optional*, defaults to `64`):
+            Mel bins of the tiny CLAP.
+        tiny_spec_size (`int`, *optional*, defaults to `128`):
+            Side of the tiny HTSAT's spectrogram image (`2.0` s, `32` bins and `64` is 4x cheaper).
+        tiny_text_dropout (`float`, *optional*):
+            Dropout of the tiny text tower; `None` keeps the config default.
+    """
+
+    model_name_or_path: str | None = field(default=None, metadata={"help": "CLAP checkpoint (Hub id or folder)."})
+    model_revision: str | None = field(default=None, metadata={"help": "Hub revision of model_name_or_path."})
+    tiny: bool = field(default=False, metadata={"help": "Build a randomly initialised tiny CLAP instead."})
+    tiny_projection_dim: int = field(default=32, metadata={"help": "Embedding width of the tiny CLAP."})
+    tiny_vocab_size: int = field(default=512, metadata={"help": "Largest vocabulary of the tiny tokenizer."})
+    tiny_sampling_rate: int = field(default=16000, metadata={"help": "Sampling rate of the tiny CLAP, in Hz."})
+    tiny_clip_seconds: float = field(default=5.0, metadata={"help": "Audio window of the tiny CLAP, in seconds."})
+    tiny_num_mel_bins: int = field(default=64, metadata={"help": "Mel bins of the tiny CLAP."})
+    tiny_spec_size: int = field(default=128, metadata={"help": "Spectrogram image side of the tiny HTSAT."})
+    tiny_text_dropout: float | None = field(default=None, metadata={"help": "Dropout of the tiny text tower."})
+
+    def __post_init__(self):
+        if (self.model_name_or_path is None) == (not self.tiny):
+            raise ValueError(
+                f"Give exactly one model: model_name_or_path (got {self.model_name_or_path!r}) or tiny=True "
+                f"(got tiny={self.tiny})"
+            )
+        if self.tiny_projection_dim < 1:
+            raise ValueError(f"tiny_projection_dim={self.tiny_projection_dim} must be a positive integer")
+
+
+@dataclass
+class AlignCapScriptArguments:
+    r"""
+    Data arguments shared by `recipes/aligncap_kd.py` and `recipes/aligncap_dpo.py`.
+
+    Parameters:
+        dataset_name (`str`, *optional*):
+            A Hub dataset or local path with `audio_column` and `caption_column`; `None` synthesizes the speech world.
+        dataset_train_split (`str`, *optional*, defaults to `"train"`): training split.
+        dataset_test_split (`str`, *optional*, defaults to `"test"`): held-out split.
+        audio_column (`str`, *optional*, defaults to `"audio"`): audio column.
+        caption_column (`str`, *optional*, defaults to `"caption"`): caption column (one string per clip).
+        speech_world_clips (`int`, *optional*, defaults to `96`): clips of the synthetic speech world (no dataset).
+        speech_world_test_clips (`int`, *optional*, defaults to `24`): of which held out.
+        speech_world_backend (`str`, *optional*, defaults to `"auto"`): `"auto"`, `"espeak"` or `"procedural"`.
+        speech_world_seconds (`float`, *optional*, defaults to `2.0`): clip length of the speech world.
+        speech_tokenizer_path (`str`, *optional*):
+            A SpeechTokenizer checkpoint (directory with `config.json` + weights, or the config JSON); `None` builds a
+            tiny one whose first codebook is fitted by k-means on the training clips (offline only).
+        speech_tokenizer_weights (`str`, *optional*): weights file, when not beside the config.
+        instruction (`str`, *optional*, defaults to `"Describe the speaker's emotion."`): the user's instruction.
+        tiny_llm (`bool`, *optional*, defaults to `False`):
+            Build a random 2-layer Llama with a tokenizer trained on the captions instead of loading
+            `model_name_or_path` (offline runs and tests). The training `seed` seeds the world and tiny models.
+    """
+
+    dataset_name: str | None = None
+    dataset_train_split: str = "train"
+    dataset_test_split: str = "test"
+    audio_column: str = "audio"
+    caption_column: str = "caption"
+    speech_world_clips: int = 96
+    speech_world_test_clips: int = 24
+    speech_world_backend: str = "auto"
+    speech_world_seconds: float = 2.0
+    speech_tokenizer_path: str | None = None
+    speech_tokenizer_weights: str | None = None
+    instruction: str = DEFAULT_INSTRUCTION
+    tiny_llm: bool = False
+
+    def __post_init__(self):
+        if self.speech_world_backend not in ("auto", "espeak", "procedural"):
+            raise ValueError(
+                f"speech_world_backend={self.speech_world_backend!r} is not one of ['auto', 'espeak', 'procedural']"
+            )
+        if self.dataset_name is None and not 0 < self.speech_world_test_clips < self.speech_world_clips:
+            raise ValueError(
+                f"speech_world_test_clips={self.speech_world_test_clips} must be between 1 and "
+                f"speech_world_clips - 1 = {self.speech_world_clips - 1}"
+            )
+
+
+@dataclass
+class AlignCapDPOScriptArguments(AlignCapScriptArguments):
+    r"""
+    Arguments of `recipes/aligncap_dpo.py`: the speech-emotion data arguments plus where the pairs come from.
+
+    Parameters:
+        pairs_dataset (`str`, *optional*):
+            Saved pairs (`hfpref pairs` output, or any `prompt`/`chosen`/`rejected` dataset); `None` builds them here
+            from the model's beam-search candidates on the training clips.
+        judge (`str`, *optional*, defaults to `"clue_overlap"`): `"clue_overlap"`, `"reward_model"` or `"llm"`.
+        rejected (`str`, *optional*, defaults to `"all"`): `"all"` other candidates, or the `"worst"`.
+        num_beams (`int`, *optional*, defaults to `4`): beam width of the candidates.
+        reward_model_name_or_path (`str`, *optional*): a saved CLAP reward model (`judge="reward_model"`).
+        llm_base_url (`str`, *optional*): OpenAI-compatible endpoint (`judge="llm"`).
+        llm_model (`str`, *optional*): model name at that endpoint.
+    """
+
+    pairs_dataset: str | None = None
+    judge: str = "clue_overlap"
+    rejected: str = "all"
+    num_beams: int = 4
+    reward_model_name_or_path: str | None = None
+    llm_base_url: str | None = None
+    llm_model: str | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.judge not in JUDGES:
+            raise ValueError(f"judge={self.judge!r} is not one of {list(JUDGES)}")
+        if self.rejected not in REJECTED_MODES:
+            raise ValueError(f"rejected={self.rejected!r} is not one of {list(REJECTED_MODES)}")
+        if self.num_beams < 2:
+            raise ValueError(f"num_beams={self.num_beams} must be >= 2 to give a pair")
+
+
+@dataclass
+class RewardWeightedDiffusionScriptArguments:
+    r"""
+    Data arguments of `recipes/reward_weighted_diffusion.py`: human feedback, reward-labelled generated audio, the original
+    training data, the reward model and the evaluation prompts.
+
+    Either a feedback file (`feedback_file`: the `feedback.csv` written by `hfpref tta-generate`, its `label` column
+    filled with 0/1 for the annotated part and left empty for the rest) or the synthetic world (`synthetic_clips`:
+    world clips with their true and a wrong caption, labelled by the oracle, plus `n_prompts` built prompts rendered by
+    the starting pipeline as the unlabelled part).
+
+    Parameters:
+        feedback_file (`str`, *optional*):
+            BATON feedback (`.csv`, `.json` or `.jsonl`): rows labelled 0/1 are the human part, rows with an empty
+            label are scored by the reward model, rows labelled `skip` / -1 are dropped and counted.
+        synthetic_clips (`int`, *optional*):
+            Size of the synthetic world used instead of `feedback_file` (and as `pretrain_dataset` when none is given).
+        synthetic_clip_seconds (`float`, *optional*, defaults to `1.0`):
+            Clip length of the synthetic world.
+        pretrain_dataset (`str`, *optional*):
+            The original training data (audio + `pretrain_text_column`): Hub id, `save_to_disk` folder or data file.
+            Required with `beta > 0` unless `synthetic_clips` is set.
+        pretrain_split (`str`, *optional*, defaults to `"train"`):
+            Its split.
+        reward_model_name_or_path (`str`):
+            The binary reward model ([`~hfpref.rewards.CLAPRewardModel`], e.g. trained with
+            `recipes/reward_model/config_binary_bce.yaml`).
+        clap_model_name_or_path (`str`, *optional*):
+            The CLAP the reward model was trained on; defaults to the reward model's `clap_checkpoint`.
+        embedding_cache_dir (`str`, *optional*):
+            Where CLAP embeddings are cached (default `<output_dir>/embedding-cache`).
+        mix_ratio (`float`, *optional*, defaults to `1.0`):
+            Reward-labelled rows per human row (the paper: 1:1).
+        human_reward (`str`, *optional*, defaults to `"reward_model"`):
+            Weight of a human row: its reward-model score (`"reward_model"`) or its 0/1 label (`"label"`).
+        label_set (`list[str]`, *optional*):
+            Labels the prompt builder draws from (synthetic world: its event kinds by default).
+        n_prompts (`int`, *optional*, defaults to `48`):
+            Built prompts rendered for the reward-labelled part (synthetic world only).
+        clips_per_prompt (`int`, *optional*, defaults to `5`):
+            Clips rendered per built prompt (the paper: 5).
+        eval_prompts (`int`, *optional*, defaults to `32`):
+            Held-out built prompts (half integrity, half temporal) rendered before and after training; 0 skips the
+            evaluation.
+        eval_clips_per_prompt (`int`, *optional*, defaults to `2`):
+            Clips per evaluation prompt.
+        num_inference_steps (`int`, *optional*, defaults to `50`):
+            Denoising steps of every rendering.
+        guidance_scale (`float`, *optional*, defaults to `2.5`):
+            Classifier-free guidance of every rendering (AudioLDM's default; 1 disables it).
+        audio_length_in_s (`float`, *optional*):
+            Length of rendered clips; the pipeline's default when unset.
+        generation_seed (`int`, *optional*, defaults to `0`):
+            Seed of the rendered clips' initial noise (the same for the before / after evaluation).
+    """
+
+    feedback_file: str | None = None
+    synthetic_clips: int | None = None
+    synthetic_clip_seconds: float = 1.0
+    pretrain_dataset: str | None = None
+    pretrain_split: str = "train"
+    reward_model_name_or_path: str | None = None
+    clap_model_name_or_path: str | None = None
+    embedding_cache_dir: str | None = None
+    mix_ratio: float = 1.0
+    human_reward: str = "reward_model"
+    label_set: list[str] | None = None
+    n_prompts: int = 48
+    clips_per_prompt: int = 5
+    eval_prompts: int = 32
+    eval_clips_per_prompt: int = 2
+    num_inference_steps: int = 50
+    guidance_scale: float = 2.5
+    audio_length_in_s: float | None = None
+    generation_seed: int = 0
+
+    def __post_init__(self):
+        sources = [name for name in ("feedback_file", "synthetic_clips") if getattr(self, name)]
+        if len(sources) != 1:
+            raise ValueError(f"give exactly one data source of ['feedback_file', 'synthetic_clips'], got {sources}")
+        if not self.reward_model_name_or_path:
+            raise ValueError("reward_model_name_or_path is required: the binary reward model that scores the pairs")
+        if self.human_reward not in HUMAN_REWARDS:
+            raise ValueError(f"human_reward={self.human_reward!r} is not one of {HUMAN_REWARDS}")
+        if self.mix_ratio < 0:
+            raise ValueError(f"mix_ratio={self.mix_ratio} must be >= 0")
+        for name in ("n_prompts", "clips_per_prompt", "eval_clips_per_prompt", "num_inference_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        if self.eval_prompts < 0:
+            raise ValueError(f"eval_prompts={self.eval_prompts} must be >= 0")
+
+
+@dataclass
+class TTAPipelineArguments:
+    r"""
+    The text-to-audio pipeline of `recipes/reward_weighted_diffusion.py`.
+
+    Parameters:
+        pipeline_name_or_path (`str`, *optional*, defaults to `"cvssp/audioldm-s-full-v2"`):
+            An AudioLDM pipeline: Hub id or `save_pretrained` folder (safetensors only).
+        tiny_pipeline (`bool`, *optional*, defaults to `False`):
+            Build a tiny pipeline from configs instead (offline smoke runs), on the text tower of
+            `clap_model_name_or_path`, with its VAE fitted for `tiny_vae_steps` on the pretrain clips.
+        tiny_vae_steps (`int`, *optional*, defaults to `100`):
+            VAE fitting steps of the tiny pipeline.
+    """
+
+    pipeline_name_or_path: str = field(
+        default="cvssp/audioldm-s-full-v2", metadata={"help": "AudioLDM pipeline: Hub id or folder."}
+    )
+    tiny_pipeline: bool = field(default=False, metadata={"help": "Build a tiny pipeline from configs."})
+    tiny_vae_steps: int = field(default=100, metadata={"help": "VAE fitting steps of the tiny pipeline."})
+
+
+@dataclass
+class AudibilityScriptArguments:
+    r"""
+    Data arguments of `hfpref/scripts/audibility_classifier.py`.
+
+    Parameters:
+        dataset_name (`str`, *optional*):
+            Audibility data: a `.csv`/`.json`/`.jsonl`/`.parquet` file (e.g. from `hfpref audibility-data`), a
+            `save_to_disk` folder or a Hub dataset; `None` trains on the seed set shipped with hfpref.
+        dataset_train_split (`str`, *optional*, defaults to `"train"`): split to train on.
+        dataset_test_split (`str`, *optional*):
+            Held-out split; when the data has none, `test_size` of it is held out (stratified by label).
+        text_column (`str`, *optional*, defaults to `"sentence"`): column with the sentences.
+        label_column (`str`, *optional*, defaults to `"label"`): column with the labels (1/0 or audible/non_audible).
+        test_size (`float`, *optional*, defaults to `0.2`): share held out when there is no test split.
+        split_seed (`int`, *optional*, defaults to `0`): seed of that split.
+        max_length (`int`, *optional*, defaults to `64`): sentences are truncated to this many tokens.
+    """
+
+    dataset_name: str | None = None
+    dataset_train_split: str = "train"
+    dataset_test_split: str | None = None
+    text_column: str = "sentence"
+    label_column: str = "label"
+    test_size: float = 0.2
+    split_seed: int = 0
+    max_length: int = 64
+
+    def __post_init__(self):
+        if not 0.0 < self.test_size < 1.0:
+            raise ValueError(f"test_size={self.test_size} must lie in (0, 1)")
+        if self.max_length < 2:
+            raise ValueError(f"max_length={self.max_length} must be >= 2")
+
+
+@dataclass
+class AudibilityModelArguments:
+    r"""
+    The classifier to fine-tune.
+
+    Parameters:
+        model_name_or_path (`str`, *optional*, defaults to `"distilbert-base-uncased"`):
+            A checkpoint with a tokenizer (safetensors only, no remote code); a 2-label head is added.
+        tiny_classifier (`bool`, *optional*, defaults to `False`):
+            Build a 2-layer DistilBERT from a config with a WordPiece tokenizer trained on the training sentences
+            instead (offline tests and smoke runs).
+        tiny_hidden_size (`int`, *optional*, defaults to `32`): width of that tiny DistilBERT.
+    """
+
+    model_name_or_path: str = "distilbert-base-uncased"
+    tiny_classifier: bool = False
+    tiny_hidden_size: int = 32
+
+    def __post_init__(self):
+        if self.tiny_hidden_size < 2 or self.tiny_hidden_size % 2:
+            raise ValueError(f"tiny_hidden_size={self.tiny_hidden_size} must be an even number >= 2 (2 heads)")
+
+
+def load_caption_splits(args):
+    """
+    Train/test captioning data from [`~hfpref.scripts.utils.CaptionScriptArguments`]: a synthetic
+    world, or a dataset with an audio column (split `test_size` when it has no test split).
+    """
+    from hfpref.data.loading import load_any_dataset, select_splits
+    from hfpref.data.synthetic.audio_world import make_world
+
+    if args.synthetic_clips:
+        data = make_world(args.synthetic_clips, seed=args.synthetic_seed)
+    else:
+        data = load_any_dataset(args.dataset_name)
+    splits = select_splits(
+        data,
+        name=args.dataset_name or "the synthetic world",
+        train_split=args.dataset_train_split,
+        test_split=args.dataset_test_split,
+        test_size=args.test_size,
+        seed=args.synthetic_seed,
+    )
+    limit = getattr(args, "max_train_samples", None)
+    if limit is not None:
+        splits["train"] = splits["train"].select(range(min(limit, len(splits["train"]))))
+    return splits
+
+
+def load_captioner(args, texts: Iterable[str] | None = None):
+    """
+    The captioner of [`~hfpref.scripts.utils.CaptionerArguments`]: a checkpoint (safetensors only,
+    no remote code) or, with `tiny_captioner`, a 2-layer Whisper built from a config with a tokenizer trained
+    on `texts`.
+
+    Returns:
+        `(model, processor)`.
+    """
+    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    if args.tiny_captioner:
+        if texts is None:
+            raise ValueError("tiny_captioner needs the training captions to train its tokenizer")
+        return build_tiny_whisper_captioner(texts, clip_seconds=args.tiny_clip_seconds)
+    from hfpref.utils.safe_loading import load_pretrained
+
+    # Safetensors only (a folder with only .bin weights is refused, naming it); remote code is never trusted.
+    model = load_pretrained(AutoModelForSpeechSeq2Seq, args.model_name_or_path)
+    processor = load_pretrained(AutoProcessor, args.model_name_or_path)
+    return model, processor
+
+
+def load_audibility_classifier(model_args, texts: Iterable[str] | None = None):
+    """
+    The classifier of [`~hfpref.scripts.utils.AudibilityModelArguments`] with a fresh
+    2-label head: a checkpoint (safetensors only, no remote code) or, with `tiny_classifier`, a 2-layer DistilBERT
+    whose tokenizer is trained on `texts`.
+
+    Returns:
+        `(model, tokenizer)`.
+    """
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    if model_args.tiny_classifier:
+        if texts is None:
+            raise ValueError("tiny_classifier needs the training sentences to train its tokenizer")
+        return build_tiny_audibility_classifier(texts, hidden_size=model_args.tiny_hidden_size)
+    from hfpref.utils.safe_loading import load_pretrained
+
+    tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path)
+    if len(tokenizer) <= 10:
+        raise ValueError(
+            f"the tokenizer of {model_args.model_name_or_path} has {len(tokenizer)} tokens (only special tokens): "
+            "its vocabulary files are missing (offline without a local copy?)"
+        )
+    model = load_pretrained(
+        AutoModelForSequenceClassification,
+        model_args.model_name_or_path,
+        num_labels=2,
+        id2label={0: "non_audible", 1: "audible"},
+        label2id={"non_audible": 0, "audible": 1},
+        use_safetensors=True,
+    )
+    return model, tokenizer

@@ -1,28 +1,30 @@
-from .caption_rl_config import CaptionRLConfig
-from .caption_rl_trainer import CaptionRLTrainer
-from .clap_contrastive_config import ClapContrastiveConfig, ClapContrastiveScriptArguments, ClapModelArguments
-from .clap_contrastive_trainer import ClapContrastiveCollator, ClapContrastiveTrainer, retrieval_metrics
-from .kd_align_config import KDAlignConfig
-from .kd_align_trainer import KDAlignTrainer
-from .reward_model_config import RewardModelConfig
-from .reward_model_trainer import RewardModelTrainer
-from .reward_weighted_diffusion_config import RewardWeightedDiffusionConfig
-from .reward_weighted_diffusion_trainer import RewardWeightedDiffusionTrainer
+"""
+One package per training method (`hfpref/trainers/<method>/`, each a `<method>_config.py` beside a
+`<method>_trainer.py`, as TRL's `trl/trainer/`). Names are imported on first use (PEP 562), so that training one
+method never imports another method's extras (diffusers for reward-weighted diffusion, nltk for AlignCap).
+"""
+
+from .._lazy import lazy_exports
 
 
-__all__ = [
-    "CaptionRLConfig",
-    "CaptionRLTrainer",
-    "ClapContrastiveCollator",
-    "ClapContrastiveConfig",
-    "ClapContrastiveScriptArguments",
-    "ClapContrastiveTrainer",
-    "ClapModelArguments",
-    "KDAlignConfig",
-    "KDAlignTrainer",
-    "RewardModelConfig",
-    "RewardModelTrainer",
-    "RewardWeightedDiffusionConfig",
-    "RewardWeightedDiffusionTrainer",
-    "retrieval_metrics",
-]
+_SOURCES = {
+    "AlignCapDPOTrainer": ".aligncap_dpo",
+    "AlignCapKDConfig": ".aligncap_kd",
+    "AlignCapKDTrainer": ".aligncap_kd",
+    "AudibilityClassifierConfig": ".audibility_classifier",
+    "AudibilityClassifierTrainer": ".audibility_classifier",
+    "CaptionRLConfig": ".caption_rl",
+    "CaptionRLTrainer": ".caption_rl",
+    "CaptionSFTConfig": ".caption_sft",
+    "ClapContrastiveCollator": ".clap_contrastive",
+    "ClapContrastiveConfig": ".clap_contrastive",
+    "ClapContrastiveTrainer": ".clap_contrastive",
+    "RewardModelConfig": ".reward_model",
+    "RewardModelTrainer": ".reward_model",
+    "RewardWeightedDiffusionConfig": ".reward_weighted_diffusion",
+    "RewardWeightedDiffusionTrainer": ".reward_weighted_diffusion",
+    "retrieval_metrics": ".clap_contrastive",
+}
+__all__ = sorted(_SOURCES)
+
+__getattr__, __dir__ = lazy_exports(__name__, _SOURCES, globals())

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 
-from hfpref.cli import main
+from hfpref.cli.main import main
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -61,7 +61,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self):
-        command = [sys.executable, "-m", "hfpref.cli", "annotate", *self.args, "--port", str(self.port)]
+        command = [sys.executable, "-m", "hfpref.cli.main", "annotate", *self.args, "--port", str(self.port)]
         self.process = subprocess.Popen(command, stdout=self.log.open("a"), stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -9,7 +9,7 @@ from hfpref.annotate.export import build_preference_dataset, export_annotations
 from hfpref.annotate.items import load_items
 from hfpref.annotate.report import annotation_report, render_report_markdown
 from hfpref.annotate.storage import Session
-from hfpref.cli import main
+from hfpref.cli.main import main
 from hfpref.data.preference import load_binary_feedback, load_preference_dataset
 from hfpref.data.tta_feedback import load_unlabelled_feedback, write_feedback_skeleton
 
@@ -187,7 +187,7 @@ def test_binary_labels_fill_the_feedback_file_for_the_baton_recipe(binary_sessio
     _, stats = export_annotations(binary_session.output_dir)
     path = binary_session.output_dir / "feedback.csv"
     assert stats["feedback_file"] == str(path)
-    human = load_binary_feedback(path, text_column="prompt")  # what recipes/tta_reward_weighted.py reads
+    human = load_binary_feedback(path, text_column="prompt")  # what recipes/reward_weighted_diffusion.py reads
     assert sorted(zip(human["prompt"], human["label"])) == [
         ("a bell rings", 0),
         ("a cat meows", 0),
@@ -211,7 +211,7 @@ def test_unanswered_feedback_rows_stay_in_the_reward_model_pool(tmp_path):
 
 @pytest.fixture(scope="module")
 def oracle_items(tmp_path_factory):
-    from hfpref.data.synth import make_oracle_preferences, make_world
+    from hfpref.data.synthetic.audio_world import make_oracle_preferences, make_world
 
     world = make_world(24, seed=11, clip_seconds=0.5)
     folder = tmp_path_factory.mktemp("oracle-items")

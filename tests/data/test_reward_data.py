@@ -4,8 +4,8 @@ import soundfile as sf
 
 from hfpref.data.fense import attach_audio, load_fense
 from hfpref.data.reward_data import load_reward_splits, make_oracle_feedback
-from hfpref.data.synth import make_oracle_preferences, make_world, oracle_score
-from hfpref.trainers.reward_model_config import RewardScriptArguments
+from hfpref.data.synthetic.audio_world import make_oracle_preferences, make_world, oracle_score
+from hfpref.scripts.utils import RewardScriptArguments
 
 
 @pytest.fixture(scope="module")

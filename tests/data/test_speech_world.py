@@ -4,14 +4,14 @@ import numpy as np
 import pytest
 
 from hfpref.data.audio import decode_audio
-from hfpref.data.speech_world import (
+from hfpref.data.synthetic.speech_world import (
     EMOTION_PROSODY,
     espeak_available,
     make_speech_world,
     speech_emotion_splits,
 )
 from hfpref.prompts.emotion_clues import extract_emotion_clues
-from hfpref.trainers.kd_align_config import SpeechEmotionScriptArguments
+from hfpref.scripts.utils import AlignCapScriptArguments
 
 
 def _f0(waveform, sr=16000):
@@ -71,7 +71,7 @@ def test_espeak_world_speaks_with_the_clip_prosody():
 
 
 def test_backend_choice_and_errors(monkeypatch):
-    monkeypatch.setattr("hfpref.data.speech_world.shutil.which", lambda name: None)
+    monkeypatch.setattr("hfpref.data.synthetic.speech_world.shutil.which", lambda name: None)
     assert make_speech_world(1, backend="auto", clip_seconds=0.5)["backend"] == ["procedural"]
     with pytest.raises(RuntimeError, match="espeak-ng is not installed"):
         make_speech_world(1, backend="espeak")
@@ -82,21 +82,21 @@ def test_backend_choice_and_errors(monkeypatch):
 
 
 def test_recipe_splits_from_the_world_and_from_a_saved_dataset(tmp_path):
-    args = SpeechEmotionScriptArguments(
+    args = AlignCapScriptArguments(
         speech_world_clips=6, speech_world_test_clips=2, speech_world_backend="procedural", speech_world_seconds=0.5
     )
     splits = speech_emotion_splits(args)
     assert (len(splits["train"]), len(splits["test"])) == (4, 2)
     splits["train"].remove_columns("references").save_to_disk(str(tmp_path / "ds"))
     loaded = speech_emotion_splits(
-        SpeechEmotionScriptArguments(dataset_name=str(tmp_path / "ds"), dataset_test_split="train")
+        AlignCapScriptArguments(dataset_name=str(tmp_path / "ds"), dataset_test_split="train")
     )
     assert loaded["train"]["references"] == [[c] for c in loaded["train"]["caption"]]
     with pytest.raises(ValueError, match="no column 'speech'"):
         speech_emotion_splits(
-            SpeechEmotionScriptArguments(
+            AlignCapScriptArguments(
                 dataset_name=str(tmp_path / "ds"), dataset_test_split="train", audio_column="speech"
             )
         )
     with pytest.raises(ValueError, match="speech_world_test_clips=6"):
-        SpeechEmotionScriptArguments(speech_world_clips=6, speech_world_test_clips=6)
+        AlignCapScriptArguments(speech_world_clips=6, speech_world_test_clips=6)

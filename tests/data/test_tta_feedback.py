@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from hfpref.cli import main as hfpref_main
+from hfpref.cli.main import main as hfpref_main
 from hfpref.data.audio import decode_audio_column
 from hfpref.data.preference import load_binary_feedback
 from hfpref.data.tta_feedback import (
@@ -16,7 +16,7 @@ from hfpref.data.tta_feedback import (
     write_feedback_skeleton,
 )
 from hfpref.encoders.clap import ClapEmbedder, build_tiny_clap
-from hfpref.encoders.tta_pipeline import build_tiny_tta_pipeline
+from hfpref.models.tta_pipeline import build_tiny_tta_pipeline
 from hfpref.prompts.tta_prompts import build_tta_prompts
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
 

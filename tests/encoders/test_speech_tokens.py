@@ -9,7 +9,7 @@ import torch
 from peft import get_peft_model
 
 from hfpref.data.audio import decode_audio
-from hfpref.data.speech_world import make_speech_world
+from hfpref.data.synthetic.speech_world import make_speech_world
 from hfpref.encoders.speech_tokens import (
     SpeechTokenEncoder,
     build_speech_tokenizer,
@@ -22,7 +22,7 @@ from hfpref.encoders.speech_tokens import (
     speech_lora_config,
     speech_token_ids,
 )
-from hfpref.hub.loading import UnsafeCheckpointError
+from hfpref.utils.safe_loading import UnsafeCheckpointError
 
 
 @pytest.fixture(autouse=True)

@@ -40,7 +40,7 @@ def word_world() -> WordWorld:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     from hfpref.metrics.audibility import AudibilityClassifier
-    from hfpref.trainers.audibility_classifier_trainer import build_tiny_audibility_classifier
+    from hfpref.models.audibility_classifier import build_tiny_audibility_classifier
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -134,7 +134,7 @@ def test_generation_against_a_local_openai_compatible_server(fake_llm):
 
 
 def test_cli_writes_jsonl_and_reports_drops(fake_llm, tmp_path, monkeypatch, capsys):
-    from hfpref.cli import main
+    from hfpref.cli.main import main
 
     base_url, handler = fake_llm
     handler.answers = [FIRST, SECOND]

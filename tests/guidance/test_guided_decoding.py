@@ -131,8 +131,8 @@ def test_left_padded_prompts(word_world, one_thread):
 
 @pytest.fixture(scope="module")
 def tiny_captioner():
-    from hfpref.data.synth import make_world
-    from hfpref.trainers.captioning_utils import build_tiny_whisper_captioner
+    from hfpref.data.synthetic.audio_world import make_world
+    from hfpref.models.captioning import build_tiny_whisper_captioner
 
     world = make_world(8, seed=3, clip_seconds=1.0)
     texts = [c for refs in world["references"] for c in refs]
@@ -151,7 +151,7 @@ class _WordClassifier:
 
 
 def test_encoder_decoder_captioner_guidance(tiny_captioner, one_thread):
-    from hfpref.trainers.captioning_utils import decode, encode_audio
+    from hfpref.models.captioning import decode, encode_audio
 
     model, processor, world = tiny_captioner
     from hfpref.data.audio import decode_audio

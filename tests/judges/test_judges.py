@@ -12,8 +12,8 @@ from hfpref.judges.base import ClueOverlapJudge, JudgeError, RewardModelJudge
 from hfpref.judges.llm import OpenAIJudge
 from hfpref.judges.pairs import pairs_from_scores
 from hfpref.judges.registry import JUDGES, get_judge
+from hfpref.models.modeling_clap_reward import CLAPRewardConfig, CLAPRewardModel
 from hfpref.rewards.functions import get_reward_model_reward
-from hfpref.rewards.modeling_clap_reward import CLAPRewardConfig, CLAPRewardModel
 
 
 _spec = importlib.util.spec_from_file_location("chat_server", Path(__file__).with_name("chat_server.py"))

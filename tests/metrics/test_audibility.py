@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from hfpref.metrics.audibility import AudibilityClassifier, audibility_accuracy
-from hfpref.trainers.audibility_classifier_trainer import build_tiny_audibility_classifier
+from hfpref.models.audibility_classifier import build_tiny_audibility_classifier
 
 
 def test_audibility_accuracy_hand_computed():
@@ -33,7 +33,7 @@ def test_classifier_scores_in_one_batch_and_round_trips(tmp_path):
 
 
 def test_eval_cli_reports_audibility_accuracy(tmp_path, capsys):
-    from hfpref.cli import main
+    from hfpref.cli.main import main
 
     model, tokenizer = build_tiny_audibility_classifier(["a dog barks", "the wall is green"], seed=0)
     model.save_pretrained(tmp_path / "clf")

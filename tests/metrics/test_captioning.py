@@ -116,7 +116,7 @@ def test_reward_metric_calls_the_reward_with_columns():
 
 def test_clap_sim_with_a_tiny_clap(tiny_clap_dir):
     from hfpref.data.audio import decode_audio
-    from hfpref.data.synth import make_world
+    from hfpref.data.synthetic.audio_world import make_world
     from hfpref.encoders.clap import ClapEmbedder
 
     embedder = ClapEmbedder.from_pretrained(str(tiny_clap_dir), show_progress=False)

@@ -7,11 +7,8 @@ import yaml
 from trl import TrlParser
 
 from hfpref.metrics.audibility import AudibilityClassifier
-from hfpref.trainers.audibility_classifier_config import (
-    AudibilityClassifierConfig,
-    AudibilityModelArguments,
-    AudibilityScriptArguments,
-)
+from hfpref.scripts.utils import AudibilityModelArguments, AudibilityScriptArguments
+from hfpref.trainers.audibility_classifier.audibility_classifier_config import AudibilityClassifierConfig
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -30,14 +27,14 @@ def _parse(argv):
 
 
 def test_distilbert_config_has_the_paper_settings():
-    _, args, model_args = _parse(["--config", str(RECIPES / "audibility/classifier/config_distilbert.yaml")])
+    _, args, model_args = _parse(["--config", str(RECIPES / "audibility_classifier/config_distilbert.yaml")])
     assert (args.optim, args.per_device_train_batch_size, args.learning_rate) == ("adamw_torch", 64, 3e-4)
     assert (args.num_train_epochs, args.lr_decay_every_epochs, args.lr_decay_factor) == (40, 10, 0.1)
     assert model_args.model_name_or_path == "distilbert-base-uncased" and not model_args.tiny_classifier
 
 
 def test_tiny_config_parses():
-    script_args, _, model_args = _parse(["--config", str(RECIPES / "audibility/classifier/config_tiny.yaml")])
+    script_args, _, model_args = _parse(["--config", str(RECIPES / "audibility_classifier/config_tiny.yaml")])
     assert model_args.tiny_classifier and script_args.dataset_name is None
 
 

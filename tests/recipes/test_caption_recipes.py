@@ -10,9 +10,9 @@ from trl import TrlParser
 
 from hfpref.encoders.clap import ClapEmbedder
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
+from hfpref.scripts.utils import CaptionerArguments, CaptionRLScriptArguments, CaptionScriptArguments
 from hfpref.trainers import CaptionRLConfig
-from hfpref.trainers.caption_rl_config import CaptionRLScriptArguments
-from hfpref.trainers.caption_sft_config import CaptionerArguments, CaptionScriptArguments, CaptionSFTConfig
+from hfpref.trainers.caption_sft.caption_sft_config import CaptionSFTConfig
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -43,9 +43,9 @@ COMMON = {"save_strategy": "no", "report_to": "none", "use_cpu": True, "disable_
 @pytest.mark.parametrize(
     "config, types",
     [
-        ("captioning/sft/config_synthetic.yaml", SFT_TYPES),
-        ("captioning/rl/config_scst.yaml", RL_TYPES),
-        ("captioning/rl/config_ppo.yaml", RL_TYPES),
+        ("caption_sft/config_synthetic.yaml", SFT_TYPES),
+        ("caption_rl/config_scst.yaml", RL_TYPES),
+        ("caption_rl/config_ppo.yaml", RL_TYPES),
     ],
 )
 def test_shipped_configs_parse(config, types):
@@ -55,7 +55,7 @@ def test_shipped_configs_parse(config, types):
 
 def test_scst_config_has_the_paper_settings():
     script, args, _ = TrlParser(RL_TYPES).parse_args_and_config(
-        ["--config", str(RECIPES / "captioning/rl/config_scst.yaml")]
+        ["--config", str(RECIPES / "caption_rl/config_scst.yaml")]
     )
     assert script.reward_funcs == ["reward_model"] and script.length_penalty_alpha == 0.4
     assert (args.loss_type, args.per_device_train_batch_size, args.warmup_epochs, args.step_decay_every_epochs) == (

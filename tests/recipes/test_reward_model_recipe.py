@@ -9,8 +9,8 @@ from transformers import AutoModel
 from trl import TrlParser
 
 from hfpref.rewards import CLAPRewardModel
+from hfpref.scripts.utils import RewardHeadArguments, RewardScriptArguments
 from hfpref.trainers import RewardModelConfig
-from hfpref.trainers.reward_model_config import RewardHeadArguments, RewardScriptArguments
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
@@ -30,9 +30,9 @@ def _parse(argv):
 @pytest.mark.parametrize(
     "config",
     [
-        "captioning/reward/config_fense_bt.yaml",
-        "captioning/reward/config_fense_features.yaml",
-        "text_to_audio/reward/config_binary_bce.yaml",
+        "reward_model/config_fense_bt.yaml",
+        "reward_model/config_fense_features.yaml",
+        "reward_model/config_binary_bce.yaml",
     ],
 )
 def test_shipped_configs_parse(config):
@@ -42,7 +42,7 @@ def test_shipped_configs_parse(config):
 
 
 def test_fense_config_has_the_paper_settings():
-    path = RECIPES / "captioning/reward/config_fense_bt.yaml"
+    path = RECIPES / "reward_model/config_fense_bt.yaml"
     _, training_args, _ = _parse(["--config", str(path)])
     assert (training_args.num_train_epochs, training_args.per_device_train_batch_size) == (70, 64)
     assert (training_args.l2_coef, training_args.bt_scale) == (0.1, 10.0)
@@ -58,7 +58,7 @@ def test_fense_config_has_the_paper_settings():
 
 
 def test_features_config_trains_on_one_set_and_evaluates_on_another():
-    script_args, _, _ = _parse(["--config", str(RECIPES / "captioning/reward/config_fense_features.yaml")])
+    script_args, _, _ = _parse(["--config", str(RECIPES / "reward_model/config_fense_features.yaml")])
     assert script_args.embedding_dim == 384 and script_args.named_eval_datasets() == {
         "clotho": "data/fense-features/clotho_eval"
     }

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hfpref.data.audio import decode_audio
-from hfpref.data.synth import make_world
+from hfpref.data.synthetic.audio_world import make_world
 from hfpref.encoders.clap import ClapEmbedder
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
 from hfpref.rewards.functions import (
@@ -140,7 +140,7 @@ def test_every_pairing_refuses_another_clap(tmp_path, tiny_clap_dir, embedder, o
     with pytest.raises(ClapMismatchError, match="reads 33-d embeddings"):
         check_clap_pairing(narrow, embedder)
     unrecorded = CLAPRewardModel(CLAPRewardConfig(embedding_dim=embedder.embedding_dim, hidden_sizes=[4]))
-    with caplog.at_level("WARNING", logger="hfpref.rewards.modeling_clap_reward"):
+    with caplog.at_level("WARNING", logger="hfpref.models.modeling_clap_reward"):
         check_clap_pairing(unrecorded, embedder)
     assert "records no CLAP fingerprint" in caplog.text
 

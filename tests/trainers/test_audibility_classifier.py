@@ -4,11 +4,11 @@ import pytest
 import torch
 
 from hfpref.guidance.audibility_data import load_seed_set
-from hfpref.trainers.audibility_classifier_config import AudibilityClassifierConfig, AudibilityModelArguments
-from hfpref.trainers.audibility_classifier_trainer import (
+from hfpref.models.audibility_classifier import build_tiny_audibility_classifier
+from hfpref.scripts.utils import AudibilityModelArguments, load_audibility_classifier
+from hfpref.trainers.audibility_classifier.audibility_classifier_config import AudibilityClassifierConfig
+from hfpref.trainers.audibility_classifier.audibility_classifier_trainer import (
     AudibilityClassifierTrainer,
-    build_tiny_audibility_classifier,
-    load_audibility_classifier,
     tokenize_audibility,
 )
 

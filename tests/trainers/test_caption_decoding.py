@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from hfpref.trainers.captioning_utils import (
+from hfpref.models.captioning import (
     decode,
     encode_audio,
     eos_token_ids,
@@ -57,7 +57,7 @@ def speech_encoder_decoder():
         Wav2Vec2Model,
     )
 
-    from hfpref.data.synth import make_world
+    from hfpref.data.synthetic.audio_world import make_world
     from hfpref.encoders.clap import train_clap_tokenizer
 
     world = make_world(16, seed=3, clip_seconds=1.0)

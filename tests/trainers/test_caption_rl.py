@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from hfpref.data.synth import make_world
-from hfpref.trainers.caption_rl_config import CaptionRLConfig
-from hfpref.trainers.caption_rl_trainer import CaptionRLTrainer, distinct_n, warmup_step_decay
-from hfpref.trainers.captioning_utils import build_tiny_whisper_captioner, ids_to_text
+from hfpref.data.synthetic.audio_world import make_world
+from hfpref.models.captioning import build_tiny_whisper_captioner, ids_to_text
+from hfpref.trainers.caption_rl.caption_rl_config import CaptionRLConfig
+from hfpref.trainers.caption_rl.caption_rl_trainer import CaptionRLTrainer, distinct_n, warmup_step_decay
 
 
 @pytest.fixture(autouse=True)
@@ -193,7 +193,7 @@ def test_distinct_n():
 
 
 def test_scst_loss_and_gradient_by_hand():
-    from hfpref.trainers.caption_rl_trainer import reinforce_loss, sequence_advantages
+    from hfpref.trainers.caption_rl.caption_rl_trainer import reinforce_loss, sequence_advantages
 
     # Two clips, one sample each: log-probs of a two-token caption; the second ends after its first token (eos).
     log_probs = torch.tensor([[math.log(0.5), math.log(0.25)], [math.log(0.8), 0.0]], requires_grad=True)
@@ -208,7 +208,7 @@ def test_scst_loss_and_gradient_by_hand():
 
 
 def test_rloo_and_no_baseline_advantages_by_hand():
-    from hfpref.trainers.caption_rl_trainer import sequence_advantages
+    from hfpref.trainers.caption_rl.caption_rl_trainer import sequence_advantages
 
     rewards = torch.tensor([1.0, 0.0, 0.2, 0.6])  # two clips, two samples each
     assert sequence_advantages(rewards, 2, "loo").tolist() == pytest.approx([1.0, -1.0, -0.4, 0.4])
@@ -220,7 +220,7 @@ def test_rloo_and_no_baseline_advantages_by_hand():
 
 
 def test_ppo_clip_loss_and_k3_kl_by_hand():
-    from hfpref.trainers.caption_rl_trainer import k3_kl, ppo_clip_loss
+    from hfpref.trainers.caption_rl.caption_rl_trainer import k3_kl, ppo_clip_loss
 
     old = torch.log(torch.tensor([[0.5, 0.5]]))
     new = torch.log(torch.tensor([[0.7, 0.4]])).requires_grad_()  # ratios 1.4 and 0.8
@@ -244,7 +244,7 @@ def test_ppo_clip_loss_and_k3_kl_by_hand():
 
 def test_processed_log_probs_by_hand():
     """Logits / T restricted to the sampler's support, as the sample was drawn; masked positions are 0 (not NaN)."""
-    from hfpref.trainers.captioning_utils import Rollout, processed_log_probs
+    from hfpref.models.captioning import Rollout, processed_log_probs
 
     logits = torch.tensor([[[2.0, 1.0, 0.0], [0.0, 0.0, 5.0]]])
     rollout = Rollout(

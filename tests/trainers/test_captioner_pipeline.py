@@ -8,9 +8,10 @@ import sys
 import yaml
 from trl import TrlParser
 
+from hfpref.models.captioning import build_tiny_whisper_captioner
 from hfpref.scripts import caption_sft
-from hfpref.trainers.caption_sft_config import CaptionerArguments, CaptionScriptArguments, CaptionSFTConfig
-from hfpref.trainers.captioning_utils import build_tiny_whisper_captioner
+from hfpref.scripts.utils import CaptionerArguments, CaptionScriptArguments
+from hfpref.trainers.caption_sft.caption_sft_config import CaptionSFTConfig
 
 
 def test_tiny_captioner_tokenizer_keeps_its_ids_and_decodes_like_before():
@@ -46,7 +47,7 @@ def test_saved_sft_captioner_runs_in_the_asr_pipeline(tmp_path):
     import numpy as np
 
     from hfpref.data.audio import decode_audio
-    from hfpref.data.synth import make_world
+    from hfpref.data.synthetic.audio_world import make_world
 
     out = tmp_path / "sft"
     config = {

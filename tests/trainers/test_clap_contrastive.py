@@ -11,16 +11,10 @@ import yaml
 from huggingface_hub import ModelCard
 from transformers import ClapModel, ClapProcessor
 
-from hfpref.data.synth import make_world
+from hfpref.data.synthetic.audio_world import make_world
 from hfpref.encoders.clap import ClapEmbedder, build_tiny_clap
-from hfpref.trainers import (
-    ClapContrastiveCollator,
-    ClapContrastiveConfig,
-    ClapContrastiveScriptArguments,
-    ClapContrastiveTrainer,
-    ClapModelArguments,
-    retrieval_metrics,
-)
+from hfpref.scripts.utils import ClapContrastiveScriptArguments, ClapModelArguments
+from hfpref.trainers import ClapContrastiveCollator, ClapContrastiveConfig, ClapContrastiveTrainer, retrieval_metrics
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"

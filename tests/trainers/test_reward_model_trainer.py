@@ -222,7 +222,7 @@ def test_save_model_refuses_a_broken_model(tmp_path):
 
 
 def test_batches_are_the_rows_and_evaluation_prepares_a_dataset_once(tmp_path):
-    from hfpref.trainers.reward_model_trainer import EmbeddingTable
+    from hfpref.trainers.reward_model.reward_model_trainer import EmbeddingTable
 
     data = pairwise_data(10)
     trainer = RewardModelTrainer(_model(), _args(tmp_path, per_device_eval_batch_size=4), train_dataset=data)

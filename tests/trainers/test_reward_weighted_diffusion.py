@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from hfpref.data.synth import make_world
+from hfpref.data.synthetic.audio_world import make_world
 from hfpref.encoders.clap import build_tiny_clap
-from hfpref.encoders.tta_pipeline import build_tiny_tta_pipeline
-from hfpref.trainers.reward_weighted_diffusion_config import RewardWeightedDiffusionConfig
-from hfpref.trainers.reward_weighted_diffusion_trainer import (
+from hfpref.models.tta_pipeline import build_tiny_tta_pipeline
+from hfpref.trainers.reward_weighted_diffusion.reward_weighted_diffusion_config import RewardWeightedDiffusionConfig
+from hfpref.trainers.reward_weighted_diffusion.reward_weighted_diffusion_trainer import (
     LATENT_COLUMNS,
     RewardWeightedDiffusionTrainer,
     encode_audio_text,
@@ -178,12 +178,12 @@ def _learning_check(tmp_path, size: dict) -> dict:
 
     from hfpref.data.audio import decode_audio_column
     from hfpref.data.reward_data import make_oracle_feedback
-    from hfpref.data.synth import EVENT_KINDS
+    from hfpref.data.synthetic.audio_world import EVENT_KINDS
     from hfpref.data.tta_feedback import add_rewards, generated_dataset, mix_feedback
     from hfpref.encoders.clap import ClapEmbedder
     from hfpref.encoders.dataset import add_embeddings
-    from hfpref.encoders.tta_pipeline import fit_vae, generate_audio
     from hfpref.metrics.tta import clap_score
+    from hfpref.models.tta_pipeline import fit_vae, generate_audio
     from hfpref.prompts.tta_prompts import build_tta_prompts, world_event_phrases
     from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
     from hfpref.trainers import ClapContrastiveConfig, ClapContrastiveTrainer, RewardModelConfig, RewardModelTrainer
@@ -308,7 +308,7 @@ def at_audioldm_levels(world):
     its outputs and a reward model trained on them do.
     """
     from hfpref.data.audio import audio_value, decode_audio
-    from hfpref.encoders.tta_pipeline import normalize_wav
+    from hfpref.models.tta_pipeline import normalize_wav
 
     def normalized(row):
         waveform = normalize_wav(torch.as_tensor(decode_audio(row["audio"], 16000))).numpy()

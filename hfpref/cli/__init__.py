@@ -1,0 +1,6 @@
+"""The `hfpref` command line."""
+
+from .main import main
+
+
+__all__ = ["main"]

@@ -1,0 +1,1 @@
+"""The offline synthetic worlds: procedural audio events with true captions, and synthetic emotional speech."""

@@ -1,0 +1,444 @@
+"""
+Shared pieces of the captioning trainers: the audio/caption collator, decoding through the captioner's own
+`generate` from one encoder pass shared by several decodes, log-probabilities of sampled captions under the
+distribution they were drawn from, and a tiny Whisper-architecture captioner for offline tests and the quickstart.
+
+SCST/RLOO/PPO need the encoder output of a batch computed once and shared by the sampled decode(s), the greedy decode
+and the log-prob pass: [`decode`] hands `generate` the precomputed `encoder_outputs` (and the audio attention mask),
+so the model's `generation_config` (Whisper's decoder prompt and suppressed tokens, eos, lengths) is honoured.
+"""
+
+import inspect
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase
+from transformers.modeling_outputs import BaseModelOutput
+
+from hfpref.data.audio import decode_audio
+
+
+def unwrap(model):
+    """The captioner inside a peft, DDP or compiled wrapper (what owns `get_encoder`, `generate` and the configs)."""
+    model = getattr(model, "module", model)  # DistributedDataParallel, DeepSpeed engines
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "get_base_model", lambda: model)()
+
+
+def decoder_special_ids(model) -> tuple[int, int, int]:
+    """`(decoder_start, eos, pad)` ids of an encoder-decoder captioner, from its generation config or config."""
+    base = unwrap(model)
+    gen, config = base.generation_config, base.config
+    start = gen.decoder_start_token_id if gen.decoder_start_token_id is not None else config.decoder_start_token_id
+    eos = eos_token_ids(model)[0]
+    pad = gen.pad_token_id if gen.pad_token_id is not None else config.pad_token_id
+    if start is None:
+        raise ValueError("the captioner's generation config (or config) needs a decoder_start_token_id")
+    return int(start), eos, eos if pad is None else int(pad)
+
+
+def eos_token_ids(model) -> list[int]:
+    """The eos ids the captioner's generation config stops at (its model config's when the former has none)."""
+    base = unwrap(model)
+    eos = getattr(base.generation_config, "eos_token_id", None)
+    if eos is None:
+        eos = (
+            base.config.eos_token_id
+            if base.config.eos_token_id is not None
+            else getattr(getattr(base.config, "decoder", None), "eos_token_id", None)
+        )
+    if eos is None:
+        raise ValueError("the captioner's generation config (or config) needs an eos_token_id")
+    return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
+
+
+def encoder_input_name(model) -> str:
+    """Name of the encoder's audio input: `input_features` (Whisper) or `input_values` (wav2vec2 encoders)."""
+    return unwrap(model).get_encoder().main_input_name
+
+
+def extract_features(feature_extractor, arrays: Sequence[np.ndarray], input_name: str):
+    """
+    Batch features of waveforms: log-mels padded to the extractor's fixed window (Whisper), or raw `input_values`
+    padded to the longest clip with an attention mask (wav2vec2-style encoders), so clips of any lengths batch.
+    """
+    rate = feature_extractor.sampling_rate
+    if input_name == "input_values":
+        return feature_extractor(
+            arrays, sampling_rate=rate, padding="longest", return_attention_mask=True, return_tensors="pt"
+        )
+    return feature_extractor(arrays, sampling_rate=rate, return_tensors="pt")
+
+
+@dataclass
+class CaptionCollator:
+    """
+    Decode audio (never through `datasets`), run the feature extractor, tokenize captions.
+
+    Every other column is passed through as a python list under its own name, so reward callables
+    receive dataset columns as keyword arguments (TRL's convention).
+
+    Args:
+        feature_extractor: the captioner's feature extractor (e.g. `WhisperFeatureExtractor`).
+        tokenizer: the captioner's tokenizer; needed when `caption_column` is set.
+        audio_column (`str`): audio column (`datasets.Audio(decode=False)` values or paths).
+        caption_column (`str` or `None`): caption column to tokenize into `labels` (SFT), or `None` (RL).
+        input_name (`str`): model input name for the features (`input_features` or `input_values`).
+        max_caption_tokens (`int`): captions are truncated to this many tokens (eos included).
+    """
+
+    feature_extractor: object
+    tokenizer: PreTrainedTokenizerBase | None = None
+    audio_column: str = "audio"
+    caption_column: str | None = "caption"
+    input_name: str = "input_features"
+    max_caption_tokens: int = 64
+
+    def __call__(self, features: list[dict]) -> dict:
+        rate = self.feature_extractor.sampling_rate
+        arrays = [decode_audio(f[self.audio_column], rate, column=self.audio_column) for f in features]
+        inputs = extract_features(self.feature_extractor, arrays, self.input_name)
+        batch = {self.input_name: inputs[self.input_name]}
+        if "attention_mask" in inputs and self.input_name == "input_values":
+            batch["attention_mask"] = inputs["attention_mask"]
+        if self.caption_column is not None:
+            batch["labels"] = caption_labels(
+                self.tokenizer, [f[self.caption_column] for f in features], self.max_caption_tokens
+            )
+        passthrough = {k for f in features for k in f} - {self.audio_column, self.caption_column}
+        for key in sorted(passthrough):
+            batch[key] = [f.get(key) for f in features]
+        batch[self.audio_column] = [f[self.audio_column] for f in features]
+        return batch
+
+
+def caption_labels(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], max_tokens: int) -> torch.Tensor:
+    """Token ids of `captions` followed by eos, padded with -100 (ignored by the loss)."""
+    rows = []
+    for caption in captions:
+        ids = tokenizer(caption, add_special_tokens=False)["input_ids"][: max_tokens - 1]
+        rows.append([*ids, tokenizer.eos_token_id])
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [-100] * (width - len(r)) for r in rows])
+
+
+def encode_audio(model, inputs: Mapping[str, torch.Tensor]) -> BaseModelOutput:
+    """One pass of the audio encoder (of the captioner inside any peft/DDP wrapper)."""
+    encoder = unwrap(model).get_encoder()
+    kwargs = {encoder.main_input_name: inputs[encoder.main_input_name]}
+    if "attention_mask" in inputs:
+        kwargs["attention_mask"] = inputs["attention_mask"]
+    return encoder(**kwargs, return_dict=True)
+
+
+def repeat_rows(encoder_outputs: BaseModelOutput, attention_mask: torch.Tensor | None, repeats: int):
+    """Each clip's encoder output (and audio attention mask) `repeats` times in a row, as `generate` expands them."""
+    hidden = encoder_outputs.last_hidden_state
+    if repeats == 1:
+        return BaseModelOutput(last_hidden_state=hidden), attention_mask
+    mask = None if attention_mask is None else attention_mask.repeat_interleave(repeats, dim=0)
+    return BaseModelOutput(last_hidden_state=hidden.repeat_interleave(repeats, dim=0)), mask
+
+
+# Logits processors that rescale logits rather than mask them: scoring a sample with the temperature and the recorded
+# support (see `Rollout`) would not reproduce the distribution it was drawn from.
+RESCALING_GENERATION_FLAGS = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "sequence_bias": None}
+
+
+def check_generation_config(model) -> None:
+    """Refuse generation settings under which the RL log-probabilities would not be those of the sampler."""
+    config = unwrap(model).generation_config
+    for flag, neutral in RESCALING_GENERATION_FLAGS.items():
+        value = getattr(config, flag, neutral)
+        if value is not None and value != neutral:
+            raise ValueError(
+                f"the captioner's generation_config sets {flag}={value!r}: it rescales logits, so the policy-gradient "
+                f"log-probabilities would not be those of the sampling distribution; set it to {neutral!r} for RL"
+            )
+
+
+@dataclass
+class Rollout:
+    r"""
+    Captions decoded by `generate` from precomputed encoder outputs (see [`decode`]).
+
+    Attributes:
+        sequences (`torch.LongTensor` of shape `(rows, prompt_length + steps)`):
+            The decoder prompt `generate` built (decoder start token, and Whisper's forced language/task/no-timestamp
+            tokens), then the caption, padded with the pad id after eos.
+        prompt_length (`int`): length of the decoder prompt.
+        support (`torch.BoolTensor` of shape `(rows, steps, vocab)` or `None`):
+            For sampled captions, where the processed next-token distribution the sample was drawn from was non-zero
+            (top-k, suppressed and forced tokens masked by the generation config's logits processors); `None` when
+            nothing was masked (or for greedy captions).
+        sampling_log_probs (`torch.FloatTensor` of shape `(rows, steps)` or `None`):
+            Log-probability of each sampled token under the distribution it was drawn from, as `generate` computed it.
+        temperature (`float`): the sampling temperature (1 for greedy).
+    """
+
+    sequences: torch.Tensor
+    prompt_length: int
+    support: torch.Tensor | None = None
+    sampling_log_probs: torch.Tensor | None = None
+    temperature: float = 1.0
+
+    @property
+    def completion_ids(self) -> torch.Tensor:
+        """The generated ids after the decoder prompt, `(rows, steps)`."""
+        return self.sequences[:, self.prompt_length :]
+
+
+@torch.no_grad()
+def decode(
+    model,
+    encoder_outputs: BaseModelOutput,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    do_sample: bool,
+    num_return_sequences: int = 1,
+    max_new_tokens: int = 32,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+) -> Rollout:
+    """
+    Decode captions through the captioner's own `generate`, from precomputed encoder outputs.
+
+    The model's `generation_config` decides the decoder prompt (start token; Whisper's forced language, task and
+    no-timestamps tokens), suppressed tokens and eos; this function sets only the decoding strategy: greedy
+    (`do_sample=False`) or sampling at `temperature` restricted to the `top_k` most likely tokens (`None`: no top-k).
+    The encoder output is reused, never recomputed: sampling `num_return_sequences` captions per clip expands it row
+    by row, exactly as `generate(input_features, num_return_sequences=...)` expands the audio, so for the same torch
+    seed the captions equal those of `model.generate` on the audio.
+
+    Args:
+        model: an encoder-decoder captioner (`WhisperForConditionalGeneration`, `SpeechEncoderDecoderModel`, ...),
+            possibly wrapped (peft, DDP).
+        encoder_outputs (`BaseModelOutput`): its encoder's output for a batch of clips.
+        attention_mask (`torch.Tensor`, *optional*): the audio attention mask of padded `input_values` batches.
+
+    Returns:
+        [`Rollout`].
+    """
+    base = unwrap(model)
+    encoder_outputs, attention_mask = repeat_rows(
+        BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state.detach()),
+        attention_mask,
+        num_return_sequences,
+    )
+    kwargs = {"encoder_outputs": encoder_outputs, "max_new_tokens": max_new_tokens, "do_sample": do_sample}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask
+    if do_sample:
+        kwargs.update(temperature=temperature, top_k=top_k if top_k is not None else 0)
+    if "force_unique_generate_call" in inspect.signature(base.generate).parameters:
+        # Whisper: a caption is one segment, decoded in one call (its long-form loop would re-read the audio when a
+        # random or early policy samples a timestamp token).
+        kwargs["force_unique_generate_call"] = True
+    out = base.generate(**kwargs, return_dict_in_generate=True, output_scores=True)
+    steps = len(out.scores)
+    prompt_length = out.sequences.shape[1] - steps
+    if not do_sample:
+        return Rollout(out.sequences, prompt_length)
+    scores = torch.stack(out.scores, dim=1).float()  # (rows, steps, vocab): the processed logits sampled from
+    support = torch.isfinite(scores)
+    tokens = out.sequences[:, prompt_length:]
+    sampled = torch.gather(torch.log_softmax(scores, dim=-1), 2, tokens[:, :, None]).squeeze(-1)
+    return Rollout(
+        out.sequences,
+        prompt_length,
+        support=None if support.all() else support,
+        sampling_log_probs=sampled,
+        temperature=float(temperature),
+    )
+
+
+def completion_mask(ids: torch.Tensor, eos_ids: int | Sequence[int]) -> torch.Tensor:
+    """1 for generated tokens up to and including the first eos, 0 after it."""
+    eos_ids = torch.as_tensor([eos_ids] if isinstance(eos_ids, int) else list(eos_ids), device=ids.device)
+    is_eos = torch.isin(ids, eos_ids).int()
+    after_eos = (is_eos.cumsum(-1) - is_eos) > 0
+    return (~after_eos).float()
+
+
+def rollout_logits(
+    model, encoder_outputs: BaseModelOutput, rollout: Rollout, *, attention_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """
+    Teacher-forced next-token logits of the rollout's caption tokens, `(rows, steps, vocab)`.
+
+    `model` may be the DDP-wrapped captioner: the decoder pass then goes through its forward, so gradients are
+    synchronised. `encoder_outputs` are per clip; they are expanded to the rollout's rows.
+    """
+    rows = rollout.sequences.shape[0]
+    repeats = rows // encoder_outputs.last_hidden_state.shape[0]
+    encoder_outputs, attention_mask = repeat_rows(encoder_outputs, attention_mask, repeats)
+    kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
+    out = model(encoder_outputs=encoder_outputs, decoder_input_ids=rollout.sequences[:, :-1], **kwargs)
+    return out.logits[:, rollout.prompt_length - 1 :].float()
+
+
+def processed_log_probs(
+    logits: torch.Tensor, rollout: Rollout, *, temperature: float | None = None, eos_ids: int | Sequence[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Per-token log-probabilities of the rollout's caption under the distribution it was sampled from: logits divided
+    by the sampling temperature, restricted to the recorded support (top-k, suppressed and forced tokens).
+
+    Returns `(log_probs, mask)`, both `(rows, steps)`; positions after eos are masked and their log-prob is 0.
+    """
+    temperature = rollout.temperature if temperature is None else temperature
+    scaled = logits / temperature
+    if rollout.support is not None:
+        scaled = scaled.masked_fill(~rollout.support, float("-inf"))
+    ids = rollout.completion_ids
+    log_probs = torch.gather(F.log_softmax(scaled, dim=-1), 2, ids[:, :, None]).squeeze(-1)
+    mask = completion_mask(ids, eos_ids)
+    return torch.where(mask.bool(), log_probs, torch.zeros_like(log_probs)), mask
+
+
+def token_log_probs(
+    model,
+    encoder_outputs: BaseModelOutput,
+    rollout: Rollout,
+    *,
+    attention_mask: torch.Tensor | None = None,
+    temperature: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    Per-token log-probabilities of a rollout's captions, teacher-forced on the given encoder output, under the
+    processed distribution the captions were sampled from (see [`processed_log_probs`]).
+
+    Returns `(log_probs, mask)`, both `(rows, steps)`.
+    """
+    logits = rollout_logits(model, encoder_outputs, rollout, attention_mask=attention_mask)
+    return processed_log_probs(logits, rollout, temperature=temperature, eos_ids=eos_token_ids(model))
+
+
+def ids_to_text(tokenizer: PreTrainedTokenizerBase, ids: "torch.Tensor | Rollout") -> list[str]:
+    """Decode generated ids (or a [`Rollout`]'s captions) to captions, without special tokens."""
+    if isinstance(ids, Rollout):
+        ids = ids.completion_ids
+    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def generate_captions(
+    model,
+    processor,
+    audio: Iterable,
+    *,
+    batch_size: int = 16,
+    do_sample: bool = False,
+    max_new_tokens: int = 32,
+    top_k: int | None = None,
+) -> list[str]:
+    """
+    Caption audio with a seq2seq captioner (greedy by default).
+
+    Args:
+        model: an encoder-decoder captioner (`WhisperForConditionalGeneration`, `SpeechEncoderDecoderModel`, ...).
+        processor: its processor (with `feature_extractor` and `tokenizer`).
+        audio (`Iterable`): waveforms at the feature extractor's rate, `datasets.Audio(decode=False)` values, or paths.
+    """
+    feature_extractor, tokenizer = processor.feature_extractor, processor.tokenizer
+    rate = feature_extractor.sampling_rate
+    arrays = [a if isinstance(a, np.ndarray) else decode_audio(a, rate, row=i) for i, a in enumerate(audio)]
+    name = encoder_input_name(model)
+    was_training = model.training
+    model.eval()
+    captions = []
+    try:
+        for i in range(0, len(arrays), batch_size):
+            inputs = extract_features(feature_extractor, arrays[i : i + batch_size], name)
+            inputs = {k: v.to(model.device) for k, v in inputs.items() if k in (name, "attention_mask")}
+            with torch.no_grad():
+                encoded = encode_audio(model, inputs)
+                rollout = decode(
+                    model,
+                    encoded,
+                    attention_mask=inputs.get("attention_mask"),
+                    do_sample=do_sample,
+                    max_new_tokens=max_new_tokens,
+                    top_k=top_k,
+                )
+            captions.extend(ids_to_text(tokenizer, rollout))
+    finally:
+        model.train(was_training)
+    return captions
+
+
+def build_tiny_whisper_captioner(texts: Iterable[str], *, seed: int = 0, clip_seconds: float = 4.0, d_model: int = 64):
+    """
+    A 2-layer Whisper-architecture captioner with a tokenizer trained on `texts` (offline, random weights).
+
+    The feature extractor's window is `clip_seconds` long (Whisper's is 30 s), so the encoder's
+    positions match: `max_source_positions = 50 * clip_seconds`.
+
+    The tokenizer is a `WhisperTokenizer` (so `pipeline("automatic-speech-recognition")` loads and decodes the saved
+    captioner) over the byte-level BPE that CLAP fixtures use, with its ids: `<s>`=0, `<pad>`=1, `</s>`=2. The
+    three tokens the pipeline's Whisper decoding looks up (`<|startoftranscript|>`, `<|startofprev|>`,
+    `<|notimestamps|>`) come after the trained vocabulary, `<|notimestamps|>` last, so no caption token reads as a
+    timestamp; the model's vocabulary stops before them (it never emits them, and captions are tokenized without
+    special tokens).
+
+    Returns:
+        `(WhisperForConditionalGeneration, WhisperProcessor)`.
+    """
+    from transformers import (
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+        WhisperTokenizer,
+    )
+
+    from hfpref.encoders.clap import train_clap_tokenizer
+
+    bpe = train_clap_tokenizer(texts, vocab_size=512, model_max_length=64)
+    state = json.loads(bpe.backend_tokenizer.to_str())["model"]
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in state["merges"]]
+    tokenizer = WhisperTokenizer(
+        vocab=state["vocab"],
+        merges=merges,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        model_max_length=64,
+    )
+    vocab_size = len(tokenizer)
+    if tokenizer.get_vocab() != bpe.get_vocab():
+        raise RuntimeError("the Whisper tokenizer's vocabulary differs from the trained BPE's")
+    tokenizer.add_special_tokens(
+        {"additional_special_tokens": ["<|startoftranscript|>", "<|startofprev|>", "<|notimestamps|>"]}
+    )
+    feature_extractor = WhisperFeatureExtractor(feature_size=80, sampling_rate=16000, chunk_length=int(clip_seconds))
+    frames = feature_extractor.nb_max_frames
+    config = WhisperConfig(
+        vocab_size=vocab_size,
+        num_mel_bins=80,
+        d_model=d_model,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=2 * d_model,
+        decoder_ffn_dim=2 * d_model,
+        max_source_positions=frames // 2,
+        max_target_positions=64,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        decoder_start_token_id=tokenizer.bos_token_id,
+        begin_suppress_tokens=None,
+        suppress_tokens=None,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = WhisperForConditionalGeneration(config)
+    model.generation_config.forced_decoder_ids = None
+    processor = WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+    return model, processor

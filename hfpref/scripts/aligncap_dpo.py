@@ -1,0 +1,93 @@
+"""
+AlignCap PO-regularization: DPO with LoRA (reference = adapter disabled) on judged pairs of the KD student's
+beam-search captions (https://huggingface.co/papers/2410.19134, section 3.2).
+
+accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/aligncap_dpo.py \
+    --config recipes/aligncap_dpo/config_dpo.yaml
+"""
+
+import json
+import logging
+import os
+
+from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from trl import DPOConfig, ModelConfig
+
+from hfpref.data.loading import load_any_dataset
+from hfpref.data.synthetic.speech_world import speech_emotion_splits
+from hfpref.encoders.audio_tokens import audio_token_prompts
+from hfpref.encoders.speech_tokens import speech_encoder_for, speech_lora_config, speech_token_ids
+from hfpref.judges.pairs import build_preference_pairs
+from hfpref.judges.registry import get_judge
+from hfpref.scripts.utils import AlignCapDPOScriptArguments, HfprefParser
+from hfpref.trainers.aligncap_dpo.aligncap_dpo_trainer import aligncap_dpo_trainer, greedy_captions, judge_preference
+from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained, refuse_remote_code
+
+
+logger = logging.getLogger(__name__)
+
+
+def main(script_args: AlignCapDPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig):
+    set_seed(training_args.seed)
+    refuse_remote_code((training_args, model_args), model_args.model_name_or_path)
+    check_pretrained_path(model_args.model_name_or_path, what="model_name_or_path")
+    if script_args.speech_tokenizer_path is None:
+        raise ValueError("speech_tokenizer_path must be the SpeechTokenizer the model was trained with")
+    splits = speech_emotion_splits(script_args, training_args.seed)
+    encoder = speech_encoder_for(script_args)
+    splits = {
+        name: audio_token_prompts(
+            split, encoder, audio_column=script_args.audio_column, instruction=script_args.instruction
+        )
+        for name, split in splits.items()
+    }
+    tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, revision=model_args.model_revision)
+    model = load_pretrained(
+        AutoModelForCausalLM, model_args.model_name_or_path, revision=model_args.model_revision, dtype=model_args.dtype
+    )
+    judge = get_judge(
+        script_args.judge,
+        reward_model_name_or_path=script_args.reward_model_name_or_path,
+        llm_base_url=script_args.llm_base_url,
+        llm_model=script_args.llm_model,
+        llm_api_key=os.environ.get("OPENAI_API_KEY"),
+    )
+    if script_args.pairs_dataset is not None:
+        pairs, stats = load_any_dataset(script_args.pairs_dataset, split="train"), {}
+    else:
+        pairs, stats = build_preference_pairs(
+            model, tokenizer, splits["train"], judge, rejected=script_args.rejected, num_beams=script_args.num_beams
+        )
+        logger.info("preference pairs: %s", stats)
+    start_captions = greedy_captions(model, tokenizer, splits["test"]["prompt"])
+    peft_config = speech_lora_config(
+        speech_token_ids(tokenizer),
+        r=model_args.lora_r,
+        lora_alpha=model_args.lora_alpha,
+        lora_dropout=model_args.lora_dropout,
+        target_modules=model_args.lora_target_modules or ("q_proj", "k_proj", "v_proj", "o_proj"),
+    )
+    trainer = aligncap_dpo_trainer(model, tokenizer, pairs, training_args, peft_config=peft_config)
+    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+    policy_captions = greedy_captions(trainer.model, tokenizer, splits["test"]["prompt"])
+    preference = judge_preference(
+        policy_captions, start_captions, judge, references=splits["test"]["references"], audio=splits["test"]["audio"]
+    )
+    logger.info("judge on held-out clips, policy vs starting model: %s", preference)
+    os.makedirs(training_args.output_dir, exist_ok=True)
+    with open(os.path.join(training_args.output_dir, "po_results.json"), "w") as handle:
+        json.dump({"pairs": stats, "heldout_preference": preference}, handle, indent=2)
+    trainer.save_model(training_args.output_dir)
+    trainer.create_model_card(dataset_name=script_args.dataset_name or "speech world")
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return trainer, preference
+
+
+def make_parser() -> HfprefParser:
+    return HfprefParser((AlignCapDPOScriptArguments, DPOConfig, ModelConfig))
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO)
+    main(*make_parser().parse_args_and_config())

@@ -1,0 +1,458 @@
+import copy
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from datasets import Dataset
+from torch.optim.lr_scheduler import LambdaLR
+from transformers import Trainer
+
+from hfpref.models.captioning import (
+    CaptionCollator,
+    Rollout,
+    check_generation_config,
+    decode,
+    encode_audio,
+    encoder_input_name,
+    eos_token_ids,
+    ids_to_text,
+    processed_log_probs,
+    rollout_logits,
+    unwrap,
+)
+from hfpref.trainers.caption_rl.caption_rl_config import CaptionRLConfig
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """
+    Distinct-n: distinct n-grams over all n-grams of a set of captions (0 when there are none).
+
+    Example:
+    ```python
+    >>> distinct_n(["a dog barks", "a dog runs"], 1)
+    0.6666666666666666
+
+    ```
+    """
+    grams = [tuple(w[i : i + n]) for t in texts for w in [t.split()] for i in range(len(w) - n + 1)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def sequence_advantages(
+    rewards: torch.Tensor, num_samples: int, baseline: str, baseline_rewards: torch.Tensor | None = None
+) -> torch.Tensor:
+    """
+    Advantage of each sampled caption: its reward minus a baseline. `rewards` holds `num_samples` consecutive rows per
+    clip; `baseline` is `"greedy"` (the clip's greedy caption's reward, `baseline_rewards`, SCST), `"loo"` (the mean
+    reward of the clip's other samples, RLOO) or `"none"` (no baseline: plain REINFORCE, an ablation).
+
+    Example:
+    ```python
+    >>> sequence_advantages(torch.tensor([1.0, 0.0, 0.5, 0.5]), 2, "loo").tolist()
+    [1.0, -1.0, 0.0, 0.0]
+
+    ```
+    """
+    grouped = rewards.view(-1, num_samples)
+    if baseline == "greedy":
+        if baseline_rewards is None:
+            raise ValueError("the greedy baseline needs the greedy captions' rewards")
+        return (grouped - baseline_rewards.view(-1, 1)).flatten()
+    if baseline == "loo":
+        if num_samples < 2:
+            raise ValueError("the leave-one-out baseline needs at least 2 samples per clip")
+        return (grouped - (grouped.sum(1, keepdim=True) - grouped) / (num_samples - 1)).flatten()
+    if baseline == "none":
+        return rewards.clone()
+    raise ValueError(f"baseline={baseline!r} is not one of ['greedy', 'loo', 'none']")
+
+
+def reinforce_loss(log_probs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
+    """
+    SCST/RLOO policy-gradient loss, `-mean_i A_i * sum_t log p(c_i,t | c_i,<t, a_i)` (DESIGN section 4, the paper's
+    eq. 5), with `log_probs` and `mask` of shape `(rows, steps)` and one advantage per row.
+    """
+    return -(advantages * (log_probs * mask).sum(-1)).mean()
+
+
+def ppo_clip_loss(
+    log_probs: torch.Tensor,
+    old_log_probs: torch.Tensor,
+    mask: torch.Tensor,
+    advantages: torch.Tensor,
+    cliprange: float,
+    per_token_penalty: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    PPO's clipped surrogate, `-min(r_t A, clip(r_t, 1 - eps, 1 + eps) A)` with `r_t = exp(log p - log p_old)` per
+    token, plus an optional per-token penalty (the KL term), averaged over the unmasked tokens of the batch.
+
+    Returns `(loss, clip_fraction)`.
+    """
+    ratio = torch.exp(log_probs - old_log_probs)
+    unclipped = ratio * advantages[:, None]
+    clipped = torch.clamp(ratio, 1 - cliprange, 1 + cliprange) * advantages[:, None]
+    per_token = -torch.minimum(unclipped, clipped)
+    if per_token_penalty is not None:
+        per_token = per_token + per_token_penalty
+    tokens = mask.sum().clamp(min=1)
+    clip_fraction = (((ratio - 1).abs() > cliprange).float() * mask).sum() / tokens
+    return (per_token * mask).sum() / tokens, clip_fraction.detach()
+
+
+def k3_kl(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
+    """Per-token `KL(pi || ref)` estimator `exp(d) - d - 1` with `d = log ref - log pi` (unbiased, >= 0)."""
+    delta = ref_log_probs - log_probs
+    return torch.exp(delta) - delta - 1
+
+
+def warmup_step_decay(steps_per_epoch: float, warmup_epochs: float, every_epochs: int | None, gamma: float):
+    """LR multiplier: linear warm-up over `warmup_epochs`, then x`gamma` every `every_epochs` epochs."""
+
+    def factor(step: int) -> float:
+        epoch = step / steps_per_epoch
+        scale = min(1.0, (step + 1) / (warmup_epochs * steps_per_epoch)) if warmup_epochs > 0 else 1.0
+        if every_epochs:
+            scale *= gamma ** math.floor(epoch / every_epochs)
+        return scale
+
+    return factor
+
+
+def unwrap_peft(model):
+    """The peft model inside a DDP wrapper (what owns `disable_adapter`)."""
+    return getattr(model, "module", model)
+
+
+class CaptionRLTrainer(Trainer):
+    """
+    RL fine-tuning of seq2seq audio captioners (Whisper-style, `SpeechEncoderDecoderModel`), thin on
+    [`~transformers.Trainer`]: SCST as in "Aligning Audio Captions with Human Preferences"
+    (https://huggingface.co/papers/2509.14659, eq. 5), RLOO, and a PPO-style clipped objective.
+
+    Per batch the audio encoder runs once; its output feeds the sampled decode(s), the greedy decode and
+    the log-prob pass. Rewards are plain callables `f(completions, **columns) -> list[float]` receiving the
+    dataset's other columns (`audio`, `audio_embedding`, `references`, ...) as keyword arguments.
+
+    Args:
+        model: the captioner (`AutoModelForSpeechSeq2Seq`), or a peft model wrapping one.
+        reward_funcs (`Callable` or `list[Callable]`): reward callables; trainers take callables, never names.
+        args ([`CaptionRLConfig`]): training configuration.
+        train_dataset (`datasets.Dataset`): audio column (`datasets.Audio(decode=False)`) plus reward columns.
+        eval_dataset (`datasets.Dataset`, *optional*): evaluated by greedy decoding and mean reward.
+        processing_class: the captioner's processor (feature extractor + tokenizer).
+        ref_model (*optional*): the frozen reference for `kl_coef > 0`; by default a frozen copy of `model`, or
+            the adapter-disabled base under peft.
+        peft_config (`peft.PeftConfig`, *optional*): wrap `model` with this adapter config.
+    """
+
+    _tag_names = ["hfpref", "caption-rl"]
+
+    def __init__(
+        self,
+        model,
+        reward_funcs: Callable | list[Callable],
+        args: CaptionRLConfig,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | None = None,
+        processing_class=None,
+        ref_model=None,
+        peft_config=None,
+        callbacks=None,
+        optimizers=(None, None),
+    ):
+        if not isinstance(args, CaptionRLConfig):
+            raise TypeError(f"args must be a CaptionRLConfig, got {type(args).__name__}")
+        if processing_class is None:
+            raise ValueError("CaptionRLTrainer needs processing_class= the captioner's processor")
+        reward_funcs = list(reward_funcs) if isinstance(reward_funcs, (list, tuple)) else [reward_funcs]
+        for func in reward_funcs:
+            if not callable(func):
+                raise TypeError(
+                    f"reward {func!r} is not callable; build callables with hfpref.rewards.get_reward_func"
+                )
+        if args.reward_weights is not None and len(args.reward_weights) != len(reward_funcs):
+            raise ValueError(f"{len(args.reward_weights)} reward_weights for {len(reward_funcs)} reward functions")
+        for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
+            if ds is not None and len(ds) == 0:
+                raise ValueError(f"{name} is empty")
+            if ds is not None and args.audio_column not in ds.column_names:
+                raise ValueError(f"{name} has no audio column {args.audio_column!r}; it has {ds.column_names}")
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            model = get_peft_model(model, peft_config)
+        self.is_peft = hasattr(model, "disable_adapter")
+        if args.kl_coef > 0 and ref_model is None and not self.is_peft:
+            ref_model = copy.deepcopy(model)
+        if ref_model is not None:
+            ref_model.eval().requires_grad_(False)
+        self.ref_model = ref_model
+        self.reward_funcs = reward_funcs
+        self.reward_names = [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(reward_funcs)]
+        self.reward_weights = torch.tensor(args.reward_weights or [1.0] * len(reward_funcs))
+        self.tokenizer = processing_class.tokenizer
+        collator = CaptionCollator(
+            processing_class.feature_extractor,
+            audio_column=args.audio_column,
+            caption_column=None,
+            input_name=encoder_input_name(model),
+        )
+        self._metrics = defaultdict(list)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+        if self.ref_model is not None:
+            self.ref_model.to(self.args.device)
+        check_generation_config(model)
+        self._eos_ids = eos_token_ids(model)
+        self._rollout_step, self._rollout_micro = -1, 0
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.args.step_decay_every_epochs is None and self.args.warmup_epochs == 0:
+            return super().create_scheduler(num_training_steps, optimizer)
+        if self.lr_scheduler is None:
+            steps_per_epoch = max(1.0, num_training_steps / max(self.args.num_train_epochs, 1e-9))
+            factor = warmup_step_decay(
+                steps_per_epoch, self.args.warmup_epochs, self.args.step_decay_every_epochs, self.args.step_decay_gamma
+            )
+            self.lr_scheduler = LambdaLR(self.optimizer if optimizer is None else optimizer, factor)
+        return self.lr_scheduler
+
+    def _reward_columns(self, inputs: dict, repeats: int) -> dict:
+        name = encoder_input_name(self.model)
+        columns = {}
+        for key, value in inputs.items():
+            if key in (name, "attention_mask", "labels") or not isinstance(value, list):
+                continue
+            columns[key] = [v for v in value for _ in range(repeats)]
+        return columns
+
+    def score(self, completions: list[str], columns: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Weighted sum of the rewards of `completions`; stops with an error naming a reward that misbehaves."""
+        totals = torch.zeros(len(completions))
+        components = {}
+        for func, name, weight in zip(self.reward_funcs, self.reward_names, self.reward_weights):
+            values = func(completions=completions, **columns)
+            if values is None or len(values) != len(completions):
+                got = "None" if values is None else f"{len(values)} values"
+                raise ValueError(f"reward {name!r} returned {got} for {len(completions)} completions")
+            values = torch.tensor([float("nan") if v is None else float(v) for v in values])
+            if not torch.isfinite(values).all():
+                bad = (~torch.isfinite(values)).nonzero().flatten().tolist()
+                raise ValueError(f"reward {name!r} returned NaN or inf for completions {bad[:5]}: {values[bad[:5]]}")
+            totals += weight * values
+            components[name] = values
+        return totals, components
+
+    def _ref_log_probs(self, model, inputs, rollout: Rollout) -> torch.Tensor:
+        """The reference's log-probs of the rollout, under the same processed (temperature, support) distribution."""
+        mask = inputs.get("attention_mask")
+        with torch.no_grad():
+            if self.ref_model is not None:
+                logits = rollout_logits(
+                    self.ref_model, encode_audio(self.ref_model, inputs), rollout, attention_mask=mask
+                )
+            else:
+                with unwrap_peft(model).disable_adapter():
+                    logits = rollout_logits(model, encode_audio(model, inputs), rollout, attention_mask=mask)
+        return processed_log_probs(logits, rollout, eos_ids=self._eos_ids)[0]
+
+    def _rollout_seed(self) -> int:
+        """
+        Seed of this micro-batch's sampling: a function of (`seed`, optimizer step, rollout index) only, where the
+        rollout index is `process_index * gradient_accumulation_steps + micro-step`. So the samples, and the update,
+        do not depend on how a global batch is split over processes and accumulation steps, and a resumed run draws
+        what the uninterrupted one drew.
+        """
+        step = self.state.global_step
+        if step != self._rollout_step:
+            self._rollout_step, self._rollout_micro = step, 0
+        index = self.accelerator.process_index * self.args.gradient_accumulation_steps + self._rollout_micro
+        self._rollout_micro += 1
+        return int(np.random.SeedSequence([self.args.seed, step, index]).generate_state(1)[0])
+
+    def _sample(self, model, encoded, inputs) -> Rollout:
+        """`num_samples` captions per clip from the policy, drawn with this micro-batch's seed (see `_rollout_seed`)."""
+        args = self.args
+        device = encoded.last_hidden_state.device
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(self._rollout_seed())
+            return decode(
+                model,
+                encoded,
+                attention_mask=inputs.get("attention_mask"),
+                do_sample=True,
+                num_return_sequences=args.num_samples,
+                max_new_tokens=args.max_new_tokens,
+                temperature=args.temperature,
+                top_k=args.top_k,
+            )
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """
+        One rollout and update. The policy optimised is the sampler's: every log-probability (policy gradient, PPO
+        ratio, KL to the reference) is taken under the logits divided by `temperature` and restricted to the tokens
+        the sampler could draw (top-k, and the generation config's suppressed/forced tokens).
+        """
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        args, k = self.args, self.args.num_samples
+        audio_mask = inputs.get("attention_mask")
+        encoded = encode_audio(model, inputs)  # once: feeds every decode and the first log-prob pass
+        policy = unwrap(model)
+        was_training = policy.training
+        policy.eval()  # decoding without dropout
+        samples = self._sample(model, encoded, inputs)
+        baseline = {"scst": args.scst_baseline, "rloo": "loo", "ppo": args.ppo_baseline}[args.loss_type]
+        greedy = None
+        if baseline == "greedy":
+            greedy = decode(
+                model, encoded, attention_mask=audio_mask, do_sample=False, max_new_tokens=args.max_new_tokens
+            )
+        policy.train(was_training)
+
+        sample_texts = ids_to_text(self.tokenizer, samples)
+        sample_rewards, components = self.score(sample_texts, self._reward_columns(inputs, k))
+        greedy_rewards = None
+        if greedy is not None:
+            greedy_texts = ids_to_text(self.tokenizer, greedy)
+            greedy_rewards, _ = self.score(greedy_texts, self._reward_columns(inputs, 1))
+            self._metrics["reward_greedy"].append(greedy_rewards.mean().item())
+            beats = sample_rewards.view(-1, k) > greedy_rewards[:, None]
+            self._metrics["sample_beats_greedy"].append(beats.float().mean().item())
+        advantages = sequence_advantages(sample_rewards, k, baseline, greedy_rewards)
+        advantages = advantages.to(encoded.last_hidden_state.device)
+
+        self._metrics["reward"].append(sample_rewards.mean().item())
+        self._metrics["reward_std"].append(sample_rewards.std().item() if len(sample_rewards) > 1 else 0.0)
+        for name, values in components.items():
+            self._metrics[f"rewards/{name}"].append(values.mean().item())
+        self._metrics["completion_length"].append(float(np.mean([len(t.split()) for t in sample_texts])))
+        self._metrics["distinct_1"].append(distinct_n(sample_texts, 1))
+        self._metrics["distinct_2"].append(distinct_n(sample_texts, 2))
+        self._metrics["empty_completions"].append(float(np.mean([not t for t in sample_texts])))
+
+        ref_log_probs = self._ref_log_probs(model, inputs, samples) if args.kl_coef > 0 else None
+        # As transformers' Trainer does: each micro-batch's loss is divided by the number of micro-batches per
+        # update, so accumulation gives the gradient of the global batch's mean, not the sum of the micro-batch means.
+        scale = getattr(self, "current_gradient_accumulation_steps", args.gradient_accumulation_steps)
+        backward_kwargs = {"scale_wrt_gas": False} if self.accelerator.distributed_type == "DEEPSPEED" else {}
+
+        if args.loss_type in ("scst", "rloo"):
+            logits = rollout_logits(model, encoded, samples, attention_mask=audio_mask)
+            log_probs, mask = processed_log_probs(logits, samples, eos_ids=self._eos_ids)
+            loss = reinforce_loss(log_probs, mask, advantages)
+            if ref_log_probs is not None:
+                kl = (k3_kl(log_probs, ref_log_probs) * mask).sum(-1).mean()
+                loss = loss + args.kl_coef * kl
+                self._metrics["kl"].append(kl.item())
+            self.accelerator.backward(loss / scale, **backward_kwargs)
+            return loss.detach() / scale
+
+        old_log_probs = None
+        for epoch in range(args.ppo_epochs):
+            if epoch > 0:
+                encoded = encode_audio(model, inputs)  # weights changed since the last pass
+            logits = rollout_logits(model, encoded, samples, attention_mask=audio_mask)
+            log_probs, mask = processed_log_probs(logits, samples, eos_ids=self._eos_ids)
+            if old_log_probs is None:
+                old_log_probs = log_probs.detach()
+            penalty = None
+            if ref_log_probs is not None:
+                penalty = args.kl_coef * k3_kl(log_probs, ref_log_probs)
+            loss, clip_fraction = ppo_clip_loss(log_probs, old_log_probs, mask, advantages, args.cliprange, penalty)
+            self.accelerator.backward(loss, **backward_kwargs)
+            if epoch < args.ppo_epochs - 1:
+                if args.max_grad_norm:
+                    self.accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+        self._metrics["clip_fraction"].append(clip_fraction.item())
+        return loss.detach()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._metrics and "loss" in logs:
+            logs = {**logs, **{key: float(np.mean(values)) for key, values in self._metrics.items()}}
+            self._metrics.clear()
+        super().log(logs, start_time)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Greedy-decode the eval set and report the mean reward, its components and caption statistics."""
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("evaluate needs an eval_dataset")
+        model = self.model
+        was_training = model.training
+        model.eval()
+        texts, totals, parts = [], [], defaultdict(list)
+        gather = self.accelerator.gather_for_metrics  # every process decodes its shard; metrics cover the whole set
+        try:
+            for inputs in self.get_eval_dataloader(dataset):
+                inputs = self._prepare_inputs(inputs)
+                with torch.no_grad():
+                    greedy = decode(
+                        model,
+                        encode_audio(model, inputs),
+                        attention_mask=inputs.get("attention_mask"),
+                        do_sample=False,
+                        max_new_tokens=self.args.max_new_tokens,
+                    )
+                batch_texts = ids_to_text(self.tokenizer, greedy)
+                rewards, components = self.score(batch_texts, self._reward_columns(inputs, 1))
+                texts += gather(batch_texts, use_gather_object=True)
+                totals += gather(rewards.to(self.args.device)).tolist()
+                for name, values in components.items():
+                    parts[name] += gather(values.to(self.args.device)).tolist()
+        finally:
+            model.train(was_training)
+        metrics = {
+            f"{metric_key_prefix}_reward": float(np.mean(totals)),
+            f"{metric_key_prefix}_completion_length": float(np.mean([len(t.split()) for t in texts])),
+            f"{metric_key_prefix}_distinct_1": distinct_n(texts, 1),
+            f"{metric_key_prefix}_distinct_2": distinct_n(texts, 2),
+        }
+        for name, values in parts.items():
+            metrics[f"{metric_key_prefix}_rewards/{name}"] = float(np.mean(values))
+        self.log(metrics)
+        return metrics
+
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None, reward_model=None, metrics=None, **kw):
+        """Write the captioner's card (from `hub_cards/model_card.md`) to `output_dir/README.md`."""
+        import os
+
+        from hfpref.hub.cards import render_model_card
+
+        if not self.is_world_process_zero():
+            return
+        if metrics is None:
+            metrics = next((e for e in reversed(self.state.log_history) if "eval_reward" in e), {})
+        base = getattr(self.model, "get_base_model", lambda: self.model)()
+        card = render_model_card(
+            repo_id=self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
+            method=self.args.loss_type,
+            base_model=getattr(base.config, "_name_or_path", None) or None,
+            datasets=dataset_name,
+            reward_model=reward_model,
+            training_args={
+                "loss_type": self.args.loss_type,
+                "num_samples": self.args.num_samples,
+                "rewards": ", ".join(self.reward_names),
+                "reward_weights": self.args.reward_weights,
+                "kl_coef": self.args.kl_coef,
+                "learning_rate": self.args.learning_rate,
+            },
+            metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
+            tags=[*self._tag_names, *(tags or [])],
+        )
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        card.save(os.path.join(self.args.output_dir, "README.md"))

@@ -1,0 +1,6 @@
+"""Supervised fine-tuning of an audio captioner (transformers' Seq2SeqTrainer), the baseline that RL aligns."""
+
+from .caption_sft_config import CaptionSFTConfig
+
+
+__all__ = ["CaptionSFTConfig"]

@@ -1,0 +1,28 @@
+from dataclasses import dataclass, field
+
+from transformers import Seq2SeqTrainingArguments
+
+
+@dataclass
+class CaptionSFTConfig(Seq2SeqTrainingArguments):
+    r"""
+    Configuration of supervised captioner training (`recipes/caption_sft.py`), on
+    [`~transformers.Seq2SeqTrainingArguments`].
+
+    Parameters:
+        audio_column (`str`, *optional*, defaults to `"audio"`): audio column.
+        max_caption_tokens (`int`, *optional*, defaults to `64`): captions are truncated to this many tokens.
+    """
+
+    audio_column: str = field(default="audio", metadata={"help": "Audio column."})
+    max_caption_tokens: int = field(default=64, metadata={"help": "Longest caption, in tokens."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "The collator picks its own columns."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Initial learning rate."})
+
+    def __post_init__(self):
+        from hfpref.utils.checks import check_training_arguments
+
+        check_training_arguments(self)  # a bad YAML stops here, before any data work
+        if self.max_caption_tokens < 2:
+            raise ValueError(f"max_caption_tokens={self.max_caption_tokens} must leave room for a token and eos")
+        super().__post_init__()

@@ -1,0 +1,573 @@
+"""Contrastive fitting of a `transformers` `ClapModel` on (audio, caption) pairs.
+
+The objective is LAION-CLAP's (https://huggingface.co/papers/2211.06687, equation 3): within a batch of N pairs, each
+clip must pick its caption among the N captions and each caption its clip among the N clips, both as a cross-entropy
+over temperature-scaled cosine similarities. Offline this fits the tiny CLAP that the quickstart then uses as a
+reward; online it adapts a pretrained checkpoint such as `laion/clap-htsat-unfused` to a domain.
+"""
+
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset, LargeList, List, Value
+from datasets import Sequence as SequenceFeature
+from transformers import ClapModel, ClapProcessor, EvalPrediction, Trainer
+
+from hfpref.data.audio import decode_audio, ensure_audio_column
+from hfpref.encoders.cache import EmbeddingCache
+from hfpref.encoders.clap import _seeded_numpy, _text_max_length, _truncation_for, load_clap
+from hfpref.trainers.clap_contrastive.clap_contrastive_config import ClapContrastiveConfig
+from hfpref.utils.checks import check_finite_training
+
+
+logger = logging.getLogger(__name__)
+
+ROW_INDEX = "row_index"
+RETRIEVAL_GROUP = "retrieval_group"
+RECALL_AT = (1, 5, 10)
+
+
+def _as_numpy(embeddings: Any, name: str) -> np.ndarray:
+    if isinstance(embeddings, torch.Tensor):
+        embeddings = embeddings.detach().float().cpu().numpy()
+    array = np.asarray(embeddings, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty (items, width) array, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
+
+
+def _ranks(queries: np.ndarray, keys: np.ndarray, groups: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """For each query, how many wrong keys score at least as high as its best right key (0 = retrieved first)."""
+    ranks = np.empty(len(queries), dtype=np.int64)
+    for start in range(0, len(queries), chunk):
+        scores = queries[start : start + chunk] @ keys.T
+        right = groups[start : start + chunk, None] == groups[None, :]
+        best_right = np.where(right, scores, -np.inf).max(axis=1, keepdims=True)
+        # Ties count against the query, so that collapsed embeddings (all scores equal) retrieve nothing.
+        ranks[start : start + chunk] = ((scores >= best_right) & ~right).sum(axis=1)
+    return ranks
+
+
+def retrieval_metrics(
+    audio_embeddings: Any,
+    text_embeddings: Any,
+    *,
+    groups: Sequence | np.ndarray | None = None,
+    recall_at: Sequence[int] = RECALL_AT,
+) -> dict[str, float]:
+    r"""
+    Audio-to-text and text-to-audio recall@k of paired embeddings, by cosine similarity.
+
+    Row `i` of `audio_embeddings` and row `i` of `text_embeddings` are a pair. Audio-to-text: each clip ranks all
+    captions; it scores a hit at `k` when its caption (or, with `groups`, any caption of its group) is among the top
+    `k`. Text-to-audio is the same the other way round. Ties count as misses, so embeddings that collapsed to one point
+    score 0. With N pairs and no groups, chance recall@k is `k / N`.
+
+    Args:
+        audio_embeddings (`np.ndarray` or `torch.Tensor`):
+            `(N, width)` audio embeddings; normalised here.
+        text_embeddings (`np.ndarray` or `torch.Tensor`):
+            `(N, width)` caption embeddings, row `i` describing clip `i`; normalised here.
+        groups (`Sequence` or `np.ndarray`, *optional*):
+            One hashable label per pair; pairs sharing a label are interchangeable (the same sound class, the same
+            events). Defaults to every pair being its own group.
+        recall_at (`Sequence[int]`, *optional*, defaults to `(1, 5, 10)`):
+            The cut-offs `k`.
+
+    Returns:
+        `dict[str, float]`: `audio_to_text_r{k}` and `text_to_audio_r{k}` for each `k`, in [0, 1].
+
+    Example:
+
+    ```python
+    >>> import numpy as np
+    >>> audio = np.eye(3)
+    >>> text = np.array([[1.0, 0.2, 0.1], [0.3, 0.5, 1.0], [0.2, 1.0, 0.4]])  # captions 1 and 2 look swapped
+    >>> metrics = retrieval_metrics(audio, text, recall_at=(1, 2))
+    >>> round(metrics["audio_to_text_r1"], 3), metrics["audio_to_text_r2"]
+    (0.333, 1.0)
+    >>> retrieval_metrics(audio, text, groups=["dog", "cat", "cat"], recall_at=(1,))  # clips 1 and 2 sound alike
+    {'audio_to_text_r1': 1.0, 'text_to_audio_r1': 1.0}
+
+    ```
+    """
+    audio = _as_numpy(audio_embeddings, "audio_embeddings")
+    text = _as_numpy(text_embeddings, "text_embeddings")
+    if audio.shape != text.shape:
+        raise ValueError(f"audio_embeddings {audio.shape} and text_embeddings {text.shape} must have the same shape")
+    if groups is None:
+        labels = np.arange(len(audio))
+    else:
+        groups = list(groups)
+        if len(groups) != len(audio):
+            raise ValueError(f"groups has {len(groups)} labels for {len(audio)} pairs")
+        labels = np.asarray(_factorize(groups))
+    for k in recall_at:
+        if int(k) != k or k < 1:
+            raise ValueError(f"recall_at={list(recall_at)} must hold positive integers")
+    metrics = {}
+    for name, queries, keys in (("audio_to_text", audio, text), ("text_to_audio", text, audio)):
+        ranks = _ranks(queries, keys, labels)
+        for k in recall_at:
+            metrics[f"{name}_r{int(k)}"] = float((ranks < k).mean())
+    return metrics
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(item) for item in value)
+    return value
+
+
+def _factorize(values: Sequence) -> list[int]:
+    """One integer per value, equal for equal values (lists compare as tuples)."""
+    ids: dict[Any, int] = {}
+    return [ids.setdefault(_hashable(value), len(ids)) for value in values]
+
+
+@dataclass
+class ClapContrastiveCollator:
+    r"""
+    Turns rows of (audio, caption) into `ClapModel` inputs: decodes audio with [`~hfpref.data.audio.decode_audio`]
+    at the feature extractor's rate, runs the feature extractor and the tokenizer.
+
+    In training (`training=True`) a clip longer than `max_audio_seconds` is cut at a random offset, the feature
+    extractor crops long clips at random (`"rand_trunc"`), fusion models see a random clip marked as longer when no
+    clip of the batch is (the feature extractor's own training trick), and each caption is drawn at random from the
+    row's references when there are any. In evaluation everything is deterministic and matches
+    [`~hfpref.encoders.ClapEmbedder`]: the first window, the text column, crops seeded by the clip's content and
+    `is_longer` only for clips that are longer.
+
+    Args:
+        processor (`ClapProcessor`):
+            The model's processor.
+        audio_column (`str`, *optional*, defaults to `"audio"`):
+            Column holding the audio.
+        text_column (`str`, *optional*, defaults to `"caption"`):
+            Column holding the caption.
+        references_column (`str`, *optional*):
+            Column of caption lists to draw from in training.
+        max_audio_seconds (`float`, *optional*):
+            Longest clip handed to the feature extractor.
+        text_max_length (`int`, *optional*):
+            Longest tokenized caption; defaults to the tokenizer's `model_max_length`.
+        cache_audio_features (`bool`, *optional*, defaults to `False`):
+            Keep the spectrogram of every clip whose features involve no random crop, keyed by the clip's content.
+        training (`bool`, *optional*, defaults to `True`):
+            Training or evaluation behaviour.
+    """
+
+    processor: ClapProcessor
+    audio_column: str = "audio"
+    text_column: str = "caption"
+    references_column: str | None = None
+    max_audio_seconds: float | None = None
+    text_max_length: int | None = None
+    cache_audio_features: bool = False
+    training: bool = True
+    _cache: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.processor.feature_extractor.sampling_rate)
+
+    def _waveform(self, row: dict) -> tuple[np.ndarray, bool]:
+        """The clip to featurize, and whether it was cut at a random offset."""
+        index = row.get(ROW_INDEX)
+        waveform = decode_audio(row[self.audio_column], self.sampling_rate, row=index, column=self.audio_column)
+        if self.max_audio_seconds is not None:
+            limit = max(1, int(self.max_audio_seconds * self.sampling_rate))
+            if waveform.shape[0] > limit:
+                if not self.training:
+                    return waveform[:limit], False
+                start = int(torch.randint(waveform.shape[0] - limit + 1, ()).item())
+                return waveform[start : start + limit], True
+        return waveform, False
+
+    def _caption(self, row: dict) -> str:
+        if self.training and self.references_column is not None:
+            references = [r for r in (row.get(self.references_column) or []) if isinstance(r, str) and r]
+            if references:
+                # torch's RNG: seeded by the Trainer and distinct in each dataloader worker.
+                return references[int(torch.randint(len(references), ()).item())]
+        caption = row[self.text_column]
+        if not isinstance(caption, str):
+            raise ValueError(
+                f"column {self.text_column!r} row {row.get(ROW_INDEX)} is {caption!r}; captions must be strings"
+            )
+        return caption
+
+    def _audio_features(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        feature_extractor = self.processor.feature_extractor
+        rate = self.sampling_rate
+        max_samples, hop = feature_extractor.nb_max_samples, feature_extractor.hop_length
+        features, is_longer = [], []
+        for row in rows:
+            waveform, randomly_cut = self._waveform(row)
+            samples = waveform.shape[0]
+            # The feature extractor's own rule, minus its "mark a random clip as longer" step (applied below).
+            is_longer.append(samples > max_samples and samples // hop != max_samples // hop)
+            # Evaluation crops are seeded by content, so only training crops of long clips are random.
+            fixed = not self.training or (not randomly_cut and samples <= max_samples)
+            cached = fixed and (self.cache_audio_features or not self.training)
+            key = EmbeddingCache.key_for_audio(waveform, rate) if cached else None
+            if key is not None and key in self._cache:
+                features.append(self._cache[key])
+                continue
+            if self.training:
+                extracted = feature_extractor(waveform, sampling_rate=rate, return_tensors="np")
+            else:
+                # The same crop as ClapEmbedder: seeded by the clip's content, whatever batch it lands in.
+                with _seeded_numpy(int(key[:8], 16)):
+                    extracted = feature_extractor(waveform, sampling_rate=rate, return_tensors="np")
+            features.append(extracted["input_features"][0])
+            if self.cache_audio_features and fixed:
+                self._cache[key] = features[-1]
+        if self.training and feature_extractor.truncation == "fusion" and not any(is_longer):
+            is_longer[int(torch.randint(len(is_longer), ()).item())] = True
+        return {
+            "input_features": torch.from_numpy(np.stack(features)),
+            "is_longer": torch.tensor(is_longer).unsqueeze(1),
+        }
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        batch = self._audio_features(rows)
+        max_length = self.text_max_length or self.processor.tokenizer.model_max_length
+        text = self.processor.tokenizer(
+            [self._caption(row) for row in rows],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        )
+        batch["input_ids"] = text["input_ids"]
+        batch["attention_mask"] = text["attention_mask"]
+        if not self.training and RETRIEVAL_GROUP in rows[0]:
+            batch[RETRIEVAL_GROUP] = torch.tensor([row[RETRIEVAL_GROUP] for row in rows], dtype=torch.long)
+        return batch
+
+
+def _is_string_list(feature: Any) -> bool:
+    inner = getattr(feature, "feature", None) if isinstance(feature, (List, LargeList, SequenceFeature)) else None
+    return isinstance(inner, Value) and inner.dtype in ("string", "large_string")
+
+
+class ClapContrastiveTrainer(Trainer):
+    r"""
+    Fits or adapts a `ClapModel` contrastively on (audio, caption) pairs, thin on [`~transformers.Trainer`].
+
+    The loss is LAION-CLAP's symmetric in-batch cross-entropy (`loss_type="symmetric"`), or the model's own
+    `return_loss=True` loss (`loss_type="model"`). Negatives are the other pairs of the same device batch; they are not
+    gathered across processes. Training logs the loss, the learned logit scales (inverse temperatures) and the in-batch
+    audio-to-text accuracy (chance: one over the batch size), which stays at chance when the embeddings collapse.
+
+    Evaluation embeds every clip and caption of the evaluation set with the model's normalised embeddings and reports
+    `audio_to_text_r{1,5,10}` and `text_to_audio_r{1,5,10}` through the normal metrics path ([`retrieval_metrics`];
+    with N clips, chance recall@k is k / N), next to the contrastive `loss`.
+
+    Audio is never decoded through `datasets`: the audio column is cast to `Audio(decode=False)` and the collator
+    decodes each `{"bytes", "path"}` value with [`~hfpref.data.audio.decode_audio`] at the feature extractor's rate.
+
+    Args:
+        model (`ClapModel` or `str`):
+            The model, or a Hub id / local directory to load it and its processor from with
+            [`~hfpref.encoders.load_clap`].
+        args ([`ClapContrastiveConfig`], *optional*):
+            Training configuration; defaults to `ClapContrastiveConfig("clap-contrastive")`.
+        data_collator (`Callable`, *optional*):
+            Replaces the [`ClapContrastiveCollator`] (then used for training and evaluation alike).
+        train_dataset (`datasets.Dataset`, *optional*):
+            Rows with `args.audio_column` and `args.text_column` (and optionally `args.references_column`).
+        eval_dataset (`datasets.Dataset` or `dict[str, Dataset]`, *optional*):
+            Same columns (references are not used), plus `args.retrieval_group_column` when set.
+        processing_class (`ClapProcessor`, *optional*):
+            The model's processor; required when `model` is a `ClapModel`. Its feature extractor's truncation must
+            match the model (`"rand_trunc"` without fusion, `"fusion"` with it), as [`~hfpref.encoders.load_clap`]
+            sets it.
+        compute_metrics (`Callable`, *optional*):
+            Replaces the retrieval metrics; receives an `EvalPrediction` whose predictions are
+            `(audio_embeddings, text_embeddings)` and whose label ids are the retrieval groups.
+        callbacks (`list`, *optional*), optimizers (`tuple`, *optional*):
+            As in [`~transformers.Trainer`].
+    """
+
+    _tag_names = ["hfpref", "clap", "contrastive"]
+
+    def __init__(
+        self,
+        model: ClapModel | str,
+        args: ClapContrastiveConfig | None = None,
+        data_collator: Callable | None = None,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        processing_class: ClapProcessor | None = None,
+        compute_metrics: Callable[[EvalPrediction], dict] | None = None,
+        callbacks: list | None = None,
+        optimizers=(None, None),
+    ):
+        if args is None:
+            args = ClapContrastiveConfig("clap-contrastive")
+        if not isinstance(args, ClapContrastiveConfig):
+            raise TypeError(f"args must be a ClapContrastiveConfig, got {type(args).__name__}")
+        if isinstance(model, str):
+            model, loaded_processor = load_clap(model)
+            processing_class = processing_class if processing_class is not None else loaded_processor
+        if not isinstance(model, ClapModel):
+            raise TypeError(f"model must be a transformers ClapModel or a path to one, got {type(model).__name__}")
+        if processing_class is None:
+            raise ValueError("processing_class (the model's ClapProcessor) is required when model is a ClapModel")
+        truncation, expected = processing_class.feature_extractor.truncation, _truncation_for(model)
+        if truncation != expected:
+            raise ValueError(
+                f"The feature extractor uses truncation={truncation!r} but the model has enable_fusion="
+                f"{model.config.audio_config.enable_fusion}, which needs truncation={expected!r}. Set "
+                f"processing_class.feature_extractor.truncation = {expected!r}, or load both with hfpref.encoders.load_clap."
+            )
+        if args.freeze_text_encoder:
+            model.text_model.requires_grad_(False)
+        if args.freeze_audio_encoder:
+            model.audio_model.requires_grad_(False)
+
+        if train_dataset is not None:
+            train_dataset = self._prepare_dataset(train_dataset, args, "train_dataset", training=True)
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {
+                key: self._prepare_dataset(value, args, f"eval_dataset[{key!r}]", training=False)
+                for key, value in eval_dataset.items()
+            }
+        elif eval_dataset is not None:
+            eval_dataset = self._prepare_dataset(eval_dataset, args, "eval_dataset", training=False)
+
+        references = args.references_column
+        if references is not None and (train_dataset is None or references not in train_dataset.column_names):
+            if train_dataset is not None:
+                logger.info(f"No {references!r} column in train_dataset: training on {args.text_column!r} only.")
+            references = None
+        self._eval_collator = None
+        if data_collator is None:
+            data_collator = ClapContrastiveCollator(
+                processor=processing_class,
+                audio_column=args.audio_column,
+                text_column=args.text_column,
+                references_column=references,
+                max_audio_seconds=args.max_audio_seconds,
+                cache_audio_features=args.cache_audio_features,
+                text_max_length=_text_max_length(model, processing_class.tokenizer),
+            )
+            self._eval_collator = replace(data_collator, training=False)
+        self._metrics: dict[str, list[float]] = defaultdict(list)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            compute_metrics=compute_metrics or self._retrieval_metrics,
+            callbacks=callbacks,
+            optimizers=optimizers,
+        )
+
+    @staticmethod
+    def _prepare_dataset(dataset: Dataset, args: ClapContrastiveConfig, name: str, training: bool) -> Dataset:
+        if not isinstance(dataset, Dataset):
+            raise TypeError(f"{name} must be a datasets.Dataset, got {type(dataset).__name__}")
+        columns = dataset.column_names
+        required = {"audio_column": args.audio_column, "text_column": args.text_column}
+        if not training and args.retrieval_group_column is not None:
+            required["retrieval_group_column"] = args.retrieval_group_column
+        missing = [f"{column!r} ({key})" for key, column in required.items() if column not in columns]
+        if missing:
+            raise ValueError(
+                f"{name} lacks the columns {', '.join(missing)}; it has {columns}. Rename the columns or set "
+                f"{', '.join(key for key, column in required.items() if column not in columns)} in the config."
+            )
+        if len(dataset) == 0:
+            raise ValueError(f"{name} is empty: it has columns {columns} but no rows.")
+        text_feature = dataset.features[args.text_column]
+        if not (isinstance(text_feature, Value) and text_feature.dtype in ("string", "large_string")):
+            raise ValueError(f"{name} column {args.text_column!r} must hold strings, it has feature {text_feature}")
+        keep = [args.audio_column, args.text_column]
+        references = args.references_column
+        if training and references is not None and references in columns:
+            if not _is_string_list(dataset.features[references]):
+                raise ValueError(
+                    f"{name} column {references!r} (references_column) must hold lists of strings, it has feature "
+                    f"{dataset.features[references]}; set references_column=None to train on {args.text_column!r} only"
+                )
+            keep.append(references)
+        dataset = ensure_audio_column(dataset, args.audio_column)
+        if not training:
+            if args.retrieval_group_column is None:
+                groups = list(range(len(dataset)))
+            else:
+                groups = _factorize(list(dataset[args.retrieval_group_column]))
+            dataset = dataset.select_columns(keep).add_column(RETRIEVAL_GROUP, groups)
+        else:
+            dataset = dataset.select_columns(keep)
+        return dataset.add_column(ROW_INDEX, list(range(len(dataset))))
+
+    def _set_signature_columns_if_needed(self):
+        # The collator, not the model's forward, decides which columns are needed.
+        if self._signature_columns is None:
+            self._signature_columns = [
+                self.args.audio_column,
+                self.args.text_column,
+                self.args.references_column,
+                RETRIEVAL_GROUP,
+                ROW_INDEX,
+            ]
+
+    @contextlib.contextmanager
+    def _evaluation_collator(self):
+        if self._eval_collator is None:
+            yield
+            return
+        train_collator, self.data_collator = self.data_collator, self._eval_collator
+        try:
+            yield
+        finally:
+            self.data_collator = train_collator
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        if isinstance(eval_dataset, Dataset) and RETRIEVAL_GROUP not in eval_dataset.column_names:
+            eval_dataset = self._prepare_dataset(eval_dataset, self.args, "eval_dataset", training=False)
+        with self._evaluation_collator():
+            return super().get_eval_dataloader(eval_dataset)
+
+    def get_test_dataloader(self, test_dataset):
+        if isinstance(test_dataset, Dataset) and RETRIEVAL_GROUP not in test_dataset.column_names:
+            test_dataset = self._prepare_dataset(test_dataset, self.args, "test_dataset", training=False)
+        with self._evaluation_collator():
+            return super().get_test_dataloader(test_dataset)
+
+    def _keep_frozen_encoders_in_eval_mode(self, model) -> None:
+        unwrapped = self.accelerator.unwrap_model(model)
+        if self.args.freeze_text_encoder:
+            unwrapped.text_model.eval()
+        if self.args.freeze_audio_encoder:
+            unwrapped.audio_model.eval()
+
+    def _contrastive_loss(self, outputs) -> torch.Tensor:
+        if self.args.loss_type == "model":
+            return outputs.loss
+        labels = torch.arange(outputs.logits_per_audio.shape[0], device=outputs.logits_per_audio.device)
+        audio_to_text = F.cross_entropy(outputs.logits_per_audio, labels)
+        text_to_audio = F.cross_entropy(outputs.logits_per_text, labels)
+        return (audio_to_text + text_to_audio) / 2
+
+    @staticmethod
+    def _model_inputs(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {key: value for key, value in inputs.items() if key not in (RETRIEVAL_GROUP, ROW_INDEX)}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if model.training:
+            self._keep_frozen_encoders_in_eval_mode(model)
+        outputs = model(**self._model_inputs(inputs), return_loss=self.args.loss_type == "model")
+        loss = self._contrastive_loss(outputs)
+        if model.training:
+            with torch.no_grad():
+                unwrapped = self.accelerator.unwrap_model(model)
+                logits = outputs.logits_per_audio
+                hits = logits.argmax(dim=1) == torch.arange(len(logits), device=logits.device)
+                self._metrics["batch_audio_to_text_accuracy"].append(hits.float().mean().item())
+                self._metrics["logit_scale_audio"].append(unwrapped.logit_scale_a.exp().item())
+                self._metrics["logit_scale_text"].append(unwrapped.logit_scale_t.exp().item())
+        return (loss, outputs) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        groups = inputs.get(RETRIEVAL_GROUP)
+        with torch.no_grad():
+            outputs = model(**self._model_inputs(inputs), return_loss=self.args.loss_type == "model")
+            loss = self._contrastive_loss(outputs).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        if groups is None:  # a user collator: every pair is its own group
+            groups = torch.full((len(outputs.audio_embeds),), -1, dtype=torch.long, device=loss.device)
+        return loss, (outputs.audio_embeds.detach(), outputs.text_embeds.detach()), groups
+
+    def _retrieval_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        audio, text = prediction.predictions
+        groups = np.asarray(prediction.label_ids)
+        if (groups < 0).all():
+            groups = None
+        return retrieval_metrics(audio, text, groups=groups)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """[`~transformers.Trainer.save_model`], refusing weights or logged losses that are NaN or inf."""
+        check_finite_training(
+            self.model, self.state.log_history, what=f"the model for {output_dir or self.args.output_dir}"
+        )
+        super().save_model(output_dir, _internal_call)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset: str | list[str] | None = None,
+        finetuned_from: str | None = None,
+        tags: str | list[str] | None = None,
+        metrics: dict | None = None,
+        **kwargs,
+    ) -> None:
+        """
+        Write the CLAP's card (from `hub_cards/model_card.md`) to `output_dir/README.md`.
+
+        Args:
+            model_name (`str`, *optional*): Title; defaults to the Hub repository or output folder name.
+            dataset (`str` or `list[str]`, *optional*): Training data (Hub ids are linked).
+            finetuned_from (`str`, *optional*): The CLAP it started from (`base_model` when a Hub id).
+            tags (`str` or `list[str]`, *optional*): Extra tags.
+            metrics (`dict`, *optional*): Results; defaults to the last evaluation's retrieval metrics.
+        """
+        import os
+
+        from hfpref.hub.cards import render_model_card
+
+        if not self.is_world_process_zero():
+            return
+        tags = [tags] if isinstance(tags, str) else list(tags or [])
+        if metrics is None:
+            metrics = next((e for e in reversed(self.state.log_history) if "eval_loss" in e), {})
+        card = render_model_card(
+            repo_id=self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
+            method="clap",
+            task="audio-text-retrieval",
+            base_model=finetuned_from,
+            datasets=dataset,
+            description=(
+                "A CLAP (audio and text encoders with a shared embedding space) whose embeddings hfpref's reward "
+                "models read."
+            ),
+            training_args={
+                "num_train_epochs": self.args.num_train_epochs,
+                "per_device_train_batch_size": self.args.per_device_train_batch_size,
+                "learning_rate": self.args.learning_rate,
+            },
+            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
+            tags=list(dict.fromkeys([*self._tag_names, *tags])),
+            limitations=(
+                "The embeddings reflect the clips and captions it was trained on; a reward model trained on them is "
+                "only valid with this exact checkpoint (hfpref checks the fingerprint)."
+            ),
+        )
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if self._metrics and "loss" in logs:
+            for key, values in self._metrics.items():
+                logs[key] = float(np.mean(values))
+            self._metrics.clear()
+        super().log(logs, start_time)

@@ -1,0 +1,357 @@
+import logging
+import os
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import torch
+from datasets import Dataset
+from transformers import EvalPrediction, Trainer
+
+from hfpref.models.modeling_clap_reward import CLAPRewardModel, portable_clap_reference
+from hfpref.rewards.losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
+from hfpref.trainers.reward_model.reward_model_config import RewardModelConfig
+from hfpref.utils.checks import check_finite_training
+
+
+logger = logging.getLogger(__name__)
+
+PAIRWISE_COLUMNS = ["audio_embedding", "chosen_embedding", "rejected_embedding"]
+POINTWISE_COLUMNS = ["audio_embedding", "text_embedding", "label"]
+ROW_INDEX = "row_index"
+
+
+def _embedding_arrays(dataset: Dataset, columns: list[str], embedding_dim: int, name: str) -> dict[str, np.ndarray]:
+    """
+    The columns the head reads, as float32 arrays read column-wise from Arrow (no per-row conversion); refuses data
+    the head cannot read, naming the dataset, column and row.
+    """
+    if len(dataset) == 0:
+        raise ValueError(f"{name} is empty.")
+    missing = [c for c in columns if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; it has {dataset.column_names}.")
+    table = dataset.select_columns(columns).with_format("arrow")[0 : len(dataset)]
+    arrays = {}
+    for column in columns:
+        values = table.column(column).combine_chunks()
+        if values.null_count:
+            row = int(np.flatnonzero(values.is_null().to_numpy(zero_copy_only=False))[0])
+            raise ValueError(f"{name} column {column!r} row {row} is missing (null).")
+        if column in ("label", "margin"):
+            if pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
+                raise ValueError(f"{name} column {column!r} holds lists; it must hold one number per row.")
+            values = values.to_numpy(zero_copy_only=False)
+            if column == "label":
+                bad = np.flatnonzero((values != 0) & (values != 1))
+                if bad.size:
+                    raise ValueError(
+                        f"{name} column 'label' row {bad[0]} is {values[bad[0]].item()!r}; labels must be 0 or 1."
+                    )
+            else:
+                bad = np.flatnonzero(~np.isfinite(values.astype(np.float64)))
+                if bad.size:
+                    raise ValueError(
+                        f"{name} column 'margin' row {bad[0]} is {values[bad[0]].item()!r}, not a finite number."
+                    )
+            arrays[column] = values.astype(np.float32)
+            continue
+        values = _matrix(values, name, column)
+        if values.shape[1] != embedding_dim:
+            raise ValueError(
+                f"{name} column {column!r} has width {values.shape[1]}, but the reward model reads "
+                f"{embedding_dim}-d embeddings: embed with the CLAP the model was configured for."
+            )
+        bad = np.flatnonzero(~np.isfinite(values).all(axis=1))
+        if bad.size:
+            raise ValueError(f"{name} column {column!r} has NaN or inf values in rows {bad[:10].tolist()}.")
+        arrays[column] = values
+    return arrays
+
+
+def _matrix(values: pa.Array, name: str, column: str) -> np.ndarray:
+    """A list column as a (rows, width) float32 array: fixed-length lists (what add_embeddings writes) or lists of
+    one common length (precomputed features of a user's dataset)."""
+    if pa.types.is_fixed_size_list(values.type):
+        width = values.type.list_size
+    elif pa.types.is_list(values.type) or pa.types.is_large_list(values.type):
+        lengths = np.diff(values.offsets.to_numpy())
+        bad = np.flatnonzero(lengths != lengths[0])
+        if bad.size:
+            raise ValueError(
+                f"{name} column {column!r} is not a (rows, width) array of embeddings: row {bad[0]} has "
+                f"{lengths[bad[0]]} values, row 0 has {lengths[0]}."
+            )
+        width = int(lengths[0])
+    else:
+        raise ValueError(f"{name} column {column!r} is not a (rows, width) array of embeddings ({values.type}).")
+    flat = values.flatten()
+    if not (pa.types.is_floating(flat.type) or pa.types.is_integer(flat.type)) or flat.null_count:
+        raise ValueError(f"{name} column {column!r} is not a (rows, width) array of numbers ({values.type}).")
+    # A copy: Arrow's buffers are read-only, and torch wants writable memory.
+    return np.array(flat.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(values), width)
+
+
+class EmbeddingTable(torch.utils.data.Dataset):
+    """
+    A validated embedding dataset held as tensors, so a batch is one indexing operation per column rather than a
+    row-by-row read and collation. `__getitems__` gives the DataLoader whole batches.
+
+    Args:
+        dataset (`datasets.Dataset`): The embeddings (and labels, margins, categories).
+        columns (`list[str]`): The columns the head reads.
+        embedding_dim (`int`): The width the model reads.
+        name (`str`): Named in errors.
+        category_column (`str`, *optional*): Kept as an array for per-category accuracy.
+    """
+
+    def __init__(
+        self, dataset: Dataset, columns: list[str], embedding_dim: int, name: str, category_column: str | None = None
+    ):
+        arrays = _embedding_arrays(dataset, columns, embedding_dim, name)
+        self.tensors = {column: torch.from_numpy(array) for column, array in arrays.items()}
+        self.tensors[ROW_INDEX] = torch.arange(len(dataset))
+        self.categories = (
+            np.asarray(dataset[category_column], dtype=object)
+            if category_column and category_column in dataset.column_names
+            else None
+        )
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.tensors[ROW_INDEX])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {column: tensor[index] for column, tensor in self.tensors.items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        index = torch.as_tensor(indices)
+        return {column: tensor[index] for column, tensor in self.tensors.items()}
+
+
+def _collate_embeddings(features: dict[str, torch.Tensor] | list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    if isinstance(features, dict):  # a whole batch from EmbeddingTable.__getitems__
+        return features
+    return {column: torch.stack([f[column] for f in features]) for column in features[0]}
+
+
+class RewardModelTrainer(Trainer):
+    """
+    Trains a [`~hfpref.rewards.CLAPRewardModel`] on cached CLAP embeddings, thin on [`~transformers.Trainer`].
+
+    Pairwise preferences (`loss_type="bt"`): the siamese Bradley-Terry objective of Hegde et al.,
+    "Aligning Audio Captions with Human Preferences", `-log sigmoid(s * (r(a, c_w) - r(a, c_l))) + lambda ||theta||^2`.
+    Binary feedback (`loss_type="bce"`/`"mse"`): BATON's reward model. The trainer does not care which
+    encoder made the vectors, only that their width matches the model.
+
+    Evaluation reports pairwise accuracy (a tie counts as wrong) and per-category accuracy, or BCE and
+    accuracy for binary feedback, and saves a histogram of predicted rewards in `output_dir`.
+
+    Args:
+        model ([`~hfpref.rewards.CLAPRewardModel`] or `str`):
+            The reward head, or a path/Hub id to load it from.
+        args ([`RewardModelConfig`]):
+            Training configuration.
+        train_dataset (`datasets.Dataset`):
+            Pairwise: `audio_embedding`, `chosen_embedding`, `rejected_embedding` (and `margin` with
+            `use_margin`); pointwise: `audio_embedding`, `text_embedding`, `label`.
+        eval_dataset (`datasets.Dataset` or `dict[str, Dataset]`, *optional*):
+            Same columns; a `category` column gets per-category accuracy.
+    """
+
+    _tag_names = ["hfpref", "reward-model"]
+
+    def __init__(
+        self,
+        model: CLAPRewardModel | str,
+        args: RewardModelConfig,
+        train_dataset: Dataset | None = None,
+        eval_dataset: Dataset | dict[str, Dataset] | None = None,
+        callbacks: list | None = None,
+        optimizers=(None, None),
+        compute_metrics: Callable | None = None,
+    ):
+        if isinstance(model, str):
+            model = CLAPRewardModel.from_pretrained(model)
+        if not isinstance(args, RewardModelConfig):
+            raise TypeError(f"args must be a RewardModelConfig, got {type(args).__name__}")
+        self.columns = list(PAIRWISE_COLUMNS if args.pairwise else POINTWISE_COLUMNS)
+        if args.pairwise and args.use_margin:
+            self.columns.append("margin")
+        self._embedding_dim = model.config.embedding_dim
+        self._category_column = args.category_column
+        self._prepared: dict[str, EmbeddingTable] = {}
+        train_dataset = self._prepare(train_dataset, "train_dataset") if train_dataset is not None else None
+        if isinstance(eval_dataset, dict):
+            eval_dataset = {k: self._prepare(v, f"eval_dataset[{k!r}]") for k, v in eval_dataset.items()}
+        elif eval_dataset is not None:
+            eval_dataset = self._prepare(eval_dataset, "eval_dataset")
+        self._metric_dataset: EmbeddingTable | None = None
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=_collate_embeddings,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            compute_metrics=compute_metrics or self._reward_metrics,
+        )
+
+    def _prepare(self, dataset: Dataset | EmbeddingTable, name: str) -> EmbeddingTable:
+        """Validate and load `dataset` into tensors once; a dataset evaluated again is not prepared again."""
+        if isinstance(dataset, EmbeddingTable):
+            return dataset
+        key = getattr(dataset, "_fingerprint", None)
+        if key is not None and key in self._prepared:
+            return self._prepared[key]
+        table = EmbeddingTable(dataset, self.columns, self._embedding_dim, name, self._category_column)
+        if key is not None:
+            self._prepared[key] = table
+        return table
+
+    def _rewards(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        audio = inputs["audio_embedding"]
+        if self.args.pairwise:
+            # Siamese: chosen and rejected captions share one forward pass.
+            text = torch.cat([inputs["chosen_embedding"], inputs["rejected_embedding"]])
+            rewards = model(audio_embedding=torch.cat([audio, audio]), text_embedding=text).rewards
+            return torch.stack(rewards.chunk(2), dim=-1)  # (batch, 2): chosen, rejected
+        return model(audio_embedding=audio, text_embedding=inputs["text_embedding"]).rewards
+
+    def _loss(self, model, rewards: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        if self.args.pairwise:
+            margin = inputs.get("margin") if self.args.use_margin else None
+            loss = bradley_terry_loss(rewards[:, 0], rewards[:, 1], scale=self.args.bt_scale, margin=margin)
+        else:
+            loss = binary_feedback_loss(rewards, inputs["label"], loss_type=self.args.loss_type)
+        if self.args.l2_coef > 0:
+            loss = loss + self.args.l2_coef * l2_penalty(model.parameters(), reduction=self.args.l2_reduction)
+        return loss
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        rewards = self._rewards(model, inputs)
+        loss = self._loss(model, rewards, inputs)
+        return (loss, {"rewards": rewards}) if return_outputs else loss
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        with torch.no_grad():
+            rewards = self._rewards(model, inputs)
+            loss = self._loss(model, rewards, inputs).detach()
+        if prediction_loss_only:
+            return loss, None, None
+        # Labels carry the row index, so metrics can look up each row's category and label.
+        return loss, rewards.detach(), inputs[ROW_INDEX]
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        target = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if isinstance(target, str):
+            target = self.eval_dataset[target]
+        elif isinstance(target, Dataset) and eval_dataset is not None:
+            target = self._prepare(target, "eval_dataset")
+            eval_dataset = target
+        if isinstance(target, EmbeddingTable):
+            self._metric_dataset = target
+            self._metric_prefix = metric_key_prefix
+        return super().evaluate(
+            eval_dataset=eval_dataset, ignore_keys=ignore_keys, metric_key_prefix=metric_key_prefix
+        )
+
+    def _reward_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
+        rewards = np.asarray(prediction.predictions, dtype=np.float64)
+        rows = np.asarray(prediction.label_ids).astype(int)
+        dataset = self._metric_dataset
+        metrics: dict[str, float] = {}
+        if self.args.pairwise:
+            correct = rewards[:, 0] > rewards[:, 1]  # a tie counts as wrong
+            metrics["accuracy"] = float(correct.mean())
+            metrics["reward_chosen"] = float(rewards[:, 0].mean())
+            metrics["reward_rejected"] = float(rewards[:, 1].mean())
+            metrics["reward_margin"] = float((rewards[:, 0] - rewards[:, 1]).mean())
+            groups, scored = correct, (rewards[:, 0], rewards[:, 1])
+            labels_names = ("chosen", "rejected")
+        else:
+            labels = dataset.tensors["label"].numpy()[rows]
+            clipped = rewards.clip(1e-7, 1 - 1e-7)
+            metrics["bce"] = float(-(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)).mean())
+            metrics["mse"] = float(((rewards - labels) ** 2).mean())
+            groups = (rewards > 0.5) == (labels == 1)
+            metrics["accuracy"] = float(groups.mean())
+            metrics["reward_positive"] = float(rewards[labels == 1].mean()) if (labels == 1).any() else float("nan")
+            metrics["reward_negative"] = float(rewards[labels == 0].mean()) if (labels == 0).any() else float("nan")
+            scored = (rewards[labels == 1], rewards[labels == 0])
+            labels_names = ("label 1", "label 0")
+        if dataset is not None and dataset.categories is not None:
+            categories = dataset.categories[rows]
+            for value in sorted(set(categories.tolist()), key=str):
+                metrics[f"accuracy_{value}"] = float(groups[categories == value].mean())
+        if self.args.reward_histogram and self.is_world_process_zero():
+            self._save_histogram(scored, labels_names)
+        return metrics
+
+    def _save_histogram(self, scored: tuple[np.ndarray, np.ndarray], names: tuple[str, str]) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        bins = np.linspace(0, 1, 41)
+        for values, name in zip(scored, names):
+            ax.hist(values, bins=bins, alpha=0.6, label=f"{name} (n={len(values)})")
+        ax.set_xlabel("predicted reward")
+        ax.set_ylabel("count")
+        ax.set_title(f"Rewards at step {self.state.global_step}")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(
+            os.path.join(self.args.output_dir, f"{getattr(self, '_metric_prefix', 'eval')}_reward_histogram.png")
+        )
+        plt.close(fig)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """[`~transformers.Trainer.save_model`], refusing weights or logged losses that are NaN or inf."""
+        check_finite_training(
+            self.model, self.state.log_history, what=f"the model for {output_dir or self.args.output_dir}"
+        )
+        super().save_model(output_dir, _internal_call)
+
+    def create_model_card(
+        self,
+        model_name: str | None = None,
+        dataset_name: str | list[str] | None = None,
+        tags: list[str] | None = None,
+        metrics: dict | None = None,
+        **kwargs,
+    ):
+        """Write the reward-model card (from `hub_cards/reward_model_card.md`) to `output_dir/README.md`."""
+        from hfpref.hub.cards import render_reward_model_card
+
+        if not self.is_world_process_zero():
+            return
+        config = self.model.config
+        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
+        if metrics is None:
+            metrics = next((e for e in reversed(self.state.log_history) if "eval_accuracy" in e), {})
+        card = render_reward_model_card(
+            repo_id=repo_id,
+            clap_checkpoint=portable_clap_reference(config.clap_checkpoint, self.args.output_dir) or "unknown",
+            loss_type=self.args.loss_type,
+            embedding_dim=config.embedding_dim,
+            datasets=[dataset_name] if isinstance(dataset_name, str) else dataset_name,
+            training_args={
+                "loss_type": self.args.loss_type,
+                "bt_scale": self.args.bt_scale,
+                "l2_coef": self.args.l2_coef,
+                "l2_reduction": self.args.l2_reduction,
+                "num_train_epochs": self.args.num_train_epochs,
+                "per_device_train_batch_size": self.args.per_device_train_batch_size,
+                "learning_rate": self.args.learning_rate,
+            },
+            metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
+            tags=[*self._tag_names, *(tags or [])],
+        )
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        card.save(os.path.join(self.args.output_dir, "README.md"))

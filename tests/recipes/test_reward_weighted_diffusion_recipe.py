@@ -1,0 +1,175 @@
+import csv
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hfpref.data.audio import decode_audio_column
+from hfpref.data.synthetic.audio_world import make_world
+from hfpref.data.tta_feedback import write_feedback_skeleton
+from hfpref.encoders.clap import ClapEmbedder
+from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
+from hfpref.trainers import RewardWeightedDiffusionConfig
+
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+CONFIGS = RECIPES / "text_to_audio" / "reward_weighted"
+
+
+@pytest.fixture(autouse=True)
+def _single_thread(one_thread):
+    pass
+
+
+def _recipe():
+    spec = importlib.util.spec_from_file_location(
+        "reward_weighted_diffusion", RECIPES / "reward_weighted_diffusion.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _parse(argv):
+    return _recipe().make_parser().parse_args_and_config(argv)
+
+
+@pytest.fixture
+def reward_model_dir(tmp_path, tiny_clap_dir):
+    embedder = ClapEmbedder.from_pretrained(str(tiny_clap_dir), show_progress=False)
+    config = CLAPRewardConfig(
+        embedding_dim=embedder.embedding_dim,
+        hidden_sizes=[16],
+        clap_checkpoint=str(tiny_clap_dir),
+        clap_fingerprint=embedder.fingerprint,
+    )
+    CLAPRewardModel(config).save_pretrained(tmp_path / "rm")
+    return tmp_path / "rm"
+
+
+def _yaml(path, **config) -> list[str]:
+    path.write_text(yaml.safe_dump(config))
+    return ["--config", str(path)]
+
+
+TINY = dict(
+    tiny_pipeline=True,
+    tiny_vae_steps=2,
+    num_inference_steps=2,
+    guidance_scale=1.0,
+    audio_length_in_s=1.0,
+    eval_prompts=4,
+    eval_clips_per_prompt=1,
+    max_steps=2,
+    per_device_train_batch_size=4,
+    learning_rate=1e-3,
+    logging_steps=1,
+    save_strategy="no",
+    report_to="none",
+    use_cpu=True,
+    disable_tqdm=True,
+)
+
+
+@pytest.mark.parametrize("name", ["config_baton.yaml", "config_synthetic.yaml"])
+def test_shipped_configs_parse(name):
+    script, args, model = _parse(["--config", str(CONFIGS / name)])
+    assert isinstance(args, RewardWeightedDiffusionConfig) and args.output_dir
+    assert script.reward_model_name_or_path and args.beta == 0.5
+
+
+def test_baton_config_has_the_paper_settings():
+    script, args, model = _parse(["--config", str(CONFIGS / "config_baton.yaml")])
+    assert (args.beta, args.num_train_epochs, args.learning_rate, args.per_device_train_batch_size, args.optim) == (
+        0.5,
+        10,
+        1e-5,
+        6,
+        "adamw_torch",
+    )
+    assert script.mix_ratio == 1.0 and script.human_reward == "reward_model"
+    assert model.pipeline_name_or_path == "cvssp/audioldm-s-full-v2" and not model.tiny_pipeline
+
+
+def test_unknown_yaml_key_is_fatal(tmp_path):
+    argv = _yaml(tmp_path / "c.yaml", synthetic_clips=8, reward_model_name_or_path="rm", output_dir="o", mix_rato=2.0)
+    with pytest.raises(ValueError, match="mix_rato"):
+        _parse(argv)
+
+
+def test_bad_script_arguments_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="exactly one data source"):
+        _parse(_yaml(tmp_path / "a.yaml", reward_model_name_or_path="rm", output_dir="o"))
+    with pytest.raises(ValueError, match=r"human_reward='votes' is not one of \['reward_model', 'label'\]"):
+        _parse(
+            _yaml(
+                tmp_path / "b.yaml",
+                synthetic_clips=8,
+                reward_model_name_or_path="rm",
+                output_dir="o",
+                human_reward="votes",
+            )
+        )
+
+
+def test_recipe_runs_on_the_synthetic_world(tmp_path, reward_model_dir):
+    out = tmp_path / "out"
+    argv = _yaml(
+        tmp_path / "synthetic.yaml",
+        synthetic_clips=12,
+        reward_model_name_or_path=str(reward_model_dir),
+        n_prompts=4,
+        clips_per_prompt=2,
+        output_dir=str(out),
+        **TINY,
+    )
+    trainer, metrics = _recipe().main(*_parse(argv))
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(logged) == 2 and all(np.isfinite(e["loss"]) and e["pretrain_loss"] > 0 for e in logged)
+    # 12 world clips x (true, wrong caption) human rows + as many of the 8 rendered clips as exist.
+    assert trainer.train_dataset.num_rows == 24 + 8
+    for key in (
+        "start_all_reward_score",
+        "eval_all_reward_score",
+        "eval_integrity_clap_score",
+        "eval_temporal_clap_score",
+    ):
+        assert np.isfinite(metrics[key]), key
+    assert np.isfinite(metrics["eval_all_frechet_distance"])
+    assert (out / "diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((out / "eval_results.json").read_text()) == pytest.approx(metrics)
+    card = (out / "README.md").read_text()
+    assert "BATON" in card and "| eval_all_reward_score |" in card and "| start_all_reward_score |" in card
+
+
+def test_recipe_reads_an_annotated_feedback_file(tmp_path, reward_model_dir):
+    """The BATON path: a tta-generate skeleton, half labelled; the unlabelled half gets reward-model labels."""
+    world = make_world(8, seed=3, clip_seconds=1.0)
+    decoded, _ = decode_audio_column(world, "audio", 16000)
+    path = write_feedback_skeleton(
+        list(world["caption"]), [[c] for c in decoded], tmp_path / "fb", sampling_rate=16000
+    )
+    rows = list(csv.DictReader(path.open()))
+    for i, row in enumerate(rows):
+        row["label"] = str(i % 2) if i < 4 else ""  # 4 annotated, 4 left for the reward model
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    world.save_to_disk(str(tmp_path / "pretrain"))
+    out = tmp_path / "out"
+    argv = _yaml(
+        tmp_path / "baton.yaml",
+        feedback_file=str(path),
+        pretrain_dataset=str(tmp_path / "pretrain"),
+        reward_model_name_or_path=str(reward_model_dir),
+        output_dir=str(out),
+        **TINY,
+    )
+    trainer, metrics = _recipe().main(*_parse(argv))
+    assert trainer.train_dataset.num_rows == 8  # 4 human + 4 reward-labelled (1:1)
+    assert np.isfinite(metrics["eval_all_reward_score"])
+    assert (out / "diffusion_pytorch_model.safetensors").is_file() and (out / "README.md").is_file()
