@@ -31,8 +31,8 @@ SEEDED_KEYS = [
 
 @pytest.mark.parametrize("stage", sorted(TRAINING_STAGES))
 def test_shipped_stage_config_is_the_quickstarts_own(stage):
-    """recipes/quickstart/<stage>/config_small.yaml is what `make quickstart` runs (regenerate with --write-configs)."""
-    path = QUICKSTART_CONFIGS / stage / f"config_{DEFAULT_SIZE}.yaml"
+    """recipes/quickstart/<recipe>/config_small.yaml is what `make quickstart` runs (regenerate with --write-configs)."""
+    path = QUICKSTART_CONFIGS / TRAINING_STAGES[stage] / f"config_{DEFAULT_SIZE}.yaml"
     assert yaml.safe_load(path.read_text()) == stage_configs("outputs/quickstart", DEFAULT_SIZE, 0)[stage]
     from importlib import import_module
 
@@ -51,7 +51,7 @@ def test_every_size_parses_through_the_recipe_parsers(tmp_path, size):
 def test_write_configs_command(tmp_path, capsys):
     assert main(["quickstart", "--write-configs", str(tmp_path)]) == 0
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.yaml"))
-    assert written == sorted(f"{stage}/config_small.yaml" for stage in TRAINING_STAGES)
+    assert written == sorted(f"{recipe}/config_small.yaml" for recipe in TRAINING_STAGES.values())
     for path in written:
         assert (tmp_path / path).read_text() == (QUICKSTART_CONFIGS / path).read_text()
 
@@ -146,6 +146,7 @@ def test_default_quickstart_meets_its_targets(tmp_path):
 def test_seeds_are_summarised_with_mean_spread_and_per_seed_values(tmp_path, monkeypatch):
     """`hfpref quickstart --seeds`: each seed in its own folder, every figure as mean/std/min/max/per seed."""
     import hfpref.quickstart as quickstart
+    import hfpref.quickstart.pipeline as pipeline
 
     def fake_run(output_dir, size, seed, force):
         # What one seed's run returns, with figures that differ by seed (the pipeline itself is tested above).
@@ -158,7 +159,7 @@ def test_seeds_are_summarised_with_mean_spread_and_per_seed_values(tmp_path, mon
         Path(output_dir).mkdir(parents=True)
         return results
 
-    monkeypatch.setattr(quickstart, "run_quickstart", fake_run)
+    monkeypatch.setattr(pipeline, "run_quickstart", fake_run)
     assert main(["quickstart", "--size", "tiny", "--output-dir", str(tmp_path), "--seeds", "0", "1", "2"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["seeds"] == [0, 1, 2] and all((tmp_path / f"seed-{s}").is_dir() for s in (0, 1, 2))

@@ -268,7 +268,7 @@ def export_annotations(
     Write the session's preference dataset to `<output_dir>/dataset` (`save_to_disk`), its counts to
     `<output_dir>/export.json` and, for a binary test on a BATON feedback file, the labelled file to
     `<output_dir>/feedback.csv` ([`write_labelled_feedback`]); push the dataset with
-    [`~data.preference.push_preference_dataset`] when asked.
+    [`~hub.datasets.push_preference_dataset`] when asked.
 
     The folder trains a reward model as it is: `dataset_name: <output_dir>/dataset` in a `recipes/reward_model.py`
     config (`loss_type: bt` for pairwise, `bce` with `text_column: prompt` for binary), split by clip.
@@ -288,7 +288,7 @@ def export_annotations(
     stats["feedback_file"] = str(feedback) if feedback else None
     (session.output_dir / EXPORT_FILE).write_text(json.dumps(stats, indent=2))
     if push_to_hub:
-        from hfpref.data.preference import push_preference_dataset
+        from hfpref.hub.datasets import push_preference_dataset
 
         push_preference_dataset(
             dataset,

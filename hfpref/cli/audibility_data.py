@@ -1,9 +1,11 @@
-"""The `hfpref audibility-data` subcommand (registered by `hfpref.cli.main`)."""
+"""`hfpref audibility-data`: audible and non-audible sentences from an LLM behind an OpenAI-compatible endpoint."""
 
 from __future__ import annotations
 
 import json
 import os
+
+from hfpref.cli.utils import positive_int
 
 
 def cmd_audibility_data(args) -> int:
@@ -62,9 +64,11 @@ def add_audibility_data_parser(subparsers):
     )
     p.add_argument("--base-url", required=True, help="OpenAI-compatible base URL, e.g. https://api.openai.com/v1")
     p.add_argument("--model", required=True, help="model name sent to the endpoint")
-    p.add_argument("--per-class", type=int, default=100, help="sentences wanted per class")
-    p.add_argument("--examples-per-request", type=int, default=20, help="sentences asked for per class and request")
-    p.add_argument("--max-requests", type=int, default=20)
+    p.add_argument("--per-class", type=positive_int, default=100, help="sentences wanted per class")
+    p.add_argument(
+        "--examples-per-request", type=positive_int, default=20, help="sentences asked for per class and request"
+    )
+    p.add_argument("--max-requests", type=positive_int, default=20)
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")

@@ -1,4 +1,4 @@
-"""The `hfpref eval` and `hfpref agreement` subcommands (registered by `hfpref.cli.main`)."""
+"""`hfpref eval` and `hfpref agreement`: captioning metrics on a captions file, and their agreement with FENSE."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import os
-import sys
 
 from hfpref.metrics.captioning import CAPTION_METRICS, TEXT_METRICS
 from hfpref.metrics.tokenization import TOKENIZERS
@@ -227,20 +226,3 @@ def add_agreement_parser(subparsers):
     p.add_argument("--json", action="store_true", help='print {"<metric>": {"HC", "HI", "HM", "MM", "total"}}')
     p.set_defaults(func=cmd_agreement)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run `eval` or `agreement` on their own (`python -m hfpref.cli.metrics agreement ...`)."""
-    import argparse
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    parser = argparse.ArgumentParser(prog="hfpref")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    add_eval_parser(subparsers)
-    add_agreement_parser(subparsers)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from hfpref.cli.utils import positive_int
 from hfpref.judges.registry import JUDGES, get_judge
 
 
@@ -21,7 +22,9 @@ def add_pairs_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="causal LM with speech tokens (e.g. <kd output>/merged)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--dataset", help="saved dataset / data file / Hub name with audio (or prompt) and references")
-    source.add_argument("--speech-world", type=int, metavar="N", help="synthesize N speech-world clips instead")
+    source.add_argument(
+        "--speech-world", type=positive_int, metavar="N", help="synthesize N speech-world clips instead"
+    )
     p.add_argument("--speech-world-backend", choices=["auto", "espeak", "procedural"], default="auto")
     p.add_argument("--speech-world-seconds", type=float, default=2.0, help="clip length of --speech-world")
     p.add_argument("--split", default=None, help="split of --dataset")
@@ -41,9 +44,9 @@ def add_pairs_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--llm-model", default=None)
     p.add_argument("--llm-api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--llm-timeout", type=float, default=30.0)
-    p.add_argument("--num-beams", type=int, default=4)
-    p.add_argument("--num-candidates", type=int, default=None)
-    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--num-beams", type=positive_int, default=4)
+    p.add_argument("--num-candidates", type=positive_int, default=None)
+    p.add_argument("--max-new-tokens", type=positive_int, default=48)
     p.add_argument("--rejected", choices=["all", "worst"], default="all")
     p.add_argument("--on-error", choices=["raise", "skip"], default="raise", help="on a judge error")
     p.add_argument("--seed", type=int, default=0)

@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+from hfpref.cli.utils import positive_int
+
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +73,8 @@ def cmd_tta_generate(args) -> int:
     return 0
 
 
-def add_tta_generate_parser(subparsers) -> None:
-    """Register `tta-generate` on the `hfpref` subparsers."""
+def add_tta_generate_parser(subparsers):
+    """Register `hfpref tta-generate`."""
     p = subparsers.add_parser(
         "tta-generate",
         help="render N clips per prompt with a text-to-audio pipeline and write a binary-feedback skeleton (BATON)",
@@ -80,11 +82,12 @@ def add_tta_generate_parser(subparsers) -> None:
     p.add_argument("prompts", help="prompts file: .txt (one per line), .json list or .jsonl")
     p.add_argument("--pipeline", default="cvssp/audioldm-s-full-v2", help="AudioLDM pipeline: Hub id or folder")
     p.add_argument("--output-dir", required=True, help="where audio/ and feedback.csv are written")
-    p.add_argument("--n-per-prompt", type=int, default=5, help="clips per prompt (the paper: 5)")
-    p.add_argument("--num-inference-steps", type=int, default=50)
+    p.add_argument("--n-per-prompt", type=positive_int, default=5, help="clips per prompt (the paper: 5)")
+    p.add_argument("--num-inference-steps", type=positive_int, default=50)
     p.add_argument("--guidance-scale", type=float, default=2.5)
     p.add_argument("--audio-length-in-s", type=float, default=None, help="default: the pipeline's")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts per pipeline call")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="prompts per pipeline call")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None)
     p.set_defaults(func=cmd_tta_generate)
+    return p

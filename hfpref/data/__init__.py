@@ -6,11 +6,10 @@ from hfpref.data.preference import (
     challenging_split,
     load_binary_feedback,
     load_preference_dataset,
-    push_preference_dataset,
     split_by_clip,
 )
 from hfpref.data.schemas import SCHEMAS, validate_dataset
-from hfpref.data.synthetic.audio_world import EVENT_KINDS, make_world, oracle_score
+from hfpref.data.synthetic import EVENT_KINDS, make_speech_world, make_world
 
 
 __all__ = [
@@ -27,9 +26,8 @@ __all__ = [
     "load_binary_feedback",
     "load_fense",
     "load_preference_dataset",
+    "make_speech_world",
     "make_world",
-    "oracle_score",
-    "push_preference_dataset",
     "split_by_clip",
     "validate_dataset",
 ]

@@ -71,15 +71,33 @@ def check_text_data_file(path: str | Path) -> None:
                     )
 
 
+# The quickstart's output folder (`hfpref quickstart --output-dir <dir>`), declared here, at the bottom of the layers,
+# so that a recipe run on its own (one of recipes/quickstart/<recipe>/config_small.yaml before the stages it reads)
+# names the stage that writes a missing input without importing the quickstart; the quickstart runs these stages and
+# reads its layout from here. In order: each stage, and what it leaves under <dir>.
+QUICKSTART_STAGE_OUTPUTS = {
+    "world": ["world/dataset_dict.json"],
+    "clap": ["clap/model.safetensors"],
+    "sft": ["sft/model.safetensors"],
+    "preferences": ["preferences/dataset_dict.json", "preference-judgments"],
+    "reward": ["reward-model/model.safetensors"],
+    "rl": ["rl/model.safetensors"],
+    "evaluate": ["evaluation.jsonl"],
+}
+QUICKSTART_STAGES = list(QUICKSTART_STAGE_OUTPUTS)
+# The recipe (`hfpref.scripts.<recipe>`, `recipes/<recipe>.py`) that runs each training stage.
+QUICKSTART_RECIPES = {"clap": "clap_contrastive", "sft": "caption_sft", "reward": "reward_model", "rl": "caption_rl"}
+# Where the quickstart records its finished stages, under <dir>.
+QUICKSTART_RECORDS = "stages"
+
+
 def _upstream_stage(path: Path) -> str | None:
     """The quickstart stage whose output `path` is, when it sits where that stage writes (`<output_dir>/<name>`)."""
-    from hfpref.quickstart import STAGE_OUTPUTS
-
     parent = path.parent
     # Only a quickstart output folder, or one not created yet, is read as the quickstart's layout.
-    if parent.is_dir() and not (parent / "stages").is_dir():
+    if parent.is_dir() and not (parent / QUICKSTART_RECORDS).is_dir():
         return None
-    for stage, outputs in STAGE_OUTPUTS.items():
+    for stage, outputs in QUICKSTART_STAGE_OUTPUTS.items():
         if any(output.split("/")[0] == path.name for output in outputs):
             return stage
     return None
@@ -115,16 +133,16 @@ def check_input_exists(name_or_path: str | Path, what: str) -> None:
     stage = _upstream_stage(path)
     hint = ""
     if stage is not None:
-        from hfpref.quickstart import STAGES, TRAINING_STAGES
-
+        recipe = QUICKSTART_RECIPES.get(stage)
         how = (
             f"`hfpref quickstart --output-dir {path.parent}`, or the stage alone: `accelerate launch "
-            f"recipes/{TRAINING_STAGES[stage]}.py --config recipes/quickstart/{stage}/config_small.yaml`"
-            if stage in TRAINING_STAGES
+            f"recipes/{recipe}.py --config recipes/quickstart/{recipe}/config_small.yaml`"
+            if recipe
             else f"`hfpref quickstart --output-dir {path.parent}`"
         )
+        position = f"{QUICKSTART_STAGES.index(stage) + 1} of {len(QUICKSTART_STAGES)}"
         hint = (
-            f" In the quickstart's layout it is the output of stage '{stage}' ({STAGES.index(stage) + 1} of {len(STAGES)}), "
+            f" In the quickstart's layout it is the output of stage '{stage}' ({position}), "
             f"which has not run: run {how} first."
         )
     raise FileNotFoundError(f"{what} {name} does not exist (a local path, not a Hub id).{hint}")

@@ -1,9 +1,9 @@
 """Train/test preference data for reward models, from any of the sources a reward recipe accepts."""
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from hfpref.data.fense import attach_audio, load_fense
@@ -15,10 +15,12 @@ from hfpref.data.preference import (
     split_by_clip,
 )
 from hfpref.data.schemas import validate_dataset
-from hfpref.data.synthetic.audio_world import make_caption_variants, make_oracle_preferences, make_world, oracle_score
 
 
 logger = logging.getLogger(__name__)
+
+# `synthetic_data(n_clips, pairwise=..., seed=...)`: the reward data of a synthetic world, labelled by a judge.
+SyntheticData = Callable[..., Dataset]
 
 PAIRWISE_KEEP = ["clip_id", "audio", "chosen", "rejected", "category"]
 PAIRWISE_EMBEDDINGS = ["audio_embedding", "chosen_embedding", "rejected_embedding"]
@@ -44,47 +46,14 @@ def has_embeddings(ds: Dataset, pairwise: bool, name: str) -> bool:
     return bool(present)
 
 
-def make_oracle_feedback(world: Dataset, *, seed: int = 0) -> Dataset:
-    """
-    Binary feedback on a synthetic world: each clip with its true caption (label 1) and a wrong one (label 0).
-
-    The wrong caption is a random degraded variant (hallucination, omission, swap, substitution); the oracle
-    confirms the label, standing in for BATON's human annotators.
-
-    Example:
-    ```python
-    >>> from hfpref.data.synthetic.audio_world import make_world
-    >>> feedback = make_oracle_feedback(make_world(3, clip_seconds=1.0))
-    >>> sorted(set(feedback["label"]))
-    [0, 1]
-
-    ```
-    """
-    rng = np.random.default_rng(seed)
-    rows, captions, labels, categories = [], [], [], []
-    for i, events in enumerate(world["events"]):
-        variants = make_caption_variants(events, rng)
-        wrong = sorted(k for k in variants if k != "correct")
-        pick = wrong[int(rng.integers(len(wrong)))]
-        for name, label in (("correct", 1), (pick, 0)):
-            if (oracle_score(variants[name], events) == 1.0) != bool(label):
-                raise AssertionError(f"oracle disagrees with variant {name!r} of clip {i}")
-            rows.append(i)
-            captions.append(variants[name])
-            labels.append(label)
-            categories.append(name)
-    out = world.select(rows).select_columns(["clip_id", "audio"])
-    return out.add_column("caption", captions).add_column("label", labels).add_column("category", categories)
-
-
-def _load_source(args, pairwise: bool) -> Dataset | DatasetDict:
+def _load_source(args, pairwise: bool, synthetic_data: SyntheticData | None) -> Dataset | DatasetDict:
     if args.synthetic_clips:
-        world = make_world(args.synthetic_clips, seed=args.split_seed)
-        return (
-            make_oracle_preferences(world, seed=args.split_seed)
-            if pairwise
-            else make_oracle_feedback(world, seed=args.split_seed)
-        )
+        if synthetic_data is None:
+            raise ValueError(
+                f"synthetic_clips={args.synthetic_clips}: a judge labels the synthetic world's reward data; pass "
+                "synthetic_data=hfpref.judges.oracle.make_oracle_reward_data"
+            )
+        return synthetic_data(args.synthetic_clips, pairwise=pairwise, seed=args.split_seed)
     if args.fense_files:
         parts = [attach_audio(load_fense(f), d) for f, d in zip(args.fense_files, args.fense_audio_dirs)]
         return concatenate_datasets(parts)
@@ -99,7 +68,7 @@ def _load_source(args, pairwise: bool) -> Dataset | DatasetDict:
     return load_any_dataset(args.dataset_name)
 
 
-def load_reward_splits(args, *, pairwise: bool) -> DatasetDict:
+def load_reward_splits(args, *, pairwise: bool, synthetic_data: SyntheticData | None = None) -> DatasetDict:
     """
     Train and test splits for a reward model, split by clip, with synthetic negatives on train when asked.
 
@@ -111,11 +80,15 @@ def load_reward_splits(args, *, pairwise: bool) -> DatasetDict:
             The data source and split settings.
         pairwise (`bool`):
             Pairwise (`chosen`/`rejected`) or pointwise (text column + `label`) data.
+        synthetic_data (`Callable`, *optional*):
+            Builds the data of the `synthetic_clips` source, `synthetic_data(n_clips, pairwise=..., seed=...)`: the
+            synthetic world labelled by a judge, [`~hfpref.judges.oracle.make_oracle_reward_data`] (the data layer
+            imports no judge, so the recipe hands it in). Needed only when `args.synthetic_clips` is set.
 
     Returns:
         `datasets.DatasetDict` with `"train"` and `"test"`.
     """
-    data = _load_source(args, pairwise)
+    data = _load_source(args, pairwise, synthetic_data)
     source = args.dataset_name or args.fense_files or f"the synthetic world of {args.synthetic_clips} clips"
     strict = getattr(args, "strict_data", False)
     text_columns = ["chosen", "rejected"] if pairwise else [args.text_column]

@@ -1,4 +1,4 @@
-"""Hub cards (model, reward model, dataset) rendered from the templates in `hfpref.hub_cards`."""
+"""Hub cards (model, reward model, dataset) rendered from the templates in `hfpref.hub_cards`, and dataset pushes."""
 
 from hfpref.hub.cards import (
     METHODS,
@@ -8,11 +8,13 @@ from hfpref.hub.cards import (
     render_reward_model_card,
     template_path,
 )
+from hfpref.hub.datasets import push_preference_dataset
 
 
 __all__ = [
     "METHODS",
     "TEMPLATES",
+    "push_preference_dataset",
     "render_dataset_card",
     "render_model_card",
     "render_reward_model_card",

@@ -11,7 +11,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -32,7 +32,8 @@ TEMPLATES = ("dataset_card", "model_card", "reward_model_card")
 @dataclass(frozen=True)
 class MethodInfo:
     r"""
-    A training method as cards cite it.
+    A training method as cards cite it: one per `hfpref/trainers/<method>/` folder, keyed by that name in
+    [`METHODS`].
 
     Args:
         name (`str`):
@@ -42,78 +43,85 @@ class MethodInfo:
         paper_id (`str`):
             Its arXiv id, linked as `https://huggingface.co/papers/<paper_id>`.
         summary (`str`, *optional*, defaults to `""`):
-            One or two sentences with the objective.
+            One or two sentences with the objective (for a reward-model loss, its formula).
+        task (`str`, *optional*):
+            The [`TASKS`] entry whose quick-start snippet and Hub metadata the card uses by default.
+        description (`str`, *optional*):
+            Default opening paragraph of the card.
+        limitations (`str`, *optional*):
+            Default limitations section of the card.
+        variants (`Mapping[str, MethodInfo]`, *optional*):
+            The method's loss variants (e.g. `"scst"`, `"rloo"`, `"ppo"` of `caption_rl`), each with its own name,
+            paper and summary; a card of a variant shows the variant's.
     """
 
     name: str
     paper_title: str
     paper_id: str
     summary: str = ""
+    task: str | None = None
+    description: str | None = None
+    limitations: str | None = None
+    variants: Mapping[str, MethodInfo] = field(default_factory=dict)
 
     @property
     def paper_url(self) -> str:
         return f"https://huggingface.co/papers/{self.paper_id}"
+
+    def variant(self, name: str | None) -> MethodInfo:
+        r"""
+        The variant `name` (its name, paper and summary), or the method itself when `name` is `None`.
+
+        Example:
+        ```python
+        >>> METHODS["caption_rl"].variant("rloo").paper_id, METHODS["caption_rl"].variant(None).paper_id
+        ('2402.14740', '2509.14659')
+
+        ```
+        """
+        if name is None:
+            return self
+        if name not in self.variants:
+            raise ValueError(f"Unknown variant {name!r}; known variants are {sorted(self.variants)}.")
+        return self.variants[name]
 
 
 RLHF_CAPTIONING = ("Aligning Audio Captions with Human Preferences", "2509.14659")
 ALIGNCAP = ("AlignCap: Aligning Speech Emotion Captioning to Human Preferences", "2410.19134")
 BATON = ("BATON: Aligning Text-to-Audio Model with Human Preference Feedback", "2402.00744")
 FENSE = ("Can Audio Captions Be Evaluated with Image Caption Metrics?", "2110.04684")
+CLASSIFIER_GUIDED_CAPTIONING = ("Classifier-Guided Captioning Across Modalities", "2501.03183")
+
+_RLOO = MethodInfo(
+    "REINFORCE leave-one-out (RLOO)",
+    "Back to Basics: Revisiting REINFORCE Style Optimization for Learning from Human Feedback in LLMs",
+    "2402.14740",
+    summary="k captions are sampled per clip; each one's baseline is the mean reward of the other k - 1.",
+)
 
 METHODS: dict[str, MethodInfo] = {
-    "sft": MethodInfo(
-        "supervised fine-tuning on (audio, caption) pairs, the baseline captioner of RLHF",
-        *RLHF_CAPTIONING,
-        summary="Cross-entropy on reference captions; the baseline that RL with a reward model then aligns.",
-    ),
-    "scst": MethodInfo(
-        "self-critical sequence training (SCST) with a CLAP reward model",
+    "reward_model": MethodInfo(
+        "a CLAP reward model: an MLP on frozen CLAP audio and text embeddings, fitted to human judgments",
         *RLHF_CAPTIONING,
         summary=(
-            "Per clip, a sampled caption c_s is rewarded relative to the greedy caption c_g: "
-            "`L = -(R(a, c_s) - R(a, c_g)) * sum_t log p(c_s,t | c_s,<t, a)`, with a length penalty against reward "
-            "hacking."
+            "Pairwise preferences train it with a Bradley-Terry loss (RLHF captioning paper), binary labels with "
+            "binary cross-entropy or squared error (BATON)."
         ),
+        variants={
+            "bt": MethodInfo(
+                "Bradley-Terry loss with a scaled reward difference and L2 regularization",
+                *RLHF_CAPTIONING,
+                summary="L = -log sigmoid(s * (r(a, c_w) - r(a, c_l))) + lambda * ||theta||^2",
+            ),
+            "bce": MethodInfo(
+                "binary cross-entropy on 0/1 human labels",
+                *BATON,
+                summary="L = -[y * log r(a, c) + (1 - y) * log(1 - r(a, c))]",
+            ),
+            "mse": MethodInfo("mean squared error on 0/1 human labels", *BATON, summary="L = (r(a, c) - y)^2"),
+        },
     ),
-    "rloo": MethodInfo(
-        "REINFORCE leave-one-out (RLOO)",
-        "Back to Basics: Revisiting REINFORCE Style Optimization for Learning from Human Feedback in LLMs",
-        "2402.14740",
-        summary="k captions are sampled per clip; each one's baseline is the mean reward of the other k - 1.",
-    ),
-    "ppo": MethodInfo(
-        "a PPO-style clipped policy gradient",
-        "Proximal Policy Optimization Algorithms",
-        "1707.06347",
-        summary="Several clipped-ratio updates per batch, with an optional KL penalty to the frozen reference model.",
-    ),
-    "grpo": MethodInfo(
-        "Group Relative Policy Optimization (GRPO)",
-        "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models",
-        "2402.03300",
-    ),
-    "dpo": MethodInfo(
-        "Direct Preference Optimization (DPO)",
-        "Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
-        "2305.18290",
-    ),
-    "kd": MethodInfo(
-        "knowledge-distillation regularization (AlignCap)",
-        *ALIGNCAP,
-        summary=(
-            "The LLM given text (acoustic prompt and caption prefix) teaches the same LLM with a LoRA adapter given "
-            "speech tokens, over response positions only."
-        ),
-    ),
-    "aligncap": MethodInfo(
-        "AlignCap: knowledge-distillation and preference-optimization (DPO) regularization",
-        *ALIGNCAP,
-        summary=(
-            "Speech-text alignment by distilling the text-conditioned LLM into the speech-conditioned one, then "
-            "DPO on judged caption pairs, both through a LoRA adapter."
-        ),
-    ),
-    "clap": MethodInfo(
+    "clap_contrastive": MethodInfo(
         "contrastive audio-text training (CLAP)",
         "Large-scale Contrastive Language-Audio Pretraining with Feature Fusion and Keyword-to-Caption Augmentation",
         "2211.06687",
@@ -121,13 +129,106 @@ METHODS: dict[str, MethodInfo] = {
             "A symmetric cross-entropy over the audio-text similarity matrix of a batch pulls each clip's embedding "
             "towards its caption's and away from the other captions'."
         ),
+        task="audio-text-retrieval",
+        description=(
+            "A CLAP (audio and text encoders with a shared embedding space) whose embeddings hfpref's reward models "
+            "read."
+        ),
+        limitations=(
+            "The embeddings reflect the clips and captions it was trained on; a reward model trained on them is only "
+            "valid with this exact checkpoint (hfpref checks the fingerprint)."
+        ),
     ),
-    "reward_weighted": MethodInfo(
+    "caption_sft": MethodInfo(
+        "supervised fine-tuning on (audio, caption) pairs, the baseline captioner of RLHF",
+        *RLHF_CAPTIONING,
+        summary="Cross-entropy on reference captions; the baseline that RL with a reward model then aligns.",
+        task="audio-captioning",
+    ),
+    "caption_rl": MethodInfo(
+        "RL fine-tuning against a reward model (SCST, RLOO or a PPO-style clipped objective)",
+        *RLHF_CAPTIONING,
+        summary="Sampled captions are rewarded by a CLAP reward model, with a length penalty against reward hacking.",
+        task="audio-captioning",
+        variants={
+            "scst": MethodInfo(
+                "self-critical sequence training (SCST) with a CLAP reward model",
+                *RLHF_CAPTIONING,
+                summary=(
+                    "Per clip, a sampled caption c_s is rewarded relative to the greedy caption c_g: "
+                    "`L = -(R(a, c_s) - R(a, c_g)) * sum_t log p(c_s,t | c_s,<t, a)`, with a length penalty against "
+                    "reward hacking."
+                ),
+            ),
+            "rloo": _RLOO,
+            "ppo": MethodInfo(
+                "a PPO-style clipped policy gradient",
+                "Proximal Policy Optimization Algorithms",
+                "1707.06347",
+                summary=(
+                    "Several clipped-ratio updates per batch, with an optional KL penalty to the frozen reference model."
+                ),
+            ),
+        },
+    ),
+    "caption_grpo": MethodInfo(
+        "TRL's GRPO or RLOO on a decoder-only captioner that reads the audio as speech tokens",
+        "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models",
+        "2402.03300",
+        variants={
+            "grpo": MethodInfo(
+                "Group Relative Policy Optimization (GRPO)",
+                "DeepSeekMath: Pushing the Limits of Mathematical Reasoning in Open Language Models",
+                "2402.03300",
+            ),
+            "rloo": _RLOO,
+        },
+    ),
+    "aligncap_kd": MethodInfo(
+        "knowledge-distillation regularization (AlignCap)",
+        *ALIGNCAP,
+        summary=(
+            "The LLM given text (acoustic prompt and caption prefix) teaches the same LLM with a LoRA adapter given "
+            "speech tokens, over response positions only."
+        ),
+        task="speech-emotion-captioning",
+    ),
+    "aligncap_dpo": MethodInfo(
+        "AlignCap's preference-optimization regularization: Direct Preference Optimization (DPO) through a LoRA adapter",
+        *ALIGNCAP,
+        summary=(
+            "Speech-text alignment by distilling the text-conditioned LLM into the speech-conditioned one, then "
+            "[DPO](https://huggingface.co/papers/2305.18290) on judged caption pairs, both through a LoRA adapter "
+            "(the reference is the policy with its adapter disabled)."
+        ),
+        task="speech-emotion-captioning",
+    ),
+    "reward_weighted_diffusion": MethodInfo(
         "reward-weighted diffusion fine-tuning (BATON)",
         *BATON,
         summary=(
             "`E_data[r(c, x) * ||eps - eps_theta(x_t, c, t)||^2] + beta * E_pretrain[||eps - eps_theta(x_t, c, t)||^2]`, "
             "where r is the binary reward model's score of the (prompt, audio) pair."
+        ),
+        task="text-to-audio",
+    ),
+    "audibility_classifier": MethodInfo(
+        "supervised fine-tuning of a sequence classifier on audible / non-audible sentences",
+        *CLASSIFIER_GUIDED_CAPTIONING,
+        summary=(
+            "Cross-entropy on the two labels; the paper's schedule is AdamW, batch 64, lr 3e-4, 40 epochs, lr x0.1 "
+            "every 10 epochs."
+        ),
+        task="audibility-classification",
+        description=(
+            "A binary text classifier that says whether a sentence describes something audible (label 1) or not "
+            "(label 0). It guides the decoding of audio captioners towards audible captions and scores their "
+            "audibility accuracy."
+        ),
+        limitations=(
+            "Audibility is judged from text alone: the classifier knows nothing of the audio, and it inherits the "
+            "choices of whoever wrote its training sentences (for the LLM-generated sets, the LLM's). It was trained "
+            "on short English sentences; long or non-English captions are out of its distribution."
         ),
     ),
 }
@@ -217,26 +318,18 @@ with torch.no_grad():
         pipeline_tag="zero-shot-audio-classification",
         task_type="zero-shot-audio-classification",
     ),
-}
+    "audibility-classification": TaskInfo(
+        "audibility classification",
+        "transformers",
+        """from hfpref.metrics.audibility import AudibilityClassifier, audibility_accuracy
 
-REWARD_LOSSES: dict[str, dict[str, str]] = {
-    "bt": {
-        "name": "Bradley-Terry loss with a scaled reward difference and L2 regularization",
-        "formula": "L = -log sigmoid(s * (r(a, c_w) - r(a, c_l))) + lambda * ||theta||^2",
-        "paper": "rlhf_captioning",
-    },
-    "bce": {
-        "name": "binary cross-entropy on 0/1 human labels",
-        "formula": "L = -[y * log r(a, c) + (1 - y) * log(1 - r(a, c))]",
-        "paper": "baton",
-    },
-    "mse": {
-        "name": "mean squared error on 0/1 human labels",
-        "formula": "L = (r(a, c) - y)^2",
-        "paper": "baton",
-    },
+classifier = AudibilityClassifier.from_pretrained("{repo_id}")
+print(classifier(["A dog barks while a car passes by", "The wall is painted green"]))  # P(audible)
+# Guide a captioner: hfpref.guidance.guided_captions(captioner, processor, audio, classifier)""",
+        pipeline_tag="text-classification",
+        task_type="text-classification",
+    ),
 }
-_PAPERS = {"rlhf_captioning": RLHF_CAPTIONING, "baton": BATON}
 
 _DEFAULT_TASK_CATEGORIES = {
     "pairwise": ["audio-text-to-text"],
@@ -632,7 +725,8 @@ def render_model_card(
     *,
     repo_id: str,
     method: str,
-    task: str = "audio-captioning",
+    variant: str | None = None,
+    task: str | None = None,
     base_model: str | None = None,
     datasets: str | Sequence[str] | None = None,
     reward_model: str | None = None,
@@ -651,17 +745,22 @@ def render_model_card(
     citation: str | None = None,
 ) -> ModelCard:
     r"""
-    Render the card of a preference-aligned model (captioner, speech-emotion captioner, text-to-audio model).
+    Render the card of a model trained by hfpref (captioner, speech-emotion captioner, text-to-audio model, CLAP,
+    audibility classifier); reward models have their own card, [`render_reward_model_card`].
 
     Args:
         repo_id (`str`):
             Hub model repository, `"user/name"`, used in the quick-start snippet.
         method (`str`):
-            Training method, one of `"scst"`, `"rloo"`, `"ppo"`, `"grpo"`, `"dpo"`, `"kd"`, `"aligncap"`,
-            `"reward_weighted"`; the card names it and links its paper.
-        task (`str`, *optional*, defaults to `"audio-captioning"`):
-            `"audio-captioning"`, `"speech-emotion-captioning"` or `"text-to-audio"`; picks the default snippet and
-            `library_name`.
+            Training method, a key of [`METHODS`] (the name of its `hfpref/trainers/<method>/` folder, e.g.
+            `"caption_rl"`); the card names it and links its paper.
+        variant (`str`, *optional*):
+            The method's loss variant (`"scst"`, `"rloo"` or `"ppo"` for `caption_rl`; `"grpo"` or `"rloo"` for
+            `caption_grpo`): the card then names the variant, links its paper and shows its objective.
+        task (`str`, *optional*):
+            A key of [`TASKS`] (`"audio-captioning"`, `"speech-emotion-captioning"`, `"text-to-audio"`,
+            `"audio-text-retrieval"`, `"audibility-classification"`); picks the default snippet and `library_name`.
+            Defaults to the method's task, else `"audio-captioning"`.
         base_model (`str`, *optional*):
             The model that was fine-tuned: a Hub id goes into the front matter (`base_model`) and is linked; a local
             path is named by its folder only.
@@ -673,7 +772,7 @@ def render_model_card(
         model_name (`str`, *optional*):
             Title; defaults to the repository name.
         description (`str`, *optional*):
-            Opening paragraph.
+            Opening paragraph; defaults to the method's.
         training_args (`Mapping[str, Any]`, *optional*):
             Hyperparameters to list (name -> value); `None` values are skipped.
         metrics (`Mapping[str, Any]`, *optional*):
@@ -687,11 +786,11 @@ def render_model_card(
         language (`str` or `list[str]`, *optional*, defaults to `"en"`):
             Language of the generated text.
         tags (`Sequence[str]`, *optional*):
-            Extra tags; `hfpref`, the method and the task are always added.
+            Extra tags; `hfpref`, the method, its variant and the task are always added.
         library_name (`str`, *optional*), pipeline_tag (`str`, *optional*):
             Override the task's defaults.
         limitations (`str`, *optional*):
-            Limitations section; a default about reward hacking and data bias is used when not given.
+            Limitations section; defaults to the method's, else to a note about reward hacking and data bias.
         citation (`str`, *optional*):
             BibTeX entry.
 
@@ -700,9 +799,14 @@ def render_model_card(
     """
     if method not in METHODS:
         raise ValueError(f"Unknown training method {method!r}; known methods are {sorted(METHODS)}.")
+    if method == "reward_model":
+        raise ValueError("A reward model's card is rendered by render_reward_model_card, not render_model_card.")
+    method_info = METHODS[method]
+    shown = method_info.variant(variant)
+    task = task or method_info.task or "audio-captioning"
     if task not in TASKS:
         raise ValueError(f"Unknown task {task!r}; known tasks are {sorted(TASKS)}.")
-    method_info, task_info = METHODS[method], TASKS[task]
+    task_info = TASKS[task]
     dataset_list = _as_list(datasets)
     card_data = ModelCardData(
         base_model=base_model if is_hub_id(base_model) else None,
@@ -718,14 +822,14 @@ def render_model_card(
         language=language,
         model_name=model_name or repo_id.split("/")[-1],
         pipeline_tag=pipeline_tag or task_info.pipeline_tag,
-        tags=_tags(["hfpref", method.replace("_", "-"), task], tags or []),
+        tags=_tags(["hfpref", method.replace("_", "-")], [variant] if variant else [], [task], tags or []),
     )
     card = ModelCard.from_template(
         card_data,
         template_path=str(template_path("model_card")),
         model_name=card_data.model_name,  # model-index takes it out of the front matter
         repo_id=repo_id,
-        description=description,
+        description=description or method_info.description,
         task_name=task_info.name,
         task_article="an" if task_info.name[0] in "aeiou" else "a",
         dataset_links=_dataset_links(dataset_list),
@@ -733,14 +837,14 @@ def render_model_card(
         base_model_on_hub=is_hub_id(base_model),
         reward_model=_display_name(reward_model) if reward_model else None,
         reward_model_on_hub=is_hub_id(reward_model),
-        method_name=method_info.name,
-        method_summary=method_info.summary,
-        paper_title=method_info.paper_title,
-        paper_url=method_info.paper_url,
+        method_name=shown.name,
+        method_summary=shown.summary,
+        paper_title=shown.paper_title,
+        paper_url=shown.paper_url,
         usage=(usage or task_info.usage.format(repo_id=repo_id)).strip(),
         training_args=_rows(training_args),
         metrics=_metric_rows(metrics),
-        limitations=limitations or _DEFAULT_MODEL_LIMITATIONS,
+        limitations=limitations or method_info.limitations or _DEFAULT_MODEL_LIMITATIONS,
         citation=citation,
         **library_versions(),
     )
@@ -778,7 +882,8 @@ def render_reward_model_card(
             The CLAP checkpoint whose frozen embeddings the model reads: a Hub id is recorded as `base_model` and
             linked; a local folder is named as the reward model's config records it (e.g. `"../clap"`).
         loss_type (`str`, *optional*, defaults to `"bt"`):
-            `"bt"` (Bradley-Terry on pairs, RLHF captioning paper), `"bce"` or `"mse"` (binary labels, BATON).
+            `"bt"` (Bradley-Terry on pairs, RLHF captioning paper), `"bce"` or `"mse"` (binary labels, BATON): the
+            variants of `METHODS["reward_model"]`, whose name, formula and paper the card shows.
         embedding_dim (`int`, *optional*, defaults to `512`):
             Width of each CLAP embedding (audio and text are concatenated).
         datasets (`str` or `Sequence[str]`, *optional*):
@@ -814,10 +919,10 @@ def render_reward_model_card(
     Returns:
         `huggingface_hub.ModelCard`.
     """
-    if loss_type not in REWARD_LOSSES:
-        raise ValueError(f"loss_type={loss_type!r} is not one of {list(REWARD_LOSSES)}.")
-    loss = REWARD_LOSSES[loss_type]
-    paper_title, paper_id = _PAPERS[loss["paper"]]
+    losses = METHODS["reward_model"].variants
+    if loss_type not in losses:
+        raise ValueError(f"loss_type={loss_type!r} is not one of {list(losses)}.")
+    loss = losses[loss_type]
     args = dict(training_args or {})
     if loss_type == "bt":
         loss_note = (
@@ -861,11 +966,11 @@ print(reward_model.score([audio, audio], ["A dog barks while a car passes by", "
         clap_on_hub=is_hub_id(clap_checkpoint),
         embedding_dim=embedding_dim,
         dataset_links=_dataset_links(dataset_list),
-        loss_name=loss["name"][0].upper() + loss["name"][1:],
-        loss_formula=loss["formula"],
+        loss_name=loss.name[0].upper() + loss.name[1:],
+        loss_formula=loss.summary,
         loss_note=loss_note,
-        paper_title=paper_title,
-        paper_url=f"https://huggingface.co/papers/{paper_id}",
+        paper_title=loss.paper_title,
+        paper_url=loss.paper_url,
         usage=(usage or default_usage).strip(),
         training_args=_rows(args),
         metrics=_metric_rows(metrics),

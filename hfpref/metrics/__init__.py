@@ -15,7 +15,6 @@ _SOURCES = {
     "evaluate_sentences": ".captioning",
     "fense_candidate_scores": ".agreement",
     "fleiss_kappa": ".preference",
-    "get_cider_reward": ".rewards",
     "load_sbert_model": ".captioning",
     "pad_references": ".agreement",
     "pairwise_agreement": ".agreement",

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from hfpref.data.completions import completion_text
 from hfpref.metrics.cider import CiderD
+from hfpref.metrics.similarity import clap_similarity
 from hfpref.metrics.tokenization import MetricUnavailableError, java_path, tokenize_captions
 
 
@@ -254,8 +256,6 @@ def _score(
     tokenizer: str = "ptb",
     cider_scorer: CiderD | None = None,
 ) -> tuple[dict[str, float], dict[str, list[float]], dict[str, str]]:
-    from hfpref.rewards.functions import completion_text
-
     candidates = [completion_text(c) for c in candidates]
     references = _as_reference_lists(references)
     if len(candidates) != len(references):
@@ -313,9 +313,7 @@ def _score(
                 if embedder is None or audio is None:
                     skip([name], "needs a CLAP `embedder` and the `audio` of each candidate")
                     continue
-                from hfpref.rewards.functions import get_clap_similarity_reward
-
-                values = get_clap_similarity_reward(embedder)(candidates, audio=audio)
+                values = clap_similarity(embedder, candidates, audio=audio)
             else:
                 if reward_func is None:
                     skip([name], "needs a `reward_func` (e.g. hfpref.rewards.get_reward_model_reward)")

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import linalg
 
+from hfpref.metrics.similarity import row_cosine
 from hfpref.metrics.tokenization import MetricUnavailableError
 
 
@@ -49,9 +50,7 @@ def clap_score(audio: Sequence[np.ndarray], prompts: Sequence[str], embedder) ->
         raise ValueError(f"clap_score: {len(audio)} clips but {len(prompts)} prompts")
     a = np.asarray(embedder.embed_audio(list(audio)), dtype=np.float64)
     t = np.asarray(embedder.embed_text(list(prompts)), dtype=np.float64)
-    a /= np.linalg.norm(a, axis=1, keepdims=True).clip(min=1e-12)
-    t /= np.linalg.norm(t, axis=1, keepdims=True).clip(min=1e-12)
-    return (a * t).sum(axis=1).tolist()
+    return row_cosine(a, t).tolist()
 
 
 def frechet_distance(embeddings_a: np.ndarray, embeddings_b: np.ndarray, eps: float = 1e-6) -> float:

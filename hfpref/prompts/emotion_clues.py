@@ -24,10 +24,6 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 
-from nltk import RegexpParser
-from nltk.tag import RegexpTagger
-from nltk.tokenize import RegexpTokenizer
-from nltk.tree import Tree
 
 from hfpref.prompts.clue_vocabulary import CLUE_CATEGORIES, CLUE_VOCABULARY, MULTIWORD_FORMS, NEGATORS
 
@@ -58,7 +54,12 @@ def clue_category() -> dict[str, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _parser() -> tuple[RegexpTokenizer, RegexpTagger, RegexpParser]:
+def _parser() -> tuple:
+    """nltk's tokenizer, tagger and chunk parser for clues (nltk, the speech extra, is imported on first use)."""
+    from nltk import RegexpParser  # noqa: PLC0415
+    from nltk.tag import RegexpTagger  # noqa: PLC0415
+    from nltk.tokenize import RegexpTokenizer  # noqa: PLC0415
+
     def alternatives(words: Iterable[str]) -> str:
         return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
@@ -114,7 +115,7 @@ def extract_emotion_clues(captions: str | Sequence[str]) -> list[str]:
         if not tokens:
             continue
         for chunk in parser.parse(tagger.tag(tokens)):
-            if isinstance(chunk, Tree) and chunk.label() == "CLUE":
+            if not isinstance(chunk, tuple) and chunk.label() == "CLUE":  # an nltk Tree; untagged words are tuples
                 found.setdefault(surface[chunk[0][0]])
     return list(found)
 

@@ -7,6 +7,7 @@ from hfpref.models.modeling_clap_reward import (
 )
 from hfpref.rewards.functions import (
     REWARD_FUNCTIONS,
+    get_cider_reward,
     get_clap_similarity_reward,
     get_reward_func,
     get_reward_model_reward,
@@ -26,6 +27,7 @@ __all__ = [
     "binary_feedback_loss",
     "bradley_terry_loss",
     "check_clap_pairing",
+    "get_cider_reward",
     "get_clap_similarity_reward",
     "get_reward_func",
     "get_reward_model_reward",

@@ -14,56 +14,19 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from hfpref.data.completions import completion_text
+from hfpref.metrics.cider import CiderD
+from hfpref.metrics.similarity import audio_embeddings, clap_similarity
+from hfpref.metrics.tokenization import MetricUnavailableError, java_path, tokenize_captions
+
 
 RewardFunc = Callable[..., list[float]]
-
-
-def completion_text(completion) -> str:
-    """
-    The text of one completion, standard (`str`) or conversational (a list of messages).
-
-    Example:
-    ```python
-    >>> completion_text([{"role": "assistant", "content": "a dog barks"}])
-    'a dog barks'
-
-    ```
-    """
-    if isinstance(completion, str):
-        return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
-        content = completion[-1].get("content", "")
-        if isinstance(content, list):  # multimodal message parts
-            return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
-        return content
-    raise ValueError(f"completion of type {type(completion).__name__} is neither text nor a list of messages.")
 
 
 def _named(function: RewardFunc, name: str) -> RewardFunc:
     function.__name__ = name
     function.__qualname__ = name
     return function
-
-
-def _audio_embeddings(embedder, n: int, audio=None, audio_embedding=None) -> np.ndarray:
-    """Audio embeddings for a batch: the cached `audio_embedding` column when present, else CLAP on `audio`."""
-    if audio_embedding is not None:
-        vectors = np.asarray(
-            [e.detach().cpu().numpy() if isinstance(e, torch.Tensor) else e for e in audio_embedding], np.float32
-        )
-    elif audio is not None:
-        from hfpref.data.audio import decode_audio
-
-        arrays = [
-            a if isinstance(a, np.ndarray) else decode_audio(a, embedder.sampling_rate, row=i)
-            for i, a in enumerate(audio)
-        ]
-        vectors = embedder.embed_audio(arrays)
-    else:
-        raise ValueError("this reward needs an `audio` or `audio_embedding` column; the batch has neither.")
-    if len(vectors) != n:
-        raise ValueError(f"{len(vectors)} audio rows for {n} completions.")
-    return vectors
 
 
 def get_reward_model_reward(reward_model, embedder) -> RewardFunc:
@@ -91,7 +54,7 @@ def get_reward_model_reward(reward_model, embedder) -> RewardFunc:
     @torch.inference_mode()
     def reward_model_reward(completions, audio=None, audio_embedding=None, **kwargs) -> list[float]:
         texts = [completion_text(c) for c in completions]
-        audio_vectors = _audio_embeddings(embedder, len(texts), audio, audio_embedding)
+        audio_vectors = audio_embeddings(embedder, len(texts), audio, audio_embedding)
         text_vectors = embedder.embed_text(texts)
         device = reward_model.device
         out = reward_model(
@@ -115,12 +78,7 @@ def get_clap_similarity_reward(embedder) -> RewardFunc:
     """
 
     def clap_similarity_reward(completions, audio=None, audio_embedding=None, **kwargs) -> list[float]:
-        texts = [completion_text(c) for c in completions]
-        audio_vectors = _audio_embeddings(embedder, len(texts), audio, audio_embedding)
-        text_vectors = embedder.embed_text(texts)
-        audio_vectors = audio_vectors / np.linalg.norm(audio_vectors, axis=-1, keepdims=True).clip(1e-12)
-        text_vectors = text_vectors / np.linalg.norm(text_vectors, axis=-1, keepdims=True).clip(1e-12)
-        return (audio_vectors * text_vectors).sum(-1).astype(float).tolist()
+        return clap_similarity(embedder, [completion_text(c) for c in completions], audio, audio_embedding)
 
     return _named(clap_similarity_reward, "clap_similarity_reward")
 
@@ -231,16 +189,69 @@ def with_repetition_penalty(reward_func: RewardFunc, beta: float = 0.5, n: int =
 
 
 # The registry the recipes use to turn names from YAML into callables; trainers receive callables.
-def _get_cider_reward(**kwargs) -> RewardFunc:
-    from hfpref.metrics.rewards import get_cider_reward
 
-    return get_cider_reward(**kwargs)
+
+def get_cider_reward(
+    references_corpus: Sequence[Sequence[str]], *, tokenizer: str = "ptb", n: int = 4, sigma: float = 6.0
+) -> RewardFunc:
+    r"""
+    CIDEr-D reward, the self-critical sequence training reward (Rennie et al., https://huggingface.co/papers/1612.00563):
+    each completion scored against its row's `references` column, with idf weights fixed once from a reference corpus.
+
+    The document frequencies must come from a corpus, not from the batch: an RL batch repeats each prompt's
+    references for every sampled completion, and CIDEr-D with the batch as corpus gives every shared n-gram zero
+    weight (a batch of one prompt scores 0 everywhere).
+
+    Args:
+        references_corpus (`Sequence[Sequence[str]]`):
+            The reference lists of the training set (one list per clip), e.g. `train_ds["references"]`.
+        tokenizer (`str`, *optional*, defaults to `"ptb"`):
+            `"ptb"` (the COCO toolkit's Java tokenizer, cached per caption; one Java call per batch for the new
+            completions), or `"simple"` (pure Python, faster, slightly different from PTB).
+        n (`int`, *optional*, defaults to `4`):
+            Largest n-gram order.
+        sigma (`float`, *optional*, defaults to `6.0`):
+            Width of the gaussian length penalty.
+
+    Returns:
+        `Callable`: `cider_d_reward(completions, references, **kwargs) -> list[float]`; `references` arrives as the
+        dataset column of the same name (a list of captions per row, or one caption).
+
+    Raises:
+        [`~hfpref.metrics.MetricUnavailableError`]: with `tokenizer="ptb"` and no Java.
+
+    Example:
+    ```python
+    >>> corpus = [["a dog barks", "a dog is barking"], ["rain falls on a roof", "heavy rain"], ["a car passes"]]
+    >>> reward = get_cider_reward(corpus, tokenizer="simple")
+    >>> [round(r, 3) for r in reward(["a dog barks", "a car"], references=[corpus[0], corpus[0]])]
+    [4.757, 0.0]
+
+    ```
+    """
+    if tokenizer == "ptb" and java_path() is None:
+        raise MetricUnavailableError("java not found: the PTB tokenizer needs Java; pass tokenizer='simple'")
+    corpus = [[refs] if isinstance(refs, str) else list(refs) for refs in references_corpus]
+    flat = tokenize_captions([r for refs in corpus for r in refs], tokenizer)
+    tokens = iter(flat)
+    scorer = CiderD([[next(tokens) for _ in refs] for refs in corpus], n=n, sigma=sigma)
+
+    def cider_d_reward(completions, references, **kwargs) -> list[float]:
+        texts = [completion_text(c) for c in completions]
+        reference_lists = [[refs] if isinstance(refs, str) else list(refs) for refs in references]
+        if len(reference_lists) != len(texts):
+            raise ValueError(f"{len(texts)} completions but {len(reference_lists)} reference lists.")
+        flat = tokenize_captions([*texts, *(r for refs in reference_lists for r in refs)], tokenizer)
+        candidates, rest = flat[: len(texts)], iter(flat[len(texts) :])
+        return scorer.sentence_scores(candidates, [[next(rest) for _ in refs] for refs in reference_lists])
+
+    return _named(cider_d_reward, "cider_d_reward")
 
 
 REWARD_FUNCTIONS: dict[str, Callable[..., RewardFunc]] = {
     "reward_model": get_reward_model_reward,
     "clap_similarity": get_clap_similarity_reward,
-    "cider_d": _get_cider_reward,
+    "cider_d": get_cider_reward,
 }
 
 

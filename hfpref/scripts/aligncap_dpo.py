@@ -11,7 +11,7 @@ import logging
 import os
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-from trl import DPOConfig, ModelConfig
+from trl import ModelConfig
 
 from hfpref.data.loading import load_any_dataset
 from hfpref.data.synthetic.speech_world import speech_emotion_splits
@@ -20,6 +20,7 @@ from hfpref.encoders.speech_tokens import speech_encoder_for, speech_lora_config
 from hfpref.judges.pairs import build_preference_pairs
 from hfpref.judges.registry import get_judge
 from hfpref.scripts.utils import AlignCapDPOScriptArguments, HfprefParser
+from hfpref.trainers.aligncap_dpo.aligncap_dpo_config import AlignCapDPOConfig
 from hfpref.trainers.aligncap_dpo.aligncap_dpo_trainer import aligncap_dpo_trainer, greedy_captions, judge_preference
 from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained, refuse_remote_code
 
@@ -27,7 +28,7 @@ from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained, re
 logger = logging.getLogger(__name__)
 
 
-def main(script_args: AlignCapDPOScriptArguments, training_args: DPOConfig, model_args: ModelConfig):
+def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConfig, model_args: ModelConfig):
     set_seed(training_args.seed)
     refuse_remote_code((training_args, model_args), model_args.model_name_or_path)
     check_pretrained_path(model_args.model_name_or_path, what="model_name_or_path")
@@ -85,7 +86,7 @@ def main(script_args: AlignCapDPOScriptArguments, training_args: DPOConfig, mode
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((AlignCapDPOScriptArguments, DPOConfig, ModelConfig))
+    return HfprefParser((AlignCapDPOScriptArguments, AlignCapDPOConfig, ModelConfig))
 
 
 if __name__ == "__main__":

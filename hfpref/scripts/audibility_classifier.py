@@ -23,7 +23,6 @@ from hfpref.scripts.utils import (
 from hfpref.trainers.audibility_classifier.audibility_classifier_config import AudibilityClassifierConfig
 from hfpref.trainers.audibility_classifier.audibility_classifier_trainer import (
     AudibilityClassifierTrainer,
-    render_audibility_classifier_card,
     tokenize_audibility,
 )
 
@@ -67,22 +66,14 @@ def main(script_args: AudibilityScriptArguments, training_args: AudibilityClassi
     trainer.save_metrics("eval", metrics)
     trainer.save_model(training_args.output_dir)
 
-    card = render_audibility_classifier_card(
-        repo_id=training_args.hub_model_id or training_args.output_dir,
+    card = dict(
         base_model=None if model_args.tiny_classifier else model_args.model_name_or_path,
-        datasets=script_args.dataset_name or "hfpref audibility seed set",
-        training_args={
-            "learning_rate": training_args.learning_rate,
-            "batch_size": training_args.per_device_train_batch_size,
-            "epochs": training_args.num_train_epochs,
-            "lr_decay_every_epochs": training_args.lr_decay_every_epochs,
-            "lr_decay_factor": training_args.lr_decay_factor if training_args.lr_decay_every_epochs else None,
-        },
-        metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
+        dataset_name=script_args.dataset_name or "hfpref audibility seed set",
+        metrics=metrics,
     )
-    card.save(f"{training_args.output_dir}/README.md")
+    trainer.create_model_card(**card)
     if training_args.push_to_hub:
-        trainer.push_to_hub()
+        trainer.push_to_hub(**card)
     return trainer, metrics
 
 

@@ -8,9 +8,8 @@ accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/capt
 
 import logging
 
-from transformers import Seq2SeqTrainer, set_seed
+from transformers import set_seed
 
-from hfpref.hub.cards import render_model_card
 from hfpref.models.captioning import CaptionCollator, encoder_input_name
 from hfpref.scripts.utils import (
     CaptionerArguments,
@@ -19,7 +18,7 @@ from hfpref.scripts.utils import (
     load_caption_splits,
     load_captioner,
 )
-from hfpref.trainers.caption_sft.caption_sft_config import CaptionSFTConfig
+from hfpref.trainers.caption_sft import CaptionSFTConfig, CaptionSFTTrainer
 from hfpref.utils.checks import check_finite_training
 
 
@@ -46,7 +45,7 @@ def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, m
         input_name=encoder_input_name(model),
         max_caption_tokens=training_args.max_caption_tokens,
     )
-    trainer = Seq2SeqTrainer(
+    trainer = CaptionSFTTrainer(
         model=model,
         args=training_args,
         data_collator=collator,
@@ -61,17 +60,14 @@ def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, m
     check_finite_training(trainer.model, trainer.state.log_history, what=training_args.output_dir)
     trainer.save_model(training_args.output_dir)
 
-    card = render_model_card(
-        repo_id=training_args.hub_model_id or training_args.output_dir,
-        method="sft",
+    card = dict(
         base_model=model_args.model_name_or_path,
-        datasets=script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)",
-        training_args={"learning_rate": training_args.learning_rate, "epochs": training_args.num_train_epochs},
-        metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
+        dataset_name=script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)",
+        metrics=metrics,
     )
-    card.save(f"{training_args.output_dir}/README.md")
+    trainer.create_model_card(**card)
     if training_args.push_to_hub:
-        trainer.push_to_hub()
+        trainer.push_to_hub(**card)
     return trainer, metrics
 
 

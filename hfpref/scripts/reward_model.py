@@ -16,6 +16,7 @@ from hfpref.data.loading import check_input_exists
 from hfpref.data.reward_data import has_embeddings, load_reward_splits
 from hfpref.encoders.clap import ClapEmbedder
 from hfpref.encoders.dataset import add_embeddings
+from hfpref.judges.oracle import make_oracle_reward_data
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel, check_clap_pairing
 from hfpref.scripts.utils import HfprefParser, RewardHeadArguments, RewardScriptArguments
 from hfpref.trainers import RewardModelConfig, RewardModelTrainer
@@ -34,7 +35,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
         check_input_exists(head_args.init_from, "the reward model to start from (init_from)")
 
     # Data -> embeddings, through the cache; splits with precomputed embedding columns are used as they are.
-    splits = load_reward_splits(script_args, pairwise=pairwise)
+    splits = load_reward_splits(script_args, pairwise=pairwise, synthetic_data=make_oracle_reward_data)
     to_embed = [name for name, split in splits.items() if not has_embeddings(split, pairwise, f"split {name!r}")]
     embedder = None
     if to_embed:

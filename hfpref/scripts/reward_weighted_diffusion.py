@@ -16,10 +16,10 @@ from transformers import set_seed
 from hfpref.data.audio import decode_audio_column
 from hfpref.data.loading import load_any_dataset
 from hfpref.data.preference import load_binary_feedback
-from hfpref.data.reward_data import make_oracle_feedback
 from hfpref.data.synthetic.audio_world import EVENT_KINDS, make_world
 from hfpref.data.tta_feedback import add_rewards, generated_dataset, load_unlabelled_feedback, mix_feedback
 from hfpref.encoders.clap import ClapEmbedder, load_clap
+from hfpref.judges.oracle import make_oracle_feedback
 from hfpref.metrics.tta import evaluate_tta
 from hfpref.models.tta_pipeline import (
     build_tiny_tta_pipeline,

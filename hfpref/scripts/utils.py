@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 from trl import TrlParser
 
-from hfpref.judges.pairs import REJECTED_MODES
-from hfpref.judges.registry import JUDGES
 from hfpref.models.audibility_classifier import build_tiny_audibility_classifier
 from hfpref.models.captioning import build_tiny_whisper_captioner
 from hfpref.trainers.aligncap_kd.aligncap_kd_config import DEFAULT_INSTRUCTION
@@ -487,6 +485,9 @@ class AlignCapDPOScriptArguments(AlignCapScriptArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        from hfpref.judges.pairs import REJECTED_MODES  # noqa: PLC0415 (the judges need the speech extra)
+        from hfpref.judges.registry import JUDGES  # noqa: PLC0415
+
         if self.judge not in JUDGES:
             raise ValueError(f"judge={self.judge!r} is not one of {list(JUDGES)}")
         if self.rejected not in REJECTED_MODES:
@@ -749,3 +750,46 @@ def load_audibility_classifier(model_args, texts: Iterable[str] | None = None):
         use_safetensors=True,
     )
     return model, tokenizer
+
+
+@dataclass
+class CaptionGRPOScriptArguments(CaptionScriptArguments):
+    r"""
+    Data and reward arguments of `recipes/caption_grpo.py`: the data fields of
+    [`~hfpref.scripts.utils.CaptionScriptArguments`], with the synthetic world as the default source, and the reward
+    fields of [`~hfpref.scripts.utils.CaptionRLScriptArguments`], with the synthetic world's oracle among the rewards.
+
+    Parameters:
+        synthetic_clips (`int`, *optional*):
+            Clips of the synthetic world; when neither this nor `dataset_name` is given, a world of 64 clips.
+        reward_funcs (`list[str]`, *optional*, defaults to `["reward_model"]`):
+            Rewards by name: those of `hfpref.rewards.functions.REWARD_FUNCTIONS`, or `"oracle"`, the synthetic
+            world's judge ([`~hfpref.judges.oracle.get_oracle_reward`]), which reads each clip's true events from the
+            `events` column (offline runs only). The length and repetition penalties wrap the first one.
+        reward_model_name_or_path (`str`, *optional*): a saved CLAP reward model (for `"reward_model"`).
+        clap_model_name_or_path (`str`, *optional*): CLAP for CLAP rewards (default: the reward model's).
+        embedding_cache_dir (`str`, *optional*): CLAP embedding cache (default: `<output_dir>/embedding-cache`).
+        length_penalty_alpha (`float`, *optional*, defaults to `0.4`): length penalty (the paper: 0.4 on AudioCaps).
+        expected_length (`float`, *optional*): `L_exp` in words; default the mean reference length of the data.
+        reward_repetition_penalty (`float`, *optional*):
+            Strength of the repetition penalty on the reward; `None` for none. (`repetition_penalty` is
+            `GRPOConfig`'s, a sampling setting.)
+        tiny_llm (`bool`, *optional*, defaults to `False`):
+            Build a random 2-layer Llama with a tokenizer trained on the training captions instead of loading
+            `model_name_or_path` (offline runs and tests); its weights are seeded by the training `seed`.
+    """
+
+    synthetic_clips: int | None = None
+    reward_funcs: list[str] = field(default_factory=lambda: ["reward_model"])
+    reward_model_name_or_path: str | None = None
+    clap_model_name_or_path: str | None = None
+    embedding_cache_dir: str | None = None
+    length_penalty_alpha: float | None = 0.4
+    expected_length: float | None = None
+    reward_repetition_penalty: float | None = None
+    tiny_llm: bool = False
+
+    def __post_init__(self):
+        if not self.dataset_name and not self.synthetic_clips:
+            self.synthetic_clips = 64
+        super().__post_init__()

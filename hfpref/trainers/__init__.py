@@ -8,14 +8,17 @@ from .._lazy import lazy_exports
 
 
 _SOURCES = {
+    "AlignCapDPOConfig": ".aligncap_dpo",
     "AlignCapDPOTrainer": ".aligncap_dpo",
     "AlignCapKDConfig": ".aligncap_kd",
     "AlignCapKDTrainer": ".aligncap_kd",
     "AudibilityClassifierConfig": ".audibility_classifier",
     "AudibilityClassifierTrainer": ".audibility_classifier",
+    "CaptionGRPOConfig": ".caption_grpo",
     "CaptionRLConfig": ".caption_rl",
     "CaptionRLTrainer": ".caption_rl",
     "CaptionSFTConfig": ".caption_sft",
+    "CaptionSFTTrainer": ".caption_sft",
     "ClapContrastiveCollator": ".clap_contrastive",
     "ClapContrastiveConfig": ".clap_contrastive",
     "ClapContrastiveTrainer": ".clap_contrastive",

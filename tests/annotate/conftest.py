@@ -21,7 +21,7 @@ def judgments_dir(world_dir) -> Path:
     from datasets import load_from_disk
 
     from hfpref.data.synthetic.audio_world import make_caption_variants
-    from hfpref.quickstart import FAIL_BELOW, _oracle_judgments
+    from hfpref.quickstart.preferences import FAIL_BELOW, _oracle_judgments
 
     world = load_from_disk(str(world_dir))
     rng = np.random.default_rng(0)

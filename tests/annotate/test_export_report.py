@@ -211,7 +211,8 @@ def test_unanswered_feedback_rows_stay_in_the_reward_model_pool(tmp_path):
 
 @pytest.fixture(scope="module")
 def oracle_items(tmp_path_factory):
-    from hfpref.data.synthetic.audio_world import make_oracle_preferences, make_world
+    from hfpref.data.synthetic.audio_world import make_world
+    from hfpref.judges.oracle import make_oracle_preferences
 
     world = make_world(24, seed=11, clip_seconds=0.5)
     folder = tmp_path_factory.mktemp("oracle-items")

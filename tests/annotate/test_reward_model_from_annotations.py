@@ -17,8 +17,9 @@ from hfpref.annotate.items import load_items
 from hfpref.annotate.storage import Session
 from hfpref.data.audio import decode_audio
 from hfpref.data.reward_data import load_reward_splits
-from hfpref.data.synthetic.audio_world import make_oracle_preferences, make_world, oracle_prefers, oracle_score
+from hfpref.data.synthetic.audio_world import make_world
 from hfpref.data.tta_feedback import write_feedback_skeleton
+from hfpref.judges.oracle import make_oracle_preferences, oracle_prefers, oracle_score
 from hfpref.rewards import CLAPRewardModel
 from hfpref.scripts.utils import RewardHeadArguments, RewardScriptArguments
 from hfpref.trainers import RewardModelConfig

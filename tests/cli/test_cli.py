@@ -10,7 +10,8 @@ def test_help_lists_the_commands():
     out = subprocess.run(
         [sys.executable, "-m", "hfpref.cli.main", "--help"], capture_output=True, text=True, check=True
     )
-    for command in ["synth", "embed", "eval", "agreement", "quickstart"]:
+    commands = ["synth", "embed", "quickstart", "train", "eval", "agreement", "pairs", "tta-generate"]
+    for command in [*commands, "audibility-data", "annotate"]:
         assert command in out.stdout
 
 

@@ -3,7 +3,7 @@ import shutil
 
 import pytest
 
-from hfpref.cli.metrics import main
+from hfpref.cli.main import main
 
 
 needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="the PTB tokenizer needs Java")

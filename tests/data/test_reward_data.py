@@ -3,29 +3,9 @@ import pytest
 import soundfile as sf
 
 from hfpref.data.fense import attach_audio, load_fense
-from hfpref.data.reward_data import load_reward_splits, make_oracle_feedback
-from hfpref.data.synthetic.audio_world import make_oracle_preferences, make_world, oracle_score
+from hfpref.data.reward_data import load_reward_splits
+from hfpref.judges.oracle import make_oracle_reward_data
 from hfpref.scripts.utils import RewardScriptArguments
-
-
-@pytest.fixture(scope="module")
-def world():
-    return make_world(12, seed=2, clip_seconds=1.0)
-
-
-def test_oracle_preferences_agree_with_the_oracle(world):
-    pairs = make_oracle_preferences(world, seed=0, pairs_per_clip=4)
-    assert 0 < len(pairs) <= 4 * len(world)
-    for chosen, rejected, events in zip(pairs["chosen"], pairs["rejected"], pairs["events"]):
-        assert oracle_score(chosen, events) > oracle_score(rejected, events)
-    assert all("-vs-" in c for c in pairs["category"])
-    assert pairs.features["audio"].decode is False
-    assert make_oracle_preferences(world, seed=0)["chosen"] == pairs["chosen"]  # seeded
-
-
-def test_oracle_feedback_is_balanced_and_labelled_by_the_oracle(world):
-    feedback = make_oracle_feedback(world, seed=0)
-    assert len(feedback) == 2 * len(world) and sum(feedback["label"]) == len(world)
 
 
 def test_attach_audio_finds_clips_by_raw_name_and_youtube_id(fense_dir, tmp_path):
@@ -54,10 +34,14 @@ def test_reward_splits_from_fense_are_split_by_clip_with_negatives(fense_dir, tm
 
 def test_reward_splits_synthetic_pairwise_and_pointwise():
     args = RewardScriptArguments(synthetic_clips=20, synthetic_negatives=True)
-    splits = load_reward_splits(args, pairwise=True)
+    with pytest.raises(ValueError, match="synthetic_clips=20: a judge labels"):
+        load_reward_splits(args, pairwise=True)
+    splits = load_reward_splits(args, pairwise=True, synthetic_data=make_oracle_reward_data)
     assert not set(splits["train"]["clip_id"]) & set(splits["test"]["clip_id"])
     assert "synthetic" in set(splits["train"]["category"]) and "synthetic" not in set(splits["test"]["category"])
-    pointwise = load_reward_splits(RewardScriptArguments(synthetic_clips=20), pairwise=False)
+    pointwise = load_reward_splits(
+        RewardScriptArguments(synthetic_clips=20), pairwise=False, synthetic_data=make_oracle_reward_data
+    )
     assert set(pointwise["train"]["label"]) == {0, 1}
 
 

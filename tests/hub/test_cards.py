@@ -7,7 +7,8 @@ from datasets import Audio, Dataset, DatasetDict
 from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 
 from hfpref.data import preference
-from hfpref.data.preference import push_preference_dataset, split_by_clip
+from hfpref.data.preference import split_by_clip
+from hfpref.hub.datasets import push_preference_dataset
 from hfpref.hub import (
     METHODS,
     TEMPLATES,
@@ -87,11 +88,16 @@ def test_dataset_card_for_text_only_pairs_and_single_split(pairs):
         render_dataset_card(pairs, repo_id="me/x", kind="ranked")
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+MODEL_CARD_METHODS = sorted(set(METHODS) - {"reward_model"})  # the reward model has its own card
+VARIANTS = [(method, variant) for method in sorted(METHODS) for variant in sorted(METHODS[method].variants)]
+
+
+@pytest.mark.parametrize("method", MODEL_CARD_METHODS)
 def test_model_card_renders_for_every_method(method):
     card = render_model_card(
         repo_id="me/captioner",
         method=method,
+        task="audio-captioning",
         base_model="openai/whisper-tiny",
         datasets=["me/dog-prefs", "./local.json"],
         reward_model="me/clap-reward",
@@ -116,16 +122,31 @@ def test_model_card_renders_for_every_method(method):
     assert result["metrics"] == [{"type": "reward", "value": 0.7123, "name": "reward"}]
 
 
+@pytest.mark.parametrize("method, variant", [(m, v) for m, v in VARIANTS if m != "reward_model"])
+def test_model_card_shows_the_variant(method, variant):
+    card = render_model_card(repo_id="me/captioner", method=method, variant=variant)
+    shown, text = METHODS[method].variants[variant], str(card)
+    assert {"hfpref", method.replace("_", "-"), variant} <= set(card.data.tags)
+    assert shown.name in text and f"https://huggingface.co/papers/{shown.paper_id}" in text and shown.summary in text
+
+
 def test_model_card_tasks_and_errors():
-    card = render_model_card(repo_id="me/tta", method="reward_weighted", task="text-to-audio")
+    card = render_model_card(repo_id="me/tta", method="reward_weighted_diffusion", task="text-to-audio")
     assert card.data.library_name == "diffusers" and card.data.pipeline_tag == "text-to-audio"
     assert 'AudioLDMPipeline.from_pretrained("me/tta")' in str(card)
-    card = render_model_card(repo_id="me/sec", method="aligncap", task="speech-emotion-captioning", usage="print(1)")
+    assert render_model_card(repo_id="me/tta", method="reward_weighted_diffusion").data.library_name == "diffusers"
+    card = render_model_card(
+        repo_id="me/sec", method="aligncap_dpo", task="speech-emotion-captioning", usage="print(1)"
+    )
     assert card.data.library_name == "peft" and "```python\nprint(1)\n```" in str(card)
     with pytest.raises(ValueError, match="known methods"):
         render_model_card(repo_id="me/x", method="ppo2")
     with pytest.raises(ValueError, match="known tasks"):
-        render_model_card(repo_id="me/x", method="scst", task="asr")
+        render_model_card(repo_id="me/x", method="caption_rl", variant="scst", task="asr")
+    with pytest.raises(ValueError, match=r"known variants are \['ppo', 'rloo', 'scst'\]"):
+        render_model_card(repo_id="me/x", method="caption_rl", variant="grpo")
+    with pytest.raises(ValueError, match="render_reward_model_card"):
+        render_model_card(repo_id="me/x", method="reward_model")
 
 
 @pytest.mark.parametrize("loss_type, paper", [("bt", "2509.14659"), ("bce", "2402.00744"), ("mse", "2402.00744")])
@@ -144,6 +165,7 @@ def test_reward_model_card(loss_type, paper):
     text = str(card)
     assert 'CLAPRewardModel.from_pretrained("me/clap-reward")' in text and "reward_model.score(" in text
     assert f"https://huggingface.co/papers/{paper}" in text and "| agreement/clotho | 0.75 |" in text
+    assert METHODS["reward_model"].variants[loss_type].paper_id == paper
     assert ("scale s = 10 and lambda = 0.1" in text) == (loss_type == "bt")
     assert data.eval_results[0].metric_value == 0.75 and data.eval_results[0].metric_name == "agreement/clotho"
     with pytest.raises(ValueError, match="is not one of"):
@@ -157,7 +179,8 @@ def test_local_paths_never_become_hub_links_or_base_model(tmp_path):
     local_sft.mkdir(parents=True)
     card = render_model_card(
         repo_id="runs/rl",
-        method="scst",
+        method="caption_rl",
+        variant="scst",
         base_model=str(local_sft),
         reward_model=str(tmp_path / "runs" / "reward"),
         datasets=str(tmp_path / "pairs.jsonl"),
@@ -244,7 +267,9 @@ def test_push_preference_dataset_validates_then_pushes_data_and_card(pairs, monk
 
 
 def test_sbert_sim_says_which_model_next_to_the_value():
-    card = render_model_card(repo_id="me/c", method="scst", metrics={"eval_sbert_sim": 0.61, "eval_bleu_4": 0.2})
+    card = render_model_card(
+        repo_id="me/c", method="caption_rl", variant="scst", metrics={"eval_sbert_sim": 0.61, "eval_bleu_4": 0.2}
+    )
     text = str(card)
     assert (
         "| eval_sbert_sim (Sentence-BERT all-MiniLM-L6-v2 by default; aac-metrics/FENSE use paraphrase-TinyBERT"

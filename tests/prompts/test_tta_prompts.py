@@ -5,7 +5,8 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
-from hfpref.data.synthetic.audio_world import EVENT_KINDS, oracle_score, parse_events
+from hfpref.data.synthetic.audio_world import EVENT_KINDS, parse_events
+from hfpref.judges.oracle import oracle_score
 from hfpref.prompts.tta_prompts import (
     INTEGRITY_CONJUNCTIONS,
     TEMPORAL_CONJUNCTIONS,

@@ -3,12 +3,12 @@ import pytest
 import torch
 
 from hfpref.data.audio import decode_audio
+from hfpref.data.completions import completion_text
 from hfpref.data.synthetic.audio_world import make_world
 from hfpref.encoders.clap import ClapEmbedder
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
 from hfpref.rewards.functions import (
     REWARD_FUNCTIONS,
-    completion_text,
     expected_caption_length,
     get_clap_similarity_reward,
     get_reward_func,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from datasets import Dataset
 from peft import PeftModel
-from trl import DPOConfig, SFTConfig, SFTTrainer
+from trl import SFTConfig, SFTTrainer
 
 from hfpref.data.audio import decode_audio
 from hfpref.data.synthetic.speech_world import EMOTIONS, make_speech_world, speech_caption
@@ -20,6 +20,7 @@ from hfpref.encoders.speech_tokens import (
 )
 from hfpref.judges.base import ClueOverlapJudge
 from hfpref.judges.pairs import build_preference_pairs, completion_ids
+from hfpref.trainers.aligncap_dpo.aligncap_dpo_config import AlignCapDPOConfig
 from hfpref.trainers.aligncap_dpo.aligncap_dpo_trainer import (
     TOKEN_ID_COLUMNS,
     aligncap_dpo_trainer,
@@ -144,7 +145,19 @@ def _dpo_args(output_dir, **overrides):
         gradient_checkpointing=False,
         **CPU,
     )
-    return DPOConfig(output_dir=str(output_dir), **{**settings, **overrides})
+    return AlignCapDPOConfig(output_dir=str(output_dir), **{**settings, **overrides})
+
+
+def test_config_has_the_paper_preset_and_says_what_would_be_valid(tmp_path):
+    args = AlignCapDPOConfig.from_preset("paper", output_dir=str(tmp_path), **CPU)
+    assert (args.learning_rate, args.max_steps, args.beta, args.loss_type) == (5e-7, 1000, 0.1, ["sigmoid"])
+    assert AlignCapDPOConfig.from_preset("paper", output_dir=str(tmp_path), max_steps=5, **CPU).max_steps == 5
+    with pytest.raises(ValueError, match=r"preset='paper_dpo' is not one of \['paper'\]"):
+        AlignCapDPOConfig.from_preset("paper_dpo", output_dir=str(tmp_path))
+    with pytest.raises(ValueError, match=r"beta=0.0 must be a positive number \(the paper: 0.1\)"):
+        AlignCapDPOConfig(output_dir=str(tmp_path), beta=0.0, **CPU)
+    with pytest.raises(ValueError, match="learning_rate=0.0 must be positive"):
+        AlignCapDPOConfig(output_dir=str(tmp_path), learning_rate=0.0, **CPU)
 
 
 SWAP = {"chosen": "rejected", "rejected": "chosen", "chosen_ids": "rejected_ids", "rejected_ids": "chosen_ids"}

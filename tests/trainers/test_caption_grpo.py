@@ -13,14 +13,16 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTraine
 from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer, SFTConfig, SFTTrainer
 
 from hfpref.data.audio import decode_audio
-from hfpref.data.synthetic.audio_world import make_caption_variants, make_world, oracle_score
+from hfpref.data.synthetic.audio_world import make_caption_variants, make_world
 from hfpref.encoders.clap import train_clap_tokenizer
+from hfpref.judges.oracle import get_oracle_reward, oracle_score
 from hfpref.rewards.functions import with_length_penalty
+from hfpref.trainers.caption_grpo import CaptionGRPOConfig
 from hfpref.trainers.caption_grpo.caption_grpo_utils import (
     add_audio_tokens,
     audio_token_prompts,
+    audio_tokenizer_for,
     frame_band_tokens,
-    get_oracle_reward,
     render_speech_tokens,
     speech_token,
 )
@@ -209,6 +211,26 @@ def test_frame_band_tokens_finds_the_band_of_a_tone():
         frame_band_tokens(np.zeros((2, 100)), SAMPLING_RATE)
     with pytest.raises(ValueError, match="min_frequency"):
         frame_band_tokens(noise, 8000, min_frequency=5000)
+
+
+def test_audio_tokenizer_for_reads_the_config(tmp_path):
+    from hfpref.encoders.speech_tokens import build_speech_tokenizer, randomize_codebooks, save_speech_tokenizer
+
+    tokenize_audio, n_codes = audio_tokenizer_for(CaptionGRPOConfig(output_dir=str(tmp_path), n_codes=8, **CPU_ARGS))
+    tone = np.sin(2 * np.pi * 440 * np.arange(SAMPLING_RATE) / SAMPLING_RATE)
+    assert n_codes == 8
+    np.testing.assert_array_equal(tokenize_audio(tone, SAMPLING_RATE), frame_band_tokens(tone, SAMPLING_RATE, 8))
+
+    path = save_speech_tokenizer(randomize_codebooks(build_speech_tokenizer(seed=0)), tmp_path / "speech_tokenizer")
+    args = CaptionGRPOConfig(
+        output_dir=str(tmp_path), speech_tokens="speechtokenizer", speech_tokenizer_path=str(path), **CPU_ARGS
+    )
+    tokenize_audio, n_codes = audio_tokenizer_for(args)
+    codes = tokenize_audio(tone, SAMPLING_RATE)
+    assert n_codes == 64 and len(codes) == 50 and codes.max() < 64  # the tiny SpeechTokenizer: 64 codes, 50 per second
+    args.n_codes = 1024
+    with pytest.raises(ValueError, match="n_codes=1024 but the SpeechTokenizer .* has 64 codes"):
+        audio_tokenizer_for(args)
 
 
 def test_audio_token_prompts_keep_every_column(world, train_dataset):

@@ -177,11 +177,11 @@ def _learning_check(tmp_path, size: dict) -> dict:
     import time
 
     from hfpref.data.audio import decode_audio_column
-    from hfpref.data.reward_data import make_oracle_feedback
     from hfpref.data.synthetic.audio_world import EVENT_KINDS
     from hfpref.data.tta_feedback import add_rewards, generated_dataset, mix_feedback
     from hfpref.encoders.clap import ClapEmbedder
     from hfpref.encoders.dataset import add_embeddings
+    from hfpref.judges.oracle import make_oracle_feedback
     from hfpref.metrics.tta import clap_score
     from hfpref.models.tta_pipeline import fit_vae, generate_audio
     from hfpref.prompts.tta_prompts import build_tta_prompts, world_event_phrases

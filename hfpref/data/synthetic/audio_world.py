@@ -6,8 +6,11 @@ hum, knocking, bells, whistles, engines, rain, buzzers). Each event kind has its
 spectrum and temporal pattern, a set of caption keywords that no other kind shares, and
 a handful of caption phrases. [`make_world`] mixes one to three events per clip in time
 order and writes the true caption, five true paraphrases and the event list beside the
-audio. [`oracle_score`] knows the true events of a clip and grades any caption written in
-the world's vocabulary, which lets it play the human annotator in preference pairs.
+audio. [`caption_for`] writes a caption of given events in the world's vocabulary,
+[`parse_events`] reads the events a caption names, and [`make_caption_variants`] writes the
+kinds of wrong caption a captioner makes. The world's oracle, which knows a clip's true
+events and grades any caption against them in place of a human annotator, is a judge:
+[`~hfpref.judges.oracle.OracleJudge`].
 """
 
 from __future__ import annotations
@@ -412,108 +415,6 @@ def parse_events(caption: str) -> list[str]:
     return mentioned
 
 
-# Weights of the oracle's score: naming what is there matters most, inventing what is
-# not comes next, and getting the order right is worth the rest.
-ORACLE_WEIGHTS = {"recall": 0.5, "precision": 0.3, "order": 0.2}
-
-
-def oracle_details(caption: str, events: Sequence[str]) -> dict:
-    """Grades a caption against the true events of a clip, component by component.
-
-    Args:
-        caption (`str`):
-            Caption to grade, parsed with [`parse_events`].
-        events (`Sequence[str]`):
-            True event kinds of the clip, in temporal order.
-
-    Returns:
-        `dict` with keys:
-            - `recall` (`float`): fraction of true events the caption mentions.
-            - `precision` (`float`): fraction of mentioned events that are true (0 when none is mentioned).
-            - `order` (`float`): fraction of correctly ordered pairs among the matched events; 1 with a
-              single match, 0 with none.
-            - `score` (`float`): `0.5 * recall + 0.3 * precision + 0.2 * order`, see `ORACLE_WEIGHTS`.
-            - `mentioned`, `matched`, `hallucinated`, `missed` (`list[str]`): the event kinds behind them.
-    """
-    true_position = {name: i for i, name in enumerate(events)}
-    mentioned = parse_events(caption)
-    matched = [name for name in mentioned if name in true_position]
-    recall = len(matched) / len(true_position) if true_position else 0.0
-    precision = len(matched) / len(mentioned) if mentioned else 0.0
-    if len(matched) >= 2:
-        pairs = [(a, b) for i, a in enumerate(matched) for b in matched[i + 1 :]]
-        order = sum(true_position[a] < true_position[b] for a, b in pairs) / len(pairs)
-    else:
-        order = float(len(matched))
-    score = (
-        ORACLE_WEIGHTS["recall"] * recall + ORACLE_WEIGHTS["precision"] * precision + ORACLE_WEIGHTS["order"] * order
-    )
-    return {
-        "recall": recall,
-        "precision": precision,
-        "order": order,
-        "score": score,
-        "mentioned": mentioned,
-        "matched": matched,
-        "hallucinated": [name for name in mentioned if name not in true_position],
-        "missed": [name for name in events if name not in mentioned],
-    }
-
-
-def oracle_score(caption: str, events: Sequence[str]) -> float:
-    """Scores a caption in [0, 1] against the true events of a clip, standing in for a human judge.
-
-    The score is `0.5 * recall + 0.3 * precision + 0.2 * order` over the event kinds the caption
-    names (see [`oracle_details`]): a caption naming exactly the true events in their order scores
-    1, an empty caption or one naming only absent events scores 0.
-
-    Args:
-        caption (`str`):
-            Caption to grade.
-        events (`Sequence[str]`):
-            True event kinds of the clip, in temporal order.
-
-    Returns:
-        `float`: the score.
-
-    Example:
-
-    ```python
-    >>> events = ["siren", "clicking"]
-    >>> oracle_score("a siren wails, followed by rapid clicking", events)
-    1.0
-    >>> round(oracle_score("rapid clicking, then a siren wails", events), 3)  # wrong order
-    0.8
-    >>> round(oracle_score("a siren wails", events), 3)  # one event missed
-    0.75
-    >>> oracle_score("", events)
-    0.0
-
-    ```
-    """
-    return oracle_details(caption, events)["score"]
-
-
-def oracle_prefers(caption_a: str, caption_b: str, events: Sequence[str], tol: float = 1e-9) -> int:
-    """Which of two captions the oracle judge prefers.
-
-    Args:
-        caption_a (`str`):
-            First caption.
-        caption_b (`str`):
-            Second caption.
-        events (`Sequence[str]`):
-            True event kinds of the clip, in temporal order.
-        tol (`float`, *optional*, defaults to `1e-9`):
-            Score differences within this are a tie.
-
-    Returns:
-        `int`: `1` if `caption_a` scores higher, `-1` if `caption_b` does, `0` for a tie.
-    """
-    diff = oracle_score(caption_a, events) - oracle_score(caption_b, events)
-    return 0 if abs(diff) <= tol else (1 if diff > 0 else -1)
-
-
 def make_caption_variants(events: Sequence[str], rng: np.random.Generator | None = None) -> dict[str, str]:
     """Degraded captions of a clip, one per kind of mistake, for building preference pairs.
 
@@ -525,7 +426,7 @@ def make_caption_variants(events: Sequence[str], rng: np.random.Generator | None
 
     Returns:
         `dict[str, str]`: caption per variant, only those that apply to `events`:
-            - `"correct"`: a true caption (oracle score 1).
+            - `"correct"`: a true caption (the oracle scores it 1).
             - `"hallucination"`: one absent event inserted at a random position.
             - `"omission"`: one event dropped (needs two or more events).
             - `"swap"`: two adjacent events in the wrong order (needs two or more events).
@@ -715,62 +616,3 @@ def make_world(
     )
     world = datasets.Dataset.from_dict(columns, features=features)
     return ensure_audio_column(world, "audio", sampling_rate=sampling_rate)
-
-
-def make_oracle_preferences(world: datasets.Dataset, *, seed: int = 0, pairs_per_clip: int = 4) -> datasets.Dataset:
-    """Pairwise preference data on a synthetic world, judged by the oracle in place of human annotators.
-
-    For each clip, candidate captions are the degraded variants of [`make_caption_variants`] plus the
-    caption of a random other clip; pairs are drawn among the candidates and the oracle decides which
-    is preferred (ties are dropped, as FENSE drops pairs whose votes sum to 0). Like FENSE's categories,
-    `category` says what the pair compares: `"correct-vs-<mistake>"` or `"<mistake>-vs-<mistake>"`.
-
-    Args:
-        world (`datasets.Dataset`):
-            Output of [`make_world`].
-        seed (`int`, *optional*, defaults to `0`):
-            Seed of the variants and the pairing.
-        pairs_per_clip (`int`, *optional*, defaults to `4`):
-            Most pairs drawn per clip (fewer when a clip has few candidates or ties).
-
-    Returns:
-        `datasets.Dataset` in the pairwise schema: `clip_id`, `audio`, `chosen`, `rejected`, `margin` (oracle
-        score difference), `category`, `events`, `references`.
-
-    Example:
-
-    ```python
-    >>> pairs = make_oracle_preferences(make_world(3, clip_seconds=1.0), seed=0)
-    >>> all(oracle_score(c, e) > oracle_score(r, e) for c, r, e in zip(pairs["chosen"], pairs["rejected"], pairs["events"]))
-    True
-
-    ```
-    """
-    if pairs_per_clip < 1:
-        raise ValueError(f"pairs_per_clip={pairs_per_clip} must be >= 1")
-    if len(world) < 2:
-        raise ValueError(f"make_oracle_preferences needs at least 2 clips (another clip's caption), got {len(world)}")
-    rng = np.random.default_rng(seed)
-    captions = list(world["caption"])
-    rows: dict[str, list] = {k: [] for k in ("row", "chosen", "rejected", "margin", "category")}
-    for i, events in enumerate(world["events"]):
-        candidates = make_caption_variants(events, rng)
-        other = int(rng.integers(len(world) - 1))
-        candidates["other_clip"] = captions[other + (other >= i)]
-        names = list(candidates)
-        pairs = [(a, b) for x, a in enumerate(names) for b in names[x + 1 :]]
-        for k in rng.permutation(len(pairs))[:pairs_per_clip]:
-            a, b = pairs[k]
-            score_a, score_b = oracle_score(candidates[a], events), oracle_score(candidates[b], events)
-            if abs(score_a - score_b) < 1e-9:
-                continue
-            (win, lose), margin = ((a, b) if score_a > score_b else (b, a)), abs(score_a - score_b)
-            rows["row"].append(i)
-            rows["chosen"].append(candidates[win])
-            rows["rejected"].append(candidates[lose])
-            rows["margin"].append(margin)
-            rows["category"].append(f"{win}-vs-{lose}")
-    pairs_ds = world.select(rows.pop("row")).select_columns(["clip_id", "audio", "events", "references"])
-    for name, values in rows.items():
-        pairs_ds = pairs_ds.add_column(name, values)
-    return pairs_ds

@@ -9,8 +9,8 @@ Pairs from [`~hfpref.judges.pairs.build_preference_pairs`] carry the token ids g
 which for a SentencePiece tokenizer (Llama's `"▁A"` becomes `"A"`) or byte-level BPE scores tokens the policy never
 generated.
 
-The paper fine-tunes for about 1k steps at lr 5e-7 ([`PAPER_DPO`], `recipes/aligncap_dpo/config_dpo.yaml`);
-about 50k pairs was its point of diminishing returns.
+The paper fine-tunes for about 1k steps at lr 5e-7 (`AlignCapDPOConfig.from_preset("paper")`,
+`recipes/aligncap_dpo/config_dpo.yaml`); about 50k pairs was its point of diminishing returns.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from hfpref.judges.pairs import generate_candidates
 from hfpref.utils.safe_loading import load_pretrained, refuse_remote_code
 
 
-PAPER_DPO = {"learning_rate": 5e-7, "max_steps": 1000, "beta": 0.1}
 TOKEN_ID_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
 
 logger = logging.getLogger(__name__)
@@ -133,7 +132,8 @@ def aligncap_dpo_trainer(
             (loaded with [`~hfpref.utils.safe_loading.load_pretrained`]: safetensors only, no remote code).
         tokenizer (`PreTrainedTokenizerBase`): its tokenizer, speech tokens included.
         pairs (`datasets.Dataset`): `prompt`, `chosen`, `rejected` rows (checked by [`validate_preference_pairs`]).
-        args (`trl.DPOConfig`): DPO arguments; on CPU set `bf16=False` and `gradient_checkpointing=False`.
+        args ([`~hfpref.trainers.aligncap_dpo.AlignCapDPOConfig`] or `trl.DPOConfig`): DPO arguments; on CPU set
+            `bf16=False` and `gradient_checkpointing=False`.
         peft_config (`peft.LoraConfig`, *optional*): adapter of a plain model (default: `speech_lora_config`).
         eval_pairs (`datasets.Dataset`, *optional*): held-out pairs.
         callbacks (`list`, *optional*): trainer callbacks.

@@ -2,12 +2,14 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from hfpref.trainers.base_config import HfprefConfigMixin
+
 
 DEFAULT_INSTRUCTION = "Describe the speaker's emotion."
 
 
 @dataclass
-class AlignCapKDConfig(TrainingArguments):
+class AlignCapKDConfig(HfprefConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`~hfpref.trainers.aligncap_kd.aligncap_kd_trainer.AlignCapKDTrainer`]: AlignCap's KD-regularization
     ([Liang et al., 2024](https://huggingface.co/papers/2410.19134), section 3.1, eq. 5). Only the parameters specific

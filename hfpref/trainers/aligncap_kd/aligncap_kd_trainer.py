@@ -13,7 +13,6 @@ masked. The teacher is the student's base model with the adapter disabled, so on
 
 from __future__ import annotations
 
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -24,12 +23,13 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from peft import PeftModel, get_peft_model
-from transformers import PreTrainedTokenizerBase, Trainer
+from transformers import PreTrainedTokenizerBase
 
 from hfpref.encoders.audio_tokens import audio_token_prompts
 from hfpref.encoders.speech_tokens import speech_lora_config, speech_token_ids
 from hfpref.prompts.emotion_clues import teacher_prompt
 from hfpref.trainers.aligncap_kd.aligncap_kd_config import DEFAULT_INSTRUCTION, AlignCapKDConfig
+from hfpref.trainers.base_trainer import BaseTrainer
 
 
 def kd_alignment_dataset(
@@ -269,7 +269,7 @@ def kd_loss(
     return temperature**2 * (cross_entropy * mask).sum() / tokens, (kl * mask).sum() / tokens
 
 
-class AlignCapKDTrainer(Trainer):
+class AlignCapKDTrainer(BaseTrainer):
     """
     KD-regularization of a speech-token student against the text-conditioned teacher (AlignCap, eq. 5).
 
@@ -290,7 +290,9 @@ class AlignCapKDTrainer(Trainer):
         callbacks (`list`, *optional*): trainer callbacks.
     """
 
+    _name = "aligncap_kd"
     _tag_names = ["hfpref", "aligncap", "kd", "speech-emotion-captioning"]
+    _card_metric = "eval_kl"
 
     def __init__(
         self,
@@ -402,29 +404,10 @@ class AlignCapKDTrainer(Trainer):
         self.log(metrics)
         return metrics
 
-    def create_model_card(self, model_name=None, dataset_name=None, tags=None, metrics=None, **kwargs):
-        """Write the student's card (from `hub_cards/model_card.md`) to `output_dir/README.md`."""
-        from hfpref.hub.cards import render_model_card
-
-        if not self.is_world_process_zero():
-            return
-        if metrics is None:
-            metrics = next((e for e in reversed(self.state.log_history) if "eval_kl" in e), {})
-        base = self.accelerator.unwrap_model(self.model).get_base_model()
-        card = render_model_card(
-            repo_id=self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
-            method="kd",
-            task="speech-emotion-captioning",
-            base_model=getattr(base.config, "_name_or_path", None) or None,
-            datasets=dataset_name,
-            training_args={
-                "temperature": self.args.temperature,
-                "ce_weight": self.args.ce_weight,
-                "teacher": "separate model" if self.teacher_model is not None else "adapter-disabled base",
-                "learning_rate": self.args.learning_rate,
-            },
-            metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
-            tags=[*self._tag_names, *(tags or [])],
-        )
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        card.save(os.path.join(self.args.output_dir, "README.md"))
+    def _card_training_args(self) -> dict:
+        return {
+            "temperature": self.args.temperature,
+            "ce_weight": self.args.ce_weight,
+            "teacher": "separate model" if self.teacher_model is not None else "adapter-disabled base",
+            "learning_rate": self.args.learning_rate,
+        }

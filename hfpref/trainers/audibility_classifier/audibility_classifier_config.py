@@ -2,6 +2,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from hfpref.trainers.base_config import HfprefConfigMixin
+
 
 # Classifier-Guided Captioning Across Modalities (https://huggingface.co/papers/2501.03183), section IV:
 # DistilBERT, AdamW, batch 64, learning rate 3e-4, 40 epochs, learning rate x0.1 every 10 epochs.
@@ -18,7 +20,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class AudibilityClassifierConfig(TrainingArguments):
+class AudibilityClassifierConfig(HfprefConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`AudibilityClassifierTrainer`], which fine-tunes an `AutoModelForSequenceClassification`
     (DistilBERT by default) to tell audible sentences (label 1) from non-audible ones (label 0). Only the parameters
@@ -44,6 +46,8 @@ class AudibilityClassifierConfig(TrainingArguments):
     ```
     """
 
+    presets = PRESETS
+
     lr_decay_every_epochs: int | None = field(
         default=None, metadata={"help": "Multiply the learning rate by lr_decay_factor every this many epochs."}
     )
@@ -63,10 +67,3 @@ class AudibilityClassifierConfig(TrainingArguments):
         if not 0.0 < self.lr_decay_factor <= 1.0:
             raise ValueError(f"lr_decay_factor={self.lr_decay_factor} must lie in (0, 1]")
         super().__post_init__()
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "AudibilityClassifierConfig":
-        """The paper schedule `preset` (one of `PRESETS`), with `overrides` on top."""
-        if preset not in PRESETS:
-            raise ValueError(f"preset={preset!r} is not one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[preset], **overrides})

@@ -1,13 +1,12 @@
 import math
-from collections.abc import Mapping
-from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers import DataCollatorWithPadding, EvalPrediction, Trainer
+from transformers import DataCollatorWithPadding, EvalPrediction
 
 from hfpref.trainers.audibility_classifier.audibility_classifier_config import AudibilityClassifierConfig
+from hfpref.trainers.base_trainer import BaseTrainer
 
 
 def step_decay_lambda(steps_per_epoch: int, every_epochs: int, factor: float):
@@ -34,11 +33,15 @@ def accuracy_metrics(prediction: EvalPrediction) -> dict[str, float]:
     return {"accuracy": float((predicted == labels).mean()), "predicted_audible": float(predicted.mean())}
 
 
-class AudibilityClassifierTrainer(Trainer):
+class AudibilityClassifierTrainer(BaseTrainer):
     """
     Fine-tunes a 2-label `AutoModelForSequenceClassification` on tokenized (sentence, label) data, thin on
     [`~transformers.Trainer`]: it adds the paper's step schedule (`lr_decay_every_epochs`) and held-out accuracy.
     """
+
+    _name = "audibility_classifier"
+    _tag_names = ["hfpref", "audibility", "audio-captioning", "text-classification"]
+    _card_metric = "eval_accuracy"
 
     def __init__(self, model, args: AudibilityClassifierConfig, *, processing_class, **kwargs):
         kwargs.setdefault("data_collator", DataCollatorWithPadding(processing_class))
@@ -62,6 +65,16 @@ class AudibilityClassifierTrainer(Trainer):
         self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    def _card_training_args(self) -> dict:
+        decay = self.args.lr_decay_every_epochs
+        return {
+            "learning_rate": self.args.learning_rate,
+            "batch_size": self.args.per_device_train_batch_size,
+            "epochs": self.args.num_train_epochs,
+            "lr_decay_every_epochs": decay,
+            "lr_decay_factor": self.args.lr_decay_factor if decay else None,
+        }
+
 
 def tokenize_audibility(dataset: Dataset, tokenizer, max_length: int) -> Dataset:
     """Tokenized `input_ids`/`attention_mask` and `labels` of an audibility dataset (see `load_audibility_dataset`)."""
@@ -71,60 +84,3 @@ def tokenize_audibility(dataset: Dataset, tokenizer, max_length: int) -> Dataset
         return {**encoded, "labels": batch["label"]}
 
     return dataset.map(encode, batched=True, remove_columns=dataset.column_names)
-
-
-def render_audibility_classifier_card(
-    *,
-    repo_id: str,
-    base_model: str | None,
-    datasets: str,
-    training_args: Mapping[str, Any],
-    metrics: Mapping[str, Any],
-):
-    """The classifier's model card, rendered from `hub_cards/model_card.md`."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    from hfpref.hub.cards import _rows, library_versions, template_path
-
-    usage = f"""from hfpref.metrics.audibility import AudibilityClassifier, audibility_accuracy
-
-classifier = AudibilityClassifier.from_pretrained("{repo_id}")
-print(classifier(["A dog barks while a car passes by", "The wall is painted green"]))  # P(audible)
-# Guide a captioner: hfpref.guidance.guided_captions(captioner, processor, audio, classifier)"""
-    card_data = ModelCardData(
-        base_model=base_model,
-        library_name="transformers",
-        language="en",
-        model_name=repo_id.split("/")[-1],
-        pipeline_tag="text-classification",
-        tags=["hfpref", "audibility", "audio-captioning", "text-classification"],
-    )
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(template_path("model_card")),
-        repo_id=repo_id,
-        description=(
-            "A binary text classifier that says whether a sentence describes something audible (label 1) or not "
-            "(label 0). It guides the decoding of audio captioners towards audible captions and scores their "
-            "audibility accuracy."
-        ),
-        task_name="audibility classification",
-        task_article="an",
-        dataset_links=f"`{datasets}`",
-        method_name="supervised fine-tuning of a sequence classifier on audible / non-audible sentences",
-        method_summary=(
-            "Cross-entropy on the two labels; the paper's schedule is AdamW, batch 64, lr 3e-4, 40 epochs, lr x0.1 "
-            "every 10 epochs."
-        ),
-        paper_title="Classifier-Guided Captioning Across Modalities",
-        paper_url="https://huggingface.co/papers/2501.03183",
-        usage=usage,
-        training_args=_rows(training_args),
-        metrics=_rows(metrics),
-        limitations=(
-            "Audibility is judged from text alone: the classifier knows nothing of the audio, and it inherits the "
-            "choices of whoever wrote its training sentences (for the LLM-generated sets, the LLM's). It was trained "
-            "on short English sentences; long or non-English captions are out of its distribution."
-        ),
-        **library_versions(),
-    )

@@ -4,32 +4,38 @@ Decoder-only captioners for TRL's GRPOTrainer and RLOOTrainer: audio in as token
 TRL 1.16 trains only causal LMs with GRPO/RLOO and knows nothing about audio. An AlignCap-style captioner
 ([Liang et al., 2024](https://huggingface.co/papers/2410.19134)) fits that mould: the audio is turned into discrete
 speech tokens that are new entries of the LLM's vocabulary (`<st_0>`, `<st_1>`, ...), so a prompt is plain text
-and the LLM's own `generate` does the decoding. This module supplies the three pieces TRL lacks (the first two
-live in [`~hfpref.encoders.audio_tokens`], shared with the SpeechTokenizer wrapper, and are re-exported here):
+and the LLM's own `generate` does the decoding. This module gathers the pieces TRL lacks (the first two live in
+[`~hfpref.encoders.audio_tokens`], shared with the SpeechTokenizer wrapper, the third in
+[`~hfpref.judges.oracle`]; all three are re-exported here):
 
 - [`add_audio_tokens`]: grow the tokenizer and the embedding table by the speech-token vocabulary;
 - [`audio_token_prompts`]: write the `prompt` column (speech tokens + instruction) and keep every other column
   (`audio`, `references`, `events`, ...), which TRL hands to reward functions as keyword arguments;
-- [`get_oracle_reward`]: the synthetic world's judge as a TRL reward, standing in for human judges.
+- [`get_oracle_reward`]: the synthetic world's judge as a TRL reward, standing in for human judges;
+- [`audio_tokenizer_for`]: the speech-token source a [`~hfpref.trainers.caption_grpo.CaptionGRPOConfig`] names.
 
 Any hfpref reward (`hfpref.rewards.functions`) plugs in unchanged, since it already has TRL's signature and reads
-the audio from the `audio` column that travels beside the prompt.
+the audio from the `audio` column that travels beside the prompt. `hfpref/scripts/caption_grpo.py` puts it all
+together with TRL's `GRPOTrainer`.
 
-The real speech tokenizer is SpeechTokenizer's first RVQ layer (the semantic codes, 1024 of them); its wrapper is
-built in a later issue. [`frame_band_tokens`] is a cheap deterministic stand-in for offline tests and the
-quickstart, not a model of speech.
+The real speech tokenizer is SpeechTokenizer's first RVQ layer (the semantic codes, 1024 of them;
+[`~hfpref.encoders.speech_tokens.SpeechTokenEncoder`]). [`frame_band_tokens`] is a cheap deterministic stand-in
+for offline tests and the quickstart, not a model of speech.
 """
+
+import functools
+from collections.abc import Callable
 
 import numpy as np
 
-from hfpref.data.synthetic.audio_world import oracle_score
 from hfpref.encoders.audio_tokens import add_audio_tokens, audio_token_prompts, render_speech_tokens, speech_token
-from hfpref.rewards.functions import RewardFunc, completion_text
+from hfpref.judges.oracle import get_oracle_reward
 
 
 __all__ = [
     "add_audio_tokens",
     "audio_token_prompts",
+    "audio_tokenizer_for",
     "frame_band_tokens",
     "get_oracle_reward",
     "render_speech_tokens",
@@ -52,8 +58,9 @@ def frame_band_tokens(
     `1 / frames_per_second` seconds (Hann-windowed) gets the band holding most of its energy. It is cheap,
     deterministic and needs no weights, which is all the offline tests ask of it: the codes do carry what the
     synthetic world's events sound like (a hum sits in the lowest bands, a whistle high up). The method itself
-    uses SpeechTokenizer's RVQ-1 codes (50 per second, 1024 codes), whose wrapper comes in a later issue; swap it in
-    through the `tokenize_audio` argument of [`audio_token_prompts`].
+    uses SpeechTokenizer's RVQ-1 codes (50 per second, 1024 codes,
+    [`~hfpref.encoders.speech_tokens.SpeechTokenEncoder`]); swap it in through the `tokenize_audio` argument of
+    [`audio_token_prompts`], or `speech_tokens: speechtokenizer` in the config.
 
     Args:
         waveform (`np.ndarray`):
@@ -105,30 +112,43 @@ def frame_band_tokens(
     return (power[:, keep] @ membership).argmax(axis=1).astype(np.int64)
 
 
-def get_oracle_reward() -> RewardFunc:
+def audio_tokenizer_for(args) -> tuple[Callable[[np.ndarray, int], np.ndarray], int]:
     """
-    The synthetic world's oracle as a TRL reward: [`~hfpref.data.synthetic.audio_world.oracle_score`] of each completion, in [0, 1].
+    The speech-token source a [`~hfpref.trainers.caption_grpo.CaptionGRPOConfig`] names, and its vocabulary size.
 
-    It knows each clip's true events, read from the `events` column TRL passes as a keyword argument, and stands in
-    for human judges in offline tests and the quickstart (a reward model trained on human preferences takes its
-    place on real data).
+    Args:
+        args ([`~hfpref.trainers.caption_grpo.CaptionGRPOConfig`] or alike):
+            Reads `speech_tokens` (`"frame_band"` or `"speechtokenizer"`), `n_codes`, `frames_per_second`,
+            `speech_tokenizer_path` and `speech_tokenizer_weights`.
 
     Returns:
-        `Callable`: `oracle_reward(completions, events, **kwargs) -> list[float]`.
+        `tuple[Callable, int]`: `tokenize_audio(waveform, sampling_rate) -> codes`, the `tokenize_audio` argument of
+        [`audio_token_prompts`], and the number of codes, the `n_codes` of [`add_audio_tokens`].
+
+    Raises:
+        `ValueError`: for an unknown source, or an `n_codes` that is not the SpeechTokenizer checkpoint's codebook size.
 
     Example:
     ```python
-    >>> oracle_reward = get_oracle_reward()
-    >>> completions = ["a siren wails, then rapid clicking", [{"role": "assistant", "content": "a bell rings"}]]
-    >>> oracle_reward(completions, events=[["siren", "clicking"], ["siren"]])
-    [1.0, 0.0]
+    >>> from types import SimpleNamespace
+    >>> args = SimpleNamespace(speech_tokens="frame_band", n_codes=8, frames_per_second=4)
+    >>> tokenize_audio, n_codes = audio_tokenizer_for(args)
+    >>> n_codes, tokenize_audio(np.sin(2 * np.pi * 100 * np.arange(8000) / 16000), 16000).tolist()
+    (8, [1, 1])
 
     ```
     """
+    if args.speech_tokens == "frame_band":
+        n_codes = args.n_codes or 16
+        return functools.partial(frame_band_tokens, n_bands=n_codes, frames_per_second=args.frames_per_second), n_codes
+    if args.speech_tokens == "speechtokenizer":
+        from hfpref.encoders.speech_tokens import SpeechTokenEncoder  # torch models: loaded only when asked for
 
-    def oracle_reward(completions, events, **kwargs) -> list[float]:
-        if len(events) != len(completions):
-            raise ValueError(f"{len(events)} `events` rows for {len(completions)} completions")
-        return [oracle_score(completion_text(c), e) for c, e in zip(completions, events)]
-
-    return oracle_reward
+        encoder = SpeechTokenEncoder.from_pretrained(args.speech_tokenizer_path, args.speech_tokenizer_weights)
+        if args.n_codes is not None and args.n_codes != encoder.codebook_size:
+            raise ValueError(
+                f"n_codes={args.n_codes} but the SpeechTokenizer at {args.speech_tokenizer_path} has "
+                f"{encoder.codebook_size} codes; leave n_codes unset or set it to {encoder.codebook_size}"
+            )
+        return encoder, encoder.codebook_size
+    raise ValueError(f"speech_tokens={args.speech_tokens!r} is not one of ['frame_band', 'speechtokenizer']")

@@ -3,6 +3,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from hfpref.trainers.base_config import AudioConfigMixin
+
 
 LOSS_TYPES = ["scst", "rloo", "ppo"]
 PPO_BASELINES = ["greedy", "loo"]
@@ -25,7 +27,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class CaptionRLConfig(TrainingArguments):
+class CaptionRLConfig(AudioConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`CaptionRLTrainer`]: REINFORCE-style fine-tuning of seq2seq audio captioners.
     Only the parameters specific to it are listed; see [`~transformers.TrainingArguments`] for the rest.
@@ -54,14 +56,17 @@ class CaptionRLConfig(TrainingArguments):
             as TRL's GRPO divides logits by the temperature.
         top_k (`int` or `None`, *optional*, defaults to `None`): restrict sampling to the top-k tokens.
         reward_weights (`list[float]` or `None`, *optional*, defaults to `None`): one weight per reward function.
-        audio_column (`str`, *optional*, defaults to `"audio"`): audio column of the dataset.
         warmup_epochs (`float`, *optional*, defaults to `0.0`): linear warm-up length, in epochs.
         step_decay_every_epochs (`int` or `None`, *optional*, defaults to `None`):
             Multiply the learning rate by `step_decay_gamma` every this many epochs (the paper: 10).
         step_decay_gamma (`float`, *optional*, defaults to `0.1`): step-decay factor.
 
+    The audio is read from `audio_column` ([`~hfpref.trainers.base_config.AudioConfigMixin`]).
+
     Presets: `CaptionRLConfig.from_preset("paper_scst", output_dir=...)`.
     """
+
+    presets = PRESETS
 
     loss_type: str = field(default="scst", metadata={"help": f"One of {LOSS_TYPES}."})
     num_samples: int = field(default=1, metadata={"help": "Sampled captions per clip."})
@@ -74,7 +79,6 @@ class CaptionRLConfig(TrainingArguments):
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_k: int | None = field(default=None, metadata={"help": "Sample from the top-k tokens only."})
     reward_weights: list[float] | None = field(default=None, metadata={"help": "One weight per reward."})
-    audio_column: str = field(default="audio", metadata={"help": "Audio column."})
     warmup_epochs: float = field(default=0.0, metadata={"help": "Linear warm-up, in epochs."})
     step_decay_every_epochs: int | None = field(default=None, metadata={"help": "Step decay period, in epochs."})
     step_decay_gamma: float = field(default=0.1, metadata={"help": "Step decay factor."})
@@ -112,10 +116,3 @@ class CaptionRLConfig(TrainingArguments):
                 "loss_type='ppo' steps the optimizer inside each batch: use gradient_accumulation_steps=1"
             )
         super().__post_init__()
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "CaptionRLConfig":
-        """The paper schedule `preset` (one of `PRESETS`), with `overrides` on top."""
-        if preset not in PRESETS:
-            raise ValueError(f"preset={preset!r} is not one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[preset], **overrides})

@@ -7,7 +7,6 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch.optim.lr_scheduler import LambdaLR
-from transformers import Trainer
 
 from hfpref.models.captioning import (
     CaptionCollator,
@@ -22,6 +21,7 @@ from hfpref.models.captioning import (
     rollout_logits,
     unwrap,
 )
+from hfpref.trainers.base_trainer import BaseTrainer
 from hfpref.trainers.caption_rl.caption_rl_config import CaptionRLConfig
 
 
@@ -126,7 +126,7 @@ def unwrap_peft(model):
     return getattr(model, "module", model)
 
 
-class CaptionRLTrainer(Trainer):
+class CaptionRLTrainer(BaseTrainer):
     """
     RL fine-tuning of seq2seq audio captioners (Whisper-style, `SpeechEncoderDecoderModel`), thin on
     [`~transformers.Trainer`]: SCST as in "Aligning Audio Captions with Human Preferences"
@@ -148,7 +148,9 @@ class CaptionRLTrainer(Trainer):
         peft_config (`peft.PeftConfig`, *optional*): wrap `model` with this adapter config.
     """
 
+    _name = "caption_rl"
     _tag_names = ["hfpref", "caption-rl"]
+    _card_metric = "eval_reward"
 
     def __init__(
         self,
@@ -426,33 +428,15 @@ class CaptionRLTrainer(Trainer):
         self.log(metrics)
         return metrics
 
-    def create_model_card(self, model_name=None, dataset_name=None, tags=None, reward_model=None, metrics=None, **kw):
-        """Write the captioner's card (from `hub_cards/model_card.md`) to `output_dir/README.md`."""
-        import os
+    def _card_variant(self) -> str:
+        return self.args.loss_type
 
-        from hfpref.hub.cards import render_model_card
-
-        if not self.is_world_process_zero():
-            return
-        if metrics is None:
-            metrics = next((e for e in reversed(self.state.log_history) if "eval_reward" in e), {})
-        base = getattr(self.model, "get_base_model", lambda: self.model)()
-        card = render_model_card(
-            repo_id=self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
-            method=self.args.loss_type,
-            base_model=getattr(base.config, "_name_or_path", None) or None,
-            datasets=dataset_name,
-            reward_model=reward_model,
-            training_args={
-                "loss_type": self.args.loss_type,
-                "num_samples": self.args.num_samples,
-                "rewards": ", ".join(self.reward_names),
-                "reward_weights": self.args.reward_weights,
-                "kl_coef": self.args.kl_coef,
-                "learning_rate": self.args.learning_rate,
-            },
-            metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
-            tags=[*self._tag_names, *(tags or [])],
-        )
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        card.save(os.path.join(self.args.output_dir, "README.md"))
+    def _card_training_args(self) -> dict:
+        return {
+            "loss_type": self.args.loss_type,
+            "num_samples": self.args.num_samples,
+            "rewards": ", ".join(self.reward_names),
+            "reward_weights": self.args.reward_weights,
+            "kl_coef": self.args.kl_coef,
+            "learning_rate": self.args.learning_rate,
+        }

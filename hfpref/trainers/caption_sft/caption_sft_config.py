@@ -2,19 +2,21 @@ from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments
 
+from hfpref.trainers.base_config import AudioConfigMixin
+
 
 @dataclass
-class CaptionSFTConfig(Seq2SeqTrainingArguments):
+class CaptionSFTConfig(AudioConfigMixin, Seq2SeqTrainingArguments):
     r"""
     Configuration of supervised captioner training (`recipes/caption_sft.py`), on
     [`~transformers.Seq2SeqTrainingArguments`].
 
     Parameters:
-        audio_column (`str`, *optional*, defaults to `"audio"`): audio column.
         max_caption_tokens (`int`, *optional*, defaults to `64`): captions are truncated to this many tokens.
+
+    The audio is read from `audio_column` ([`~hfpref.trainers.base_config.AudioConfigMixin`]).
     """
 
-    audio_column: str = field(default="audio", metadata={"help": "Audio column."})
     max_caption_tokens: int = field(default=64, metadata={"help": "Longest caption, in tokens."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "The collator picks its own columns."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Initial learning rate."})

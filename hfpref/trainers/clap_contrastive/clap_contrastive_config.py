@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from hfpref.trainers.base_config import AudioConfigMixin
 from hfpref.utils.checks import check_training_arguments
 
 
@@ -9,7 +10,7 @@ LOSS_TYPES = ["symmetric", "model"]
 
 
 @dataclass
-class ClapContrastiveConfig(TrainingArguments):
+class ClapContrastiveConfig(AudioConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`ClapContrastiveTrainer`], which fits or adapts a `transformers` `ClapModel` on (audio,
     caption) pairs with the contrastive objective of LAION-CLAP (https://huggingface.co/papers/2211.06687). Only the
@@ -60,7 +61,6 @@ class ClapContrastiveConfig(TrainingArguments):
     training steps); `logging_steps=10`; `remove_unused_columns=False` (the trainer selects the columns it reads).
     """
 
-    audio_column: str = field(default="audio", metadata={"help": "Column holding the audio."})
     text_column: str = field(default="caption", metadata={"help": "Column holding each clip's caption."})
     references_column: str | None = field(
         default="references",

@@ -18,11 +18,12 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset, LargeList, List, Value
 from datasets import Sequence as SequenceFeature
-from transformers import ClapModel, ClapProcessor, EvalPrediction, Trainer
+from transformers import ClapModel, ClapProcessor, EvalPrediction
 
 from hfpref.data.audio import decode_audio, ensure_audio_column
 from hfpref.encoders.cache import EmbeddingCache
 from hfpref.encoders.clap import _seeded_numpy, _text_max_length, _truncation_for, load_clap
+from hfpref.trainers.base_trainer import BaseTrainer
 from hfpref.trainers.clap_contrastive.clap_contrastive_config import ClapContrastiveConfig
 from hfpref.utils.checks import check_finite_training
 
@@ -263,7 +264,7 @@ def _is_string_list(feature: Any) -> bool:
     return isinstance(inner, Value) and inner.dtype in ("string", "large_string")
 
 
-class ClapContrastiveTrainer(Trainer):
+class ClapContrastiveTrainer(BaseTrainer):
     r"""
     Fits or adapts a `ClapModel` contrastively on (audio, caption) pairs, thin on [`~transformers.Trainer`].
 
@@ -302,7 +303,9 @@ class ClapContrastiveTrainer(Trainer):
             As in [`~transformers.Trainer`].
     """
 
+    _name = "clap_contrastive"
     _tag_names = ["hfpref", "clap", "contrastive"]
+    _card_metric = "eval_loss"
 
     def __init__(
         self,
@@ -511,59 +514,6 @@ class ClapContrastiveTrainer(Trainer):
             self.model, self.state.log_history, what=f"the model for {output_dir or self.args.output_dir}"
         )
         super().save_model(output_dir, _internal_call)
-
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset: str | list[str] | None = None,
-        finetuned_from: str | None = None,
-        tags: str | list[str] | None = None,
-        metrics: dict | None = None,
-        **kwargs,
-    ) -> None:
-        """
-        Write the CLAP's card (from `hub_cards/model_card.md`) to `output_dir/README.md`.
-
-        Args:
-            model_name (`str`, *optional*): Title; defaults to the Hub repository or output folder name.
-            dataset (`str` or `list[str]`, *optional*): Training data (Hub ids are linked).
-            finetuned_from (`str`, *optional*): The CLAP it started from (`base_model` when a Hub id).
-            tags (`str` or `list[str]`, *optional*): Extra tags.
-            metrics (`dict`, *optional*): Results; defaults to the last evaluation's retrieval metrics.
-        """
-        import os
-
-        from hfpref.hub.cards import render_model_card
-
-        if not self.is_world_process_zero():
-            return
-        tags = [tags] if isinstance(tags, str) else list(tags or [])
-        if metrics is None:
-            metrics = next((e for e in reversed(self.state.log_history) if "eval_loss" in e), {})
-        card = render_model_card(
-            repo_id=self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir)),
-            method="clap",
-            task="audio-text-retrieval",
-            base_model=finetuned_from,
-            datasets=dataset,
-            description=(
-                "A CLAP (audio and text encoders with a shared embedding space) whose embeddings hfpref's reward "
-                "models read."
-            ),
-            training_args={
-                "num_train_epochs": self.args.num_train_epochs,
-                "per_device_train_batch_size": self.args.per_device_train_batch_size,
-                "learning_rate": self.args.learning_rate,
-            },
-            metrics={k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-            tags=list(dict.fromkeys([*self._tag_names, *tags])),
-            limitations=(
-                "The embeddings reflect the clips and captions it was trained on; a reward model trained on them is "
-                "only valid with this exact checkpoint (hfpref checks the fingerprint)."
-            ),
-        )
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        card.save(os.path.join(self.args.output_dir, "README.md"))
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if self._metrics and "loss" in logs:

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from hfpref.trainers.base_config import HfprefConfigMixin
 from hfpref.utils.checks import check_training_arguments
 
 
@@ -56,7 +57,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class RewardModelConfig(TrainingArguments):
+class RewardModelConfig(HfprefConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`RewardModelTrainer`], which trains a [`~hfpref.rewards.CLAPRewardModel`] on cached
     embeddings. Only the parameters specific to reward modelling are listed here; see
@@ -88,6 +89,8 @@ class RewardModelConfig(TrainingArguments):
     Presets: `RewardModelConfig.from_preset("paper_pairwise", output_dir=...)` (70 epochs, batch 64) and
     `"paper_binary"` (50 epochs, batch 64, lr 0.01, Adam).
     """
+
+    presets = PRESETS
 
     loss_type: str = field(default="bt", metadata={"help": f"One of {LOSS_TYPES}."})
     bt_scale: float = field(default=10.0, metadata={"help": "Scale s of the reward difference in the BT loss."})
@@ -124,10 +127,3 @@ class RewardModelConfig(TrainingArguments):
     @property
     def pairwise(self) -> bool:
         return self.loss_type == "bt"
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "RewardModelConfig":
-        """The paper schedule `preset` (one of `PRESETS`), with `overrides` on top."""
-        if preset not in PRESETS:
-            raise ValueError(f"preset={preset!r} is not one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[preset], **overrides})

@@ -6,10 +6,12 @@ import numpy as np
 import pyarrow as pa
 import torch
 from datasets import Dataset
-from transformers import EvalPrediction, Trainer
+from transformers import EvalPrediction
 
+from hfpref.hub.cards import render_reward_model_card
 from hfpref.models.modeling_clap_reward import CLAPRewardModel, portable_clap_reference
 from hfpref.rewards.losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
+from hfpref.trainers.base_trainer import BaseTrainer
 from hfpref.trainers.reward_model.reward_model_config import RewardModelConfig
 from hfpref.utils.checks import check_finite_training
 
@@ -135,7 +137,7 @@ def _collate_embeddings(features: dict[str, torch.Tensor] | list[dict[str, torch
     return {column: torch.stack([f[column] for f in features]) for column in features[0]}
 
 
-class RewardModelTrainer(Trainer):
+class RewardModelTrainer(BaseTrainer):
     """
     Trains a [`~hfpref.rewards.CLAPRewardModel`] on cached CLAP embeddings, thin on [`~transformers.Trainer`].
 
@@ -159,7 +161,9 @@ class RewardModelTrainer(Trainer):
             Same columns; a `category` column gets per-category accuracy.
     """
 
+    _name = "reward_model"
     _tag_names = ["hfpref", "reward-model"]
+    _card_metric = "eval_accuracy"
 
     def __init__(
         self,
@@ -318,40 +322,23 @@ class RewardModelTrainer(Trainer):
         )
         super().save_model(output_dir, _internal_call)
 
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | list[str] | None = None,
-        tags: list[str] | None = None,
-        metrics: dict | None = None,
-        **kwargs,
-    ):
-        """Write the reward-model card (from `hub_cards/reward_model_card.md`) to `output_dir/README.md`."""
-        from hfpref.hub.cards import render_reward_model_card
+    def _card_training_args(self) -> dict:
+        return {
+            "loss_type": self.args.loss_type,
+            "bt_scale": self.args.bt_scale,
+            "l2_coef": self.args.l2_coef,
+            "l2_reduction": self.args.l2_reduction,
+            "num_train_epochs": self.args.num_train_epochs,
+            "per_device_train_batch_size": self.args.per_device_train_batch_size,
+            "learning_rate": self.args.learning_rate,
+        }
 
-        if not self.is_world_process_zero():
-            return
+    def _render_card(self, *, base_model=None, reward_model=None, **fields):
+        """The reward-model card (`hub_cards/reward_model_card.md`): the CLAP it reads stands in for a base model."""
         config = self.model.config
-        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
-        if metrics is None:
-            metrics = next((e for e in reversed(self.state.log_history) if "eval_accuracy" in e), {})
-        card = render_reward_model_card(
-            repo_id=repo_id,
+        return render_reward_model_card(
             clap_checkpoint=portable_clap_reference(config.clap_checkpoint, self.args.output_dir) or "unknown",
             loss_type=self.args.loss_type,
             embedding_dim=config.embedding_dim,
-            datasets=[dataset_name] if isinstance(dataset_name, str) else dataset_name,
-            training_args={
-                "loss_type": self.args.loss_type,
-                "bt_scale": self.args.bt_scale,
-                "l2_coef": self.args.l2_coef,
-                "l2_reduction": self.args.l2_reduction,
-                "num_train_epochs": self.args.num_train_epochs,
-                "per_device_train_batch_size": self.args.per_device_train_batch_size,
-                "learning_rate": self.args.learning_rate,
-            },
-            metrics={k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, (int, float))},
-            tags=[*self._tag_names, *(tags or [])],
+            **fields,
         )
-        os.makedirs(self.args.output_dir, exist_ok=True)
-        card.save(os.path.join(self.args.output_dir, "README.md"))

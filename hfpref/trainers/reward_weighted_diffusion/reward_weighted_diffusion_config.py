@@ -2,6 +2,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from hfpref.trainers.base_config import AudioConfigMixin
+
 
 PREDICTION_TYPES = ["epsilon", "v_prediction"]
 
@@ -18,7 +20,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class RewardWeightedDiffusionConfig(TrainingArguments):
+class RewardWeightedDiffusionConfig(AudioConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`RewardWeightedDiffusionTrainer`], BATON's reward-weighted fine-tuning of a text-to-audio
     diffusion UNet. Only the parameters specific to the method are listed; see [`~transformers.TrainingArguments`]
@@ -32,8 +34,6 @@ class RewardWeightedDiffusionConfig(TrainingArguments):
             Batch size of the original-data batches; defaults to `per_device_train_batch_size`.
         reward_column (`str`, *optional*, defaults to `"reward"`):
             Column of the preference data holding the precomputed reward r(c, x) of each (prompt, audio) pair.
-        audio_column (`str`, *optional*, defaults to `"audio"`):
-            Audio column of both datasets.
         text_column (`str`, *optional*, defaults to `"prompt"`):
             Prompt column of the preference data.
         pretrain_text_column (`str`, *optional*, defaults to `"caption"`):
@@ -49,12 +49,16 @@ class RewardWeightedDiffusionConfig(TrainingArguments):
         lora_target_modules (`list[str]`, *optional*, defaults to `["to_q", "to_k", "to_v", "to_out.0"]`):
             UNet modules that get adapters (AudioLDM's attention projections; tiny UNets without attention use
             `["conv1", "conv2"]`).
+
+    The audio of both datasets is read from `audio_column` ([`~hfpref.trainers.base_config.AudioConfigMixin`]).
+    Presets: `RewardWeightedDiffusionConfig.from_preset("paper", output_dir=...)`.
     """
+
+    presets = PRESETS
 
     beta: float = field(default=0.5, metadata={"help": "Weight of the denoising loss on original training data."})
     pretrain_batch_size: int | None = field(default=None, metadata={"help": "Batch size of original-data batches."})
     reward_column: str = field(default="reward", metadata={"help": "Column of precomputed rewards."})
-    audio_column: str = field(default="audio", metadata={"help": "Audio column."})
     text_column: str = field(default="prompt", metadata={"help": "Prompt column of the preference data."})
     pretrain_text_column: str = field(default="caption", metadata={"help": "Caption column of the original data."})
     sample_latents: bool = field(default=True, metadata={"help": "Sample latents from the VAE posterior."})
@@ -86,10 +90,3 @@ class RewardWeightedDiffusionConfig(TrainingArguments):
         if self.use_lora and not self.lora_target_modules:
             raise ValueError("use_lora=True needs lora_target_modules, e.g. ['to_q', 'to_k', 'to_v', 'to_out.0']")
         super().__post_init__()
-
-    @classmethod
-    def from_preset(cls, preset: str, **overrides) -> "RewardWeightedDiffusionConfig":
-        """The paper schedule `preset` (one of `PRESETS`), with `overrides` on top."""
-        if preset not in PRESETS:
-            raise ValueError(f"preset={preset!r} is not one of {sorted(PRESETS)}")
-        return cls(**{**PRESETS[preset], **overrides})

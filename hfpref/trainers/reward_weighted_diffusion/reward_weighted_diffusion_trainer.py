@@ -6,10 +6,10 @@ import numpy as np
 import torch
 from datasets import Dataset
 from diffusers import AudioLDMPipeline, DDPMScheduler
-from transformers import Trainer
 
 from hfpref.data.audio import decode_audio_column
 from hfpref.models.tta_pipeline import encode_prompts, sampling_rate_of, waveform_to_log_mel
+from hfpref.trainers.base_trainer import BaseTrainer
 from hfpref.trainers.reward_weighted_diffusion.reward_weighted_diffusion_config import RewardWeightedDiffusionConfig
 
 
@@ -151,7 +151,7 @@ class _LatentCollator:
         return batch
 
 
-class RewardWeightedDiffusionTrainer(Trainer):
+class RewardWeightedDiffusionTrainer(BaseTrainer):
     """
     BATON's reward-weighted fine-tuning of a text-to-audio diffusion UNet (https://huggingface.co/papers/2402.00744,
     section 3.3), thin on [`~transformers.Trainer`]:
@@ -176,6 +176,7 @@ class RewardWeightedDiffusionTrainer(Trainer):
             `beta > 0`.
     """
 
+    _name = "reward_weighted_diffusion"
     _tag_names = ["hfpref", "text-to-audio", "baton"]
 
     def __init__(
@@ -320,43 +321,14 @@ class RewardWeightedDiffusionTrainer(Trainer):
             unet.save_pretrained(output_dir, safe_serialization=True)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
 
-    def create_model_card(
-        self,
-        model_name: str | None = None,
-        dataset_name: str | list[str] | None = None,
-        base_model: str | None = None,
-        reward_model: str | None = None,
-        metrics: dict | None = None,
-        tags: list[str] | None = None,
-        **kwargs,
-    ):
-        """Write the model card (method `reward_weighted`, task `text-to-audio`) with `metrics` as its evaluation table."""
-        from hfpref.hub.cards import render_model_card
+    def _card_base_model(self) -> str | None:
+        return self.pipeline.name_or_path or None
 
-        if not self.is_world_process_zero():
-            return
-        repo_id = self.args.hub_model_id or model_name or os.path.basename(os.path.abspath(self.args.output_dir))
-        card = render_model_card(
-            repo_id=repo_id,
-            method="reward_weighted",
-            task="text-to-audio",
-            base_model=base_model,
-            datasets=dataset_name,
-            reward_model=reward_model,
-            training_args={
-                "beta": self.args.beta,
-                **(
-                    {"max_steps": self.args.max_steps}
-                    if self.args.max_steps > 0
-                    else {"num_train_epochs": self.args.num_train_epochs}
-                ),
-                "learning_rate": self.args.learning_rate,
-                "per_device_train_batch_size": self.args.per_device_train_batch_size,
-                "optim": getattr(self.args.optim, "value", self.args.optim),
-                "use_lora": self.args.use_lora,
-                "prediction_type": self.prediction_type,
-            },
-            metrics={k: round(float(v), 4) for k, v in (metrics or {}).items() if isinstance(v, (int, float))},
-            tags=[*self._tag_names, *(tags or [])],
-        )
-        card.save(os.path.join(self.args.output_dir, "README.md"))
+    def _card_training_args(self) -> dict:
+        return {
+            "beta": self.args.beta,
+            **super()._card_training_args(),
+            "optim": getattr(self.args.optim, "value", self.args.optim),
+            "use_lora": self.args.use_lora,
+            "prediction_type": self.prediction_type,
+        }

@@ -2,7 +2,8 @@ import shutil
 
 import pytest
 
-from hfpref.metrics import CiderD, MetricUnavailableError, get_cider_reward, tokenize_captions
+from hfpref.metrics import CiderD, MetricUnavailableError, tokenize_captions
+from hfpref.rewards import get_cider_reward
 
 
 CORPUS = [
