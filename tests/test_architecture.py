@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hfpref"
 
 # Lowest first. A module may import modules of its own layer or of a lower one, never of a higher one.
 LAYERS = [
-    {"_lazy", "utils"},
+    {"_lazy", "_version", "utils"},
     {"data"},
     {"encoders", "prompts"},
     {"models"},

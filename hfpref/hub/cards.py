@@ -22,7 +22,7 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from hfpref import __version__ as hfpref_version
+from hfpref._version import __version__
 from hfpref.data.schemas import COLUMN_DESCRIPTIONS, SCHEMAS
 
 
@@ -506,7 +506,7 @@ def _package_version(package: str) -> str:
 def library_versions() -> dict[str, str]:
     """The versions a card's "Framework versions" section lists: hfpref, transformers, torch, datasets, trl, peft."""
     return {
-        "hfpref_version": hfpref_version,
+        "hfpref_version": __version__,
         "transformers_version": _package_version("transformers"),
         "pytorch_version": _package_version("torch"),
         "datasets_version": _package_version("datasets"),
@@ -715,7 +715,7 @@ def render_dataset_card(
         citation=citation,
         limitations=limitations or _DEFAULT_DATASET_LIMITATIONS[kind],
         split_note=split_note,
-        hfpref_version=hfpref_version,
+        hfpref_version=_package_version("hfpref"),
         datasets_version=_package_version("datasets"),
     )
     return validate_card(card)

@@ -24,7 +24,6 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 
-
 from hfpref.prompts.clue_vocabulary import CLUE_CATEGORIES, CLUE_VOCABULARY, MULTIWORD_FORMS, NEGATORS
 
 

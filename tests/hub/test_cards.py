@@ -8,7 +8,6 @@ from huggingface_hub import DatasetCard, DatasetCardData, ModelCard
 
 from hfpref.data import preference
 from hfpref.data.preference import split_by_clip
-from hfpref.hub.datasets import push_preference_dataset
 from hfpref.hub import (
     METHODS,
     TEMPLATES,
@@ -17,6 +16,7 @@ from hfpref.hub import (
     render_reward_model_card,
     template_path,
 )
+from hfpref.hub.datasets import push_preference_dataset
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from hfpref.trainers import RewardWeightedDiffusionConfig
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-CONFIGS = RECIPES / "text_to_audio" / "reward_weighted"
+CONFIGS = RECIPES / "reward_weighted_diffusion"
 
 
 @pytest.fixture(autouse=True)

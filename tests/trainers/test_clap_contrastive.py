@@ -19,7 +19,7 @@ from hfpref.trainers import ClapContrastiveCollator, ClapContrastiveConfig, Clap
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 RECIPE = RECIPES / "clap_contrastive.py"
-CLAP_CONFIGS = sorted((RECIPES / "captioning" / "clap").glob("*.yaml"))
+CLAP_CONFIGS = sorted((RECIPES / "clap_contrastive").glob("*.yaml"))
 
 
 def load_recipe():

@@ -27,6 +27,7 @@ from trl import DPOConfig, DPOTrainer
 from hfpref.encoders.speech_tokens import speech_lora_config, speech_token_ids
 from hfpref.judges.base import Judge
 from hfpref.judges.pairs import generate_candidates
+from hfpref.trainers.base_trainer import BaseTrainer
 from hfpref.utils.safe_loading import load_pretrained, refuse_remote_code
 
 
@@ -77,7 +78,7 @@ def validate_token_ids(pairs: Dataset, tokenizer, max_length: int | None = None)
             )
 
 
-class AlignCapDPOTrainer(DPOTrainer):
+class AlignCapDPOTrainer(BaseTrainer, DPOTrainer):
     """
     TRL's `DPOTrainer`, trained on the token ids the pairs carry (`prompt_ids`, `chosen_ids`, `rejected_ids`, as
     [`~hfpref.judges.pairs.build_preference_pairs`] writes them) instead of re-tokenizing `prompt + chosen`. Pairs
@@ -85,6 +86,7 @@ class AlignCapDPOTrainer(DPOTrainer):
     tokens a model generated).
     """
 
+    _name = "aligncap_dpo"
     _tag_names = ["hfpref", "aligncap", "dpo", "speech-emotion-captioning"]
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
