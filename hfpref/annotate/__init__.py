@@ -1,6 +1,6 @@
 """Collect human preferences on audio: a listening-test app whose answers become preference datasets."""
 
-from hfpref._lazy import lazy_exports
+from .._lazy import lazy_exports
 
 
 # Imported on first use (PEP 562), so that `hfpref --help` stays fast.

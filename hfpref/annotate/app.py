@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
-from hfpref.annotate.storage import ANSWERS, Session, append_answer, check_annotator, check_answer
+from .storage import ANSWERS, Session, append_answer, check_annotator, check_answer
 
 
 logger = logging.getLogger(__name__)

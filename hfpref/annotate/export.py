@@ -21,8 +21,8 @@ from pathlib import Path
 
 from datasets import Dataset, concatenate_datasets
 
-from hfpref.annotate.storage import Session
-from hfpref.data.schemas import validate_dataset
+from ..data.schemas import validate_dataset
+from .storage import Session
 
 
 logger = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ def export_annotations(
     stats["feedback_file"] = str(feedback) if feedback else None
     (session.output_dir / EXPORT_FILE).write_text(json.dumps(stats, indent=2))
     if push_to_hub:
-        from hfpref.hub.datasets import push_preference_dataset
+        from ..hub.datasets import push_preference_dataset
 
         push_preference_dataset(
             dataset,

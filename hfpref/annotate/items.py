@@ -23,8 +23,8 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
-from hfpref.data.audio import ensure_audio_column
-from hfpref.data.loading import load_any_dataset
+from ..data.audio import ensure_audio_column
+from ..data.loading import load_any_dataset
 
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _load_feedback(path: Path) -> Dataset:
     """
     import csv
 
-    from hfpref.data.tta_feedback import load_unlabelled_feedback
+    from ..data.tta_feedback import load_unlabelled_feedback
 
     rows = load_unlabelled_feedback(path)
     if len(rows) == 0:

@@ -15,9 +15,9 @@ from collections import Counter
 
 import numpy as np
 
-from hfpref.annotate.export import CHALLENGING_SHARE, judgments
-from hfpref.annotate.storage import ANSWERS, Session
-from hfpref.metrics.preference import category_counts, fleiss_kappa, win_rate
+from ..metrics.preference import category_counts, fleiss_kappa, win_rate
+from .export import CHALLENGING_SHARE, judgments
+from .storage import ANSWERS, Session
 
 
 def _kappa(rows: list[dict], categories: tuple[str, ...]) -> dict:

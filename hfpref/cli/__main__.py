@@ -2,7 +2,7 @@
 
 import sys
 
-from hfpref.cli.main import main
+from .main import main
 
 
 sys.exit(main())

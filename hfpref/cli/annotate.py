@@ -48,20 +48,20 @@ def add_annotate_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def cmd_annotate(args) -> int:
-    from hfpref.annotate.storage import Session
+    from ..annotate.storage import Session
 
     output_dir = Path(args.output_dir)
     if args.export or args.push_to_hub or args.report:
         if args.items:
             raise SystemExit("hfpref annotate: --export and --report read --output-dir only; leave out --items.")
         if args.export or args.push_to_hub:
-            from hfpref.annotate.export import export_annotations
+            from ..annotate.export import export_annotations
 
             dataset, stats = export_annotations(output_dir, push_to_hub=args.push_to_hub, private=args.private)
             where = f" and pushed to {args.push_to_hub}" if args.push_to_hub else ""
             print(f"Exported {len(dataset)} rows to {output_dir / 'dataset'}{where}: {json.dumps(stats)}")
         if args.report:
-            from hfpref.annotate.report import annotation_report, render_report_markdown
+            from ..annotate.report import annotation_report, render_report_markdown
 
             report = annotation_report(output_dir)
             (output_dir / "report.json").write_text(json.dumps(report, indent=2))
@@ -70,10 +70,10 @@ def cmd_annotate(args) -> int:
             print(json.dumps(report, indent=2) if args.json else markdown)
         return 0
 
-    from hfpref.annotate.app import serve
+    from ..annotate.app import serve
 
     if args.items:
-        from hfpref.annotate.items import load_items
+        from ..annotate.items import load_items
 
         if args.task is None:
             raise SystemExit("hfpref annotate: --items needs --task pairwise or --task binary.")

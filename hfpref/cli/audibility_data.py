@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 import os
 
-from hfpref.cli.utils import positive_int
+from .utils import positive_int
 
 
 def cmd_audibility_data(args) -> int:
-    from hfpref.guidance.audibility_data import LABEL_NAMES, generate_audibility_examples, load_audibility_dataset
+    from ..guidance.audibility_data import LABEL_NAMES, generate_audibility_examples, load_audibility_dataset
 
     api_key = os.environ.get(args.api_key_env)
     if args.api_key_env and not api_key and not args.no_api_key:

@@ -3,7 +3,7 @@
 import json
 import time
 
-from hfpref.cli.utils import positive_int
+from .utils import positive_int
 
 
 def add_synth_parser(subparsers):
@@ -36,7 +36,7 @@ def add_embed_parser(subparsers):
 
 
 def cmd_synth(args) -> int:
-    from hfpref.data.synthetic.audio_world import make_world
+    from ..data.synthetic.audio_world import make_world
 
     world = make_world(args.n_clips, seed=args.seed, sampling_rate=args.sampling_rate)
     world.save_to_disk(args.output_dir)
@@ -53,7 +53,7 @@ def cmd_synth(args) -> int:
 def _load_one_split(name_or_path: str, split: str | None):
     from datasets import DatasetDict
 
-    from hfpref.data.loading import load_any_dataset
+    from ..data.loading import load_any_dataset
 
     dataset = load_any_dataset(name_or_path, split=split)
     if isinstance(dataset, DatasetDict) and len(dataset) == 1:
@@ -64,8 +64,8 @@ def _load_one_split(name_or_path: str, split: str | None):
 
 
 def cmd_embed(args) -> int:
-    from hfpref.encoders.clap import ClapEmbedder
-    from hfpref.encoders.dataset import add_embeddings
+    from ..encoders.clap import ClapEmbedder
+    from ..encoders.dataset import add_embeddings
 
     dataset = _load_one_split(args.dataset, args.split)
     embedder = ClapEmbedder.from_pretrained(args.model, cache_dir=args.cache_dir, batch_size=args.batch_size)

@@ -8,14 +8,14 @@ import argparse
 import logging
 import sys
 
-from hfpref.cli.annotate import add_annotate_parser
-from hfpref.cli.audibility_data import add_audibility_data_parser
-from hfpref.cli.data import add_embed_parser, add_synth_parser
-from hfpref.cli.metrics import add_agreement_parser, add_eval_parser
-from hfpref.cli.pairs import add_pairs_parser
-from hfpref.cli.quickstart import add_quickstart_parser
-from hfpref.cli.train import add_train_parser
-from hfpref.cli.tta import add_tta_generate_parser
+from .annotate import add_annotate_parser
+from .audibility_data import add_audibility_data_parser
+from .data import add_embed_parser, add_synth_parser
+from .metrics import add_agreement_parser, add_eval_parser
+from .pairs import add_pairs_parser
+from .quickstart import add_quickstart_parser
+from .train import add_train_parser
+from .tta import add_tta_generate_parser
 
 
 # In the order of `hfpref --help`: data, the main job, training, evaluation, preference data.

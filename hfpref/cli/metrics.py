@@ -7,8 +7,8 @@ import logging
 import math
 import os
 
-from hfpref.metrics.captioning import CAPTION_METRICS, TEXT_METRICS
-from hfpref.metrics.tokenization import TOKENIZERS
+from ..metrics.captioning import CAPTION_METRICS, TEXT_METRICS
+from ..metrics.tokenization import TOKENIZERS
 
 
 logger = logging.getLogger(__name__)
@@ -48,8 +48,8 @@ def _format_value(value: float) -> str:
 
 
 def cmd_eval(args) -> int:
-    from hfpref.data.loading import load_any_dataset
-    from hfpref.metrics.captioning import evaluate_captions, evaluate_sentences
+    from ..data.loading import load_any_dataset
+    from ..metrics.captioning import evaluate_captions, evaluate_sentences
 
     ds = load_any_dataset(args.captions, split="train")
     missing = [c for c in [args.caption_column, *args.references_column] if c not in ds.column_names]
@@ -75,7 +75,7 @@ def cmd_eval(args) -> int:
     embedder, reward_func, reward_model = None, None, None
     clap_model = args.clap_model
     if args.reward_model:
-        from hfpref.rewards import CLAPRewardModel
+        from ..rewards import CLAPRewardModel
 
         reward_model = CLAPRewardModel.from_pretrained(args.reward_model)
         clap_model = clap_model or reward_model.config.clap_checkpoint
@@ -85,11 +85,11 @@ def cmd_eval(args) -> int:
                 "trained on with --clap-model"
             )
     if clap_model:
-        from hfpref.encoders.clap import ClapEmbedder
+        from ..encoders.clap import ClapEmbedder
 
         embedder = ClapEmbedder.from_pretrained(clap_model, cache_dir=args.cache_dir, show_progress=False)
     if reward_model is not None:
-        from hfpref.rewards import ClapMismatchError, get_reward_model_reward
+        from ..rewards import ClapMismatchError, get_reward_model_reward
 
         try:
             reward_func = get_reward_model_reward(reward_model, embedder)
@@ -114,7 +114,7 @@ def cmd_eval(args) -> int:
                 row = {"caption": caption, **{m: sentences[m][i] for m in sentences if m != "skipped"}}
                 handle.write(json.dumps(row) + "\n")
     if args.audibility_classifier:
-        from hfpref.metrics.audibility import AudibilityClassifier, audibility_accuracy
+        from ..metrics.audibility import AudibilityClassifier, audibility_accuracy
 
         classifier = AudibilityClassifier.from_pretrained(args.audibility_classifier, batch_size=64)
         result["audibility_accuracy"] = audibility_accuracy(candidates, classifier)
@@ -133,9 +133,9 @@ def cmd_eval(args) -> int:
 
 
 def cmd_agreement(args) -> int:
-    from hfpref.data.fense import load_fense
-    from hfpref.metrics.agreement import pairwise_agreement
-    from hfpref.metrics.tokenization import MetricUnavailableError
+    from ..data.fense import load_fense
+    from ..metrics.agreement import pairwise_agreement
+    from ..metrics.tokenization import MetricUnavailableError
 
     ds = load_fense(args.fense, drop_ties=False)
     results, skipped = {}, {}

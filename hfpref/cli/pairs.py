@@ -7,8 +7,8 @@ import json
 import os
 from pathlib import Path
 
-from hfpref.cli.utils import positive_int
-from hfpref.judges.registry import JUDGES, get_judge
+from ..judges.registry import JUDGES, get_judge
+from .utils import positive_int
 
 
 def add_pairs_parser(subparsers) -> argparse.ArgumentParser:
@@ -58,12 +58,12 @@ def add_pairs_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_pairs(args) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from hfpref.data.loading import load_any_dataset
-    from hfpref.data.synthetic.speech_world import make_speech_world
-    from hfpref.encoders.audio_tokens import audio_token_prompts
-    from hfpref.encoders.speech_tokens import SpeechTokenEncoder
-    from hfpref.judges.pairs import build_preference_pairs
-    from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained
+    from ..data.loading import load_any_dataset
+    from ..data.synthetic.speech_world import make_speech_world
+    from ..encoders.audio_tokens import audio_token_prompts
+    from ..encoders.speech_tokens import SpeechTokenEncoder
+    from ..judges.pairs import build_preference_pairs
+    from ..utils.safe_loading import check_pretrained_path, load_pretrained
 
     # Every checkpoint is checked before the (slow) data preparation, so a bad path fails at once.
     check_pretrained_path(args.model, what="--model")

@@ -30,7 +30,7 @@ def add_quickstart_parser(subparsers):
 
 
 def cmd_quickstart(args) -> int:
-    from hfpref.quickstart import run_quickstart, run_quickstart_seeds, write_stage_configs
+    from ..quickstart import run_quickstart, run_quickstart_seeds, write_stage_configs
 
     if args.write_configs:
         for path in write_stage_configs(args.write_configs, output_dir=args.output_dir, seed=args.seed):

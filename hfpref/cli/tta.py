@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from hfpref.cli.utils import positive_int
+from .utils import positive_int
 
 
 logger = logging.getLogger(__name__)
@@ -17,7 +17,7 @@ def read_prompts(path: str | Path) -> list:
     Prompts from a `.txt` file (one per line), a `.json` list, or a `.jsonl` file; JSON rows may be strings or
     objects with `prompt` and optionally `labels`, `order`, `task` (as written by the prompt builder).
     """
-    from hfpref.prompts.tta_prompts import TTAPrompt
+    from ..prompts.tta_prompts import TTAPrompt
 
     path = Path(path)
     if path.suffix.lower() == ".txt":
@@ -51,8 +51,8 @@ def read_prompts(path: str | Path) -> list:
 
 
 def cmd_tta_generate(args) -> int:
-    from hfpref.data.tta_feedback import write_feedback_skeleton
-    from hfpref.models.tta_pipeline import generate_audio, load_tta_pipeline, sampling_rate_of
+    from ..data.tta_feedback import write_feedback_skeleton
+    from ..models.tta_pipeline import generate_audio, load_tta_pipeline, sampling_rate_of
 
     prompts = read_prompts(args.prompts)
     pipeline = load_tta_pipeline(args.pipeline, device=args.device)

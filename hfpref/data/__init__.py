@@ -1,15 +1,15 @@
-from hfpref.data.audio import AudioDecodeError, decode_audio, decode_audio_column, drop_bad_audio, ensure_audio_column
-from hfpref.data.fense import load_fense
-from hfpref.data.loading import load_any_dataset
-from hfpref.data.preference import (
+from .audio import AudioDecodeError, decode_audio, decode_audio_column, drop_bad_audio, ensure_audio_column
+from .fense import load_fense
+from .loading import load_any_dataset
+from .preference import (
     add_synthetic_negatives,
     challenging_split,
     load_binary_feedback,
     load_preference_dataset,
     split_by_clip,
 )
-from hfpref.data.schemas import SCHEMAS, validate_dataset
-from hfpref.data.synthetic import EVENT_KINDS, make_speech_world, make_world
+from .schemas import SCHEMAS, validate_dataset
+from .synthetic import EVENT_KINDS, make_speech_world, make_world
 
 
 __all__ = [

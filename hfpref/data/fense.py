@@ -195,7 +195,7 @@ def attach_audio(ds: Dataset, audio_dir: str | Path, *, skip_missing: bool = Fal
     """
     import logging
 
-    from hfpref.data.audio import ensure_audio_column
+    from .audio import ensure_audio_column
 
     audio_dir = Path(audio_dir).expanduser()
     if not audio_dir.is_dir():

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from datasets import Audio, Dataset, DatasetDict, load_dataset, load_from_disk
 
-from hfpref.data.audio import ensure_audio_column
+from .audio import ensure_audio_column
 
 
 def _without_decoding(ds: Dataset) -> Dataset:
@@ -124,7 +124,7 @@ def check_input_exists(name_or_path: str | Path, what: str) -> None:
 
     ```
     """
-    from hfpref.utils.safe_loading import looks_local
+    from ..utils.safe_loading import looks_local
 
     name = str(name_or_path)
     if Path(name).expanduser().exists() or not looks_local(name):

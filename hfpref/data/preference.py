@@ -23,9 +23,9 @@ from datasets import (
     concatenate_datasets,
 )
 
-from hfpref.data.audio import ensure_audio_column
-from hfpref.data.loading import check_text_data_file, load_any_dataset
-from hfpref.data.schemas import validate_dataset
+from .audio import ensure_audio_column
+from .loading import check_text_data_file, load_any_dataset
+from .schemas import validate_dataset
 
 
 logger = logging.getLogger(__name__)

@@ -6,15 +6,15 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
-from hfpref.data.fense import attach_audio, load_fense
-from hfpref.data.loading import load_any_dataset
-from hfpref.data.preference import (
+from .fense import attach_audio, load_fense
+from .loading import load_any_dataset
+from .preference import (
     add_synthetic_negatives,
     drop_uninformative_rows,
     load_binary_feedback,
     split_by_clip,
 )
-from hfpref.data.schemas import validate_dataset
+from .schemas import validate_dataset
 
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from datasets import Dataset, Value, concatenate_datasets
 
-from hfpref.data.audio import decode_audio_column, encode_wav
+from .audio import decode_audio_column, encode_wav
 
 
 logger = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def generated_dataset(prompts: Sequence[str], audio: Sequence[Sequence[np.ndarra
     Generated clips as an in-memory dataset (`audio` as `Audio(decode=False)` WAV bytes, `prompt`, `prompt_id`,
     `sample`), for scoring with [`add_rewards`] without writing files.
     """
-    from hfpref.data.audio import audio_value, ensure_audio_column
+    from .audio import audio_value, ensure_audio_column
 
     if len(prompts) != len(audio):
         raise ValueError(f"{len(prompts)} prompts but {len(audio)} groups of clips")
@@ -255,7 +255,7 @@ def load_unlabelled_feedback(
     """
     from datasets import Audio
 
-    from hfpref.data.preference import _read_feedback_rows
+    from .preference import _read_feedback_rows
 
     path = Path(path)
     base = Path(base_dir) if base_dir is not None else path.parent

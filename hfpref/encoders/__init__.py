@@ -1,7 +1,7 @@
 """Encoders: the CLAP embedder and its on-disk embedding cache."""
 
-from hfpref.encoders.cache import EmbeddingCache
-from hfpref.encoders.clap import (
+from .cache import EmbeddingCache
+from .clap import (
     DEFAULT_CLAP_CHECKPOINT,
     ClapEmbedder,
     build_tiny_clap,

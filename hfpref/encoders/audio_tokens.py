@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from datasets import Dataset
 
-from hfpref.data.audio import decode_audio
+from ..data.audio import decode_audio
 
 
 def speech_token(code: int, prefix: str = "st") -> str:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from hfpref.utils.records import TMP_SUFFIX, atomic_write_bytes
+from ..utils.records import TMP_SUFFIX, atomic_write_bytes
 
 
 logger = logging.getLogger(__name__)

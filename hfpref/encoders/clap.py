@@ -31,7 +31,7 @@ from transformers import (
     RobertaTokenizerFast,
 )
 
-from hfpref.encoders.cache import EmbeddingCache
+from .cache import EmbeddingCache
 
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def load_clap(
         `tuple[ClapModel, ClapProcessor]`: the model in eval mode and its processor.
     """
     # safetensors only: a pickled checkpoint is never unpickled (laion/clap-htsat-unfused ships model.safetensors).
-    from hfpref.utils.checks import naming_corrupt_checkpoint
+    from ..utils.checks import naming_corrupt_checkpoint
 
     with naming_corrupt_checkpoint(model_name_or_path):
         model = ClapModel.from_pretrained(model_name_or_path, revision=revision, use_safetensors=True)

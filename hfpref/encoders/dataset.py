@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from datasets import Dataset, List, Value
 
-from hfpref.data.audio import decode_audio, ensure_audio_column
+from ..data.audio import decode_audio, ensure_audio_column
 
 
 logger = logging.getLogger(__name__)

@@ -34,8 +34,8 @@ import soxr
 import torch
 from peft import LoraConfig
 
-from hfpref.encoders.audio_tokens import add_audio_tokens, speech_token
-from hfpref.utils.safe_loading import UnsafeCheckpointError
+from ..utils.safe_loading import UnsafeCheckpointError
+from .audio_tokens import add_audio_tokens, speech_token
 
 
 SPEECH_TOKENIZER_SAMPLING_RATE = 16000
@@ -517,7 +517,7 @@ def build_tiny_speech_llm(
     from tokenizers import Tokenizer, processors  # noqa: PLC0415
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: PLC0415
 
-    from hfpref.encoders.clap import train_clap_tokenizer  # noqa: PLC0415
+    from .clap import train_clap_tokenizer  # noqa: PLC0415
 
     if tokenizer_kind not in TOKENIZER_KINDS:
         raise ValueError(f"tokenizer_kind={tokenizer_kind!r} is not one of {list(TOKENIZER_KINDS)}")
@@ -559,7 +559,7 @@ def speech_encoder_for(script_args, train_dataset=None, *, seed: int = 0, save_d
     audio (`script_args.audio_column` of `train_dataset`). A fitted one is saved to `save_directory` when given, so
     that later stages (pairs, DPO) tokenize speech the same way.
     """
-    from hfpref.data.audio import decode_audio  # noqa: PLC0415
+    from ..data.audio import decode_audio  # noqa: PLC0415
 
     if script_args.speech_tokenizer_path is not None:
         return SpeechTokenEncoder.from_pretrained(

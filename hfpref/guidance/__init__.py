@@ -1,6 +1,6 @@
 """Inference-time classifier guidance: audibility-guided decoding of captioners and causal LMs."""
 
-from hfpref._lazy import lazy_exports
+from .._lazy import lazy_exports
 
 
 # Imported on first use (PEP 562), so that `hfpref --help` does not load torch and transformers.

@@ -134,7 +134,7 @@ def load_audibility_dataset(
         if split not in (None, "train"):
             raise ValueError(f"the seed set has a single split 'train'; split={split!r} does not apply")
         return load_seed_set()
-    from hfpref.data.loading import load_any_dataset
+    from ..data.loading import load_any_dataset
 
     data = load_any_dataset(name_or_path, split=split)
     parts = data if isinstance(data, DatasetDict) else {split or "train": data}

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from transformers.cache_utils import Cache, DynamicCache, EncoderDecoderCache
 from transformers.modeling_outputs import BaseModelOutput
 
-from hfpref.guidance.guidance_config import GuidanceConfig
+from .guidance_config import GuidanceConfig
 
 
 @dataclass
@@ -191,7 +191,7 @@ def guided_generate(
     if (input_ids is None) == (encoder_outputs is None):
         raise ValueError("pass input_ids (causal LM) or encoder_outputs (encoder-decoder captioner), not both")
     if encoder_outputs is not None:
-        from hfpref.models.captioning import decoder_special_ids
+        from ..models.captioning import decoder_special_ids
 
         start, eos, pad = decoder_special_ids(model)
         hidden = encoder_outputs.last_hidden_state.detach()
@@ -318,8 +318,8 @@ def guided_captions(
     """
     import numpy as np
 
-    from hfpref.data.audio import decode_audio
-    from hfpref.models.captioning import encode_audio, encoder_input_name, extract_features, ids_to_text
+    from ..data.audio import decode_audio
+    from ..models.captioning import encode_audio, encoder_input_name, extract_features, ids_to_text
 
     feature_extractor, tokenizer = processor.feature_extractor, processor.tokenizer
     rate = feature_extractor.sampling_rate

@@ -1,6 +1,6 @@
 """Hub cards (model, reward model, dataset) rendered from the templates in `hfpref.hub_cards`, and dataset pushes."""
 
-from hfpref.hub.cards import (
+from .cards import (
     METHODS,
     TEMPLATES,
     render_dataset_card,
@@ -8,7 +8,7 @@ from hfpref.hub.cards import (
     render_reward_model_card,
     template_path,
 )
-from hfpref.hub.datasets import push_preference_dataset
+from .datasets import push_preference_dataset
 
 
 __all__ = [

@@ -22,8 +22,8 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from hfpref._version import __version__
-from hfpref.data.schemas import COLUMN_DESCRIPTIONS, SCHEMAS
+from .._version import __version__
+from ..data.schemas import COLUMN_DESCRIPTIONS, SCHEMAS
 
 
 TEMPLATES = ("dataset_card", "model_card", "reward_model_card")
@@ -560,7 +560,7 @@ def _format_value(value: Any) -> str:
 
 def _metric_label(name: str) -> str:
     """A metric's name with what it means where hfpref's differs from the ecosystem's (e.g. `sbert_sim`)."""
-    from hfpref.metrics.captioning import METRIC_NOTES
+    from ..metrics.captioning import METRIC_NOTES
 
     base = name.removeprefix("eval_").split("/")[-1]
     note = METRIC_NOTES.get(base) or next((n for k, n in METRIC_NOTES.items() if base.endswith(f"_{k}")), None)

@@ -2,8 +2,8 @@
 
 from datasets import Dataset, DatasetDict
 
-from hfpref.data.schemas import validate_dataset
-from hfpref.hub.cards import render_dataset_card
+from ..data.schemas import validate_dataset
+from .cards import render_dataset_card
 
 
 def push_preference_dataset(

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hfpref.metrics.emotion import clue_overlap, clue_precision
+from ..metrics.emotion import clue_overlap, clue_precision
 
 
 class JudgeError(RuntimeError):

@@ -18,7 +18,7 @@ import socket
 import urllib.error
 import urllib.request
 
-from hfpref.judges.base import Judge, JudgeError
+from .base import Judge, JudgeError
 
 
 SCORING_PROMPT = """You are an expert annotator of speech emotion captions. A caption should describe how a \

@@ -26,9 +26,9 @@ from collections.abc import Callable, Sequence
 import datasets
 import numpy as np
 
-from hfpref.data.completions import completion_text
-from hfpref.data.synthetic.audio_world import make_caption_variants, make_world, parse_events
-from hfpref.judges.base import Judge, JudgeError
+from ..data.completions import completion_text
+from ..data.synthetic.audio_world import make_caption_variants, make_world, parse_events
+from .base import Judge, JudgeError
 
 
 # Weights of the oracle's score: naming what is there matters most, inventing what is

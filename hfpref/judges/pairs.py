@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 from datasets import Dataset
 
-from hfpref.judges.base import Judge, JudgeError
+from .base import Judge, JudgeError
 
 
 logger = logging.getLogger(__name__)

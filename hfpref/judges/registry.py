@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 
 if TYPE_CHECKING:
-    from hfpref.judges.base import Judge
+    from .base import Judge
 
 
 JUDGES = ("clue_overlap", "reward_model", "llm")
@@ -30,20 +30,20 @@ def get_judge(
     the known ones.
     """
     # Imported here so that building the `hfpref` command line does not load NLTK and the metrics.
-    from hfpref.judges.base import ClueOverlapJudge, RewardModelJudge
-    from hfpref.judges.llm import OpenAIJudge
+    from .base import ClueOverlapJudge, RewardModelJudge
+    from .llm import OpenAIJudge
 
     if name == "clue_overlap":
         return ClueOverlapJudge(clue_mode)
     if name == "reward_model":
         if reward_model_name_or_path is None:
             raise ValueError("judge 'reward_model' needs reward_model_name_or_path")
-        from hfpref.utils.safe_loading import check_pretrained_path  # noqa: PLC0415
+        from ..utils.safe_loading import check_pretrained_path  # noqa: PLC0415
 
         check_pretrained_path(reward_model_name_or_path, what="reward model")
         if clap_model_name_or_path is not None:
             check_pretrained_path(clap_model_name_or_path, what="CLAP model")
-        from hfpref.rewards.functions import build_reward_funcs  # noqa: PLC0415
+        from ..rewards.functions import build_reward_funcs  # noqa: PLC0415
 
         (reward,), _ = build_reward_funcs(
             ["reward_model"],

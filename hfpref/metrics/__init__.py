@@ -1,6 +1,6 @@
 """Captioning metrics, agreement with human judgments, win rates and preference statistics."""
 
-from hfpref._lazy import lazy_exports
+from .._lazy import lazy_exports
 
 
 # Imported on first use (PEP 562), so that `hfpref --help` does not load torch and transformers.

@@ -34,9 +34,9 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from hfpref.data.fense import FENSE_CATEGORIES
-from hfpref.metrics.captioning import evaluate_sentences
-from hfpref.metrics.tokenization import MetricUnavailableError
+from ..data.fense import FENSE_CATEGORIES
+from .captioning import evaluate_sentences
+from .tokenization import MetricUnavailableError
 
 
 FENSE_REFERENCE_COUNT = 4

@@ -43,7 +43,7 @@ class AudibilityClassifier:
         """Load a classifier saved by `hfpref/scripts/audibility_classifier.py` (safetensors, no remote code)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from hfpref.utils.safe_loading import load_pretrained
+        from ..utils.safe_loading import load_pretrained
 
         model = load_pretrained(AutoModelForSequenceClassification, name_or_path)
         return cls(model, load_pretrained(AutoTokenizer, name_or_path), **kwargs)

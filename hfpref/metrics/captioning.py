@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from hfpref.data.completions import completion_text
-from hfpref.metrics.cider import CiderD
-from hfpref.metrics.similarity import clap_similarity
-from hfpref.metrics.tokenization import MetricUnavailableError, java_path, tokenize_captions
+from ..data.completions import completion_text
+from .cider import CiderD
+from .similarity import clap_similarity
+from .tokenization import MetricUnavailableError, java_path, tokenize_captions
 
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from hfpref.metrics.captioning import _as_reference_lists, evaluate_captions
-from hfpref.prompts.emotion_clues import extract_emotion_clues
+from ..prompts.emotion_clues import extract_emotion_clues
+from .captioning import _as_reference_lists, evaluate_captions
 
 
 EMOTION_CAPTION_METRICS = ("bleu_4", "meteor", "rouge_l", "cider_d")

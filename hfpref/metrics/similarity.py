@@ -31,7 +31,7 @@ def audio_embeddings(embedder, n: int, audio=None, audio_embedding=None) -> np.n
             [e.detach().cpu().numpy() if hasattr(e, "detach") else e for e in audio_embedding], np.float32
         )
     elif audio is not None:
-        from hfpref.data.audio import decode_audio
+        from ..data.audio import decode_audio
 
         arrays = [
             a if isinstance(a, np.ndarray) else decode_audio(a, embedder.sampling_rate, row=i)

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from scipy import linalg
 
-from hfpref.metrics.similarity import row_cosine
-from hfpref.metrics.tokenization import MetricUnavailableError
+from .similarity import row_cosine
+from .tokenization import MetricUnavailableError
 
 
 TTA_METRICS = ("clap_score", "frechet_distance", "reward_score")

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
-from hfpref.data.audio import decode_audio
+from ..data.audio import decode_audio
 
 
 def unwrap(model):
@@ -395,7 +395,7 @@ def build_tiny_whisper_captioner(texts: Iterable[str], *, seed: int = 0, clip_se
         WhisperTokenizer,
     )
 
-    from hfpref.encoders.clap import train_clap_tokenizer
+    from ..encoders.clap import train_clap_tokenizer
 
     bpe = train_clap_tokenizer(texts, vocab_size=512, model_max_length=64)
     state = json.loads(bpe.backend_tokenizer.to_str())["model"]

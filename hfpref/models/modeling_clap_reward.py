@@ -180,8 +180,8 @@ class CLAPRewardModel(PreTrainedModel):
                 "CLAPRewardModel loads safetensors checkpoints only; pickled weights are never unpickled."
             )
         kwargs["use_safetensors"] = True
-        from hfpref.data.loading import check_input_exists
-        from hfpref.utils.checks import naming_corrupt_checkpoint
+        from ..data.loading import check_input_exists
+        from ..utils.checks import naming_corrupt_checkpoint
 
         check_input_exists(pretrained_model_name_or_path, "the reward model")
 
@@ -253,7 +253,7 @@ class CLAPRewardModel(PreTrainedModel):
         Returns:
             `list[float]`: rewards in (0, 1).
         """
-        from hfpref.encoders.clap import ClapEmbedder
+        from ..encoders.clap import ClapEmbedder
 
         if len(audio) != len(captions):
             raise ValueError(f"score: {len(audio)} clips but {len(captions)} captions.")

@@ -31,7 +31,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from transformers import ClapModel, ClapTextConfig, ClapTextModelWithProjection, PreTrainedTokenizerBase
 from transformers.audio_utils import mel_filter_bank
 
-from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained
+from ..utils.safe_loading import check_pretrained_path, load_pretrained
 
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 
-from hfpref.prompts.clue_vocabulary import CLUE_CATEGORIES, CLUE_VOCABULARY, MULTIWORD_FORMS, NEGATORS
+from .clue_vocabulary import CLUE_CATEGORIES, CLUE_VOCABULARY, MULTIWORD_FORMS, NEGATORS
 
 
 PROMPT_TEMPLATE_HEAD = "Feeling"

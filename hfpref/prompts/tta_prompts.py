@@ -452,6 +452,6 @@ def world_event_phrases() -> dict[str, tuple[str, ...]]:
 
     ```
     """
-    from hfpref.data.synthetic.audio_world import EVENTS
+    from ..data.synthetic.audio_world import EVENTS
 
     return {name: event.noun_phrases for name, event in EVENTS.items()}

@@ -30,16 +30,16 @@ The package, one module per part of the pipeline (each imports only the ones abo
 The oracle itself is a judge, [`~hfpref.judges.oracle.OracleJudge`].
 """
 
-from hfpref.quickstart.pipeline import run_quickstart, run_quickstart_seeds
-from hfpref.quickstart.preferences import FAIL_BELOW
-from hfpref.quickstart.report import (
+from .pipeline import run_quickstart, run_quickstart_seeds
+from .preferences import FAIL_BELOW
+from .report import (
     SEED_FIGURES,
     TARGETS,
     render_results_markdown,
     render_seeds_markdown,
     summarize_seeds,
 )
-from hfpref.quickstart.stages import (
+from .stages import (
     DEFAULT_OUTPUT_DIR,
     DEFAULT_SIZE,
     SIZES,

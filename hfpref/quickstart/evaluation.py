@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from hfpref.judges.oracle import OracleJudge
-from hfpref.quickstart.preferences import _baseline_judgments
-from hfpref.quickstart.report import _fmt
-from hfpref.quickstart.stages import QuickstartSize, _load_captioner
+from ..judges.oracle import OracleJudge
+from .preferences import _baseline_judgments
+from .report import _fmt
+from .stages import QuickstartSize, _load_captioner
 
 
 def _win_rate(a: list[float], b: list[float]) -> tuple[float | None, int]:
     """Share of a's wins among the non-tie comparisons (`None` when all tie), and how many were non-ties."""
-    from hfpref.metrics.preference import win_rate
+    from ..metrics.preference import win_rate
 
     non_ties = int((np.abs(np.asarray(a, dtype=float) - np.asarray(b, dtype=float)) > 1e-9).sum())
     return (win_rate(a, b, tie_tolerance=1e-9) if non_ties else None), non_ties
@@ -28,12 +28,12 @@ def _win_rate(a: list[float], b: list[float]) -> tuple[float | None, int]:
 def _evaluate(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
     from datasets import load_from_disk
 
-    from hfpref.encoders.clap import ClapEmbedder
-    from hfpref.metrics.captioning import evaluate_captions, evaluate_sentences
-    from hfpref.metrics.preference import weighted_deviation
-    from hfpref.models.captioning import generate_captions
-    from hfpref.rewards import CLAPRewardModel
-    from hfpref.rewards.functions import get_reward_model_reward
+    from ..encoders.clap import ClapEmbedder
+    from ..metrics.captioning import evaluate_captions, evaluate_sentences
+    from ..metrics.preference import weighted_deviation
+    from ..models.captioning import generate_captions
+    from ..rewards import CLAPRewardModel
+    from ..rewards.functions import get_reward_model_reward
 
     test = load_from_disk(str(output_dir / "world"))["test"]
     baseline, processor = _load_captioner(output_dir / "sft")

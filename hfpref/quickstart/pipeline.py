@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hfpref.quickstart.evaluation import _evaluate
-from hfpref.quickstart.preferences import FAIL_BELOW, _preferences
-from hfpref.quickstart.report import (
+from ..utils.records import OutputLock, atomic_write_json
+from .evaluation import _evaluate
+from .preferences import FAIL_BELOW, _preferences
+from .report import (
     SEED_FIGURES,
     TARGETS,
     _plot,
@@ -21,7 +22,7 @@ from hfpref.quickstart.report import (
     render_seeds_markdown,
     summarize_seeds,
 )
-from hfpref.quickstart.stages import (
+from .stages import (
     DEFAULT_OUTPUT_DIR,
     DEFAULT_SIZE,
     QuickstartSize,
@@ -35,7 +36,6 @@ from hfpref.quickstart.stages import (
     _world,
     stage_configs,
 )
-from hfpref.utils.records import OutputLock, atomic_write_json
 
 
 def _peak_rss_mb() -> float:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from hfpref.judges.oracle import OracleJudge
-from hfpref.quickstart.stages import QuickstartSize, _load_captioner
+from ..judges.oracle import OracleJudge
+from .stages import QuickstartSize, _load_captioner
 
 
 # The oracle calls a caption a failure below 0.8 (see [`~hfpref.judges.oracle.oracle_score`]): naming one of two
@@ -47,7 +47,7 @@ def _oracle_judgments(world_split, greedy: list[str], sampled: list[str], fail_b
 def _baseline_judgments(model, processor, split, top_k: int, seed: int) -> list[dict]:
     import torch
 
-    from hfpref.models.captioning import generate_captions
+    from ..models.captioning import generate_captions
 
     audio = list(split["audio"])
     greedy = generate_captions(model, processor, audio, batch_size=64, max_new_tokens=24)
@@ -62,7 +62,7 @@ def _baseline_judgments(model, processor, split, top_k: int, seed: int) -> list[
 def _preferences(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
     from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
 
-    from hfpref.data.preference import add_synthetic_negatives, split_by_clip
+    from ..data.preference import add_synthetic_negatives, split_by_clip
 
     world = load_from_disk(str(output_dir / "world"))["preference"]
     model, processor = _load_captioner(output_dir / "sft")

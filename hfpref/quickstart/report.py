@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from hfpref.quickstart.stages import _log_history
+from .stages import _log_history
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from hfpref.data.loading import QUICKSTART_RECIPES, QUICKSTART_RECORDS, QUICKSTART_STAGE_OUTPUTS, QUICKSTART_STAGES
-from hfpref.utils.records import atomic_write_json, read_json_record
+from ..data.loading import QUICKSTART_RECIPES, QUICKSTART_RECORDS, QUICKSTART_STAGE_OUTPUTS, QUICKSTART_STAGES
+from ..utils.records import atomic_write_json, read_json_record
 
 
 STAGES = QUICKSTART_STAGES
@@ -365,7 +365,7 @@ class _Stages:
 def _world(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
     from datasets import DatasetDict
 
-    from hfpref.data.synthetic.audio_world import make_world
+    from ..data.synthetic.audio_world import make_world
 
     n_total = size.train_clips + size.preference_clips + size.test_clips
     world = make_world(n_total, seed=seed, clip_seconds=float(size.clip_seconds))
@@ -409,7 +409,7 @@ def _run_script(stage: str, config: dict):
 def _clap(config: dict, world_dir: Path) -> dict:
     from datasets import load_from_disk
 
-    from hfpref.trainers.clap_contrastive.clap_contrastive_trainer import retrieval_metrics
+    from ..trainers.clap_contrastive.clap_contrastive_trainer import retrieval_metrics
 
     trainer = _run_script("clap", config)
     test = load_from_disk(str(world_dir))["test"]
@@ -469,6 +469,6 @@ def _rl(config: dict) -> dict:
 
 
 def _load_captioner(path: Path):
-    from hfpref.scripts.utils import CaptionerArguments, load_captioner
+    from ..scripts.utils import CaptionerArguments, load_captioner
 
     return load_captioner(CaptionerArguments(model_name_or_path=str(path)))

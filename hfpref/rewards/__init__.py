@@ -1,11 +1,11 @@
-from hfpref.models.modeling_clap_reward import (
+from ..models.modeling_clap_reward import (
     ClapMismatchError,
     CLAPRewardConfig,
     CLAPRewardModel,
     CLAPRewardOutput,
     check_clap_pairing,
 )
-from hfpref.rewards.functions import (
+from .functions import (
     REWARD_FUNCTIONS,
     get_cider_reward,
     get_clap_similarity_reward,
@@ -15,7 +15,7 @@ from hfpref.rewards.functions import (
     with_length_penalty,
     with_repetition_penalty,
 )
-from hfpref.rewards.losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
+from .losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
 
 
 __all__ = [

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from hfpref.data.completions import completion_text
-from hfpref.metrics.cider import CiderD
-from hfpref.metrics.similarity import audio_embeddings, clap_similarity
-from hfpref.metrics.tokenization import MetricUnavailableError, java_path, tokenize_captions
+from ..data.completions import completion_text
+from ..metrics.cider import CiderD
+from ..metrics.similarity import audio_embeddings, clap_similarity
+from ..metrics.tokenization import MetricUnavailableError, java_path, tokenize_captions
 
 
 RewardFunc = Callable[..., list[float]]
@@ -46,7 +46,7 @@ def get_reward_model_reward(reward_model, embedder) -> RewardFunc:
         [`~hfpref.models.modeling_clap_reward.ClapMismatchError`]: when `embedder` is not the CLAP the reward model
             was trained on (see [`~hfpref.models.modeling_clap_reward.check_clap_pairing`]).
     """
-    from hfpref.models.modeling_clap_reward import check_clap_pairing
+    from ..models.modeling_clap_reward import check_clap_pairing
 
     check_clap_pairing(reward_model, embedder)
     reward_model.eval()
@@ -295,14 +295,14 @@ def build_reward_funcs(
         raise ValueError(f"unknown reward {unknown[0]!r}; known rewards: {sorted(REWARD_FUNCTIONS)}")
     resources: dict = {}
     if "reward_model" in names:
-        from hfpref.models.modeling_clap_reward import CLAPRewardModel
+        from ..models.modeling_clap_reward import CLAPRewardModel
 
         if reward_model_name_or_path is None:
             raise ValueError("the 'reward_model' reward needs reward_model_name_or_path")
         resources["reward_model"] = CLAPRewardModel.from_pretrained(reward_model_name_or_path)
         clap_model_name_or_path = clap_model_name_or_path or resources["reward_model"].config.resolve_clap_checkpoint()
     if {"reward_model", "clap_similarity"} & set(names):
-        from hfpref.encoders.clap import ClapEmbedder
+        from ..encoders.clap import ClapEmbedder
 
         if clap_model_name_or_path is None:
             raise ValueError("CLAP rewards need clap_model_name_or_path")

@@ -10,7 +10,7 @@ from typing import Any
 from huggingface_hub import ModelCard
 from transformers import Trainer
 
-from hfpref.hub.cards import METHODS, render_model_card
+from ..hub.cards import METHODS, render_model_card
 
 
 class BaseTrainer(Trainer):

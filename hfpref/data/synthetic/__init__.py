@@ -8,7 +8,7 @@ The offline synthetic worlds, which stand in for real data when no dataset can b
   (speech-emotion captioning, AlignCap).
 """
 
-from hfpref.data.synthetic.audio_world import (
+from .audio_world import (
     EVENT_KINDS,
     EVENTS,
     caption_for,
@@ -16,7 +16,7 @@ from hfpref.data.synthetic.audio_world import (
     make_world,
     parse_events,
 )
-from hfpref.data.synthetic.speech_world import (
+from .speech_world import (
     EMOTIONS,
     caption_alternatives,
     make_speech_world,

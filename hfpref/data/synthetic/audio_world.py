@@ -24,7 +24,7 @@ import datasets
 import numpy as np
 from scipy import signal
 
-from hfpref.data.audio import audio_value, ensure_audio_column
+from ..audio import audio_value, ensure_audio_column
 
 
 EventGenerator = Callable[[np.random.Generator, float, int], np.ndarray]

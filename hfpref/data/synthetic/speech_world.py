@@ -31,7 +31,7 @@ import datasets
 import numpy as np
 from scipy import signal
 
-from hfpref.data.audio import audio_value, decode_audio, ensure_audio_column
+from ..audio import audio_value, decode_audio, ensure_audio_column
 
 
 EMOTION_PROSODY = {
@@ -325,7 +325,7 @@ def speech_emotion_splits(script_args, seed: int = 0) -> datasets.DatasetDict:
     [`~hfpref.data.loading.load_any_dataset`], or the speech world when it is `None`. A `references` column is added
     (the caption alone) when the dataset has none.
     """
-    from hfpref.data.loading import load_any_dataset  # noqa: PLC0415
+    from ..loading import load_any_dataset  # noqa: PLC0415
 
     if script_args.dataset_name is None:
         world = make_speech_world(

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 from trl import DPOConfig
 
-from hfpref.trainers.base_config import HfprefConfigMixin
+from ..base_config import HfprefConfigMixin
 
 
 # AlignCap (https://huggingface.co/papers/2410.19134), section 5.3: about 1k steps at lr 5e-7; about 50k pairs was the
@@ -35,7 +35,7 @@ class AlignCapDPOConfig(HfprefConfigMixin, DPOConfig):
     presets = PRESETS
 
     def __post_init__(self):
-        from hfpref.utils.checks import check_training_arguments
+        from ...utils.checks import check_training_arguments
 
         check_training_arguments(self)  # a bad YAML stops here, before the pairs are built
         if isinstance(self.beta, bool) or not self.beta > 0:

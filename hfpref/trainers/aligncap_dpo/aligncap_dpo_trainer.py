@@ -24,11 +24,11 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer
 
-from hfpref.encoders.speech_tokens import speech_lora_config, speech_token_ids
-from hfpref.judges.base import Judge
-from hfpref.judges.pairs import generate_candidates
-from hfpref.trainers.base_trainer import BaseTrainer
-from hfpref.utils.safe_loading import load_pretrained, refuse_remote_code
+from ...encoders.speech_tokens import speech_lora_config, speech_token_ids
+from ...judges.base import Judge
+from ...judges.pairs import generate_candidates
+from ...utils.safe_loading import load_pretrained, refuse_remote_code
+from ..base_trainer import BaseTrainer
 
 
 TOKEN_ID_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from hfpref.trainers.base_config import HfprefConfigMixin
+from ..base_config import HfprefConfigMixin
 
 
 DEFAULT_INSTRUCTION = "Describe the speaker's emotion."

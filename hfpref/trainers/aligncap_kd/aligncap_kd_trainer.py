@@ -25,11 +25,11 @@ from datasets import Dataset
 from peft import PeftModel, get_peft_model
 from transformers import PreTrainedTokenizerBase
 
-from hfpref.encoders.audio_tokens import audio_token_prompts
-from hfpref.encoders.speech_tokens import speech_lora_config, speech_token_ids
-from hfpref.prompts.emotion_clues import teacher_prompt
-from hfpref.trainers.aligncap_kd.aligncap_kd_config import DEFAULT_INSTRUCTION, AlignCapKDConfig
-from hfpref.trainers.base_trainer import BaseTrainer
+from ...encoders.audio_tokens import audio_token_prompts
+from ...encoders.speech_tokens import speech_lora_config, speech_token_ids
+from ...prompts.emotion_clues import teacher_prompt
+from ..base_trainer import BaseTrainer
+from .aligncap_kd_config import DEFAULT_INSTRUCTION, AlignCapKDConfig
 
 
 def kd_alignment_dataset(
@@ -223,7 +223,7 @@ def clue_accuracy(model, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, f
     differ in the emotion and the prosody it fixes; `"voice"`, `"pitch"`: two), so only the speech can settle it.
     Chance is one over the number of values; a model that ignores the speech scores the base rate of its favourite.
     """
-    from hfpref.data.synthetic.speech_world import caption_alternatives  # noqa: PLC0415
+    from ...data.synthetic.speech_world import caption_alternatives  # noqa: PLC0415
 
     choices = [caption_alternatives(row, row["caption"], field) for row in dataset]
     return forced_choice_accuracy(

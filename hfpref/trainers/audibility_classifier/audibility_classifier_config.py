@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from hfpref.trainers.base_config import HfprefConfigMixin
+from ..base_config import HfprefConfigMixin
 
 
 # Classifier-Guided Captioning Across Modalities (https://huggingface.co/papers/2501.03183), section IV:

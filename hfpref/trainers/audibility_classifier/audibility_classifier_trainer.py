@@ -5,8 +5,8 @@ import torch
 from datasets import Dataset
 from transformers import DataCollatorWithPadding, EvalPrediction
 
-from hfpref.trainers.audibility_classifier.audibility_classifier_config import AudibilityClassifierConfig
-from hfpref.trainers.base_trainer import BaseTrainer
+from ..base_trainer import BaseTrainer
+from .audibility_classifier_config import AudibilityClassifierConfig
 
 
 def step_decay_lambda(steps_per_epoch: int, every_epochs: int, factor: float):

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
-from hfpref.trainers.base_config import AudioConfigMixin
+from ..base_config import AudioConfigMixin
 
 
 SPEECH_TOKEN_SOURCES = ["frame_band", "speechtokenizer"]
@@ -59,7 +59,7 @@ class CaptionGRPOConfig(AudioConfigMixin, GRPOConfig):
     instruction: str = field(default="Describe the sound.", metadata={"help": "Text after the speech tokens."})
 
     def __post_init__(self):
-        from hfpref.utils.checks import check_training_arguments
+        from ...utils.checks import check_training_arguments
 
         check_training_arguments(self)  # a bad YAML stops here, before any data or reward work
         if self.speech_tokens not in SPEECH_TOKEN_SOURCES:

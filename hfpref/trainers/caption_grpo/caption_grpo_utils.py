@@ -28,8 +28,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from hfpref.encoders.audio_tokens import add_audio_tokens, audio_token_prompts, render_speech_tokens, speech_token
-from hfpref.judges.oracle import get_oracle_reward
+from ...encoders.audio_tokens import add_audio_tokens, audio_token_prompts, render_speech_tokens, speech_token
+from ...judges.oracle import get_oracle_reward
 
 
 __all__ = [
@@ -142,7 +142,7 @@ def audio_tokenizer_for(args) -> tuple[Callable[[np.ndarray, int], np.ndarray], 
         n_codes = args.n_codes or 16
         return functools.partial(frame_band_tokens, n_bands=n_codes, frames_per_second=args.frames_per_second), n_codes
     if args.speech_tokens == "speechtokenizer":
-        from hfpref.encoders.speech_tokens import SpeechTokenEncoder  # torch models: loaded only when asked for
+        from ...encoders.speech_tokens import SpeechTokenEncoder  # torch models: loaded only when asked for
 
         encoder = SpeechTokenEncoder.from_pretrained(args.speech_tokenizer_path, args.speech_tokenizer_weights)
         if args.n_codes is not None and args.n_codes != encoder.codebook_size:

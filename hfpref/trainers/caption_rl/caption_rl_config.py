@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from hfpref.trainers.base_config import AudioConfigMixin
+from ..base_config import AudioConfigMixin
 
 
 LOSS_TYPES = ["scst", "rloo", "ppo"]
@@ -91,7 +91,7 @@ class CaptionRLConfig(AudioConfigMixin, TrainingArguments):
     )
 
     def __post_init__(self):
-        from hfpref.utils.checks import check_training_arguments
+        from ...utils.checks import check_training_arguments
 
         check_training_arguments(self)  # a bad YAML stops here, before any data or reward work
         if self.loss_type not in LOSS_TYPES:

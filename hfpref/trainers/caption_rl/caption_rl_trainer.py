@@ -8,7 +8,7 @@ import torch
 from datasets import Dataset
 from torch.optim.lr_scheduler import LambdaLR
 
-from hfpref.models.captioning import (
+from ...models.captioning import (
     CaptionCollator,
     Rollout,
     check_generation_config,
@@ -21,8 +21,8 @@ from hfpref.models.captioning import (
     rollout_logits,
     unwrap,
 )
-from hfpref.trainers.base_trainer import BaseTrainer
-from hfpref.trainers.caption_rl.caption_rl_config import CaptionRLConfig
+from ..base_trainer import BaseTrainer
+from .caption_rl_config import CaptionRLConfig
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments
 
-from hfpref.trainers.base_config import AudioConfigMixin
+from ..base_config import AudioConfigMixin
 
 
 @dataclass
@@ -22,7 +22,7 @@ class CaptionSFTConfig(AudioConfigMixin, Seq2SeqTrainingArguments):
     learning_rate: float = field(default=1e-4, metadata={"help": "Initial learning rate."})
 
     def __post_init__(self):
-        from hfpref.utils.checks import check_training_arguments
+        from ...utils.checks import check_training_arguments
 
         check_training_arguments(self)  # a bad YAML stops here, before any data work
         if self.max_caption_tokens < 2:

@@ -1,6 +1,6 @@
 from transformers import Seq2SeqTrainer
 
-from hfpref.trainers.base_trainer import BaseTrainer
+from ..base_trainer import BaseTrainer
 
 
 class CaptionSFTTrainer(BaseTrainer, Seq2SeqTrainer):

@@ -2,8 +2,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from hfpref.trainers.base_config import AudioConfigMixin
-from hfpref.utils.checks import check_training_arguments
+from ...utils.checks import check_training_arguments
+from ..base_config import AudioConfigMixin
 
 
 LOSS_TYPES = ["symmetric", "model"]

@@ -20,12 +20,12 @@ from datasets import Dataset, LargeList, List, Value
 from datasets import Sequence as SequenceFeature
 from transformers import ClapModel, ClapProcessor, EvalPrediction
 
-from hfpref.data.audio import decode_audio, ensure_audio_column
-from hfpref.encoders.cache import EmbeddingCache
-from hfpref.encoders.clap import _seeded_numpy, _text_max_length, _truncation_for, load_clap
-from hfpref.trainers.base_trainer import BaseTrainer
-from hfpref.trainers.clap_contrastive.clap_contrastive_config import ClapContrastiveConfig
-from hfpref.utils.checks import check_finite_training
+from ...data.audio import decode_audio, ensure_audio_column
+from ...encoders.cache import EmbeddingCache
+from ...encoders.clap import _seeded_numpy, _text_max_length, _truncation_for, load_clap
+from ...utils.checks import check_finite_training
+from ..base_trainer import BaseTrainer
+from .clap_contrastive_config import ClapContrastiveConfig
 
 
 logger = logging.getLogger(__name__)

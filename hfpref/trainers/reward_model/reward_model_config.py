@@ -4,8 +4,8 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from hfpref.trainers.base_config import HfprefConfigMixin
-from hfpref.utils.checks import check_training_arguments
+from ...utils.checks import check_training_arguments
+from ..base_config import HfprefConfigMixin
 
 
 LOSS_TYPES = ["bt", "bce", "mse"]

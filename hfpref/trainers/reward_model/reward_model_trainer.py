@@ -8,12 +8,12 @@ import torch
 from datasets import Dataset
 from transformers import EvalPrediction
 
-from hfpref.hub.cards import render_reward_model_card
-from hfpref.models.modeling_clap_reward import CLAPRewardModel, portable_clap_reference
-from hfpref.rewards.losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
-from hfpref.trainers.base_trainer import BaseTrainer
-from hfpref.trainers.reward_model.reward_model_config import RewardModelConfig
-from hfpref.utils.checks import check_finite_training
+from ...hub.cards import render_reward_model_card
+from ...models.modeling_clap_reward import CLAPRewardModel, portable_clap_reference
+from ...rewards.losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
+from ...utils.checks import check_finite_training
+from ..base_trainer import BaseTrainer
+from .reward_model_config import RewardModelConfig
 
 
 logger = logging.getLogger(__name__)

@@ -2,7 +2,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from hfpref.trainers.base_config import AudioConfigMixin
+from ..base_config import AudioConfigMixin
 
 
 PREDICTION_TYPES = ["epsilon", "v_prediction"]

@@ -7,10 +7,10 @@ import torch
 from datasets import Dataset
 from diffusers import AudioLDMPipeline, DDPMScheduler
 
-from hfpref.data.audio import decode_audio_column
-from hfpref.models.tta_pipeline import encode_prompts, sampling_rate_of, waveform_to_log_mel
-from hfpref.trainers.base_trainer import BaseTrainer
-from hfpref.trainers.reward_weighted_diffusion.reward_weighted_diffusion_config import RewardWeightedDiffusionConfig
+from ...data.audio import decode_audio_column
+from ...models.tta_pipeline import encode_prompts, sampling_rate_of, waveform_to_log_mel
+from ..base_trainer import BaseTrainer
+from .reward_weighted_diffusion_config import RewardWeightedDiffusionConfig
 
 
 logger = logging.getLogger(__name__)
