@@ -9,7 +9,7 @@ repetition penalties) wraps a reward; it never lives inside a trainer.
 
 import functools
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -265,6 +265,7 @@ def build_reward_funcs(
     expected_length: float | None = None,
     repetition_penalty: float | None = None,
     references_corpus: Sequence[Sequence[str]] | None = None,
+    extra: Mapping[str, Callable[[], RewardFunc]] | None = None,
 ):
     """
     Turn reward names from a recipe's YAML into callables, loading the models they need once.
@@ -283,16 +284,22 @@ def build_reward_funcs(
         references_corpus (`Sequence[Sequence[str]]`, *optional*):
             Reference captions whose n-gram document frequencies CIDEr-D uses (`"cider_d"`); typically the
             training set's `references` column.
+        extra (`Mapping[str, Callable[[], RewardFunc]]`, *optional*):
+            More named rewards for this call, each built by calling its factory with no arguments, e.g.
+            `{"oracle": hfpref.judges.oracle.get_oracle_reward}` (judges sit above the rewards, so a script passes
+            them in).
 
     Returns:
         `tuple[list[Callable], ClapEmbedder | None]`: the callables and the CLAP embedder they share (if any), so
         a recipe can precompute `audio_embedding` columns through the same cache.
     """
+    extra = dict(extra or {})
+    known = sorted({*REWARD_FUNCTIONS, *extra})
     if not names:
-        raise ValueError(f"no rewards named; known rewards: {sorted(REWARD_FUNCTIONS)}")
-    unknown = [n for n in names if n not in REWARD_FUNCTIONS]
+        raise ValueError(f"no rewards named; known rewards: {known}")
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown reward {unknown[0]!r}; known rewards: {sorted(REWARD_FUNCTIONS)}")
+        raise ValueError(f"unknown reward {unknown[0]!r}; known rewards: {known}")
     resources: dict = {}
     if "reward_model" in names:
         from ..models.modeling_clap_reward import CLAPRewardModel
@@ -311,6 +318,9 @@ def build_reward_funcs(
         )
     funcs = []
     for name in names:
+        if name in extra:
+            funcs.append(extra[name]())
+            continue
         if name == "cider_d":
             if references_corpus is None:
                 raise ValueError("the 'cider_d' reward needs references_corpus (a dataset with a references column)")

@@ -19,13 +19,9 @@ from hfpref.encoders.speech_tokens import build_tiny_speech_llm, speech_lora_con
 from hfpref.hub.cards import render_model_card
 from hfpref.judges.oracle import get_oracle_reward
 from hfpref.rewards.functions import (
-    REWARD_FUNCTIONS,
     build_reward_funcs,
-    expected_caption_length,
-    with_length_penalty,
-    with_repetition_penalty,
 )
-from hfpref.scripts.utils import CaptionGRPOScriptArguments, HfprefParser, load_caption_splits
+from hfpref.scripts.utils import CaptionGRPOScriptArguments, HfprefParser, expected_length_for, load_caption_splits
 from hfpref.trainers.caption_grpo.caption_grpo_config import CaptionGRPOConfig
 from hfpref.trainers.caption_grpo.caption_grpo_utils import audio_tokenizer_for
 from hfpref.utils.checks import check_finite_training
@@ -46,40 +42,22 @@ def caption_reward_funcs(script_args: CaptionGRPOScriptArguments, train, output_
         `tuple[list[Callable], ClapEmbedder | None]`, as [`~hfpref.rewards.functions.build_reward_funcs`].
     """
     names = list(script_args.reward_funcs)
-    known = sorted([*REWARD_FUNCTIONS, ORACLE])
-    if not names:
-        raise ValueError(f"no rewards named; known rewards: {known}")
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise ValueError(f"unknown reward {unknown[0]!r}; known rewards: {known}")
     if ORACLE in names and "events" not in train.column_names:
         raise ValueError(
             f"the 'oracle' reward reads each clip's true events from an `events` column (the synthetic world's); "
             f"the data has {train.column_names}"
         )
-    registered = [name for name in names if name != ORACLE]
-    funcs, embedder = [], None
-    if registered:
-        funcs, embedder = build_reward_funcs(
-            registered,
-            reward_model_name_or_path=script_args.reward_model_name_or_path,
-            clap_model_name_or_path=script_args.clap_model_name_or_path,
-            embedding_cache_dir=script_args.embedding_cache_dir or os.path.join(output_dir, "embedding-cache"),
-            references_corpus=train["references"] if "references" in train.column_names else None,
-        )
-    built = iter(funcs)
-    funcs = [get_oracle_reward() if name == ORACLE else next(built) for name in names]
-
-    expected_length = script_args.expected_length
-    if expected_length is None and script_args.length_penalty_alpha:
-        column = "references" if "references" in train.column_names else script_args.caption_column
-        expected_length = expected_caption_length(train[column])
-        logger.info("expected caption length from %s: %.2f words", column, expected_length)
-    if script_args.length_penalty_alpha:
-        funcs[0] = with_length_penalty(funcs[0], expected_length, alpha=script_args.length_penalty_alpha)
-    if script_args.reward_repetition_penalty:
-        funcs[0] = with_repetition_penalty(funcs[0], beta=script_args.reward_repetition_penalty)
-    return funcs, embedder
+    return build_reward_funcs(
+        names,
+        reward_model_name_or_path=script_args.reward_model_name_or_path,
+        clap_model_name_or_path=script_args.clap_model_name_or_path,
+        embedding_cache_dir=script_args.embedding_cache_dir or os.path.join(output_dir, "embedding-cache"),
+        length_penalty_alpha=script_args.length_penalty_alpha,
+        expected_length=expected_length_for(script_args, train),
+        repetition_penalty=script_args.reward_repetition_penalty,
+        references_corpus=train["references"] if "references" in train.column_names else None,
+        extra={ORACLE: get_oracle_reward},
+    )
 
 
 def usage_snippet(repo_id: str, args: CaptionGRPOConfig, n_codes: int) -> str:

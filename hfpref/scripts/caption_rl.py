@@ -12,11 +12,12 @@ import os
 from transformers import set_seed
 
 from hfpref.encoders.dataset import add_embeddings
-from hfpref.rewards.functions import build_reward_funcs, expected_caption_length
+from hfpref.rewards.functions import build_reward_funcs
 from hfpref.scripts.utils import (
     CaptionerArguments,
     CaptionRLScriptArguments,
     HfprefParser,
+    expected_length_for,
     load_caption_splits,
     load_captioner,
 )
@@ -31,11 +32,7 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
     set_seed(training_args.seed)
     splits = load_caption_splits(script_args)
     train = splits["train"]
-    expected_length = script_args.expected_length
-    if expected_length is None and script_args.length_penalty_alpha:
-        column = "references" if "references" in train.column_names else script_args.caption_column
-        expected_length = expected_caption_length(train[column])
-        logger.info("expected caption length from %s: %.2f words", column, expected_length)
+    expected_length = expected_length_for(script_args, train)
 
     reward_funcs, embedder = build_reward_funcs(
         script_args.reward_funcs,

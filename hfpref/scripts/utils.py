@@ -695,6 +695,21 @@ def load_caption_splits(args):
     return splits
 
 
+def expected_length_for(script_args, train) -> float | None:
+    """
+    `L_exp` of the length penalty: `script_args.expected_length`, else (with a length penalty) the mean length of
+    the training references (or captions) in words.
+    """
+    if script_args.expected_length is not None or not script_args.length_penalty_alpha:
+        return script_args.expected_length
+    from hfpref.rewards.functions import expected_caption_length
+
+    column = "references" if "references" in train.column_names else script_args.caption_column
+    expected_length = expected_caption_length(train[column])
+    logger.info("expected caption length from %s: %.2f words", column, expected_length)
+    return expected_length
+
+
 def load_captioner(args, texts: Iterable[str] | None = None):
     """
     The captioner of [`~hfpref.scripts.utils.CaptionerArguments`]: a checkpoint (safetensors only,

@@ -158,3 +158,24 @@ def test_registry_lists_known_names():
     assert set(REWARD_FUNCTIONS) >= {"reward_model", "clap_similarity"}
     with pytest.raises(ValueError, match=r"unknown reward 'cider_x'; known rewards: \["):
         get_reward_func("cider_x")
+
+
+def test_build_reward_funcs_takes_extra_named_rewards_and_wraps_the_first():
+    from hfpref.rewards.functions import build_reward_funcs
+
+    def constant():
+        return lambda completions, **kwargs: [1.0] * len(completions)
+
+    funcs, embedder = build_reward_funcs(
+        ["mine"],
+        extra={"mine": constant},
+        length_penalty_alpha=0.4,
+        expected_length=2.0,
+    )
+    assert embedder is None
+    # "a b" has the expected length: no penalty; "a b c d" is 2 words longer and is penalised
+    rewards = funcs[0](["a b", "a b c d"])
+    assert rewards[0] == 1.0
+    assert rewards[1] == length_penalty(1.0, 4, 2.0, alpha=0.4) < 1.0
+    with pytest.raises(ValueError, match=r"unknown reward 'nope'; known rewards: \[.*'mine'"):
+        build_reward_funcs(["nope"], extra={"mine": constant})

@@ -32,15 +32,20 @@ NEEDS = {
 
 HIDE = textwrap.dedent(
     """
-    import importlib.abc, sys
+    import importlib.abc, importlib.util, sys
 
     class Hide(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
             if name.split(".")[0] in HIDDEN:
-                raise ImportError(f"No module named {name!r} (hidden by the test)", name=name)
+                raise ModuleNotFoundError(f"No module named {name!r} (hidden by the test)", name=name)
             return None
 
     sys.meta_path.insert(0, Hide())
+    # Libraries probe optional packages with importlib.util.find_spec, which says None for a missing one.
+    _find_spec = importlib.util.find_spec
+    importlib.util.find_spec = lambda name, package=None: (
+        None if name.split(".")[0] in HIDDEN else _find_spec(name, package)
+    )
     """
 )
 
