@@ -19,7 +19,7 @@ from hfpref.encoders.audio_tokens import audio_token_prompts
 from hfpref.encoders.speech_tokens import speech_encoder_for, speech_lora_config, speech_token_ids
 from hfpref.judges.pairs import build_preference_pairs
 from hfpref.judges.registry import get_judge
-from hfpref.scripts.utils import AlignCapDPOScriptArguments, HfprefParser
+from hfpref.scripts.utils import AlignCapDPOScriptArguments, HfprefParser, write_card_and_push
 from hfpref.trainers.aligncap_dpo.aligncap_dpo_config import AlignCapDPOConfig
 from hfpref.trainers.aligncap_dpo.aligncap_dpo_trainer import aligncap_dpo_trainer, greedy_captions, judge_preference
 from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained, refuse_remote_code
@@ -79,9 +79,7 @@ def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConf
     with open(os.path.join(training_args.output_dir, "po_results.json"), "w") as handle:
         json.dump({"pairs": stats, "heldout_preference": preference}, handle, indent=2)
     trainer.save_model(training_args.output_dir)
-    trainer.create_model_card(dataset_name=script_args.dataset_name or "speech world")
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
+    write_card_and_push(trainer, training_args, dataset_name=script_args.dataset_name or "speech world")
     return trainer, preference
 
 

@@ -21,7 +21,7 @@ from hfpref.encoders.speech_tokens import (
     speech_lora_config,
 )
 from hfpref.prompts.emotion_clues import teacher_prompt
-from hfpref.scripts.utils import AlignCapScriptArguments, HfprefParser
+from hfpref.scripts.utils import AlignCapScriptArguments, HfprefParser, write_card_and_push
 from hfpref.trainers.aligncap_kd.aligncap_kd_config import AlignCapKDConfig
 from hfpref.trainers.aligncap_kd.aligncap_kd_trainer import AlignCapKDTrainer, clue_accuracy, kd_alignment_dataset
 from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained, refuse_remote_code
@@ -88,9 +88,7 @@ def main(script_args: AlignCapScriptArguments, training_args: AlignCapKDConfig, 
     merged.save_pretrained(os.path.join(training_args.output_dir, "merged"))
     tokenizer.save_pretrained(os.path.join(training_args.output_dir, "merged"))
     dataset = script_args.dataset_name or f"speech world ({script_args.speech_world_clips} clips)"
-    trainer.create_model_card(dataset_name=dataset)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=dataset)
+    write_card_and_push(trainer, training_args, dataset_name=dataset)
     return trainer, metrics
 
 

@@ -19,6 +19,7 @@ from hfpref.scripts.utils import (
     AudibilityScriptArguments,
     HfprefParser,
     load_audibility_classifier,
+    write_card_and_push,
 )
 from hfpref.trainers.audibility_classifier.audibility_classifier_config import AudibilityClassifierConfig
 from hfpref.trainers.audibility_classifier.audibility_classifier_trainer import (
@@ -71,9 +72,7 @@ def main(script_args: AudibilityScriptArguments, training_args: AudibilityClassi
         dataset_name=script_args.dataset_name or "hfpref audibility seed set",
         metrics=metrics,
     )
-    trainer.create_model_card(**card)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
+    write_card_and_push(trainer, training_args, **card)
     return trainer, metrics
 
 

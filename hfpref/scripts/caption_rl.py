@@ -20,6 +20,7 @@ from hfpref.scripts.utils import (
     expected_length_for,
     load_caption_splits,
     load_captioner,
+    write_card_and_push,
 )
 from hfpref.trainers import CaptionRLConfig, CaptionRLTrainer
 from hfpref.utils.checks import check_finite_training
@@ -64,9 +65,9 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
     check_finite_training(trainer.model, trainer.state.log_history, what=training_args.output_dir)
     trainer.save_model(training_args.output_dir)
     dataset = script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)"
-    trainer.create_model_card(dataset_name=dataset, reward_model=script_args.reward_model_name_or_path)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=dataset, reward_model=script_args.reward_model_name_or_path)
+    write_card_and_push(
+        trainer, training_args, dataset_name=dataset, reward_model=script_args.reward_model_name_or_path
+    )
     return trainer, metrics
 
 

@@ -17,6 +17,7 @@ from hfpref.scripts.utils import (
     HfprefParser,
     load_caption_splits,
     load_captioner,
+    write_card_and_push,
 )
 from hfpref.trainers.caption_sft import CaptionSFTConfig, CaptionSFTTrainer
 from hfpref.utils.checks import check_finite_training
@@ -65,9 +66,7 @@ def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, m
         dataset_name=script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)",
         metrics=metrics,
     )
-    trainer.create_model_card(**card)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
+    write_card_and_push(trainer, training_args, **card)
     return trainer, metrics
 
 

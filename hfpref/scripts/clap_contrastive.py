@@ -11,7 +11,7 @@ from datasets import Dataset, DatasetDict
 from hfpref.data import load_any_dataset, make_world
 from hfpref.data.preference import drop_uninformative_rows
 from hfpref.encoders import build_tiny_clap, load_clap
-from hfpref.scripts.utils import ClapContrastiveScriptArguments, ClapModelArguments, HfprefParser
+from hfpref.scripts.utils import ClapContrastiveScriptArguments, ClapModelArguments, HfprefParser, write_card_and_push
 from hfpref.trainers import ClapContrastiveConfig, ClapContrastiveTrainer
 from hfpref.utils.checks import check_finite_training
 
@@ -88,10 +88,7 @@ def main(script_args, training_args, model_args):
     trainer.save_model(training_args.output_dir)
     trainer.accelerator.print(f"Model and processor saved to {training_args.output_dir}.")
     card = {"dataset": script_args.dataset_name, "finetuned_from": model_args.model_name_or_path}
-    trainer.create_model_card(**card)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
-        trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}.")
+    write_card_and_push(trainer, training_args, **card)
     return trainer
 
 

@@ -18,7 +18,7 @@ from hfpref.encoders.clap import ClapEmbedder
 from hfpref.encoders.dataset import add_embeddings
 from hfpref.judges.oracle import make_oracle_reward_data
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel, check_clap_pairing
-from hfpref.scripts.utils import HfprefParser, RewardHeadArguments, RewardScriptArguments
+from hfpref.scripts.utils import HfprefParser, RewardHeadArguments, RewardScriptArguments, write_card_and_push
 from hfpref.trainers import RewardModelConfig, RewardModelTrainer
 from hfpref.utils.checks import check_finite_training
 
@@ -95,9 +95,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
     source = (
         script_args.dataset_name or script_args.fense_files or f"synthetic world ({script_args.synthetic_clips} clips)"
     )
-    trainer.create_model_card(dataset_name=source, metrics=metrics)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=source)
+    write_card_and_push(trainer, training_args, dataset_name=source, metrics=metrics)
     return trainer, metrics
 
 

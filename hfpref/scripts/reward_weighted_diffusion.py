@@ -30,7 +30,12 @@ from hfpref.models.tta_pipeline import (
 )
 from hfpref.prompts.tta_prompts import build_tta_prompts, world_event_phrases
 from hfpref.rewards import CLAPRewardModel
-from hfpref.scripts.utils import HfprefParser, RewardWeightedDiffusionScriptArguments, TTAPipelineArguments
+from hfpref.scripts.utils import (
+    HfprefParser,
+    RewardWeightedDiffusionScriptArguments,
+    TTAPipelineArguments,
+    write_card_and_push,
+)
 from hfpref.trainers import RewardWeightedDiffusionConfig, RewardWeightedDiffusionTrainer
 from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained
 
@@ -161,9 +166,7 @@ def main(
     base = None if model_args.tiny_pipeline else model_args.pipeline_name_or_path
     dataset = script_args.feedback_file or f"synthetic world ({script_args.synthetic_clips} clips)"
     card = dict(base_model=base, dataset_name=dataset, reward_model=script_args.reward_model_name_or_path)
-    trainer.create_model_card(metrics=metrics, **card)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(**card)
+    write_card_and_push(trainer, training_args, metrics=metrics, **card)
     return trainer, metrics
 
 

@@ -710,6 +710,18 @@ def expected_length_for(script_args, train) -> float | None:
     return expected_length
 
 
+def write_card_and_push(trainer, training_args: TrainingArguments, **card) -> None:
+    """
+    The end of every script's run after `save_model`: the model card (`trainer.create_model_card(**card)`), then
+    `push_to_hub` when asked, which renders the same card again (transformers passes `card` on to
+    `create_model_card`) before it uploads the folder.
+    """
+    trainer.create_model_card(**card)
+    if training_args.push_to_hub:
+        trainer.push_to_hub(**card)
+        trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}.")
+
+
 def load_captioner(args, texts: Iterable[str] | None = None):
     """
     The captioner of [`~hfpref.scripts.utils.CaptionerArguments`]: a checkpoint (safetensors only,
