@@ -5,7 +5,7 @@ One way to load a checkpoint: safetensors only, no remote code, and a clear erro
 which torch reads with its unpickler, and a local path that does not exist is reported as a malformed Hub id
 ("Repo id must be in the form 'repo_name' or 'namespace/repo_name'"). [`load_pretrained`] checks the path first,
 refuses a folder that holds only pickled weights (naming the folder), passes `use_safetensors=True` to every model
-class, and refuses `trust_remote_code=True` instead of accepting and ignoring it. [`check_pretrained_path`] is the
+class, and refuses a request for remote code (`trust_remote_code` set) instead of accepting and ignoring it. [`check_pretrained_path`] is the
 same check for loaders that are not `from_pretrained` (a SpeechTokenizer checkpoint, a reward model behind a factory).
 """
 
@@ -88,7 +88,7 @@ def refuse_remote_code(trust_remote_code: Any, name_or_path: str | os.PathLike |
     if trust_remote_code:
         where = f" for {os.fspath(name_or_path)!r}" if name_or_path is not None else ""
         raise UnsafeCheckpointError(
-            f"trust_remote_code=True is refused{where}: hfpref never runs code shipped with a checkpoint. Use a model "
+            f"trust_remote_code is refused{where}: hfpref never runs code shipped with a checkpoint. Use a model "
             "whose architecture is in transformers / diffusers, and leave trust_remote_code unset (False)."
         )
 
@@ -159,7 +159,7 @@ def load_pretrained(cls: Any, name_or_path: str | os.PathLike, *, trust_remote_c
     """
     `cls.from_pretrained(name_or_path, **kwargs)`, safely: the local path must exist, a model's weights must be
     safetensors (`use_safetensors=True`; a folder holding only `.bin` / `.pt` weights is refused, naming it), and
-    `trust_remote_code=True` is refused.
+    a request for remote code (`trust_remote_code` set) is refused.
 
     Args:
         cls: an Auto class (`AutoModelForCausalLM`, `AutoTokenizer`, ...), a concrete model or processor class, a

@@ -78,7 +78,7 @@ def test_pickled_weights_are_refused_naming_the_folder(bin_folder, tmp_path):
 
 
 def test_remote_code_is_refused_not_ignored(safe_folder, tmp_path):
-    with pytest.raises(UnsafeCheckpointError, match="trust_remote_code=True is refused"):
+    with pytest.raises(UnsafeCheckpointError, match="trust_remote_code is refused"):
         load_pretrained(AutoModelForCausalLM, safe_folder, trust_remote_code=True)
     assert remote_code_requested(DPOConfig(output_dir=str(tmp_path), trust_remote_code=True, bf16=False))
     assert remote_code_requested({"model_init_kwargs": {"trust_remote_code": True}})
@@ -163,7 +163,7 @@ def test_every_command_refuses_a_pickled_model_folder(command, bin_folder, safe_
 
 def test_po_recipe_refuses_trust_remote_code(safe_folder, tmp_path):
     run = _script("aligncap_dpo", tmp_path, model_name_or_path=str(safe_folder), trust_remote_code=True)
-    with pytest.raises(UnsafeCheckpointError, match="trust_remote_code=True is refused"):
+    with pytest.raises(UnsafeCheckpointError, match="trust_remote_code is refused"):
         run()
 
 
