@@ -8,6 +8,7 @@ import pytest
 import torch
 import yaml
 from datasets import load_from_disk
+from recipe_helpers import load_recipe, yaml_args
 from transformers import AutoModelForCausalLM
 
 from hfpref.cli.main import main as hfpref_main
@@ -16,6 +17,9 @@ from hfpref.scripts.aligncap_kd import make_parser as kd_parser
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+_recipe = load_recipe
+_yaml = yaml_args
 _spec = importlib.util.spec_from_file_location("chat_server", Path(__file__).parents[1] / "judges" / "chat_server.py")
 _chat_server = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_chat_server)
@@ -29,18 +33,6 @@ WORLD = {"speech_world_clips": 12, "speech_world_test_clips": 4, "speech_world_b
 @pytest.fixture(autouse=True)
 def _single_thread(one_thread):
     """Tiny Llama, decoded token by token."""
-
-
-def _recipe(name):
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _yaml(path, **config):
-    path.write_text(yaml.safe_dump(config))
-    return ["--config", str(path)]
 
 
 def test_shipped_configs_parse_with_the_paper_settings():

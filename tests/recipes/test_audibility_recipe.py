@@ -1,9 +1,10 @@
-import importlib.util
+import functools
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from recipe_helpers import load_recipe
 from trl import TrlParser
 
 from hfpref.metrics.audibility import AudibilityClassifier
@@ -13,12 +14,7 @@ from hfpref.trainers.audibility_classifier.audibility_classifier_config import A
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("audibility_recipe", RECIPES / "audibility_classifier.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_recipe = functools.partial(load_recipe, "audibility_classifier")
 
 
 def _parse(argv):

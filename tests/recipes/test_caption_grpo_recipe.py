@@ -1,6 +1,6 @@
 """recipes/caption_grpo.py end to end offline: a tiny saved Llama learns to caption speech-token prompts with GRPO."""
 
-import importlib.util
+import functools
 import math
 import re
 from pathlib import Path
@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 import yaml
 from datasets import Dataset
+from recipe_helpers import load_recipe, yaml_args
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -21,6 +22,9 @@ from hfpref.trainers import CaptionGRPOConfig
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+_recipe = functools.partial(load_recipe, "caption_grpo")
+_yaml = yaml_args
 CONFIG = RECIPES / "caption_grpo/config_synthetic.yaml"
 CPU = {
     "save_strategy": "no",
@@ -36,18 +40,6 @@ CPU = {
 @pytest.fixture(autouse=True)
 def _single_thread(one_thread):
     """A tiny Llama samples token by token."""
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("caption_grpo_recipe", RECIPES / "caption_grpo.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _yaml(path, **config):
-    path.write_text(yaml.safe_dump(config))
-    return ["--config", str(path)]
 
 
 @pytest.fixture(scope="module")

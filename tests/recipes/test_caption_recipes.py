@@ -1,10 +1,9 @@
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from recipe_helpers import load_recipe, yaml_args
 from transformers import AutoModelForSpeechSeq2Seq
 from trl import TrlParser
 
@@ -16,6 +15,9 @@ from hfpref.trainers.caption_sft.caption_sft_config import CaptionSFTConfig
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+_recipe = load_recipe
+_yaml = yaml_args
 SFT_TYPES = (CaptionScriptArguments, CaptionSFTConfig, CaptionerArguments)
 RL_TYPES = (CaptionRLScriptArguments, CaptionRLConfig, CaptionerArguments)
 
@@ -23,18 +25,6 @@ RL_TYPES = (CaptionRLScriptArguments, CaptionRLConfig, CaptionerArguments)
 @pytest.fixture(autouse=True)
 def _single_thread(one_thread):
     """Every test here decodes token by token with tiny models."""
-
-
-def _recipe(name):
-    spec = importlib.util.spec_from_file_location(name, RECIPES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _yaml(path, **config):
-    path.write_text(yaml.safe_dump(config))
-    return ["--config", str(path)]
 
 
 COMMON = {"save_strategy": "no", "report_to": "none", "use_cpu": True, "disable_tqdm": True}

@@ -1,10 +1,11 @@
-import importlib.util
+import functools
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from huggingface_hub import ModelCard
+from recipe_helpers import load_recipe
 from transformers import AutoModel
 from trl import TrlParser
 
@@ -15,12 +16,7 @@ from hfpref.trainers import RewardModelConfig
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location("reward_model_recipe", RECIPES / "reward_model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+_recipe = functools.partial(load_recipe, "reward_model")
 
 
 def _parse(argv):

@@ -1,11 +1,11 @@
 import csv
-import importlib.util
+import functools
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
+from recipe_helpers import load_recipe, yaml_args
 
 from hfpref.data.audio import decode_audio_column
 from hfpref.data.synthetic.audio_world import make_world
@@ -16,21 +16,15 @@ from hfpref.trainers import RewardWeightedDiffusionConfig
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
+
+_recipe = functools.partial(load_recipe, "reward_weighted_diffusion")
+_yaml = yaml_args
 CONFIGS = RECIPES / "reward_weighted_diffusion"
 
 
 @pytest.fixture(autouse=True)
 def _single_thread(one_thread):
     pass
-
-
-def _recipe():
-    spec = importlib.util.spec_from_file_location(
-        "reward_weighted_diffusion", RECIPES / "reward_weighted_diffusion.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _parse(argv):
@@ -48,11 +42,6 @@ def reward_model_dir(tmp_path, tiny_clap_dir):
     )
     CLAPRewardModel(config).save_pretrained(tmp_path / "rm")
     return tmp_path / "rm"
-
-
-def _yaml(path, **config) -> list[str]:
-    path.write_text(yaml.safe_dump(config))
-    return ["--config", str(path)]
 
 
 TINY = dict(
