@@ -7,13 +7,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= speech,tta,metrics,dev,annotate
+EXTRAS ?= speech,tta,metrics,dev,annotate,distributed
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.hfpref-installed
 OUTPUT_DIR ?= outputs/quickstart
 
-.PHONY: setup quickstart test test-slow bench style quality clean browser
+.PHONY: setup quickstart test test-distributed test-slow bench style quality clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ browser:
 # Two pytest-xdist workers, one per core (tests/conftest.py gives each worker's torch one thread).
 test: setup browser
 	$(PY) -m pytest -q -n 2
+
+# Every recipe under DeepSpeed ZeRO-2, ZeRO-3, FSDP2 and DDP on 2 CPU processes, each compared with a 1-process run
+# (`make test` runs one engine per recipe). One pytest process: each launch uses both cores.
+test-distributed: setup
+	$(PY) -m pytest -q -m distributed tests/recipes/test_distributed.py
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

@@ -8,6 +8,9 @@ The method's own parser reads `--config` and the script flags; whatever it does 
 
     hfpref train caption_sft --config recipes/caption_sft/config_synthetic.yaml --learning_rate 5e-4
     hfpref train caption_rl --config recipes/caption_rl/config_scst.yaml --accelerate_config multi_cpu
+    hfpref train reward_model --config recipes/reward_model/config_tiny.yaml --accelerate_config zero3_cpu
+
+`--num_processes N` alone (no config, no `--multi_gpu`) gets `--multi_gpu`, so that N processes really start.
 """
 
 import sys
@@ -87,10 +90,59 @@ def resolve_accelerate_config(launch_args: list[str]) -> list[str]:
         )
     raise SystemExit(
         f"hfpref train: --accelerate_config {value!r} is not a file, and the named configs (cpu, ddp, multi_cpu, "
-        "zero2, zero3, fsdp) ship with the hfpref repository (recipes/accelerate_configs/), not with the installed "
+        "zero2, zero3, fsdp, zero2_cpu, zero3_cpu, fsdp2_cpu) ship with the hfpref repository (recipes/accelerate_configs/), not with the installed "
         "package; give the path to an accelerate config YAML, e.g. your copy of "
         f"recipes/accelerate_configs/{value}.yaml"
     )
+
+
+# accelerate flags that pick a multi-process mode; without one, `--num_processes N` alone starts one process.
+MULTI_PROCESS_FLAGS = ("--config_file", "--multi_gpu", "--use_deepspeed", "--use_fsdp", "--use_megatron_lm", "--tpu")
+
+
+def multi_process_launch_args(launch_args: list[str]) -> list[str]:
+    """
+    `launch_args` that really start the processes they ask for: `accelerate launch --num_processes 2` without a
+    multi-process mode runs the script once, alone, with half the planned global batch, so `--multi_gpu` is added
+    (DDP; on a machine without a GPU hfpref runs it on the CPU over gloo); `--cpu` with several processes is refused
+    (accelerate starts one process whatever `--num_processes` says).
+
+    Example:
+
+    ```python
+    >>> multi_process_launch_args(["--num_processes", "2"])
+    ['--multi_gpu', '--num_processes', '2']
+    >>> multi_process_launch_args(["--config_file", "zero3_cpu.yaml", "--num_processes", "2"])
+    ['--config_file', 'zero3_cpu.yaml', '--num_processes', '2']
+
+    ```
+    """
+    processes = None
+    for index, arg in enumerate(launch_args):
+        if arg == "--num_processes" and index + 1 < len(launch_args):
+            processes = launch_args[index + 1]
+        elif arg.startswith("--num_processes="):
+            processes = arg.partition("=")[2]
+    try:
+        processes = int(processes) if processes is not None else 1
+    except ValueError:
+        raise SystemExit(f"hfpref train: --num_processes {processes!r} is not a number") from None
+    if processes < 2:
+        return list(launch_args)
+    if "--cpu" in launch_args or "--use_cpu" in launch_args:
+        raise SystemExit(
+            f"hfpref train: --cpu with --num_processes {processes}: accelerate then starts one process; drop --cpu "
+            "(on a machine without a GPU hfpref runs the processes on the CPU over gloo), or use "
+            "--accelerate_config multi_cpu"
+        )
+    if any(arg.split("=")[0] in MULTI_PROCESS_FLAGS for arg in launch_args):
+        return list(launch_args)
+    print(
+        f"hfpref train: --num_processes {processes} without a multi-process mode: adding --multi_gpu (DDP) so that "
+        f"{processes} processes start (accelerate would start one)",
+        file=sys.stderr,
+    )
+    return ["--multi_gpu", *launch_args]
 
 
 def _subtract_subsequence(items: list[str], subsequence: list[str]) -> list[str]:
@@ -160,7 +212,7 @@ def cmd_train(args) -> int:
         # TRL hands a config's unknown keys to accelerate; in hfpref an unknown key stops the run, so it stops here.
         keys = [key.removeprefix("--") for key in config_remaining[::2]]
         raise SystemExit(f"hfpref train {args.method}: the config has keys that {args.method} does not take: {keys}")
-    launch_args = resolve_accelerate_config(cli_remaining)
+    launch_args = multi_process_launch_args(resolve_accelerate_config(cli_remaining))
     training_script_args = _subtract_subsequence(all_args, cli_remaining)
     accelerate_args = launch_command_parser().parse_args([*launch_args, module.__file__, *training_script_args])
     try:

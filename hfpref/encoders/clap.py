@@ -94,8 +94,10 @@ def load_clap(
     """
     # safetensors only: a pickled checkpoint is never unpickled (laion/clap-htsat-unfused ships model.safetensors).
     from ..utils.checks import naming_corrupt_checkpoint
+    from ..utils.distributed import zero3_init_disabled
 
-    with naming_corrupt_checkpoint(model_name_or_path):
+    # Frozen: loaded whole on every process, never partitioned by a ZeRO-3 launch (no engine would gather it).
+    with naming_corrupt_checkpoint(model_name_or_path), zero3_init_disabled():
         model = ClapModel.from_pretrained(model_name_or_path, revision=revision, use_safetensors=True)
     processor = ClapProcessor.from_pretrained(model_name_or_path, revision=revision)
     truncation = _truncation_for(model)
@@ -631,6 +633,7 @@ def build_tiny_clap(
     num_mel_bins: int = 64,
     spec_size: int = 128,
     text_dropout: float | None = None,
+    audio_dropout: float | None = None,
 ) -> tuple[ClapModel, ClapProcessor]:
     r"""
     Build a randomly initialised tiny CLAP and its processor, offline.
@@ -659,6 +662,8 @@ def build_tiny_clap(
             spec_size=64` is 4x cheaper than the default and learns the synthetic world in a few hundred steps.
         text_dropout (`float`, *optional*):
             Dropout of the text tower (hidden and attention); `None` keeps the config default (0.1).
+        audio_dropout (`float`, *optional*):
+            Dropout of the audio tower (hidden and attention); `None` keeps the config default.
 
     Returns:
         `tuple[ClapModel, ClapProcessor]`: the model in eval mode and its processor.
@@ -674,6 +679,9 @@ def build_tiny_clap(
     if text_dropout is not None:
         config.text_config.hidden_dropout_prob = text_dropout
         config.text_config.attention_probs_dropout_prob = text_dropout
+    if audio_dropout is not None:
+        config.audio_config.hidden_dropout_prob = audio_dropout
+        config.audio_config.attention_probs_dropout_prob = audio_dropout
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ClapModel(config)

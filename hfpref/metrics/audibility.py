@@ -43,9 +43,11 @@ class AudibilityClassifier:
         """Load a classifier saved by `hfpref/scripts/audibility_classifier.py` (safetensors, no remote code)."""
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+        from ..utils.distributed import zero3_init_disabled
         from ..utils.safe_loading import load_pretrained
 
-        model = load_pretrained(AutoModelForSequenceClassification, name_or_path)
+        with zero3_init_disabled():  # a frozen judge: whole on every process, also in a ZeRO-3 launch
+            model = load_pretrained(AutoModelForSequenceClassification, name_or_path)
         return cls(model, load_pretrained(AutoTokenizer, name_or_path), **kwargs)
 
     @property

@@ -127,7 +127,10 @@ def caption_labels(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], 
 
 
 def encode_audio(model, inputs: Mapping[str, torch.Tensor]) -> BaseModelOutput:
-    """One pass of the audio encoder (of the captioner inside any peft/DDP wrapper)."""
+    """One pass of the audio encoder (of the captioner inside any peft/DDP wrapper; under FSDP2 a unit of its own)."""
+    from ..utils.distributed import init_fsdp_root
+
+    init_fsdp_root(model)
     encoder = unwrap(model).get_encoder()
     kwargs = {encoder.main_input_name: inputs[encoder.main_input_name]}
     if "attention_mask" in inputs:

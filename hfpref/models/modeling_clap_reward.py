@@ -182,10 +182,13 @@ class CLAPRewardModel(PreTrainedModel):
         kwargs["use_safetensors"] = True
         from ..data.loading import check_input_exists
         from ..utils.checks import naming_corrupt_checkpoint
+        from ..utils.distributed import zero3_init_disabled
 
         check_input_exists(pretrained_model_name_or_path, "the reward model")
 
-        with naming_corrupt_checkpoint(pretrained_model_name_or_path):
+        # A small head, frozen wherever it scores: loaded whole even in a ZeRO-3 launch (a head that is trained
+        # further is partitioned by the DeepSpeed engine when it is prepared).
+        with naming_corrupt_checkpoint(pretrained_model_name_or_path), zero3_init_disabled():
             model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
         reference = model.config.clap_checkpoint
         if reference is not None and _is_relative_reference(reference):
@@ -212,6 +215,13 @@ class CLAPRewardModel(PreTrainedModel):
         if not torch.isfinite(embedding).all():
             bad = (~torch.isfinite(embedding)).any(-1).nonzero().flatten().tolist()
             raise ValueError(f"{name} has NaN or inf values in rows {bad[:10]}.")
+
+    def get_input_embeddings(self) -> None:
+        """None: the head reads embeddings, it has no token embedding (FSDP2's wrapping asks for one)."""
+        return None
+
+    def get_output_embeddings(self) -> None:
+        return None
 
     def forward(
         self, audio_embedding: torch.Tensor, text_embedding: torch.Tensor, return_dict: bool = True, **kwargs

@@ -399,6 +399,13 @@ def load_tta_pipeline(
             A fine-tuned UNet (e.g. the output of [`~hfpref.trainers.RewardWeightedDiffusionTrainer`]) that replaces
             the pipeline's.
     """
+    from ..utils.distributed import zero3_init_disabled
+
+    with zero3_init_disabled():  # whole on every process; a ZeRO-3 engine partitions the UNet it trains when prepared
+        return _load_tta_pipeline(name_or_path, device=device, unet_name_or_path=unet_name_or_path)
+
+
+def _load_tta_pipeline(name_or_path, *, device=None, unet_name_or_path=None):
     kwargs = {}
     check_pretrained_path(name_or_path, what="AudioLDM pipeline")
     index = Path(name_or_path) / "model_index.json"

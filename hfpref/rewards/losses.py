@@ -6,6 +6,15 @@ import torch
 import torch.nn.functional as F
 
 
+def _squared_norm(parameter: torch.Tensor) -> torch.Tensor:
+    """
+    `||p||^2` with gradient `2p`, computed from a copy of `p`: backward never reads `p` itself, which ZeRO-3 and FSDP
+    free (or partition) between the forward and backward passes.
+    """
+    held = parameter.detach().clone()
+    return (parameter * (2 * held)).sum() - (held * held).sum()
+
+
 def l2_penalty(parameters: Iterable[torch.Tensor], reduction: str = "sum") -> torch.Tensor:
     """
     Squared L2 norm of the trainable parameters, `||theta||^2` (`reduction="sum"`), or its mean
@@ -27,10 +36,68 @@ def l2_penalty(parameters: Iterable[torch.Tensor], reduction: str = "sum") -> to
     trainable = [p for p in parameters if p.requires_grad]
     if not trainable:
         raise ValueError("l2_penalty: no trainable parameters.")
-    total = torch.stack([p.pow(2).sum() for p in trainable]).sum()
+    total = torch.stack([_squared_norm(p) for p in trainable]).sum()
     if reduction == "mean":
         total = total / sum(p.numel() for p in trainable)
     return total
+
+
+class ForwardL2Penalty:
+    """
+    [`l2_penalty`] of a model's trainable parameters, read inside its forward pass: forward hooks on every module
+    that holds parameters record `||p||^2` while the module runs. There every engine holds the parameters whole (DDP,
+    DeepSpeed ZeRO-3 gathers them per module, FSDP2 unshards them), so the penalty and its gradient are the same as
+    on one process; read outside the forward pass, ZeRO-3 parameters are empty partitions and FSDP2's are shards.
+
+    Hooks are registered before an engine wraps the model, so they run before ZeRO-3 releases the parameters. A module
+    run twice in one step (e.g. chosen and rejected rewards in two passes) counts once: its last pass is kept.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> model = torch.nn.Sequential(torch.nn.Linear(2, 1, bias=False))
+    >>> _ = torch.nn.init.ones_(model[0].weight)
+    >>> penalty = ForwardL2Penalty(model)
+    >>> _ = model(torch.zeros(1, 2))
+    >>> penalty.pop().item(), penalty.pop(reduction="mean")
+    (2.0, None)
+
+    ```
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self._terms: dict[int, tuple[torch.Tensor, int]] = {}
+        self._handles = []
+        for module in model.modules():
+            if any(p.requires_grad for p in module.parameters(recurse=False)):
+                self._handles.append(module.register_forward_hook(self._record))
+        if not self._handles:
+            raise ValueError("ForwardL2Penalty: the model has no trainable parameters.")
+
+    def _record(self, module, args, output):
+        trainable = [p for p in module.parameters(recurse=False) if p.requires_grad]
+        if torch.is_grad_enabled():
+            total = torch.stack([_squared_norm(p) for p in trainable]).sum()
+        else:
+            total = torch.stack([p.detach().float().pow(2).sum() for p in trainable]).sum()
+        self._terms[id(module)] = (total, sum(p.numel() for p in trainable))
+
+    def pop(self, reduction: str = "sum") -> torch.Tensor | None:
+        """The penalty of the forward passes since the last `pop` (`None` if none ran), and forget them."""
+        if reduction not in ("sum", "mean"):
+            raise ValueError(f"reduction={reduction!r} is not one of ['sum', 'mean']")
+        if not self._terms:
+            return None
+        terms = list(self._terms.values())
+        self._terms.clear()
+        total = torch.stack([t for t, _ in terms]).sum()
+        return total / sum(n for _, n in terms) if reduction == "mean" else total
+
+    def remove(self) -> None:
+        """Remove the hooks."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
 
 
 def bradley_terry_loss(

@@ -16,10 +16,25 @@ from trl import ModelConfig
 from hfpref.data.loading import load_any_dataset
 from hfpref.data.synthetic.speech_world import speech_emotion_splits
 from hfpref.encoders.audio_tokens import audio_token_prompts
-from hfpref.encoders.speech_tokens import speech_encoder_for, speech_lora_config, speech_token_ids
+from hfpref.encoders.speech_tokens import (
+    add_speech_tokens,
+    build_tiny_speech_llm,
+    save_speech_tokenizer,
+    speech_encoder_for,
+    speech_lora_config,
+    speech_token_ids,
+)
 from hfpref.judges.pairs import build_preference_pairs
 from hfpref.judges.registry import get_judge
-from hfpref.scripts.utils import AlignCapDPOScriptArguments, HfprefParser, write_card_and_push
+from hfpref.prompts.emotion_clues import teacher_prompt
+from hfpref.scripts.utils import (
+    AlignCapDPOScriptArguments,
+    HfprefParser,
+    resolve_reward_model,
+    save_on_main_process,
+    save_tiny_llm,
+    write_card_and_push,
+)
 from hfpref.trainers.aligncap_dpo.aligncap_dpo_config import AlignCapDPOConfig
 from hfpref.trainers.aligncap_dpo.aligncap_dpo_trainer import aligncap_dpo_trainer, greedy_captions, judge_preference
 from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained, refuse_remote_code
@@ -31,24 +46,45 @@ logger = logging.getLogger(__name__)
 def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConfig, model_args: ModelConfig):
     set_seed(training_args.seed)
     refuse_remote_code((training_args, model_args), model_args.model_name_or_path)
-    check_pretrained_path(model_args.model_name_or_path, what="model_name_or_path")
-    if script_args.speech_tokenizer_path is None:
-        raise ValueError("speech_tokenizer_path must be the SpeechTokenizer the model was trained with")
+    if bool(model_args.model_name_or_path) == script_args.tiny_llm:
+        raise ValueError(
+            "give exactly one model: model_name_or_path (the KD student and its tokenizer) or tiny_llm: true"
+        )
+    if not script_args.tiny_llm:
+        check_pretrained_path(model_args.model_name_or_path, what="model_name_or_path")
+        if script_args.speech_tokenizer_path is None:
+            raise ValueError("speech_tokenizer_path must be the SpeechTokenizer the model was trained with")
     splits = speech_emotion_splits(script_args, training_args.seed)
-    encoder = speech_encoder_for(script_args)
+    # A tiny LLM is random, so any codebook serves: without speech_tokenizer_path one is fitted here, as KD does.
+    encoder = speech_encoder_for(script_args, splits["train"], seed=training_args.seed)
+    if script_args.speech_tokenizer_path is None:
+        speech_dir = os.path.join(training_args.output_dir, "speech_tokenizer")
+        save_on_main_process(
+            training_args, lambda: save_speech_tokenizer(encoder.model, speech_dir), what="speech tokenizer"
+        )
     splits = {
         name: audio_token_prompts(
             split, encoder, audio_column=script_args.audio_column, instruction=script_args.instruction
         )
         for name, split in splits.items()
     }
-    tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, revision=model_args.model_revision)
-    model = load_pretrained(
-        AutoModelForCausalLM, model_args.model_name_or_path, revision=model_args.model_revision, dtype=model_args.dtype
-    )
+    if script_args.tiny_llm:
+        texts = [c for refs in splits["train"]["references"] for c in refs]
+        texts += [teacher_prompt(c, script_args.instruction) for c in splits["train"][script_args.caption_column]]
+        model, tokenizer = build_tiny_speech_llm(texts, encoder.codebook_size, seed=training_args.seed)
+        add_speech_tokens(tokenizer, model, encoder.codebook_size)
+        save_tiny_llm(model, tokenizer, training_args)  # the adapter's base must load from a folder
+    else:
+        tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, revision=model_args.model_revision)
+        model = load_pretrained(
+            AutoModelForCausalLM, model_args.model_name_or_path, revision=model_args.model_revision,
+            dtype=model_args.dtype,
+        )  # fmt: skip
+    references = [c for refs in splits["train"]["references"] for c in refs]
+    reward_model = resolve_reward_model(script_args, training_args, references)
     judge = get_judge(
         script_args.judge,
-        reward_model_name_or_path=script_args.reward_model_name_or_path,
+        reward_model_name_or_path=reward_model,
         llm_base_url=script_args.llm_base_url,
         llm_model=script_args.llm_model,
         llm_api_key=os.environ.get("OPENAI_API_KEY"),
@@ -57,10 +93,16 @@ def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConf
         pairs, stats = load_any_dataset(script_args.pairs_dataset, split="train"), {}
     else:
         pairs, stats = build_preference_pairs(
-            model, tokenizer, splits["train"], judge, rejected=script_args.rejected, num_beams=script_args.num_beams
+            model,
+            tokenizer,
+            splits["train"],
+            judge,
+            rejected=script_args.rejected,
+            num_beams=script_args.num_beams,
+            max_new_tokens=script_args.max_new_tokens,
         )
         logger.info("preference pairs: %s", stats)
-    start_captions = greedy_captions(model, tokenizer, splits["test"]["prompt"])
+    start_captions = greedy_captions(model, tokenizer, splits["test"]["prompt"], script_args.max_new_tokens)
     peft_config = speech_lora_config(
         speech_token_ids(tokenizer),
         r=model_args.lora_r,
@@ -70,7 +112,7 @@ def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConf
     )
     trainer = aligncap_dpo_trainer(model, tokenizer, pairs, training_args, peft_config=peft_config)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    policy_captions = greedy_captions(trainer.model, tokenizer, splits["test"]["prompt"])
+    policy_captions = greedy_captions(trainer.model, tokenizer, splits["test"]["prompt"], script_args.max_new_tokens)
     preference = judge_preference(
         policy_captions, start_captions, judge, references=splits["test"]["references"], audio=splits["test"]["audio"]
     )
@@ -84,7 +126,7 @@ def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConf
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((AlignCapDPOScriptArguments, AlignCapDPOConfig, ModelConfig))
+    return HfprefParser((AlignCapDPOScriptArguments, AlignCapDPOConfig, ModelConfig), method="aligncap_dpo")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,18 @@ from hfpref.data.synthetic.speech_world import speech_emotion_splits
 from hfpref.encoders.speech_tokens import (
     add_speech_tokens,
     build_tiny_speech_llm,
+    save_speech_tokenizer,
     speech_encoder_for,
     speech_lora_config,
 )
 from hfpref.prompts.emotion_clues import teacher_prompt
-from hfpref.scripts.utils import AlignCapScriptArguments, HfprefParser, write_card_and_push
+from hfpref.scripts.utils import (
+    AlignCapScriptArguments,
+    HfprefParser,
+    save_on_main_process,
+    save_tiny_llm,
+    write_card_and_push,
+)
 from hfpref.trainers.aligncap_kd.aligncap_kd_config import AlignCapKDConfig
 from hfpref.trainers.aligncap_kd.aligncap_kd_trainer import AlignCapKDTrainer, clue_accuracy, kd_alignment_dataset
 from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained, refuse_remote_code
@@ -33,11 +40,19 @@ logger = logging.getLogger(__name__)
 def main(script_args: AlignCapScriptArguments, training_args: AlignCapKDConfig, model_args: ModelConfig):
     set_seed(training_args.seed)
     refuse_remote_code((training_args, model_args), model_args.model_name_or_path)
+    if bool(model_args.model_name_or_path) == script_args.tiny_llm:
+        raise ValueError(
+            "give exactly one model: model_name_or_path (a causal LM and its tokenizer) or tiny_llm: true"
+        )
     if not script_args.tiny_llm:
         check_pretrained_path(model_args.model_name_or_path, what="model_name_or_path")
     splits = speech_emotion_splits(script_args, training_args.seed)
-    speech_dir = os.path.join(training_args.output_dir, "speech_tokenizer")
-    encoder = speech_encoder_for(script_args, splits["train"], seed=training_args.seed, save_directory=speech_dir)
+    encoder = speech_encoder_for(script_args, splits["train"], seed=training_args.seed)
+    if script_args.speech_tokenizer_path is None:  # fitted here: later stages (pairs, DPO) tokenize speech with it
+        speech_dir = os.path.join(training_args.output_dir, "speech_tokenizer")
+        save_on_main_process(
+            training_args, lambda: save_speech_tokenizer(encoder.model, speech_dir), what="speech tokenizer"
+        )
     data = {
         name: kd_alignment_dataset(
             split, encoder, instruction=script_args.instruction, audio_column=script_args.audio_column,
@@ -58,6 +73,8 @@ def main(script_args: AlignCapScriptArguments, training_args: AlignCapKDConfig, 
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     token_ids = add_speech_tokens(tokenizer, model, encoder.codebook_size)
+    if script_args.tiny_llm:  # the adapter's base must load from a folder
+        save_tiny_llm(model, tokenizer, training_args)
     peft_config = speech_lora_config(
         token_ids,
         r=model_args.lora_r,
@@ -93,7 +110,7 @@ def main(script_args: AlignCapScriptArguments, training_args: AlignCapKDConfig, 
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((AlignCapScriptArguments, AlignCapKDConfig, ModelConfig))
+    return HfprefParser((AlignCapScriptArguments, AlignCapKDConfig, ModelConfig), method="aligncap_kd")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,10 @@ def main(script_args: AudibilityScriptArguments, training_args: AudibilityClassi
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((AudibilityScriptArguments, AudibilityClassifierConfig, AudibilityModelArguments))
+    return HfprefParser(
+        (AudibilityScriptArguments, AudibilityClassifierConfig, AudibilityModelArguments),
+        method="audibility_classifier",
+    )
 
 
 if __name__ == "__main__":

@@ -21,7 +21,14 @@ from hfpref.judges.oracle import get_oracle_reward
 from hfpref.rewards.functions import (
     build_reward_funcs,
 )
-from hfpref.scripts.utils import CaptionGRPOScriptArguments, HfprefParser, expected_length_for, load_caption_splits
+from hfpref.scripts.utils import (
+    CaptionGRPOScriptArguments,
+    HfprefParser,
+    expected_length_for,
+    load_caption_splits,
+    resolve_reward_model,
+    save_tiny_llm,
+)
 from hfpref.trainers.caption_grpo.caption_grpo_config import CaptionGRPOConfig
 from hfpref.trainers.caption_grpo.caption_grpo_utils import audio_tokenizer_for
 from hfpref.utils.checks import check_finite_training
@@ -33,10 +40,13 @@ logger = logging.getLogger(__name__)
 ORACLE = "oracle"
 
 
-def caption_reward_funcs(script_args: CaptionGRPOScriptArguments, train, output_dir: str):
+def caption_reward_funcs(
+    script_args: CaptionGRPOScriptArguments, train, output_dir: str, *, reward_model_name_or_path: str | None = None
+):
     """
     The rewards named in `script_args.reward_funcs`, in order: `"oracle"` (the synthetic world's judge, which lives
     above the rewards' registry) or a name of `REWARD_FUNCTIONS`; the length and repetition penalties wrap the first.
+    The reward model is `reward_model_name_or_path` when given (a tiny one the script built), else the script's.
 
     Returns:
         `tuple[list[Callable], ClapEmbedder | None]`, as [`~hfpref.rewards.functions.build_reward_funcs`].
@@ -49,7 +59,7 @@ def caption_reward_funcs(script_args: CaptionGRPOScriptArguments, train, output_
         )
     return build_reward_funcs(
         names,
-        reward_model_name_or_path=script_args.reward_model_name_or_path,
+        reward_model_name_or_path=reward_model_name_or_path or script_args.reward_model_name_or_path,
         clap_model_name_or_path=script_args.clap_model_name_or_path,
         embedding_cache_dir=script_args.embedding_cache_dir or os.path.join(output_dir, "embedding-cache"),
         length_penalty_alpha=script_args.length_penalty_alpha,
@@ -140,14 +150,17 @@ def main(script_args: CaptionGRPOScriptArguments, training_args: CaptionGRPOConf
         }
     )
     train = splits["train"]
-    reward_funcs, embedder = caption_reward_funcs(script_args, train, training_args.output_dir)
+    captions = list(train[script_args.caption_column])
+    references = [r for refs in train["references"] for r in refs] if "references" in train.column_names else []
+    reward_model = resolve_reward_model(script_args, training_args, captions + references)
+    reward_funcs, embedder = caption_reward_funcs(
+        script_args, train, training_args.output_dir, reward_model_name_or_path=reward_model
+    )
     if embedder is not None:  # CLAP is frozen: embed each clip once, rewards read `audio_embedding`
         splits = type(splits)({k: add_embeddings(v, embedder, text_columns=[]) for k, v in splits.items()})
 
     if script_args.tiny_llm:
-        texts = list(train[script_args.caption_column]) + [training_args.instruction]
-        if "references" in train.column_names:
-            texts += [r for refs in train["references"] for r in refs]
+        texts = captions + [training_args.instruction] + references
         model, tokenizer = build_tiny_speech_llm(texts, n_codes, seed=training_args.seed)
     else:
         model = load_pretrained(
@@ -157,6 +170,8 @@ def main(script_args: CaptionGRPOScriptArguments, training_args: CaptionGRPOConf
     speech_ids = add_audio_tokens(tokenizer, model, n_codes)  # grows the embedding table when it lacks the tokens
     peft_config = None
     if model_args.use_peft:
+        if script_args.tiny_llm:  # the adapter's base must load from a folder
+            save_tiny_llm(model, tokenizer, training_args)
         peft_config = speech_lora_config(
             speech_ids,
             r=model_args.lora_r,
@@ -187,7 +202,7 @@ def main(script_args: CaptionGRPOScriptArguments, training_args: CaptionGRPOConf
         variant="grpo",
         base_model=model_args.model_name_or_path,  # None for a tiny LLM
         datasets=dataset,
-        reward_model=script_args.reward_model_name_or_path,
+        reward_model=reward_model,
         training_args={
             "rewards": ", ".join(script_args.reward_funcs),
             "speech_tokens": f"{training_args.speech_tokens} ({n_codes} codes)",
@@ -223,7 +238,7 @@ def main(script_args: CaptionGRPOScriptArguments, training_args: CaptionGRPOConf
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((CaptionGRPOScriptArguments, CaptionGRPOConfig, ModelConfig))
+    return HfprefParser((CaptionGRPOScriptArguments, CaptionGRPOConfig, ModelConfig), method="caption_grpo")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from hfpref.scripts.utils import (
     expected_length_for,
     load_caption_splits,
     load_captioner,
+    resolve_reward_model,
     write_card_and_push,
 )
 from hfpref.trainers import CaptionRLConfig, CaptionRLTrainer
@@ -34,10 +35,14 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
     splits = load_caption_splits(script_args)
     train = splits["train"]
     expected_length = expected_length_for(script_args, train)
+    captions = list(train[script_args.caption_column])
+    if "references" in train.column_names:
+        captions += [r for refs in train["references"] for r in refs]
 
+    reward_model = resolve_reward_model(script_args, training_args, captions)
     reward_funcs, embedder = build_reward_funcs(
         script_args.reward_funcs,
-        reward_model_name_or_path=script_args.reward_model_name_or_path,
+        reward_model_name_or_path=reward_model,
         clap_model_name_or_path=script_args.clap_model_name_or_path,
         embedding_cache_dir=script_args.embedding_cache_dir
         or os.path.join(training_args.output_dir, "embedding-cache"),
@@ -65,14 +70,12 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
     check_finite_training(trainer.model, trainer.state.log_history, what=training_args.output_dir)
     trainer.save_model(training_args.output_dir)
     dataset = script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)"
-    write_card_and_push(
-        trainer, training_args, dataset_name=dataset, reward_model=script_args.reward_model_name_or_path
-    )
+    write_card_and_push(trainer, training_args, dataset_name=dataset, reward_model=reward_model)
     return trainer, metrics
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((CaptionRLScriptArguments, CaptionRLConfig, CaptionerArguments))
+    return HfprefParser((CaptionRLScriptArguments, CaptionRLConfig, CaptionerArguments), method="caption_rl")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, m
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((CaptionScriptArguments, CaptionSFTConfig, CaptionerArguments))
+    return HfprefParser((CaptionScriptArguments, CaptionSFTConfig, CaptionerArguments), method="caption_sft")
 
 
 if __name__ == "__main__":

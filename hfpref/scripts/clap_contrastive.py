@@ -51,6 +51,7 @@ def load_model(model_args: ClapModelArguments, training_args: ClapContrastiveCon
         num_mel_bins=model_args.tiny_num_mel_bins,
         spec_size=model_args.tiny_spec_size,
         text_dropout=model_args.tiny_text_dropout,
+        audio_dropout=model_args.tiny_audio_dropout,
     )
 
 
@@ -93,7 +94,9 @@ def main(script_args, training_args, model_args):
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((ClapContrastiveScriptArguments, ClapContrastiveConfig, ClapModelArguments))
+    return HfprefParser(
+        (ClapContrastiveScriptArguments, ClapContrastiveConfig, ClapModelArguments), method="clap_contrastive"
+    )
 
 
 if __name__ == "__main__":

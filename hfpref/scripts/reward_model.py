@@ -18,7 +18,15 @@ from hfpref.encoders.clap import ClapEmbedder
 from hfpref.encoders.dataset import add_embeddings
 from hfpref.judges.oracle import make_oracle_reward_data
 from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel, check_clap_pairing
-from hfpref.scripts.utils import HfprefParser, RewardHeadArguments, RewardScriptArguments, write_card_and_push
+from hfpref.scripts.utils import (
+    TINY_CLAP_DIR,
+    HfprefParser,
+    RewardHeadArguments,
+    RewardScriptArguments,
+    save_on_main_process,
+    save_tiny_clap,
+    write_card_and_push,
+)
 from hfpref.trainers import RewardModelConfig, RewardModelTrainer
 from hfpref.utils.checks import check_finite_training
 
@@ -30,17 +38,24 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
     set_seed(training_args.seed)
     pairwise = training_args.pairwise
     # Upstream outputs first: a missing one names the stage that writes it, before any data work.
-    check_input_exists(script_args.clap_model_name_or_path, "the CLAP (clap_model_name_or_path)")
+    if not script_args.tiny_clap:
+        check_input_exists(script_args.clap_model_name_or_path, "the CLAP (clap_model_name_or_path)")
     if head_args.init_from:
         check_input_exists(head_args.init_from, "the reward model to start from (init_from)")
 
     # Data -> embeddings, through the cache; splits with precomputed embedding columns are used as they are.
     splits = load_reward_splits(script_args, pairwise=pairwise, synthetic_data=make_oracle_reward_data)
     to_embed = [name for name, split in splits.items() if not has_embeddings(split, pairwise, f"split {name!r}")]
-    embedder = None
+    embedder, clap_path = None, script_args.clap_model_name_or_path
     if to_embed:
+        if script_args.tiny_clap:
+            clap_path = os.path.join(training_args.output_dir, TINY_CLAP_DIR)
+            texts = training_texts(splits["train"], pairwise, script_args.text_column)
+            save_on_main_process(
+                training_args, lambda: save_tiny_clap(texts, clap_path, seed=training_args.seed), what="tiny CLAP"
+            )
         cache_dir = script_args.embedding_cache_dir or os.path.join(training_args.output_dir, "embedding-cache")
-        embedder = ClapEmbedder.from_pretrained(script_args.clap_model_name_or_path, cache_dir=cache_dir)
+        embedder = ClapEmbedder.from_pretrained(clap_path, cache_dir=cache_dir)
     model = None
     if head_args.init_from:
         model = CLAPRewardModel.from_pretrained(head_args.init_from)
@@ -74,7 +89,7 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
                 hidden_sizes=head_args.hidden_sizes,
                 dropout=head_args.dropout,
                 reward_clamp=head_args.reward_clamp,
-                clap_checkpoint=script_args.clap_model_name_or_path if embedder else script_args.embeddings_from,
+                clap_checkpoint=clap_path if embedder else script_args.embeddings_from,
                 clap_fingerprint=embedder.fingerprint if embedder else None,
             )
         )
@@ -99,6 +114,12 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
     return trainer, metrics
 
 
+def training_texts(train, pairwise: bool, text_column: str) -> list[str]:
+    """The captions of the training split, which a tiny CLAP's tokenizer is trained on."""
+    columns = ["chosen", "rejected"] if pairwise else [text_column]
+    return [text for column in columns for text in train[column]]
+
+
 def precomputed_width(embedded: dict, embedding_dim: int | None, embedder) -> int:
     """The reward model's input width: the CLAP's, or that of the precomputed columns (checked against embedding_dim)."""
     if embedder is not None:
@@ -117,7 +138,7 @@ def precomputed_width(embedded: dict, embedding_dim: int | None, embedder) -> in
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((RewardScriptArguments, RewardModelConfig, RewardHeadArguments))
+    return HfprefParser((RewardScriptArguments, RewardModelConfig, RewardHeadArguments), method="reward_model")
 
 
 if __name__ == "__main__":

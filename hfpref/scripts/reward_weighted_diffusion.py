@@ -34,6 +34,7 @@ from hfpref.scripts.utils import (
     HfprefParser,
     RewardWeightedDiffusionScriptArguments,
     TTAPipelineArguments,
+    resolve_reward_model,
     write_card_and_push,
 )
 from hfpref.trainers import RewardWeightedDiffusionConfig, RewardWeightedDiffusionTrainer
@@ -79,13 +80,8 @@ def main(
         check_pretrained_path(model_args.pipeline_name_or_path, what="pipeline_name_or_path")
     if script_args.clap_model_name_or_path:
         check_pretrained_path(script_args.clap_model_name_or_path, what="clap_model_name_or_path")
-    reward_model = load_pretrained(CLAPRewardModel, script_args.reward_model_name_or_path).eval()
-    clap_path = script_args.clap_model_name_or_path or reward_model.config.clap_checkpoint
-    if not clap_path:
-        raise ValueError("the reward model records no clap_checkpoint: set clap_model_name_or_path")
-    check_pretrained_path(clap_path, what="the reward model's CLAP")
-    cache_dir = script_args.embedding_cache_dir or os.path.join(training_args.output_dir, "embedding-cache")
-    embedder = ClapEmbedder.from_pretrained(clap_path, cache_dir=cache_dir, show_progress=False)
+    if script_args.reward_model_name_or_path:
+        check_pretrained_path(script_args.reward_model_name_or_path, what="reward_model_name_or_path")
 
     # Data: human feedback, the unlabelled pool, the original training data.
     world = None
@@ -106,6 +102,16 @@ def main(
         pretrain = None
     if pretrain is None and training_args.beta > 0:
         raise ValueError(f"beta={training_args.beta} needs pretrain_dataset (the original training data)")
+
+    # The binary reward model (a tiny one is built on the human prompts) and the CLAP it reads.
+    reward_model_path = resolve_reward_model(script_args, training_args, human["prompt"])
+    reward_model = load_pretrained(CLAPRewardModel, reward_model_path).eval()
+    clap_path = script_args.clap_model_name_or_path or reward_model.config.clap_checkpoint
+    if not clap_path:
+        raise ValueError("the reward model records no clap_checkpoint: set clap_model_name_or_path")
+    check_pretrained_path(clap_path, what="the reward model's CLAP")
+    cache_dir = script_args.embedding_cache_dir or os.path.join(training_args.output_dir, "embedding-cache")
+    embedder = ClapEmbedder.from_pretrained(clap_path, cache_dir=cache_dir, show_progress=False)
 
     # Pipeline.
     if model_args.tiny_pipeline:
@@ -165,13 +171,16 @@ def main(
     trainer.save_model(training_args.output_dir)
     base = None if model_args.tiny_pipeline else model_args.pipeline_name_or_path
     dataset = script_args.feedback_file or f"synthetic world ({script_args.synthetic_clips} clips)"
-    card = dict(base_model=base, dataset_name=dataset, reward_model=script_args.reward_model_name_or_path)
+    card = dict(base_model=base, dataset_name=dataset, reward_model=reward_model_path)
     write_card_and_push(trainer, training_args, metrics=metrics, **card)
     return trainer, metrics
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((RewardWeightedDiffusionScriptArguments, RewardWeightedDiffusionConfig, TTAPipelineArguments))
+    return HfprefParser(
+        (RewardWeightedDiffusionScriptArguments, RewardWeightedDiffusionConfig, TTAPipelineArguments),
+        method="reward_weighted_diffusion",
+    )
 
 
 if __name__ == "__main__":

@@ -1,18 +1,16 @@
 """
 What every hfpref script shares: the argument parser.
 
-[`HfprefParser`] is TRL's `TrlParser` (dataclasses from the command line and a `--config` YAML) plus one thing a
-multi-process launch on CPU needs: `accelerate launch --multi_gpu --num_processes 2 recipes/<script>.py ...` (or
-`--config_file recipes/accelerate_configs/multi_cpu.yaml`, or `torchrun --nproc_per_node 2`) on a machine without an
-accelerator starts 2 processes, but transformers' `TrainingArguments` only joins them into one gloo process group with
-`use_cpu=True`; otherwise each process trains alone on all the data, silently. The parser turns `use_cpu` on for
-such launches and refuses a config that turns it off.
+[`HfprefParser`] is TRL's `TrlParser` (dataclasses from the command line and a `--config` YAML) plus what a
+multi-process launch needs (see [`hfpref.utils.distributed`]): the engine the launch asked for (DDP, DeepSpeed ZeRO,
+FSDP2) runs as configured even on a machine without a GPU, a launch that asked for several processes and started one
+is refused, and every recipe prints one line at start: `hfpref <method>: 2 processes, deepspeed zero3 (gloo)`.
 """
 
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
@@ -22,36 +20,29 @@ from hfpref.models.audibility_classifier import build_tiny_audibility_classifier
 from hfpref.models.captioning import build_tiny_whisper_captioner
 from hfpref.trainers.aligncap_kd.aligncap_kd_config import DEFAULT_INSTRUCTION
 from hfpref.trainers.reward_model.reward_model_config import _is_number, _number_list
+from hfpref.utils.distributed import Engine, announce_launch, prepare_launch
 
 
 HUMAN_REWARDS = ["reward_model", "label"]
+DEFAULT_CLAP = "laion/clap-htsat-unfused"
+# The tiny CLAP of the smoke runs: 2 s windows, 32 mel bins, a 64-pixel HTSAT image (4x cheaper than the defaults).
+TINY_CLAP = {"projection_dim": 32, "clip_seconds": 2.0, "num_mel_bins": 32, "spec_size": 64}
+TINY_CLAP_DIR = "tiny_clap"
+TINY_REWARD_MODEL_DIR = "tiny_reward_model"
+TINY_LLM_DIR = "tiny_llm"
 
 
 logger = logging.getLogger(__name__)
 
 
-def accelerator_available() -> bool:
-    """Whether torch sees a GPU or another accelerator (CUDA/ROCm, XPU, MPS)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return True
-    xpu = getattr(torch, "xpu", None)
-    if xpu is not None and xpu.is_available():
-        return True
-    mps = getattr(torch.backends, "mps", None)
-    return bool(mps is not None and mps.is_available())
-
-
-def cpu_multiprocess_launch() -> int:
-    """The world size of a multi-process launch on a machine without an accelerator (`WORLD_SIZE > 1`), else 0."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    return world_size if world_size > 1 and not accelerator_available() else 0
-
-
 class HfprefParser(TrlParser):
     """
-    `TrlParser` that makes multi-process CPU launches train as one data-parallel job (see the module docstring).
+    `TrlParser` that runs a multi-process launch on the engine it asked for (see the module docstring).
+
+    Args:
+        dataclass_types: as `TrlParser`.
+        method (`str`, *optional*): the recipe's method name, printed in the start line
+            `hfpref <method>: <N> processes, <engine> (<backend>)`; without it no line is printed.
 
     Example:
     ```python
@@ -63,26 +54,50 @@ class HfprefParser(TrlParser):
     ```
     """
 
+    def __init__(self, dataclass_types=None, method: str | None = None, **kwargs):
+        super().__init__(dataclass_types, **kwargs)
+        self.method = method
+
     def parse_args_and_config(self, args=None, return_remaining_strings=False, fail_with_unknown_args=True):
-        world_size = cpu_multiprocess_launch()
-        if world_size:
-            # A default, below whatever the YAML or the command line says; an explicit `use_cpu: false` is refused
-            # after parsing.
-            self.set_defaults(use_cpu=True)
+        engine = Engine.from_env()
+        needed = prepare_launch(engine)
+        if needed:
+            # Defaults, below whatever the YAML or the command line says; a config that says otherwise is refused below.
+            self.set_defaults(**needed)
         parsed = super().parse_args_and_config(
             args, return_remaining_strings=return_remaining_strings, fail_with_unknown_args=fail_with_unknown_args
         )
-        if world_size:
-            for value in parsed:
-                if isinstance(value, TrainingArguments) and not value.use_cpu:
-                    raise ValueError(
-                        f"{world_size} processes were launched (WORLD_SIZE={world_size}) on a machine without a GPU, "
-                        "but the config sets use_cpu: false, so each process would train alone on all the data; "
-                        "remove use_cpu from the config (or set it to true) to train them as one gloo process group"
-                    )
-                if isinstance(value, TrainingArguments):
-                    logger.info("CPU multi-process launch: %d processes, gloo backend", value.world_size)
+        for value in parsed:
+            if not isinstance(value, TrainingArguments):
+                continue
+            check_engine_arguments(value, engine, needed)
+            if self.method:
+                announce_launch(self.method, value)
         return parsed
+
+
+def check_engine_arguments(training_args: TrainingArguments, engine: Engine, needed: dict) -> None:
+    """Refuse training arguments that would silently turn the launch's engine into another one."""
+    if not needed:
+        return
+    if engine.kind == "ddp" and not training_args.use_cpu:
+        raise ValueError(
+            f"{engine.world_size} processes were launched (WORLD_SIZE={engine.world_size}) on a machine without a "
+            "GPU, but the config sets use_cpu: false, so each process would train alone on all the data; remove "
+            "use_cpu from the config (or set it to true) to train them as one gloo process group"
+        )
+    if engine.kind in ("deepspeed", "fsdp"):
+        if training_args.use_cpu:
+            raise ValueError(
+                f"the launch runs {engine.name} on {engine.world_size} processes, but the config sets use_cpu: true, "
+                f"with which accelerate silently runs plain DDP instead; remove use_cpu (hfpref runs {engine.name} "
+                "on the CPU over gloo)"
+            )
+        if training_args.ddp_backend not in (None, "gloo"):
+            raise ValueError(
+                f"ddp_backend={training_args.ddp_backend!r} on a machine without a GPU: {engine.name} runs on the "
+                "CPU over gloo; remove ddp_backend from the config"
+            )
 
 
 @dataclass
@@ -97,6 +112,7 @@ class CaptionScriptArguments:
         dataset_test_split (`str`, *optional*): evaluation split; without one, `test_size` of the rows are held out.
         synthetic_clips (`int`, *optional*): use a synthetic world of this many clips instead.
         synthetic_seed (`int`, *optional*, defaults to `0`): seed of the synthetic world and the split.
+        synthetic_clip_seconds (`float`, *optional*, defaults to `4.0`): clip length of the synthetic world.
         test_size (`float`, *optional*, defaults to `0.1`): share held out when there is no test split.
         caption_column (`str`, *optional*, defaults to `"caption"`): caption column (SFT targets).
         max_train_samples (`int`, *optional*): keep only the first `max_train_samples` training rows.
@@ -107,6 +123,7 @@ class CaptionScriptArguments:
     dataset_test_split: str | None = None
     synthetic_clips: int | None = None
     synthetic_seed: int = 0
+    synthetic_clip_seconds: float = 4.0
     test_size: float = 0.1
     caption_column: str = "caption"
     max_train_samples: int | None = None
@@ -114,6 +131,8 @@ class CaptionScriptArguments:
     def __post_init__(self):
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"max_train_samples={self.max_train_samples} must be a positive number of rows")
+        if self.synthetic_clip_seconds <= 0:
+            raise ValueError(f"synthetic_clip_seconds={self.synthetic_clip_seconds} must be positive")
         sources = [name for name in ("dataset_name", "synthetic_clips") if getattr(self, name)]
         if len(sources) != 1:
             raise ValueError(f"give exactly one data source of ['dataset_name', 'synthetic_clips'], got {sources}")
@@ -154,6 +173,10 @@ class CaptionRLScriptArguments(CaptionScriptArguments):
     Parameters:
         reward_funcs (`list[str]`, *optional*, defaults to `["reward_model"]`): registered reward names.
         reward_model_name_or_path (`str`, *optional*): a saved CLAP reward model (for `"reward_model"`).
+        tiny_reward_model (`bool`, *optional*, defaults to `False`):
+            For `"reward_model"`, build a random reward head on a tiny CLAP whose tokenizer is trained on the training
+            captions instead ([`~hfpref.scripts.utils.resolve_reward_model`]: offline smoke runs, seeded by the
+            training `seed`); exclusive with `reward_model_name_or_path` and `clap_model_name_or_path`.
         clap_model_name_or_path (`str`, *optional*): CLAP for CLAP rewards (default: the reward model's).
         embedding_cache_dir (`str`, *optional*): CLAP embedding cache (default: `<output_dir>/embedding-cache`).
         length_penalty_alpha (`float`, *optional*, defaults to `0.4`): length penalty (the paper: 0.4 on AudioCaps).
@@ -163,11 +186,16 @@ class CaptionRLScriptArguments(CaptionScriptArguments):
 
     reward_funcs: list[str] = field(default_factory=lambda: ["reward_model"])
     reward_model_name_or_path: str | None = None
+    tiny_reward_model: bool = False
     clap_model_name_or_path: str | None = None
     embedding_cache_dir: str | None = None
     length_penalty_alpha: float | None = 0.4
     expected_length: float | None = None
     repetition_penalty: float | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_reward_model_source(self, needed="reward_model" in self.reward_funcs)
 
 
 @dataclass
@@ -193,7 +221,12 @@ class RewardScriptArguments:
         text_column (`str`, *optional*, defaults to `"caption"`): text column of pointwise data (`"prompt"` for BATON).
         group_column (`str`, *optional*, defaults to `"clip_id"`):
             Rows sharing a value stay on one side of the split (for pointwise data without clip ids, e.g. `prompt`).
-        clap_model_name_or_path (`str`, *optional*, defaults to `"laion/clap-htsat-unfused"`): the frozen CLAP.
+        clap_model_name_or_path (`str`, *optional*, defaults to `"laion/clap-htsat-unfused"`):
+            The frozen CLAP; exclusive with `tiny_clap`.
+        tiny_clap (`bool`, *optional*, defaults to `False`):
+            Build a random tiny CLAP whose tokenizer is trained on the training split's captions instead, seeded by the
+            training `seed` and saved to `<output_dir>/tiny_clap`, which the reward model records as its CLAP (offline
+            smoke runs; [`~hfpref.scripts.utils.save_tiny_clap`]).
         embedding_cache_dir (`str`, *optional*): where embeddings are cached (default: `<output_dir>/embedding-cache`).
         skip_bad_audio (`bool`, *optional*, defaults to `False`): drop undecodable clips (logged) instead of failing.
         strict_data (`bool`, *optional*, defaults to `False`):
@@ -225,7 +258,8 @@ class RewardScriptArguments:
     audio_column: str = "audio"
     text_column: str = "caption"
     group_column: str = "clip_id"
-    clap_model_name_or_path: str = "laion/clap-htsat-unfused"
+    clap_model_name_or_path: str | None = None
+    tiny_clap: bool = False
     embedding_cache_dir: str | None = None
     skip_bad_audio: bool = False
     strict_data: bool = False
@@ -239,6 +273,13 @@ class RewardScriptArguments:
             raise ValueError(
                 f"give exactly one data source of ['dataset_name', 'fense_files', 'synthetic_clips'], got {sources}"
             )
+        if self.tiny_clap and self.clap_model_name_or_path:
+            raise ValueError(
+                f"give either clap_model_name_or_path (got {self.clap_model_name_or_path!r}) or tiny_clap: true, "
+                "not both"
+            )
+        if not self.tiny_clap and not self.clap_model_name_or_path:
+            self.clap_model_name_or_path = DEFAULT_CLAP
         if self.fense_files and len(self.fense_files) != len(self.fense_audio_dirs or []):
             raise ValueError(
                 f"fense_audio_dirs must name one audio folder per FENSE file: {len(self.fense_files)} files, "
@@ -383,6 +424,8 @@ class ClapModelArguments:
             Side of the tiny HTSAT's spectrogram image (`2.0` s, `32` bins and `64` is 4x cheaper).
         tiny_text_dropout (`float`, *optional*):
             Dropout of the tiny text tower; `None` keeps the config default.
+        tiny_audio_dropout (`float`, *optional*):
+            Dropout of the tiny audio tower; `None` keeps the config default.
     """
 
     model_name_or_path: str | None = field(default=None, metadata={"help": "CLAP checkpoint (Hub id or folder)."})
@@ -395,6 +438,7 @@ class ClapModelArguments:
     tiny_num_mel_bins: int = field(default=64, metadata={"help": "Mel bins of the tiny CLAP."})
     tiny_spec_size: int = field(default=128, metadata={"help": "Spectrogram image side of the tiny HTSAT."})
     tiny_text_dropout: float | None = field(default=None, metadata={"help": "Dropout of the tiny text tower."})
+    tiny_audio_dropout: float | None = field(default=None, metadata={"help": "Dropout of the tiny audio tower."})
 
     def __post_init__(self):
         if (self.model_name_or_path is None) == (not self.tiny):
@@ -424,12 +468,14 @@ class AlignCapScriptArguments:
         speech_world_seconds (`float`, *optional*, defaults to `2.0`): clip length of the speech world.
         speech_tokenizer_path (`str`, *optional*):
             A SpeechTokenizer checkpoint (directory with `config.json` + weights, or the config JSON); `None` builds a
-            tiny one whose first codebook is fitted by k-means on the training clips (offline only).
+            tiny one whose first codebook is fitted by k-means on the training clips, saved to
+            `<output_dir>/speech_tokenizer` (offline only; DPO only with `tiny_llm`).
         speech_tokenizer_weights (`str`, *optional*): weights file, when not beside the config.
         instruction (`str`, *optional*, defaults to `"Describe the speaker's emotion."`): the user's instruction.
         tiny_llm (`bool`, *optional*, defaults to `False`):
             Build a random 2-layer Llama with a tokenizer trained on the captions instead of loading
-            `model_name_or_path` (offline runs and tests). The training `seed` seeds the world and tiny models.
+            `model_name_or_path` (exactly one of the two; offline runs and tests), saved to `<output_dir>/tiny_llm` as
+            the base the LoRA adapter names. The training `seed` seeds the world and tiny models.
     """
 
     dataset_name: str | None = None
@@ -470,7 +516,12 @@ class AlignCapDPOScriptArguments(AlignCapScriptArguments):
         judge (`str`, *optional*, defaults to `"clue_overlap"`): `"clue_overlap"`, `"reward_model"` or `"llm"`.
         rejected (`str`, *optional*, defaults to `"all"`): `"all"` other candidates, or the `"worst"`.
         num_beams (`int`, *optional*, defaults to `4`): beam width of the candidates.
+        max_new_tokens (`int`, *optional*, defaults to `48`):
+            Longest candidate caption, in tokens (also of the greedy captions judged before and after training).
         reward_model_name_or_path (`str`, *optional*): a saved CLAP reward model (`judge="reward_model"`).
+        tiny_reward_model (`bool`, *optional*, defaults to `False`):
+            For `judge="reward_model"`, a random reward head on a tiny CLAP built on the training references instead,
+            as in [`~hfpref.scripts.utils.CaptionRLScriptArguments`] (offline smoke runs).
         llm_base_url (`str`, *optional*): OpenAI-compatible endpoint (`judge="llm"`).
         llm_model (`str`, *optional*): model name at that endpoint.
     """
@@ -479,7 +530,9 @@ class AlignCapDPOScriptArguments(AlignCapScriptArguments):
     judge: str = "clue_overlap"
     rejected: str = "all"
     num_beams: int = 4
+    max_new_tokens: int = 48
     reward_model_name_or_path: str | None = None
+    tiny_reward_model: bool = False
     llm_base_url: str | None = None
     llm_model: str | None = None
 
@@ -494,6 +547,9 @@ class AlignCapDPOScriptArguments(AlignCapScriptArguments):
             raise ValueError(f"rejected={self.rejected!r} is not one of {list(REJECTED_MODES)}")
         if self.num_beams < 2:
             raise ValueError(f"num_beams={self.num_beams} must be >= 2 to give a pair")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens} must be a positive number of tokens")
+        check_reward_model_source(self, needed=self.judge == "reward_model")
 
 
 @dataclass
@@ -520,9 +576,13 @@ class RewardWeightedDiffusionScriptArguments:
             Required with `beta > 0` unless `synthetic_clips` is set.
         pretrain_split (`str`, *optional*, defaults to `"train"`):
             Its split.
-        reward_model_name_or_path (`str`):
+        reward_model_name_or_path (`str`, *optional*):
             The binary reward model ([`~hfpref.rewards.CLAPRewardModel`], e.g. trained with
-            `recipes/reward_model/config_binary_bce.yaml`).
+            `recipes/reward_model/config_binary_bce.yaml`); exactly one of this and `tiny_reward_model`.
+        tiny_reward_model (`bool`, *optional*, defaults to `False`):
+            Build a random reward head on a tiny CLAP whose tokenizer is trained on the feedback prompts (or the
+            synthetic world's captions) instead ([`~hfpref.scripts.utils.resolve_reward_model`]: offline smoke runs,
+            seeded by the training `seed`); `tiny_pipeline` then builds on its CLAP.
         clap_model_name_or_path (`str`, *optional*):
             The CLAP the reward model was trained on; defaults to the reward model's `clap_checkpoint`.
         embedding_cache_dir (`str`, *optional*):
@@ -558,6 +618,7 @@ class RewardWeightedDiffusionScriptArguments:
     pretrain_dataset: str | None = None
     pretrain_split: str = "train"
     reward_model_name_or_path: str | None = None
+    tiny_reward_model: bool = False
     clap_model_name_or_path: str | None = None
     embedding_cache_dir: str | None = None
     mix_ratio: float = 1.0
@@ -576,8 +637,12 @@ class RewardWeightedDiffusionScriptArguments:
         sources = [name for name in ("feedback_file", "synthetic_clips") if getattr(self, name)]
         if len(sources) != 1:
             raise ValueError(f"give exactly one data source of ['feedback_file', 'synthetic_clips'], got {sources}")
-        if not self.reward_model_name_or_path:
-            raise ValueError("reward_model_name_or_path is required: the binary reward model that scores the pairs")
+        if not self.reward_model_name_or_path and not self.tiny_reward_model:
+            raise ValueError(
+                "reward_model_name_or_path (or tiny_reward_model: true) is required: the binary reward model that "
+                "scores the pairs"
+            )
+        check_reward_model_source(self, needed=True)
         if self.human_reward not in HUMAN_REWARDS:
             raise ValueError(f"human_reward={self.human_reward!r} is not one of {HUMAN_REWARDS}")
         if self.mix_ratio < 0:
@@ -669,6 +734,23 @@ class AudibilityModelArguments:
             raise ValueError(f"tiny_hidden_size={self.tiny_hidden_size} must be an even number >= 2 (2 heads)")
 
 
+def check_reward_model_source(args, *, needed: bool) -> None:
+    """
+    Refuse `tiny_reward_model` beside `reward_model_name_or_path` or `clap_model_name_or_path` (the tiny reward model
+    brings its own CLAP), or where no reward model is read (`needed=False`).
+    """
+    if not args.tiny_reward_model:
+        return
+    given = [name for name in ("reward_model_name_or_path", "clap_model_name_or_path") if getattr(args, name, None)]
+    if given:
+        raise ValueError(f"tiny_reward_model: true builds the reward model and its CLAP; remove {given}")
+    if not needed:
+        raise ValueError(
+            "tiny_reward_model: true, but nothing reads a reward model here (add 'reward_model' to reward_funcs, "
+            "or use judge: reward_model)"
+        )
+
+
 def load_caption_splits(args):
     """
     Train/test captioning data from [`~hfpref.scripts.utils.CaptionScriptArguments`]: a synthetic
@@ -678,7 +760,7 @@ def load_caption_splits(args):
     from hfpref.data.synthetic.audio_world import make_world
 
     if args.synthetic_clips:
-        data = make_world(args.synthetic_clips, seed=args.synthetic_seed)
+        data = make_world(args.synthetic_clips, seed=args.synthetic_seed, clip_seconds=args.synthetic_clip_seconds)
     else:
         data = load_any_dataset(args.dataset_name)
     splits = select_splits(
@@ -737,10 +819,15 @@ def load_captioner(args, texts: Iterable[str] | None = None):
         if texts is None:
             raise ValueError("tiny_captioner needs the training captions to train its tokenizer")
         return build_tiny_whisper_captioner(texts, clip_seconds=args.tiny_clip_seconds)
+    from hfpref.utils.distributed import zero3_init_disabled
     from hfpref.utils.safe_loading import load_pretrained
 
     # Safetensors only (a folder with only .bin weights is refused, naming it); remote code is never trusted.
-    model = load_pretrained(AutoModelForSpeechSeq2Seq, args.model_name_or_path)
+    # Loaded whole even under ZeRO-3 (DeepSpeed partitions it when the trainer prepares it): transformers' zero.Init
+    # load re-initialises Whisper's sinusoidal positions from a partitioned, empty weight and fails, and a captioner
+    # (whisper-large: 1.5B) fits every process whole.
+    with zero3_init_disabled():
+        model = load_pretrained(AutoModelForSpeechSeq2Seq, args.model_name_or_path)
     processor = load_pretrained(AutoProcessor, args.model_name_or_path)
     return model, processor
 
@@ -779,6 +866,88 @@ def load_audibility_classifier(model_args, texts: Iterable[str] | None = None):
     return model, tokenizer
 
 
+def save_on_main_process(training_args: TrainingArguments, save: Callable[[], None], *, what: str) -> None:
+    """
+    Run `save()` on the process that saves (`training_args.should_save`: the main process, or the main process of each
+    node with `save_on_each_node`) while the other processes of the launch wait, so that all of them read the same
+    files afterwards.
+    """
+    with training_args.main_process_first(local=training_args.save_on_each_node, desc=what):
+        if training_args.should_save:
+            save()
+
+
+def save_tiny_clap(texts: Iterable[str], save_directory: str, *, seed: int) -> None:
+    """
+    A random tiny CLAP ([`~hfpref.encoders.build_tiny_clap`] with the sizes of `TINY_CLAP`) whose tokenizer is trained
+    on `texts`, saved with its processor to `save_directory`. The same texts and seed give the same files in every
+    process and every run.
+    """
+    from hfpref.encoders.clap import build_tiny_clap
+
+    model, processor = build_tiny_clap(texts, seed=seed, **TINY_CLAP)
+    model.save_pretrained(save_directory)
+    processor.save_pretrained(save_directory)
+
+
+def save_tiny_reward_model(texts: Iterable[str], save_directory: str, *, seed: int) -> None:
+    """
+    A random [`~hfpref.rewards.CLAPRewardModel`] head (one hidden layer of 16) on a tiny CLAP ([`save_tiny_clap`])
+    saved in `<save_directory>/tiny_clap`, which the reward model records as its CLAP; seeded by `seed`.
+    """
+    import torch
+
+    from hfpref.encoders.clap import ClapEmbedder
+    from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
+
+    clap_directory = os.path.join(save_directory, TINY_CLAP_DIR)
+    save_tiny_clap(texts, clap_directory, seed=seed)
+    embedder = ClapEmbedder.from_pretrained(clap_directory, show_progress=False)
+    config = CLAPRewardConfig(
+        embedding_dim=embedder.embedding_dim,
+        hidden_sizes=[16],
+        clap_checkpoint=clap_directory,
+        clap_fingerprint=embedder.fingerprint,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLAPRewardModel(config)
+    model.save_pretrained(save_directory)
+
+
+def resolve_reward_model(script_args, training_args: TrainingArguments, texts: Iterable[str]) -> str | None:
+    """
+    The reward model of a script: `script_args.reward_model_name_or_path`, or with `script_args.tiny_reward_model` a
+    tiny one ([`save_tiny_reward_model`] on `texts`, seeded by `training_args.seed`) saved to
+    `<output_dir>/tiny_reward_model` by the main process before any process reads it.
+    """
+    if not script_args.tiny_reward_model:
+        return script_args.reward_model_name_or_path
+    path = os.path.join(training_args.output_dir, TINY_REWARD_MODEL_DIR)
+    texts = list(texts)
+    save_on_main_process(
+        training_args, lambda: save_tiny_reward_model(texts, path, seed=training_args.seed), what="tiny reward model"
+    )
+    return path
+
+
+def save_tiny_llm(model, tokenizer, training_args: TrainingArguments) -> str:
+    """
+    Save an LLM built in memory (`tiny_llm`) with its tokenizer to `<output_dir>/tiny_llm` (main process) and record
+    that folder as the model's `name_or_path`, so that a LoRA adapter trained on it names a base that loads:
+    `AutoModelForCausalLM.from_pretrained(output_dir)` then gives the adapted model.
+    """
+    path = os.path.join(training_args.output_dir, TINY_LLM_DIR)
+
+    def save():
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+
+    save_on_main_process(training_args, save, what="tiny LLM")
+    model.name_or_path = model.config._name_or_path = path
+    return path
+
+
 @dataclass
 class CaptionGRPOScriptArguments(CaptionScriptArguments):
     r"""
@@ -794,6 +963,9 @@ class CaptionGRPOScriptArguments(CaptionScriptArguments):
             world's judge ([`~hfpref.judges.oracle.get_oracle_reward`]), which reads each clip's true events from the
             `events` column (offline runs only). The length and repetition penalties wrap the first one.
         reward_model_name_or_path (`str`, *optional*): a saved CLAP reward model (for `"reward_model"`).
+        tiny_reward_model (`bool`, *optional*, defaults to `False`):
+            For `"reward_model"`, a random reward head on a tiny CLAP built on the training captions instead, as in
+            [`~hfpref.scripts.utils.CaptionRLScriptArguments`].
         clap_model_name_or_path (`str`, *optional*): CLAP for CLAP rewards (default: the reward model's).
         embedding_cache_dir (`str`, *optional*): CLAP embedding cache (default: `<output_dir>/embedding-cache`).
         length_penalty_alpha (`float`, *optional*, defaults to `0.4`): length penalty (the paper: 0.4 on AudioCaps).
@@ -809,6 +981,7 @@ class CaptionGRPOScriptArguments(CaptionScriptArguments):
     synthetic_clips: int | None = None
     reward_funcs: list[str] = field(default_factory=lambda: ["reward_model"])
     reward_model_name_or_path: str | None = None
+    tiny_reward_model: bool = False
     clap_model_name_or_path: str | None = None
     embedding_cache_dir: str | None = None
     length_penalty_alpha: float | None = 0.4
@@ -820,3 +993,4 @@ class CaptionGRPOScriptArguments(CaptionScriptArguments):
         if not self.dataset_name and not self.synthetic_clips:
             self.synthetic_clips = 64
         super().__post_init__()
+        check_reward_model_source(self, needed="reward_model" in self.reward_funcs)

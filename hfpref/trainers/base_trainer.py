@@ -1,16 +1,89 @@
 """
 What every hfpref trainer shares, as TRL's `trl/trainer/base_trainer.py`: the method's name, paper and Hub tags, and
-one `create_model_card` that renders the card through [`hfpref.hub.cards`] and writes `README.md` to `output_dir`.
+one `create_model_card` that renders the card through [`hfpref.hub.cards`] and writes `README.md` to `output_dir`;
+and what data-parallel training needs to come out as one process at the same global batch: the token-weighted
+cross-entropy of the global batch, the place of a micro-batch in the global batch, and logged statistics averaged over
+every process.
 """
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import torch
+import torch.nn.functional as F
 from huggingface_hub import ModelCard
 from transformers import Trainer
 
 from ..hub.cards import METHODS, render_model_card
+
+
+def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
+    """
+    Cross-entropy of `logits` `(..., classes)` against `labels` `(...)`, summed over the positions whose label is not
+    -100 (computed in float32).
+
+    Example:
+
+    ```python
+    >>> logits = torch.tensor([[0.0, 0.0], [0.0, 0.0], [5.0, -5.0]])
+    >>> round(summed_cross_entropy(logits, torch.tensor([0, -100, 1])).item(), 4)  # ln 2 + (10 + ln(1 + e^-10))
+    10.6932
+
+    ```
+    """
+    return F.cross_entropy(
+        logits.flatten(0, -2).float(),
+        labels.flatten().to(logits.device),
+        ignore_index=-100,
+        reduction="sum",
+        label_smoothing=label_smoothing,
+    )
+
+
+def micro_batch_index(micro_step: int, process_index: int, num_processes: int) -> int:
+    """
+    Place of a micro-batch in its optimizer step's global batch, in the order accelerate's sharded dataloader deals
+    per-device batches: process `p` of `P` takes every `P`-th batch, so its micro-step `m` holds batch `m * P + p`.
+    The index depends only on which part of the global batch the micro-batch is, not on how the global batch is split
+    over processes and accumulation steps: 2 processes of 1 micro-step and 1 process of 2 micro-steps both number
+    their micro-batches 0 and 1.
+
+    Example:
+
+    ```python
+    >>> [micro_batch_index(m, p, num_processes=2) for m in range(2) for p in range(2)]  # (m, p): (0, 0) (0, 1) ...
+    [0, 1, 2, 3]
+    >>> [micro_batch_index(m, 0, num_processes=1) for m in range(4)]
+    [0, 1, 2, 3]
+
+    ```
+    """
+    return micro_step * num_processes + process_index
+
+
+def mean_over_processes(
+    totals: Mapping[str, tuple[float, float]], sum_over_processes: Callable[[torch.Tensor], torch.Tensor]
+) -> dict[str, float]:
+    """
+    Weighted means of statistics recorded on every process: `totals` maps a name to this process's `(sum of values x
+    weights, sum of weights)`, `sum_over_processes` sums a float64 tensor over the processes (an all-reduce). Every
+    process must hold the same names.
+
+    Example:
+
+    ```python
+    >>> rank0 = {"reward": (0.5 * 4, 4.0)}  # 4 samples of mean reward 0.5
+    >>> rank1 = torch.tensor([[1.0 * 2, 2.0]])  # the other process: 2 samples of mean 1.0
+    >>> mean_over_processes(rank0, lambda local: local + rank1)  # (2 + 2) / 6
+    {'reward': 0.6666666666666666}
+
+    ```
+    """
+    names = sorted(totals)
+    local = torch.tensor([[float(v) for v in totals[name]] for name in names], dtype=torch.float64).reshape(-1, 2)
+    summed = sum_over_processes(local).tolist()
+    return {name: total / weight if weight else float("nan") for name, (total, weight) in zip(names, summed)}
 
 
 class BaseTrainer(Trainer):
@@ -44,6 +117,73 @@ class BaseTrainer(Trainer):
         """Title and arXiv id of the paper the method (its variant, for a loss variant) comes from."""
         info = METHODS[self._name].variant(self._card_variant())
         return {"title": info.paper_title, "id": info.paper_id}
+
+    def _micro_batch(self) -> tuple[int, int]:
+        """
+        `(optimizer step, index of this micro-batch in the step's global batch)` ([`micro_batch_index`]), for
+        randomness and data drawn per micro-batch; call it once per training micro-batch.
+        """
+        step = self.state.global_step
+        if step != getattr(self, "_micro_batch_step", None):
+            self._micro_batch_step, self._micro_step = step, 0
+        index = micro_batch_index(self._micro_step, self.accelerator.process_index, self.accelerator.num_processes)
+        self._micro_step += 1
+        return step, index
+
+    def _record_metric(self, name: str, value: float, weight: float = 1.0) -> None:
+        """
+        Add a training statistic to the next logged entry (the one with `loss`): `value` is a mean over `weight`
+        samples (or tokens), and the entry gets the weighted mean over every micro-batch of every process since the
+        last log. Every process must record the same names.
+        """
+        totals = self.__dict__.setdefault("_metric_totals", {})
+        total, weights = totals.get(name, (0.0, 0.0))
+        totals[name] = (total + float(value) * float(weight), weights + float(weight))
+
+    def _sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        if self.accelerator.num_processes == 1:
+            return tensor
+        return self.accelerator.reduce(tensor.to(self.accelerator.device), reduction="sum").cpu()
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        totals = self.__dict__.get("_metric_totals")
+        if totals and "loss" in logs:
+            # Every process logs the training loss at the same steps (transformers gathers it), so all reduce here.
+            logs = {**logs, **mean_over_processes(totals, self._sum_over_processes)}
+            totals.clear()
+        super().log(logs, start_time)
+
+    def _token_mean_cross_entropy(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """
+        `compute_loss` of a trainer whose model is trained by cross-entropy on `labels` (seq2seq captioners, sequence
+        classifiers): the loss summed over the labelled positions of this micro-batch, divided by their count over the
+        whole global batch, transformers' `num_items_in_batch`.
+
+        Why not the model's own loss: transformers' Trainer hands `num_items_in_batch` to any model whose `forward`
+        takes `**kwargs` (`Trainer.model_accepts_loss_kwargs`) and then trusts the loss to be normalised by it: it no
+        longer divides by the accumulation steps, and multiplies by the number of processes
+        (`average_tokens_across_devices`, where `num_items_in_batch` counts the labels of every process). Whisper and
+        DistilBERT take `**kwargs` but ignore it and return their micro-batch mean, so loss and gradient came out
+        multiplied by the accumulation steps times the processes. Normalising the summed loss here, rather than
+        declaring `model_accepts_loss_kwargs = False` (a mean of micro-batch means), gives the token-weighted mean
+        transformers intends: exactly the loss of one forward pass over the global batch, however it is split over
+        processes and accumulation steps, for captions of any lengths. The loss is taken from the logits, never from
+        the model, so a model that does honour the count (Moonshine) trains the same.
+        """
+        outputs = model(**inputs)
+        labels = inputs["labels"]
+        summed = summed_cross_entropy(outputs.logits, labels, self.args.label_smoothing_factor)
+        if num_items_in_batch is None:
+            # Called without a count: the micro-batch mean, which `training_step` divides by the accumulation steps
+            # (it takes a loss as normalised only when it passed a count).
+            loss = summed / labels.ne(-100).sum().clamp(min=1)
+        else:
+            loss = summed / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                # The count covers every process and the processes' gradients are averaged: each carries its share
+                # times the number of processes, as `Trainer.compute_loss` scales a model-normalised loss.
+                loss = loss * self.accelerator.num_processes
+        return (loss, outputs) if return_outputs else loss
 
     def _card_variant(self) -> str | None:
         """The method's variant the card shows (a key of `METHODS[self._name].variants`), or `None`."""

@@ -1,54 +1,113 @@
 """
-Runs one hfpref script's `main` under `accelerate launch` (as its recipe does), then writes what every process holds:
-`<output_dir>/rank<k>.safetensors` with the process's model weights after training (`rank<k>-start.safetensors`: when
-`Trainer.train` began), and `<output_dir>/rank<k>.json` with its view of the process group. Used by tests/recipes/test_distributed.py; not a test module itself.
+Runs hfpref scripts' `main` one after another in one `accelerate launch` (as their recipes do; one launch pays the
+imports once), then writes, per script, what every process holds:
 
-    accelerate launch --config_file recipes/accelerate_configs/multi_cpu.yaml tests/recipes/distributed_runner.py \
-        <script> --config <yaml>
+- `<output_dir>/rank<k>.json`: the process's view of the launch (world size, rank, backend, the engine accelerate
+  prepared the model with, how many of the trained parameters' elements the process holds, the training log);
+- `<output_dir>/final.safetensors` (rank 0): the whole trained weights, gathered through the engine
+  (`accelerator.get_state_dict`), and `<output_dir>/start.safetensors`: the weights when `Trainer.train` began.
+
+    accelerate launch --config_file recipes/accelerate_configs/zero3_cpu.yaml tests/recipes/distributed_runner.py \
+        caption_sft=<yaml> reward_model=<yaml> ...
+
+Used by tests/recipes/test_distributed.py; not a test module itself.
 """
 
+import gc
 import importlib
 import json
 import sys
 from pathlib import Path
 
 
-def main():
+def _whole(state: dict) -> dict:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in state.items()}  # tied weights: copies
+
+
+def _held_elements(model) -> tuple[int, int]:
+    """(elements of the trainable parameters this process holds, elements of the whole trainable parameters)."""
+    held = whole = 0
+    for p in model.parameters():
+        if not p.requires_grad and not hasattr(p, "ds_id"):
+            continue
+        if hasattr(p, "ds_tensor"):  # DeepSpeed ZeRO-3 partition
+            held += p.ds_tensor.numel()
+            whole += p.ds_numel
+        elif hasattr(p, "to_local"):  # FSDP2 DTensor shard
+            held += p.to_local().numel()
+            whole += p.numel()
+        else:
+            held += p.numel()
+            whole += p.numel()
+    return held, whole
+
+
+def _trainable_names(trainer) -> list[str]:
+    """State-dict names of the trained parameters (as in `accelerator.get_state_dict`)."""
+    model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
+    return sorted(name for name, p in model.named_parameters() if p.requires_grad or hasattr(p, "ds_id"))
+
+
+def run(script: str, config: str) -> None:
     import torch.distributed as dist
     from safetensors.torch import save_file
     from transformers import Trainer
 
-    def weights(model):
-        return {
-            k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()
-        }  # tied weights: copies
+    from hfpref.utils.distributed import gathered_parameters
 
     train = Trainer.train
 
     def train_and_record_start(self, *args, **kwargs):
         out = Path(self.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        save_file(weights(self.model), str(out / f"rank{self.args.process_index}-start.safetensors"))
+        with gathered_parameters(self.model.parameters()):
+            start = _whole(self.model.state_dict())
+        if self.args.process_index == 0:
+            save_file(start, str(out / "start.safetensors"))
         return train(self, *args, **kwargs)
 
     Trainer.train = train_and_record_start
-    script, argv = sys.argv[1], sys.argv[2:]
-    module = importlib.import_module(f"hfpref.scripts.{script}")
-    result = module.main(*module.make_parser().parse_args_and_config(argv))
+    try:
+        module = importlib.import_module(f"hfpref.scripts.{script}")
+        result = module.main(*module.make_parser().parse_args_and_config(["--config", config]))
+    finally:
+        Trainer.train = train
     trainer = result[0] if isinstance(result, tuple) else result
-    model = trainer.accelerator.unwrap_model(trainer.model)
+    accelerator = trainer.accelerator
+    state = accelerator.get_state_dict(trainer.model_wrapped)  # collective: every rank calls it
+    held, whole = _held_elements(trainer.model_wrapped)
     rank = trainer.args.process_index
     out = Path(trainer.args.output_dir)
-    save_file(weights(model), str(out / f"rank{rank}.safetensors"))
+    if rank == 0:
+        save_file(_whole(state), str(out / "final.safetensors"))
+    plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     view = {
+        "script": script,
         "rank": rank,
         "output_dir": str(out),
         "world_size": trainer.args.world_size,
         "backend": dist.get_backend() if dist.is_initialized() else None,
+        "distributed_type": str(accelerator.distributed_type).split(".")[-1],
+        "zero_stage": plugin.zero_stage if plugin is not None else None,
+        "fsdp_version": getattr(getattr(accelerator.state, "fsdp_plugin", None), "fsdp_version", None),
+        "trainable": _trainable_names(trainer),
+        "held_elements": held,
+        "whole_elements": whole,
         "global_step": trainer.state.global_step,
         "gradient_accumulation_steps": trainer.args.gradient_accumulation_steps,
+        "log_history": trainer.state.log_history,
     }
-    (out / f"rank{rank}.json").write_text(json.dumps(view))
+    (out / f"rank{rank}.json").write_text(json.dumps(view, default=str))
+    del trainer, result, state
+    gc.collect()
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def main():
+    for item in sys.argv[1:]:
+        script, config = item.split("=", 1)
+        run(script, config)
 
 
 if __name__ == "__main__":

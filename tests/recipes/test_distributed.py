@@ -1,18 +1,33 @@
 """
-The reward-model, SFT and RL recipes as data-parallel jobs of 2 CPU processes (gloo), launched exactly as the README
-says (`accelerate launch --config_file recipes/accelerate_configs/multi_cpu.yaml ...`): both processes join one process
-group, end with identical weights, and the result equals a 1-process run at the same global batch.
+Every recipe as a job of 2 CPU processes (gloo) under each engine hfpref ships a config for, launched exactly as the
+README says (`accelerate launch --config_file recipes/accelerate_configs/<engine>_cpu.yaml ...`): DeepSpeed ZeRO-2,
+ZeRO-3, FSDP2 and DDP. For each (engine, recipe):
 
-The 1-process run takes the same global batch as 2 micro-batches of gradient accumulation: the data order is the
-same (one seeded sampler; process k of 2 takes every other per-device batch, accumulation step k takes the same
-ones), and so are the RL samples (each micro-batch's sampling seed depends on the step and on
-`process_index * gradient_accumulation_steps + micro-step` only). The runs use SGD so the weights are linear in the
-summed gradients: the only difference left is the order of float additions (an all-reduce mean vs accumulated
-halves), ~1e-7 relative per step, so 1e-5 absolute on these weights is far above it yet far below the training
-updates (checked to be > 1e-3).
+- the launch ran the engine it was configured for (accelerate's distributed type, ZeRO stage, FSDP version, gloo), and
+  under ZeRO-3 and FSDP2 each process holds only part of the trained weights;
+- it printed `hfpref <method>: 2 processes, <engine> (gloo)`;
+- its trained weights, gathered through the engine, equal those of a 1-process run at the same global batch (2
+  micro-batches of gradient accumulation), which itself equals a bare reference loop for the recipes whose trainer
+  could share a bug with it (tests/trainers/test_loss_scaling.py: SFT and the audibility classifier, where a loss
+  scaled by the accumulation steps or the process count would pass a comparison of the trainer with itself);
+- the weights it saved are whole and load with `from_pretrained` (tests/recipes/test_config_tiny.py loads each
+  recipe's artifact the way its card says; here the saved tensors are compared with the gathered ones).
+
+Why the two runs must agree: the data order is the same (one seeded sampler; process k of 2 takes every other per-device
+batch, accumulation step k the same ones); so are the random draws (RL samples and diffusion noise are seeded per
+global micro-batch: `process_index * gradient_accumulation_steps + micro-step`); the runs use SGD with a constant
+learning rate and no clipping, so the weights are linear in the summed gradients, and dropout is off. What is left is
+the order of float additions (an all-reduce or reduce-scatter mean vs accumulated halves), ~1e-7 relative per step:
+1e-5 absolute on these weights is far above it yet far below the training updates (checked to be > 1e-3 per recipe).
+GRPO is the exception: TRL samples each process's completions from its own generator, so its 2-process run draws
+other completions than the 1-process run; its check is that it trains (the weights move) under every engine, with the
+same start, and saves whole weights.
+
+`make test` runs one engine per recipe (DEFAULT_ENGINE); `make test-distributed` the whole matrix (marked
+`distributed`). One launch runs all the recipes of an engine in turn (tests/recipes/distributed_runner.py), so the
+imports and DeepSpeed's start are paid once per engine.
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -28,6 +43,36 @@ from safetensors.torch import load_file
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tests" / "recipes" / "distributed_runner.py"
 CONFIGS = ROOT / "recipes" / "accelerate_configs"
+ENGINES = {
+    "zero2": ("zero2_cpu.yaml", "DEEPSPEED", "deepspeed zero2"),
+    "zero3": ("zero3_cpu.yaml", "DEEPSPEED", "deepspeed zero3"),
+    "fsdp2": ("fsdp2_cpu.yaml", "FSDP", "fsdp2"),
+    "ddp": ("multi_cpu.yaml", "MULTI_CPU", "ddp"),
+}
+RECIPES = [
+    "reward_model",
+    "clap_contrastive",
+    "caption_sft",
+    "caption_rl",
+    "caption_grpo",
+    "aligncap_kd",
+    "aligncap_dpo",
+    "reward_weighted_diffusion",
+    "audibility_classifier",
+]
+# One engine per recipe in the default suite; the sharded ones where the recipe has the most to get wrong.
+DEFAULT_ENGINE = {
+    "reward_model": "zero3",  # an L2 penalty that reads the (partitioned) weights
+    "caption_rl": "zero3",  # a frozen reward model and KL reference next to a partitioned policy
+    "reward_weighted_diffusion": "zero3",  # frozen VAE, vocoder, CLAP and reward model
+    "caption_sft": "fsdp2",
+    "aligncap_kd": "fsdp2",
+    "clap_contrastive": "fsdp2",
+    "audibility_classifier": "zero2",
+    "aligncap_dpo": "zero2",
+    "caption_grpo": "zero2",
+}
+INEXACT = {"caption_grpo"}  # see the module docstring
 COMMON = {
     "save_strategy": "no",
     "eval_strategy": "no",
@@ -38,6 +83,33 @@ COMMON = {
     "dataloader_drop_last": True,
     "max_grad_norm": 0.0,
     "lr_scheduler_type": "constant",
+    "warmup_steps": 0,
+    "max_steps": 2,
+    "logging_steps": 1,
+}
+# Per recipe: what makes the weights move far beyond the tolerance in 2 SGD steps, and what turns randomness off.
+OVERRIDES = {
+    "reward_model": {"learning_rate": 0.5, "dropout": 0.0, "per_device_train_batch_size": 4},
+    # No augmentation draws (a random reference caption per clip, dropout): they come from each process's RNG.
+    "clap_contrastive": {
+        "learning_rate": 0.005,
+        "per_device_train_batch_size": 4,
+        "tiny_text_dropout": 0.0,
+        "tiny_audio_dropout": 0.0,
+        "references_column": None,
+    },
+    "caption_sft": {"learning_rate": 0.5, "per_device_train_batch_size": 4},
+    # SCST: PPO steps the optimizer inside each batch, so it has no accumulated 1-process counterpart.
+    "caption_rl": {"learning_rate": 2.0, "per_device_train_batch_size": 4, "loss_type": "scst", "kl_coef": 0.05},
+    "caption_grpo": {"learning_rate": 0.05, "per_device_train_batch_size": 4},
+    "aligncap_kd": {"learning_rate": 0.05, "per_device_train_batch_size": 2},
+    "aligncap_dpo": {"learning_rate": 0.05, "per_device_train_batch_size": 2},
+    "reward_weighted_diffusion": {"learning_rate": 0.05, "per_device_train_batch_size": 2},
+    "audibility_classifier": {"learning_rate": 0.5, "per_device_train_batch_size": 8, "num_train_epochs": 1},
+}
+DROP = {
+    "audibility_classifier": ["use_cpu", "lr_decay_every_epochs", "lr_decay_factor"],
+    "caption_rl": ["ppo_baseline", "ppo_epochs", "cliprange"],
 }
 
 
@@ -47,121 +119,282 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(tmp_path: Path, script: str, config: dict, processes: int) -> list[dict]:
-    """Run `script` under accelerate with `processes` CPU processes; returns each process's view and weights."""
-    out = Path(config["output_dir"])
-    path = tmp_path / f"{out.name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    launch_config = CONFIGS / ("multi_cpu.yaml" if processes > 1 else "cpu.yaml")
+def recipe_config(recipe: str, output_dir: Path, **extra) -> dict:
+    """The recipe's config_tiny.yaml with the comparison's settings (see the module docstring)."""
+    config = yaml.safe_load((ROOT / "recipes" / recipe / "config_tiny.yaml").read_text())
+    for key in DROP.get(recipe, []):
+        config.pop(key, None)
+    return {**config, **COMMON, **OVERRIDES[recipe], **extra, "output_dir": str(output_dir)}
+
+
+def launch(workdir: Path, engine: str | None, recipes: list[str]) -> dict:
+    """One launch running `recipes` in turn: 2 processes under `engine`, or 1 process (engine None) accumulating 2."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    items = []
+    for recipe in recipes:
+        extra = {"gradient_accumulation_steps": 2} if engine is None else {}
+        config = recipe_config(recipe, workdir / recipe, **extra)
+        path = workdir / f"{recipe}.yaml"
+        path.write_text(yaml.safe_dump(config))
+        items.append(f"{recipe}={path}")
+    launch_config = CONFIGS / (ENGINES[engine][0] if engine else "cpu.yaml")
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config)]
-    if processes > 1:
-        command += ["--num_processes", str(processes), "--main_process_port", str(_free_port())]
-    command += [str(RUNNER), script, "--config", str(path)]
+    if engine:
+        command += ["--main_process_port", str(_free_port())]
+    command += [str(RUNNER), *items]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    ranks = []
-    for rank in range(processes):
-        view = json.loads((out / f"rank{rank}.json").read_text())
-        view["weights"] = load_file(str(out / f"rank{rank}.safetensors"))
-        view["start"] = load_file(str(out / f"rank{rank}-start.safetensors"))
-        ranks.append(view)
-    return ranks
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-8000:]
+    return {"workdir": workdir, "stderr": done.stderr, "processes": 2 if engine else 1}
+
+
+def _view(run: dict, recipe: str, rank: int = 0) -> dict:
+    import json
+
+    return json.loads((run["workdir"] / recipe / f"rank{rank}.json").read_text())
+
+
+def _weights(run: dict, recipe: str, which: str, keys: set | None = None) -> dict:
+    weights = load_file(str(run["workdir"] / recipe / f"{which}.safetensors"))
+    return weights if keys is None else {k: v for k, v in weights.items() if k in keys}
 
 
 def _max_difference(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))[:10]
+    for k in a:
+        assert a[k].numel() == b[k].numel(), (k, a[k].shape, b[k].shape)
+    return max((a[k].float().reshape(b[k].shape) - b[k].float()).abs().max().item() for k in a)
 
 
-def _check(two: list[dict], one: list[dict]):
-    assert [r["world_size"] for r in two] == [2, 2] and [r["rank"] for r in two] == [0, 1]
-    assert {r["backend"] for r in two} == {"gloo"}
-    assert one[0]["world_size"] == 1 and one[0]["gradient_accumulation_steps"] == 2
-    assert two[0]["global_step"] == one[0]["global_step"] > 0
-    assert _max_difference(two[0]["weights"], two[1]["weights"]) == 0.0  # both ranks hold the same model
-    assert _max_difference(two[0]["weights"], one[0]["weights"]) < 1e-5
-    assert _max_difference(two[0]["start"], one[0]["start"]) == 0.0  # same initial weights
-    moved = _max_difference(one[0]["weights"], one[0]["start"])
+def check_recipe(engine: str, recipe: str, run: dict, reference: dict) -> None:
+    _, distributed_type, name = ENGINES[engine]
+    views = [_view(run, recipe, rank) for rank in (0, 1)]
+    assert [v["world_size"] for v in views] == [2, 2] and [v["rank"] for v in views] == [0, 1]
+    assert {v["backend"] for v in views} == {"gloo"}
+    assert {v["distributed_type"] for v in views} == {distributed_type}
+    if engine.startswith("zero"):
+        assert {v["zero_stage"] for v in views} == {int(engine[-1])}
+    if engine == "fsdp2":
+        assert {v["fsdp_version"] for v in views} == {2}
+    if engine in ("zero3", "fsdp2"):  # each process holds a part of the trained weights, together all of them
+        for v in views:
+            assert v["held_elements"] < v["whole_elements"], v
+        assert sum(v["held_elements"] for v in views) >= views[0]["whole_elements"]
+    else:
+        assert all(v["held_elements"] == v["whole_elements"] for v in views)
+    assert f"hfpref {recipe}: 2 processes, {name} (gloo)" in run["stderr"]
+
+    one = _view(reference, recipe)
+    assert one["world_size"] == 1 and one["gradient_accumulation_steps"] == 2
+    assert views[0]["global_step"] == one["global_step"] > 0
+    # Trained parameters; buffers such as BatchNorm's running statistics are per process under DeepSpeed and FSDP
+    # (each process tracks the batches it sees), and are not trained.
+    trained = set(one["trainable"])
+    assert trained and set(views[0]["trainable"]) == trained
+    start, final = _weights(run, recipe, "start", trained), _weights(run, recipe, "final", trained)
+    ref_start, ref_final = _weights(reference, recipe, "start", trained), _weights(reference, recipe, "final", trained)
+    assert _max_difference(start, ref_start) == 0.0  # the same initial weights
+    moved = _max_difference(ref_final, ref_start)
     assert moved > 1e-3, moved  # the runs did train, far beyond the tolerance
+    if recipe in INEXACT:
+        assert _max_difference(final, start) > 1e-3
+    else:
+        difference = _max_difference(final, ref_final)
+        assert difference < 1e-5, (difference, moved)
+    check_saved(recipe, run["workdir"] / recipe, _weights(run, recipe, "final"))
 
 
-def _pair(tmp_path, script, config, per_device):
-    two = _launch(
-        tmp_path,
-        script,
-        {**config, "per_device_train_batch_size": per_device, "output_dir": str(tmp_path / f"{script}-2proc")},
-        processes=2,
-    )
-    one = _launch(
-        tmp_path,
-        script,
-        {
-            **config,
-            "per_device_train_batch_size": per_device,
-            "gradient_accumulation_steps": 2,
-            "output_dir": str(tmp_path / f"{script}-1proc"),
-        },
-        processes=1,
-    )
-    return two, one
+def check_saved(recipe: str, output_dir: Path, final: dict) -> None:
+    """The weights the recipe saved are whole: every saved tensor equals the gathered one of the same name."""
+    files = sorted(output_dir.glob("*.safetensors")) + sorted(output_dir.glob("*/*.safetensors"))
+    files = [f for f in files if f.name not in ("start.safetensors", "final.safetensors")]
+    assert files, f"{recipe} saved no safetensors in {output_dir}"
+    saved = {}
+    for f in files:
+        saved.update(load_file(str(f)))
+    matched = 0
+    for key, tensor in saved.items():
+        candidates = [k for k in final if k == key or k.endswith("." + key) or key.endswith("." + k)]
+        if not candidates:
+            continue
+        target = final[candidates[0]]
+        if target.dim() == 1 and tensor.dim() == 0:  # FSDP2 trains 0-dim parameters as 1-element vectors
+            target = target.reshape(())
+        assert target.shape == tensor.shape, (key, target.shape, tensor.shape)
+        torch.testing.assert_close(tensor.float(), target.float(), rtol=0, atol=1e-6)
+        matched += 1
+    assert matched >= 1, f"no saved tensor of {recipe} matched the trained weights: {sorted(saved)[:5]}"
 
 
 @pytest.fixture(scope="module")
-def sft_runs(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("sft")
-    config = {
-        **COMMON,
-        "synthetic_clips": 48,
-        "tiny_captioner": True,
-        "tiny_clip_seconds": 2.0,
-        "max_steps": 3,
-        "learning_rate": 0.5,
-        "per_device_eval_batch_size": 8,
-        "max_caption_tokens": 16,
-    }
-    return (*_pair(tmp_path, "caption_sft", config, per_device=4), config)
+def reference(tmp_path_factory):
+    """All recipes on 1 process, 2 micro-batches of gradient accumulation: the same global batch."""
+    return launch(tmp_path_factory.mktemp("one-process"), None, RECIPES)
 
 
-def test_sft_recipe_on_two_processes(sft_runs):
-    two, one, config = sft_runs
-    _check(two, one)
+@pytest.fixture(scope="module")
+def default_runs(tmp_path_factory):
+    runs = {}
+    for engine in sorted(set(DEFAULT_ENGINE.values())):
+        recipes = [r for r in RECIPES if DEFAULT_ENGINE[r] == engine]
+        runs[engine] = launch(tmp_path_factory.mktemp(engine), engine, recipes)
+    return runs
 
 
-def test_rl_recipe_on_two_processes(tmp_path, sft_runs):
-    _, sft, _ = sft_runs
-    sft_dir = Path(sft[0]["output_dir"])
-    config = {
-        **COMMON,
-        "synthetic_clips": 48,
-        "model_name_or_path": str(sft_dir),
-        "reward_funcs": ["cider_d"],
-        "length_penalty_alpha": 0.4,
-        "loss_type": "scst",
-        "num_samples": 2,
-        "temperature": 0.7,
-        "max_steps": 2,
-        "max_new_tokens": 10,
-        "learning_rate": 0.05,
-        "per_device_eval_batch_size": 8,
-    }
-    two, one = _pair(tmp_path, "caption_rl", config, per_device=4)
-    _check(two, one)
-    saved = load_file(str(sft_dir / "model.safetensors"))  # RL began at the SFT result (tied weights saved once)
-    torch.testing.assert_close({k: one[0]["start"][k] for k in saved}, saved)
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_under_its_default_engine(recipe, default_runs, reference):
+    engine = DEFAULT_ENGINE[recipe]
+    check_recipe(engine, recipe, default_runs[engine], reference)
 
 
-def test_reward_recipe_on_two_processes(tmp_path, tiny_clap_dir):
-    config = {
-        **COMMON,
-        "synthetic_clips": 40,
-        "synthetic_negatives": True,
-        "clap_model_name_or_path": str(tiny_clap_dir),
-        "loss_type": "bt",
-        "hidden_sizes": [32, 8],
-        "dropout": 0.0,
-        "max_steps": 3,
-        "learning_rate": 0.5,
-    }
-    two, one = _pair(tmp_path, "reward_model", config, per_device=8)
-    _check(two, one)
+@pytest.fixture(scope="module")
+def matrix_runs(tmp_path_factory):
+    return {engine: launch(tmp_path_factory.mktemp(f"all-{engine}"), engine, RECIPES) for engine in ENGINES}
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("engine", list(ENGINES))
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_under_every_engine(engine, recipe, matrix_runs, reference):
+    check_recipe(engine, recipe, matrix_runs[engine], reference)
+
+
+def _accelerate(args: list[str], timeout: int = 900, **env) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "accelerate.commands.launch", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def _load_trained(recipe: str, output_dir: Path) -> dict:
+    """The saved model, loaded with plain `from_pretrained` (after `import hfpref` for the reward model)."""
+    import hfpref  # noqa: F401  (registers the reward model with the Auto classes)
+
+    if recipe == "reward_model":
+        from transformers import AutoModel
+
+        model = AutoModel.from_pretrained(output_dir)
+    else:
+        from transformers import AutoModelForSpeechSeq2Seq
+
+        model = AutoModelForSpeechSeq2Seq.from_pretrained(output_dir)
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("engine", ["zero3_cpu", "fsdp2_cpu"])
+@pytest.mark.parametrize("recipe", ["reward_model", "caption_rl"])
+def test_the_readme_commands_train_and_save_whole_weights(recipe, engine, tmp_path):
+    # The issue's bar, as a user types it: the shipped tiny config, 2 steps, an output folder, nothing prepared.
+    out = tmp_path / "out"
+    done = _accelerate(
+        [
+            "--config_file",
+            str(CONFIGS / f"{engine}.yaml"),
+            "--main_process_port",
+            str(_free_port()),
+            f"recipes/{recipe}.py",
+            "--config",
+            f"recipes/{recipe}/config_tiny.yaml",
+            "--max_steps",
+            "2",
+            "--output_dir",
+            str(out),
+        ]
+    )
+    assert done.returncode == 0, done.stderr[-6000:]
+    name = ENGINES[engine.removesuffix("_cpu")][2]
+    assert f"hfpref {recipe}: 2 processes, {name} (gloo)" in done.stderr
+    weights = _load_trained(recipe, out)
+    assert weights and all(torch.isfinite(v.float()).all() for v in weights.values())
+    saved = load_file(str(out / "model.safetensors"))
+    for key, tensor in saved.items():  # what loaded is what was saved, whole (no empty ZeRO-3 partitions)
+        assert tensor.numel() > 0, key
+        torch.testing.assert_close(weights[key], tensor)
+
+
+def test_a_launch_that_starts_one_of_two_processes_is_refused(tmp_path):
+    # `accelerate launch --num_processes 2` without --multi_gpu (or a config file) starts the script once, alone.
+    done = _accelerate(
+        [
+            "--num_processes",
+            "2",
+            "recipes/caption_sft.py",
+            "--config",
+            "recipes/caption_sft/config_tiny.yaml",
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        timeout=300,
+    )
+    assert done.returncode != 0
+    assert "`accelerate launch --num_processes 2` started 1 process(es)" in done.stderr, done.stderr[-3000:]
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.distributed
+def test_two_machines(tmp_path):
+    # The README's multi-node command, as two "machines" of one process each on this host.
+    port = str(_free_port())
+    config = recipe_config("caption_sft", tmp_path / "out")
+    path = tmp_path / "sft.yaml"
+    path.write_text(yaml.safe_dump(config))
+    commands = []
+    for rank in (0, 1):
+        commands.append(
+            [
+                sys.executable,
+                "-m",
+                "accelerate.commands.launch",
+                "--config_file",
+                str(CONFIGS / "multi_cpu.yaml"),
+                "--num_machines",
+                "2",
+                "--machine_rank",
+                str(rank),
+                "--num_processes",
+                "2",
+                "--main_process_ip",
+                "127.0.0.1",
+                "--main_process_port",
+                port,
+                "recipes/caption_sft.py",
+                "--config",
+                str(path),
+            ]
+        )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    machines = [
+        subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c in commands
+    ]
+    outputs = [m.communicate(timeout=900) for m in machines]
+    for machine, (_, err) in zip(machines, outputs):
+        assert machine.returncode == 0, err[-6000:]
+    assert "hfpref caption_sft: 2 processes, ddp (gloo)" in outputs[0][1]
+    assert (tmp_path / "out" / "model.safetensors").is_file()
+
+
+@pytest.mark.distributed
+def test_hfpref_train_runs_a_recipe_under_zero3(tmp_path):
+    # `hfpref train <method> --accelerate_config zero3_cpu`, the command-line way to the same launch.
+    out = tmp_path / "out"
+    command = [
+        str(Path(sys.executable).parent / "hfpref"),
+        "train",
+        "reward_model",
+        "--config",
+        "recipes/reward_model/config_tiny.yaml",
+        "--accelerate_config",
+        "zero3_cpu",
+        "--main_process_port",
+        str(_free_port()),
+        "--max_steps",
+        "2",
+        "--output_dir",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-6000:]
+    assert "hfpref reward_model: 2 processes, deepspeed zero3 (gloo)" in done.stderr
+    assert _load_trained("reward_model", out)

@@ -1,8 +1,16 @@
+"""
+The parser's part of multi-process launches (hfpref.utils.distributed): each engine accelerate was configured for
+gets the arguments it needs on a machine without a GPU, a config that would silently turn it into another engine is
+refused, and a launch that asked for more processes than it started is refused. The launches themselves are in
+test_distributed.py.
+"""
+
 import pytest
 import yaml
 
-from hfpref.scripts import utils
 from hfpref.scripts.caption_rl import make_parser
+from hfpref.utils import distributed
+from hfpref.utils.distributed import Engine
 
 
 def _config(tmp_path, **extra):
@@ -12,29 +20,121 @@ def _config(tmp_path, **extra):
     return ["--config", str(path)]
 
 
-def test_multiprocess_cpu_launch_turns_use_cpu_on(tmp_path, monkeypatch):
-    # What `accelerate launch --multi_gpu --num_processes 2` on a CPU-only machine looks like to the parser.
-    monkeypatch.setattr(utils, "cpu_multiprocess_launch", lambda: 2)
+@pytest.fixture
+def no_gpu_launch(monkeypatch):
+    """What a launch of `engine` on 2 processes of a machine without a GPU looks like (no process group is started)."""
+
+    def launch(engine: Engine):
+        monkeypatch.setattr(distributed, "accelerator_available", lambda: False)
+        monkeypatch.setattr(distributed, "_launcher_requested_processes", lambda: None)
+        monkeypatch.setattr(Engine, "from_env", classmethod(lambda cls: engine))
+        monkeypatch.setattr(distributed, "_teach_accelerate_fsdp_on_cpu", lambda: None)
+        monkeypatch.setattr("hfpref.scripts.utils.announce_launch", lambda method, args: None)
+
+    return launch
+
+
+def test_ddp_launch_without_gpu_turns_use_cpu_on(tmp_path, no_gpu_launch):
+    no_gpu_launch(Engine("ddp", 2))
     _, training_args, _ = make_parser().parse_args_and_config(_config(tmp_path))
     assert training_args.use_cpu
 
 
-def test_multiprocess_cpu_launch_refuses_use_cpu_false(tmp_path, monkeypatch):
-    monkeypatch.setattr(utils, "cpu_multiprocess_launch", lambda: 2)
+def test_ddp_launch_refuses_use_cpu_false(tmp_path, no_gpu_launch):
+    no_gpu_launch(Engine("ddp", 2))
     with pytest.raises(ValueError, match="2 processes were launched .* each process would train alone"):
         make_parser().parse_args_and_config(_config(tmp_path, use_cpu=False))
 
 
+@pytest.mark.parametrize("engine", [Engine("deepspeed", 2, zero_stage=3), Engine("fsdp", 2, fsdp_version=2)])
+def test_sharded_engines_without_gpu_run_on_gloo_not_as_ddp(no_gpu_launch, monkeypatch, engine):
+    # Parsing a full config would start the 2-process group; the launches are in test_distributed.py.
+    from types import SimpleNamespace
+
+    from hfpref.scripts.utils import check_engine_arguments
+
+    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    no_gpu_launch(engine)
+    needed = distributed.prepare_launch(engine)
+    # use_cpu would make accelerate run plain DDP; gloo is the CPU backend the engine runs on.
+    assert needed == {"ddp_backend": "gloo"}
+    if engine.kind == "deepspeed":
+        import os
+
+        assert os.environ["DS_ACCELERATOR"] == "cpu"
+    check_engine_arguments(SimpleNamespace(use_cpu=False, ddp_backend="gloo"), engine, needed)
+    with pytest.raises(ValueError, match=f"runs {engine.name} on 2 processes, but the config sets use_cpu: true"):
+        check_engine_arguments(SimpleNamespace(use_cpu=True, ddp_backend="gloo"), engine, needed)
+    with pytest.raises(ValueError, match="ddp_backend='nccl' on a machine without a GPU"):
+        check_engine_arguments(SimpleNamespace(use_cpu=False, ddp_backend="nccl"), engine, needed)
+
+
+def test_fsdp1_is_refused_on_cpu(no_gpu_launch):
+    no_gpu_launch(Engine("fsdp", 2, fsdp_version=1))
+    with pytest.raises(RuntimeError, match="FSDP1 does not run on CPU; use fsdp_version: 2"):
+        distributed.prepare_launch(Engine("fsdp", 2, fsdp_version=1))
+
+
 def test_single_process_launch_is_left_alone(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    assert utils.cpu_multiprocess_launch() == 0
+    monkeypatch.setattr(distributed, "_launcher_requested_processes", lambda: None)
+    assert distributed.prepare_launch() == {}
     _, training_args, _ = make_parser().parse_args_and_config(_config(tmp_path))
     assert not training_args.use_cpu
 
 
-def test_world_size_without_accelerator_is_detected(monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "4")
-    monkeypatch.setattr(utils, "accelerator_available", lambda: False)
-    assert utils.cpu_multiprocess_launch() == 4
-    monkeypatch.setattr(utils, "accelerator_available", lambda: True)
-    assert utils.cpu_multiprocess_launch() == 0
+def test_gpu_machines_are_left_to_accelerate(monkeypatch):
+    monkeypatch.setattr(distributed, "accelerator_available", lambda: True)
+    monkeypatch.setattr(distributed, "_launcher_requested_processes", lambda: None)
+    for engine in (Engine("ddp", 8), Engine("deepspeed", 8, zero_stage=3), Engine("fsdp", 8, fsdp_version=2)):
+        assert distributed.prepare_launch(engine) == {}
+
+
+def test_a_launch_that_started_fewer_processes_than_asked_is_refused(monkeypatch):
+    # `accelerate launch --num_processes 2 recipe.py` without --multi_gpu (or with --cpu) starts the script once.
+    monkeypatch.setattr(distributed, "_launcher_requested_processes", lambda: 2)
+    with pytest.raises(RuntimeError, match="--num_processes 2` started 1 process"):
+        distributed.prepare_launch(Engine("single", 1))
+    distributed.check_launch(Engine("ddp", 2))  # as asked: fine
+
+
+def test_launcher_arguments_are_read_from_the_parent_command_line(monkeypatch, tmp_path):
+    cmdline = tmp_path / "cmdline"
+    monkeypatch.setattr(distributed.os, "getppid", lambda: 4242)
+    real = distributed.Path
+
+    def fake_path(path):
+        return cmdline if str(path) == "/proc/4242/cmdline" else real(path)
+
+    monkeypatch.setattr(distributed, "Path", fake_path)
+    cmdline.write_bytes(b"/venv/bin/python\0/venv/bin/accelerate\0launch\0--num_processes\x002\0recipe.py\0")
+    assert distributed._launcher_requested_processes() == 2
+    cmdline.write_bytes(b"/venv/bin/accelerate\0launch\0--cpu\0--num_processes=4\0recipe.py\0")
+    assert distributed._launcher_requested_processes() == 4
+    cmdline.write_bytes(b"/usr/bin/python\0-m\0pytest\0--num_processes\x002\0")  # not accelerate
+    assert distributed._launcher_requested_processes() is None
+
+
+def test_engine_is_read_from_accelerates_environment(monkeypatch):
+    for key in ("ACCELERATE_USE_DEEPSPEED", "ACCELERATE_USE_FSDP", "ACCELERATE_DEEPSPEED_ZERO_STAGE", "FSDP_VERSION"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert Engine.from_env() == Engine("ddp", 2)
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    assert Engine.from_env().name == "deepspeed zero3"
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    assert Engine.from_env().name == "fsdp2"
+
+
+def test_hfpref_train_starts_the_processes_it_asks_for():
+    from hfpref.cli.train import multi_process_launch_args
+
+    assert multi_process_launch_args(["--num_processes", "2"]) == ["--multi_gpu", "--num_processes", "2"]
+    assert multi_process_launch_args(["--num_processes=1"]) == ["--num_processes=1"]
+    with_config = ["--config_file", "recipes/accelerate_configs/zero3_cpu.yaml", "--num_processes", "2"]
+    assert multi_process_launch_args(with_config) == with_config
+    with pytest.raises(SystemExit, match="--cpu with --num_processes 2: accelerate then starts one process"):
+        multi_process_launch_args(["--cpu", "--num_processes", "2"])

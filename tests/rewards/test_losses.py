@@ -55,3 +55,41 @@ def test_binary_feedback_rejects_bad_labels_and_loss_type():
         binary_feedback_loss(torch.tensor([0.5]), torch.tensor([2]))
     with pytest.raises(ValueError, match=r"loss_type='hinge' is not one of \['bce', 'mse'\]"):
         binary_feedback_loss(torch.tensor([0.5]), torch.tensor([1]), loss_type="hinge")
+
+
+def test_forward_l2_penalty_equals_the_penalty_of_the_parameters_with_its_gradient():
+    from hfpref.rewards.losses import ForwardL2Penalty
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 1))
+    model[2].bias.requires_grad_(False)  # frozen parameters do not count
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    by_hand = sum((p.detach() ** 2).sum() for p in trainable)
+    penalty = ForwardL2Penalty(model)
+    model(torch.randn(2, 3))
+    model(torch.randn(5, 3))  # a second pass in the same step counts once
+    value = penalty.pop()
+    torch.testing.assert_close(value, by_hand)
+    value.backward()
+    for p in trainable:
+        torch.testing.assert_close(p.grad, 2 * p.detach())  # d||p||^2/dp = 2p
+    assert model[2].bias.grad is None
+    model(torch.randn(1, 3))
+    torch.testing.assert_close(penalty.pop(reduction="mean"), by_hand / sum(p.numel() for p in trainable))
+    assert penalty.pop() is None  # nothing ran since
+
+
+def test_forward_l2_penalty_backward_survives_freed_parameters():
+    # ZeRO-3 and FSDP free a module's full parameters after its forward pass; the penalty's backward must not read them.
+    from hfpref.rewards.losses import ForwardL2Penalty
+
+    layer = torch.nn.Linear(2, 2)
+    penalty = ForwardL2Penalty(layer)
+    layer(torch.ones(1, 2))
+    value = penalty.pop()
+    expected = 2 * layer.weight.detach().clone()
+    with torch.no_grad():  # overwritten after the forward pass: autograd refuses if backward needs the parameter
+        layer.weight.zero_()
+        layer.bias.zero_()
+    value.backward()
+    torch.testing.assert_close(layer.weight.grad, expected)

@@ -59,3 +59,22 @@ def test_paper_follows_the_variant():
     assert trainer._paper == {"title": METHODS["caption_rl"].variants["rloo"].paper_title, "id": "2402.14740"}
     trainer.args.loss_type = "scst"
     assert trainer._paper["id"] == "2509.14659"
+
+
+@pytest.mark.parametrize("processes", [1, 2, 3])
+def test_micro_batch_index_is_the_place_of_the_batch_accelerate_deals(processes):
+    """Process p's k-th micro-batch holds per-device batch `k * processes + p` of the sampler, as accelerate shards."""
+    from accelerate.data_loader import BatchSamplerShard
+    from torch.utils.data import BatchSampler, SequentialSampler
+
+    from hfpref.trainers.base_trainer import micro_batch_index
+
+    def sampler():
+        return BatchSampler(SequentialSampler(range(24)), batch_size=2, drop_last=True)
+
+    batches = list(sampler())
+    for process in range(processes):
+        shard = list(BatchSamplerShard(sampler(), num_processes=processes, process_index=process))
+        assert len(shard) == len(batches) // processes
+        for micro_step, batch in enumerate(shard):
+            assert batch == batches[micro_batch_index(micro_step, process, processes)]

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -6,6 +7,7 @@ import torch
 
 from hfpref.data.synthetic.audio_world import make_world
 from hfpref.models.captioning import build_tiny_whisper_captioner, ids_to_text
+from hfpref.trainers.base_trainer import mean_over_processes
 from hfpref.trainers.caption_rl.caption_rl_config import CaptionRLConfig
 from hfpref.trainers.caption_rl.caption_rl_trainer import CaptionRLTrainer, distinct_n, warmup_step_decay
 
@@ -144,7 +146,76 @@ def test_kl_with_a_frozen_copy(tmp_path, world, captioner):
     )
     assert trainer.ref_model is not None and not any(p.requires_grad for p in trainer.ref_model.parameters())
     trainer.train()
-    assert any("clip_fraction" in e for e in trainer.state.log_history)
+    logged = [e for e in trainer.state.log_history if "loss" in e]
+    assert len(logged) == 2 and all("clip_fraction" in e for e in logged)
+    # PPO logs the sampling policy's KL to the reference: 0 while the policy is still the frozen copy, then > 0.
+    assert logged[0]["kl"] == pytest.approx(0.0, abs=1e-6) and logged[1]["kl"] > 1e-6
+
+
+def test_logged_statistics_are_sample_weighted_means_over_processes():
+    """Two processes' reward and KL, over 8 and 4 samples: every process logs the mean over all 12."""
+    ranks = [{"reward": (0.5 * 8, 8), "kl": (0.2 * 8, 8)}, {"reward": (1.0 * 4, 4), "kl": (0.8 * 4, 4)}]
+    tensors = [torch.tensor([totals[name] for name in sorted(totals)], dtype=torch.float64) for totals in ranks]
+    for rank, totals in enumerate(ranks):
+        logged = mean_over_processes(totals, lambda local, rank=rank: local + tensors[1 - rank])
+        assert logged == pytest.approx({"reward": (4.0 + 4.0) / 12, "kl": (1.6 + 3.2) / 12})
+    # Unweighted, rank 0 alone would log 0.5 and 0.2; the mean of the two ranks' means 0.75 and 0.5.
+
+
+def test_training_logs_reduce_every_statistic_over_processes(tmp_path, world, captioner):
+    """
+    One SCST step with a greedy baseline and a KL term, with an all-reduce stubbed to add another process that saw 3
+    samples of value 1.0 for every statistic: each logged statistic is the weighted mean of both, with this process's
+    weights its sample counts (4 clips, 2 samples each).
+    """
+    model, processor = captioner
+    args = _args(tmp_path, max_steps=1, per_device_train_batch_size=4, num_samples=2, kl_coef=0.1)
+    trainer = CaptionRLTrainer(model, brevity, args, train_dataset=world, processing_class=processor)
+    reduced = {}
+
+    def sum_with_another_process(local):
+        reduced["local"] = local.clone()
+        return local + torch.tensor([[3.0, 3.0]], dtype=torch.float64)
+
+    trainer._sum_over_processes = sum_with_another_process
+    trainer.train()
+    logged = next(e for e in trainer.state.log_history if "loss" in e)
+    names = sorted(["reward", "reward_std", "reward_greedy", "sample_beats_greedy", "rewards/brevity", "kl",
+                    "completion_length", "distinct_1", "distinct_2", "empty_completions"])  # fmt: skip
+    local = dict(zip(names, reduced["local"].tolist(), strict=True))
+    assert local["reward"][1] == 8 and local["reward_greedy"][1] == 4 and local["kl"][1] == 8
+    for name, (total, weight) in local.items():
+        assert logged[name] == pytest.approx((total + 3.0) / (weight + 3.0)), name
+    assert logged["reward"] != pytest.approx(local["reward"][0] / 8)  # not this process's own mean
+
+
+def test_sampling_seed_follows_the_data_not_its_split(tmp_path, world, captioner, monkeypatch):
+    """
+    A micro-batch's sampling seed is that of the part of the global batch it holds (process p's micro-step m holds
+    part m * processes + p, as accelerate deals batches): 2 processes accumulating 2 micro-steps sample each part as 1
+    process accumulating 4 does, so the runs draw the same captions for the same clips.
+    """
+    model, processor = captioner
+    trainer = CaptionRLTrainer(
+        model, brevity, _args(tmp_path, max_steps=1), train_dataset=world, processing_class=processor
+    )
+    accelerator = type(trainer.accelerator)
+
+    def seeds(processes: int, accumulation: int) -> dict[tuple[int, int], int]:
+        monkeypatch.setattr(trainer.args, "gradient_accumulation_steps", accumulation)
+        monkeypatch.setattr(accelerator, "num_processes", property(lambda self: processes))
+        by_part = {}
+        for process in range(processes):
+            monkeypatch.setattr(accelerator, "process_index", property(lambda self, p=process: p))
+            view = copy.copy(trainer)  # the trainer as it is in that process
+            for step in range(2):
+                view.state.global_step = step
+                for micro_step in range(accumulation):
+                    by_part[step, micro_step * processes + process] = view._rollout_seed()
+        return by_part
+
+    split = seeds(processes=2, accumulation=2)
+    assert split == seeds(processes=1, accumulation=4) and len(set(split.values())) == 8
 
 
 def test_resume_from_checkpoint(tmp_path, world, captioner):

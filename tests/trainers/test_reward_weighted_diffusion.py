@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -161,6 +162,51 @@ def test_encoding_is_computed_once_and_reused(world, pipeline):
     assert all(c in encoded.column_names for c in LATENT_COLUMNS)
     mean = np.asarray(encoded[0]["latent_mean"])
     assert mean.shape == (4, 16, 8) and (np.asarray(encoded[0]["latent_std"]) > 0).all()
+
+
+def _pretrain_rows_drawn(trainer, monkeypatch, processes: int, accumulation: int, steps: int) -> list[list[int]]:
+    """Each step's original-data rows as `processes` processes of `accumulation` micro-steps draw them: one list per
+    (process, micro-step), process-major; each process is the trainer as it would be in that process."""
+    accelerator = type(trainer.accelerator)
+    monkeypatch.setattr(trainer.args, "gradient_accumulation_steps", accumulation)
+    monkeypatch.setattr(accelerator, "num_processes", property(lambda self: processes))
+    drawn = [[] for _ in range(steps)]
+    for process in range(processes):
+        monkeypatch.setattr(accelerator, "process_index", property(lambda self, p=process: p))
+        view = copy.copy(trainer)  # a fresh process: no micro-batch counted yet
+        for step in range(steps):
+            view.state.global_step = step
+            drawn[step] += [view._pretrain_rows() for _ in range(accumulation)]
+    return drawn
+
+
+def test_each_process_draws_its_own_share_of_the_pretraining_batch(tmp_path, world, pipeline, monkeypatch):
+    """
+    2 processes read disjoint original-data rows at every step, together exactly those 1 process reads when it
+    accumulates the same global batch (process p's micro-step m holds the global batch's part m * 2 + p); every row
+    once per epoch; and the draw is a function of seed and step (a rerun draws the same).
+    """
+    trainer = RewardWeightedDiffusionTrainer(
+        pipeline,
+        config(tmp_path, pretrain_batch_size=2, per_device_train_batch_size=2),
+        train_dataset=preference_data(world, [0.5] * len(world)),
+        pretrain_dataset=world,
+    )
+    steps = 6  # 4 rows per step: 3 steps per epoch of 12 rows, then a second epoch
+    two = _pretrain_rows_drawn(trainer, monkeypatch, processes=2, accumulation=1, steps=steps)
+    one = _pretrain_rows_drawn(trainer, monkeypatch, processes=1, accumulation=2, steps=steps)
+    assert two == one
+    two_by_two = _pretrain_rows_drawn(trainer, monkeypatch, processes=2, accumulation=2, steps=3)
+    one_by_four = _pretrain_rows_drawn(trainer, monkeypatch, processes=1, accumulation=4, steps=3)
+    # process-major order: process 0's micro-steps hold parts 0 and 2, process 1's parts 1 and 3
+    assert two_by_two == [[parts[0], parts[2], parts[1], parts[3]] for parts in one_by_four]
+    for step in two:
+        rows = [row for part in step for row in part]
+        assert len(rows) == 4 and len(set(rows)) == 4, step
+    for epoch in (two[:3], two[3:]):
+        assert sorted(row for step in epoch for part in step for row in part) == list(range(len(world)))
+    assert two[:3] != two[3:]  # a new order every epoch
+    assert _pretrain_rows_drawn(trainer, monkeypatch, processes=2, accumulation=1, steps=steps) == two
 
 
 def _learning_check(tmp_path, size: dict) -> dict:

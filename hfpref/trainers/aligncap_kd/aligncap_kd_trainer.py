@@ -14,7 +14,6 @@ masked. The teacher is the student's base model with the adapter disabled, so on
 from __future__ import annotations
 
 import sys
-from collections import defaultdict
 from collections.abc import Sequence
 from types import SimpleNamespace
 
@@ -322,7 +321,6 @@ class AlignCapKDTrainer(BaseTrainer):
                 missing -= set(dataset.column_names)
                 if missing:
                     raise ValueError(f"{name} lacks column(s) {sorted(missing)}; it has {dataset.column_names}")
-        self._metrics = defaultdict(list)
         super().__init__(
             model=model,
             args=args,
@@ -361,16 +359,13 @@ class AlignCapKDTrainer(BaseTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         losses = self._losses(model, inputs)
-        for name in ("kd_loss", "kl", "ce"):
-            if name in losses:
-                self._metrics[name].append(losses[name].item())
+        if model.training:
+            # Means over this micro-batch's response tokens: logged token-weighted over every process.
+            tokens = inputs["response_mask"].sum().clamp(min=1).item()
+            for name in ("kd_loss", "kl", "ce"):
+                if name in losses:
+                    self._record_metric(name, losses[name].item(), tokens)
         return (losses["loss"], losses) if return_outputs else losses["loss"]
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self._metrics and "loss" in logs:
-            logs = {**logs, **{key: float(np.mean(values)) for key, values in self._metrics.items()}}
-            self._metrics.clear()
-        super().log(logs, start_time)
 
     @torch.no_grad()
     def student_teacher_kl(self, dataset: Dataset, batch_size: int | None = None) -> dict[str, float]:

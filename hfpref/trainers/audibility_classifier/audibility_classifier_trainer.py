@@ -36,7 +36,10 @@ def accuracy_metrics(prediction: EvalPrediction) -> dict[str, float]:
 class AudibilityClassifierTrainer(BaseTrainer):
     """
     Fine-tunes a 2-label `AutoModelForSequenceClassification` on tokenized (sentence, label) data, thin on
-    [`~transformers.Trainer`]: it adds the paper's step schedule (`lr_decay_every_epochs`) and held-out accuracy.
+    [`~transformers.Trainer`]: it adds the paper's step schedule (`lr_decay_every_epochs`) and held-out accuracy, and
+    takes the cross-entropy mean over the global batch as its loss
+    ([`~hfpref.trainers.base_trainer.BaseTrainer._token_mean_cross_entropy`]: the classifier's own loss ignores
+    transformers' `num_items_in_batch`, which multiplied it by the accumulation steps and processes).
     """
 
     _name = "audibility_classifier"
@@ -44,9 +47,21 @@ class AudibilityClassifierTrainer(BaseTrainer):
     _card_metric = "eval_accuracy"
 
     def __init__(self, model, args: AudibilityClassifierConfig, *, processing_class, **kwargs):
+        config = getattr(model, "config", None)
+        problem = getattr(config, "problem_type", None)
+        if getattr(config, "num_labels", 2) < 2 or problem not in (None, "single_label_classification"):
+            raise ValueError(
+                f"the audibility classifier is trained by cross-entropy over its labels; this model has num_labels="
+                f"{config.num_labels} and problem_type={problem!r} (expected >= 2 and 'single_label_classification')"
+            )
         kwargs.setdefault("data_collator", DataCollatorWithPadding(processing_class))
         kwargs.setdefault("compute_metrics", accuracy_metrics)
         super().__init__(model=model, args=args, processing_class=processing_class, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.compute_loss_func is not None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        return self._token_mean_cross_entropy(model, inputs, return_outputs, num_items_in_batch)
 
     def _steps_per_epoch(self) -> int:
         args = self.args

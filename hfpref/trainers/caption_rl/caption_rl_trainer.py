@@ -1,4 +1,3 @@
-import copy
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from ...models.captioning import (
     rollout_logits,
     unwrap,
 )
+from ...utils.distributed import frozen_copy, shard_separately
 from ..base_trainer import BaseTrainer
 from .caption_rl_config import CaptionRLConfig
 
@@ -188,7 +188,7 @@ class CaptionRLTrainer(BaseTrainer):
             model = get_peft_model(model, peft_config)
         self.is_peft = hasattr(model, "disable_adapter")
         if args.kl_coef > 0 and ref_model is None and not self.is_peft:
-            ref_model = copy.deepcopy(model)
+            ref_model = frozen_copy(model)  # whole on every process, also when ZeRO-3 partitioned the policy at load
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
         self.ref_model = ref_model
@@ -202,7 +202,6 @@ class CaptionRLTrainer(BaseTrainer):
             caption_column=None,
             input_name=encoder_input_name(model),
         )
-        self._metrics = defaultdict(list)
         super().__init__(
             model=model,
             args=args,
@@ -215,9 +214,11 @@ class CaptionRLTrainer(BaseTrainer):
         )
         if self.ref_model is not None:
             self.ref_model.to(self.args.device)
+        # The audio encoder runs alone once per batch (see `encode_audio`): under FSDP2 it is a unit of its own.
+        if self.is_fsdp_enabled:
+            shard_separately(model, [unwrap(model).get_encoder()], self.accelerator.state.fsdp_plugin)
         check_generation_config(model)
         self._eos_ids = eos_token_ids(model)
-        self._rollout_step, self._rollout_micro = -1, 0
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
         if self.args.step_decay_every_epochs is None and self.args.warmup_epochs == 0:
@@ -271,16 +272,13 @@ class CaptionRLTrainer(BaseTrainer):
 
     def _rollout_seed(self) -> int:
         """
-        Seed of this micro-batch's sampling: a function of (`seed`, optimizer step, rollout index) only, where the
-        rollout index is `process_index * gradient_accumulation_steps + micro-step`. So the samples, and the update,
-        do not depend on how a global batch is split over processes and accumulation steps, and a resumed run draws
-        what the uninterrupted one drew.
+        Seed of this micro-batch's sampling: a function of (`seed`, optimizer step, index of the micro-batch in the
+        step's global batch) only, the index being the one of its data (`micro-step * num_processes +
+        process_index`, [`~hfpref.trainers.base_trainer.micro_batch_index`]). So each clip's samples, and the
+        update, do not depend on how a global batch is split over processes and accumulation steps, and a resumed run
+        draws what the uninterrupted one drew.
         """
-        step = self.state.global_step
-        if step != self._rollout_step:
-            self._rollout_step, self._rollout_micro = step, 0
-        index = self.accelerator.process_index * self.args.gradient_accumulation_steps + self._rollout_micro
-        self._rollout_micro += 1
+        step, index = self._micro_batch()
         return int(np.random.SeedSequence([self.args.seed, step, index]).generate_state(1)[0])
 
     def _sample(self, model, encoded, inputs) -> Rollout:
@@ -325,24 +323,27 @@ class CaptionRLTrainer(BaseTrainer):
 
         sample_texts = ids_to_text(self.tokenizer, samples)
         sample_rewards, components = self.score(sample_texts, self._reward_columns(inputs, k))
+        # Logged as the sample-weighted mean over every micro-batch of every process (`_record_metric`); the spread
+        # and distinct-n are those within each micro-batch, averaged so.
+        rows = len(sample_texts)
         greedy_rewards = None
         if greedy is not None:
             greedy_texts = ids_to_text(self.tokenizer, greedy)
             greedy_rewards, _ = self.score(greedy_texts, self._reward_columns(inputs, 1))
-            self._metrics["reward_greedy"].append(greedy_rewards.mean().item())
+            self._record_metric("reward_greedy", greedy_rewards.mean().item(), len(greedy_texts))
             beats = sample_rewards.view(-1, k) > greedy_rewards[:, None]
-            self._metrics["sample_beats_greedy"].append(beats.float().mean().item())
+            self._record_metric("sample_beats_greedy", beats.float().mean().item(), rows)
         advantages = sequence_advantages(sample_rewards, k, baseline, greedy_rewards)
         advantages = advantages.to(encoded.last_hidden_state.device)
 
-        self._metrics["reward"].append(sample_rewards.mean().item())
-        self._metrics["reward_std"].append(sample_rewards.std().item() if len(sample_rewards) > 1 else 0.0)
+        self._record_metric("reward", sample_rewards.mean().item(), rows)
+        self._record_metric("reward_std", sample_rewards.std().item() if rows > 1 else 0.0, rows)
         for name, values in components.items():
-            self._metrics[f"rewards/{name}"].append(values.mean().item())
-        self._metrics["completion_length"].append(float(np.mean([len(t.split()) for t in sample_texts])))
-        self._metrics["distinct_1"].append(distinct_n(sample_texts, 1))
-        self._metrics["distinct_2"].append(distinct_n(sample_texts, 2))
-        self._metrics["empty_completions"].append(float(np.mean([not t for t in sample_texts])))
+            self._record_metric(f"rewards/{name}", values.mean().item(), rows)
+        self._record_metric("completion_length", float(np.mean([len(t.split()) for t in sample_texts])), rows)
+        self._record_metric("distinct_1", distinct_n(sample_texts, 1), rows)
+        self._record_metric("distinct_2", distinct_n(sample_texts, 2), rows)
+        self._record_metric("empty_completions", float(np.mean([not t for t in sample_texts])), rows)
 
         ref_log_probs = self._ref_log_probs(model, inputs, samples) if args.kl_coef > 0 else None
         # As transformers' Trainer does: each micro-batch's loss is divided by the number of micro-batches per
@@ -357,7 +358,7 @@ class CaptionRLTrainer(BaseTrainer):
             if ref_log_probs is not None:
                 kl = (k3_kl(log_probs, ref_log_probs) * mask).sum(-1).mean()
                 loss = loss + args.kl_coef * kl
-                self._metrics["kl"].append(kl.item())
+                self._record_metric("kl", kl.item(), rows)
             self.accelerator.backward(loss / scale, **backward_kwargs)
             return loss.detach() / scale
 
@@ -371,7 +372,10 @@ class CaptionRLTrainer(BaseTrainer):
                 old_log_probs = log_probs.detach()
             penalty = None
             if ref_log_probs is not None:
-                penalty = args.kl_coef * k3_kl(log_probs, ref_log_probs)
+                token_kl = k3_kl(log_probs, ref_log_probs)
+                penalty = args.kl_coef * token_kl
+                if epoch == 0:  # the sampling policy's KL to the reference, as SCST and RLOO log it
+                    self._record_metric("kl", (token_kl.detach() * mask).sum(-1).mean().item(), rows)
             loss, clip_fraction = ppo_clip_loss(log_probs, old_log_probs, mask, advantages, args.cliprange, penalty)
             self.accelerator.backward(loss, **backward_kwargs)
             if epoch < args.ppo_epochs - 1:
@@ -379,14 +383,8 @@ class CaptionRLTrainer(BaseTrainer):
                     self.accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
-        self._metrics["clip_fraction"].append(clip_fraction.item())
+        self._record_metric("clip_fraction", clip_fraction.item(), mask.sum().clamp(min=1).item())
         return loss.detach()
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self._metrics and "loss" in logs:
-            logs = {**logs, **{key: float(np.mean(values)) for key, values in self._metrics.items()}}
-            self._metrics.clear()
-        super().log(logs, start_time)
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Greedy-decode the eval set and report the mean reward, its components and caption statistics."""

@@ -8,7 +8,6 @@ reward; online it adapts a pretrained checkpoint such as `laion/clap-htsat-unfus
 
 import contextlib
 import logging
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,6 +23,7 @@ from ...data.audio import decode_audio, ensure_audio_column
 from ...encoders.cache import EmbeddingCache
 from ...encoders.clap import _seeded_numpy, _text_max_length, _truncation_for, load_clap
 from ...utils.checks import check_finite_training
+from ...utils.distributed import gathered_parameters, restore_scalar_parameters, vectorise_scalar_parameters
 from ..base_trainer import BaseTrainer
 from .clap_contrastive_config import ClapContrastiveConfig
 
@@ -369,7 +369,6 @@ class ClapContrastiveTrainer(BaseTrainer):
                 text_max_length=_text_max_length(model, processing_class.tokenizer),
             )
             self._eval_collator = replace(data_collator, training=False)
-        self._metrics: dict[str, list[float]] = defaultdict(list)
         super().__init__(
             model=model,
             args=args,
@@ -381,6 +380,13 @@ class ClapContrastiveTrainer(BaseTrainer):
             callbacks=callbacks,
             optimizers=optimizers,
         )
+        # FSDP2 shards no 0-dim parameter: the logit scales become 1-element vectors, saved as scalars again.
+        self._scalar_parameters = vectorise_scalar_parameters(self.model) if self.is_fsdp_enabled else []
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        if state_dict is not None and self._scalar_parameters:
+            state_dict = restore_scalar_parameters(dict(state_dict), self._scalar_parameters)
+        super()._save(output_dir, state_dict=state_dict)
 
     @staticmethod
     def _prepare_dataset(dataset: Dataset, args: ClapContrastiveConfig, name: str, training: bool) -> Dataset:
@@ -484,9 +490,11 @@ class ClapContrastiveTrainer(BaseTrainer):
                 unwrapped = self.accelerator.unwrap_model(model)
                 logits = outputs.logits_per_audio
                 hits = logits.argmax(dim=1) == torch.arange(len(logits), device=logits.device)
-                self._metrics["batch_audio_to_text_accuracy"].append(hits.float().mean().item())
-                self._metrics["logit_scale_audio"].append(unwrapped.logit_scale_a.exp().item())
-                self._metrics["logit_scale_text"].append(unwrapped.logit_scale_t.exp().item())
+                self._record_metric("batch_audio_to_text_accuracy", hits.float().mean().item(), len(hits))
+                scales = [unwrapped.logit_scale_a, unwrapped.logit_scale_t]
+                with gathered_parameters(scales):  # ZeRO-3 partitions them: read them whole
+                    self._record_metric("logit_scale_audio", scales[0].exp().item())
+                    self._record_metric("logit_scale_text", scales[1].exp().item())
         return (loss, outputs) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -514,10 +522,3 @@ class ClapContrastiveTrainer(BaseTrainer):
             self.model, self.state.log_history, what=f"the model for {output_dir or self.args.output_dir}"
         )
         super().save_model(output_dir, _internal_call)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self._metrics and "loss" in logs:
-            for key, values in self._metrics.items():
-                logs[key] = float(np.mean(values))
-            self._metrics.clear()
-        super().log(logs, start_time)

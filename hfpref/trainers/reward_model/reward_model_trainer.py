@@ -10,7 +10,7 @@ from transformers import EvalPrediction
 
 from ...hub.cards import render_reward_model_card
 from ...models.modeling_clap_reward import CLAPRewardModel, portable_clap_reference
-from ...rewards.losses import binary_feedback_loss, bradley_terry_loss, l2_penalty
+from ...rewards.losses import ForwardL2Penalty, binary_feedback_loss, bradley_terry_loss
 from ...utils.checks import check_finite_training
 from ..base_trainer import BaseTrainer
 from .reward_model_config import RewardModelConfig
@@ -191,6 +191,8 @@ class RewardModelTrainer(BaseTrainer):
         elif eval_dataset is not None:
             eval_dataset = self._prepare(eval_dataset, "eval_dataset")
         self._metric_dataset: EmbeddingTable | None = None
+        # ||theta||^2 read during the forward pass, where DDP, ZeRO-3 and FSDP2 all hold the head's weights whole.
+        self._l2 = ForwardL2Penalty(model) if args.l2_coef > 0 else None
         super().__init__(
             model=model,
             args=args,
@@ -230,7 +232,10 @@ class RewardModelTrainer(BaseTrainer):
         else:
             loss = binary_feedback_loss(rewards, inputs["label"], loss_type=self.args.loss_type)
         if self.args.l2_coef > 0:
-            loss = loss + self.args.l2_coef * l2_penalty(model.parameters(), reduction=self.args.l2_reduction)
+            penalty = self._l2.pop(reduction=self.args.l2_reduction)
+            if penalty is None:
+                raise RuntimeError("the L2 penalty found no forward pass of the reward model since the last step")
+            loss = loss + self.args.l2_coef * penalty
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

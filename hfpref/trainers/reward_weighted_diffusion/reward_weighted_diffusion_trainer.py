@@ -1,6 +1,7 @@
+import functools
 import logging
+import math
 import os
-from collections import defaultdict
 
 import numpy as np
 import torch
@@ -138,6 +139,33 @@ def encode_audio_text(
     return out
 
 
+@functools.lru_cache(maxsize=2)
+def _epoch_order(num_rows: int, seed: int) -> tuple[int, ...]:
+    return tuple(torch.randperm(num_rows, generator=torch.Generator().manual_seed(seed)).tolist())
+
+
+def pretrain_rows(num_rows: int, batch_size: int, seed: int, micro_batch: int) -> list[int]:
+    """
+    Rows of the original training data that the `micro_batch`-th micro-batch of the run reads, counting the
+    micro-batches of every process in global-batch order (`optimizer step * micro-batches per step + index in the
+    step`, see [`~hfpref.trainers.base_trainer.micro_batch_index`]). Epoch `e` reads the data in a random order drawn
+    from `seed + e`, `batch_size` rows at a time (its last batch may be shorter). So the rows depend only on the seed
+    and the place in the run: the processes of a step read disjoint rows, together the ones one process reads over
+    the same global batch by accumulation, and a resumed run reads what the uninterrupted one read.
+
+    Example:
+
+    ```python
+    >>> [pretrain_rows(5, 2, seed=0, micro_batch=i) for i in range(4)]  # an epoch of 5 rows, then the next one
+    [[4, 0], [1, 3], [2], [0, 4]]
+
+    ```
+    """
+    epoch, position = divmod(micro_batch, math.ceil(num_rows / batch_size))
+    order = _epoch_order(num_rows, seed + epoch)
+    return list(order[position * batch_size : (position + 1) * batch_size])
+
+
 class _LatentCollator:
     def __init__(self, reward_column: str | None):
         self.reward_column = reward_column
@@ -156,7 +184,8 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
     BATON's reward-weighted fine-tuning of a text-to-audio diffusion UNet (https://huggingface.co/papers/2402.00744,
     section 3.3), thin on [`~transformers.Trainer`]:
     `L = mean(r(c, x) * ||eps - eps_theta(x_t, c, t)||^2)` on preference data `+ beta * mean(||eps - eps_theta||^2)`
-    on batches of the original training data. The reward r is a column of the preference data, precomputed (e.g. by
+    on batches of the original training data (each process reads its own share of a step's batch, [`pretrain_rows`]).
+    The reward r is a column of the preference data, precomputed (e.g. by
     [`~hfpref.data.tta_feedback.add_rewards`] with the binary reward model); the noise schedule is the pipeline's.
     Only the UNet trains (all its weights, or LoRA adapters with `use_lora`); the VAE and text encoder stay frozen,
     and their outputs are computed once ([`encode_audio_text`]).
@@ -232,9 +261,6 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
             if pretrain_dataset is not None
             else None
         )
-        self._pretrain_iterator = None
-        self._pretrain_epoch = 0
-        self._metrics: dict[str, list[float]] = defaultdict(list)
         super().__init__(
             model=unet,
             args=args,
@@ -256,19 +282,16 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
             )
         return encode_audio_text(self.pipeline, dataset, audio_column=audio_column, text_column=text_column)
 
-    def _next_pretrain_batch(self, device) -> dict[str, torch.Tensor]:
+    def _pretrain_rows(self, training: bool = True) -> list[int]:
+        """This micro-batch's rows of the original data ([`pretrain_rows`]); call it once per training micro-batch."""
+        # Outside training (evaluation), the rows of the next step's first micro-batch, without advancing the count.
+        step, index = self._micro_batch() if training else (self.state.global_step, 0)
+        per_step = self.args.gradient_accumulation_steps * self.accelerator.num_processes
         size = self.args.pretrain_batch_size or self.args.per_device_train_batch_size
-        if self._pretrain_iterator is None:
-            generator = torch.Generator().manual_seed(self.args.seed + self._pretrain_epoch)
-            order = torch.randperm(len(self.pretrain_dataset), generator=generator).tolist()
-            self._pretrain_iterator = iter([order[i : i + size] for i in range(0, len(order), size)])
-        try:
-            rows = next(self._pretrain_iterator)
-        except StopIteration:
-            self._pretrain_iterator = None
-            self._pretrain_epoch += 1
-            return self._next_pretrain_batch(device)
-        batch = _LatentCollator(None)([self.pretrain_dataset[i] for i in rows])
+        return pretrain_rows(len(self.pretrain_dataset), size, self.args.seed, step * per_step + index)
+
+    def _next_pretrain_batch(self, device, training: bool = True) -> dict[str, torch.Tensor]:
+        batch = _LatentCollator(None)([self.pretrain_dataset[i] for i in self._pretrain_rows(training)])
         return {k: v.to(device) for k, v in batch.items()}
 
     def _denoising_prediction(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -290,26 +313,20 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         prediction, target = self._denoising_prediction(model, inputs)
-        pretrain_prediction = pretrain_target = None
+        pretrain_prediction = pretrain_target = pretrain_batch = None
         if self.args.beta > 0:
-            pretrain_prediction, pretrain_target = self._denoising_prediction(
-                model, self._next_pretrain_batch(inputs["reward"].device)
-            )
+            pretrain_batch = self._next_pretrain_batch(inputs["reward"].device, training=model.training)
+            pretrain_prediction, pretrain_target = self._denoising_prediction(model, pretrain_batch)
         loss, weighted, pretrain = reward_weighted_denoising_loss(
             prediction, target, inputs["reward"], pretrain_prediction, pretrain_target, beta=self.args.beta
         )
-        mode = "train" if model.training else "eval"
-        if mode == "train":
-            self._metrics["reward_weighted_loss"].append(weighted.item())
-            self._metrics["pretrain_loss"].append(pretrain.item())
-            self._metrics["mean_reward"].append(inputs["reward"].mean().item())
+        if model.training:
+            rows = len(inputs["reward"])
+            self._record_metric("reward_weighted_loss", weighted.item(), rows)
+            pretrain_size = len(pretrain_batch["latent_mean"]) if pretrain_batch is not None else 1
+            self._record_metric("pretrain_loss", pretrain.item(), pretrain_size)
+            self._record_metric("mean_reward", inputs["reward"].mean().item(), rows)
         return (loss, {"prediction": prediction}) if return_outputs else loss
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if self._metrics and "loss" in logs:
-            logs.update({name: float(np.mean(values)) for name, values in self._metrics.items()})
-            self._metrics.clear()
-        super().log(logs, start_time)
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         output_dir = output_dir or self.args.output_dir
