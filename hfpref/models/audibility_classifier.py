@@ -5,10 +5,13 @@ from collections.abc import Iterable
 import torch
 
 
-def build_tiny_audibility_classifier(texts: Iterable[str], *, hidden_size: int = 32, seed: int = 0):
+def build_tiny_audibility_classifier(
+    texts: Iterable[str], *, hidden_size: int = 32, seed: int = 0, dropout: float | None = None
+):
     """
     A 2-layer DistilBERT sequence classifier (2 labels) with a WordPiece tokenizer learned on `texts`
     ([`wordpiece_vocabulary`]: the same texts give the same vocabulary in every process) (offline, random weights).
+    `dropout` sets every dropout of the model (`None`: DistilBERT's defaults).
 
     Returns:
         `(DistilBertForSequenceClassification, PreTrainedTokenizerFast)`.
@@ -47,6 +50,8 @@ def build_tiny_audibility_classifier(texts: Iterable[str], *, hidden_size: int =
         id2label={0: "non_audible", 1: "audible"},
         label2id={"non_audible": 0, "audible": 1},
     )
+    if dropout is not None:
+        config.dropout = config.attention_dropout = config.seq_classif_dropout = dropout
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = DistilBertForSequenceClassification(config)

@@ -31,6 +31,7 @@ from hfpref.scripts.utils import (
 )
 from hfpref.trainers.aligncap_kd.aligncap_kd_config import AlignCapKDConfig
 from hfpref.trainers.aligncap_kd.aligncap_kd_trainer import AlignCapKDTrainer, clue_accuracy, kd_alignment_dataset
+from hfpref.utils.distributed import zero3_init_disabled
 from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained, refuse_remote_code
 
 
@@ -100,13 +101,26 @@ def main(script_args: AlignCapScriptArguments, training_args: AlignCapKDConfig, 
     trainer.save_metrics("eval", metrics)
     logger.info("held-out KL(teacher || student): %.4f -> %.4f", metrics["eval_start_kl"], metrics["eval_kl"])
     trainer.save_model(training_args.output_dir)
-    # The merged student is what PO-regularization (recipes/aligncap_dpo.py) and `hfpref pairs` start from.
-    merged = trainer.model.merge_and_unload()
-    merged.save_pretrained(os.path.join(training_args.output_dir, "merged"))
-    tokenizer.save_pretrained(os.path.join(training_args.output_dir, "merged"))
+    # The merged student is what PO-regularization (recipes/aligncap_dpo.py) and `hfpref pairs` start from. It is
+    # merged from the adapter just saved (whole under every engine; the trainer's own copy is partitioned under
+    # ZeRO-3 and sharded under FSDP2), once, by the main process.
+    if trainer.accelerator.is_main_process:
+        save_merged_student(training_args.output_dir, os.path.join(training_args.output_dir, "merged"))
+    trainer.accelerator.wait_for_everyone()
     dataset = script_args.dataset_name or f"speech world ({script_args.speech_world_clips} clips)"
     write_card_and_push(trainer, training_args, dataset_name=dataset)
     return trainer, metrics
+
+
+def save_merged_student(adapter_dir: str, merged_dir: str):
+    """The saved adapter merged into its base (loaded whole, outside ZeRO-3's `zero.Init`), saved with its tokenizer."""
+    from peft import AutoPeftModelForCausalLM
+
+    with zero3_init_disabled():
+        merged = AutoPeftModelForCausalLM.from_pretrained(adapter_dir).merge_and_unload()
+    merged.save_pretrained(merged_dir)
+    load_pretrained(AutoTokenizer, adapter_dir).save_pretrained(merged_dir)
+    return merged
 
 
 def make_parser() -> HfprefParser:

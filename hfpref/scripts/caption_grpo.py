@@ -11,7 +11,7 @@ import logging
 import os
 
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-from trl import GRPOTrainer, ModelConfig
+from trl import ModelConfig
 
 from hfpref.encoders.audio_tokens import add_audio_tokens, audio_token_prompts
 from hfpref.encoders.dataset import add_embeddings
@@ -30,8 +30,10 @@ from hfpref.scripts.utils import (
     save_tiny_llm,
 )
 from hfpref.trainers.caption_grpo.caption_grpo_config import CaptionGRPOConfig
+from hfpref.trainers.caption_grpo.caption_grpo_trainer import CaptionGRPOTrainer
 from hfpref.trainers.caption_grpo.caption_grpo_utils import audio_tokenizer_for
 from hfpref.utils.checks import check_finite_training
+from hfpref.utils.distributed import peft_before_trl
 from hfpref.utils.safe_loading import load_pretrained, refuse_remote_code
 
 
@@ -179,7 +181,8 @@ def main(script_args: CaptionGRPOScriptArguments, training_args: CaptionGRPOConf
             lora_dropout=model_args.lora_dropout,
             target_modules=model_args.lora_target_modules or ("q_proj", "k_proj", "v_proj", "o_proj"),
         )
-    trainer = GRPOTrainer(
+    model, peft_config = peft_before_trl(model, peft_config)
+    trainer = CaptionGRPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
         args=training_args,

@@ -723,11 +723,13 @@ class AudibilityModelArguments:
             Build a 2-layer DistilBERT from a config with a WordPiece tokenizer trained on the training sentences
             instead (offline tests and smoke runs).
         tiny_hidden_size (`int`, *optional*, defaults to `32`): width of that tiny DistilBERT.
+        tiny_dropout (`float`, *optional*): every dropout of that tiny DistilBERT; `None` keeps DistilBERT's.
     """
 
     model_name_or_path: str = "distilbert-base-uncased"
     tiny_classifier: bool = False
     tiny_hidden_size: int = 32
+    tiny_dropout: float | None = None
 
     def __post_init__(self):
         if self.tiny_hidden_size < 2 or self.tiny_hidden_size % 2:
@@ -846,7 +848,9 @@ def load_audibility_classifier(model_args, texts: Iterable[str] | None = None):
     if model_args.tiny_classifier:
         if texts is None:
             raise ValueError("tiny_classifier needs the training sentences to train its tokenizer")
-        return build_tiny_audibility_classifier(texts, hidden_size=model_args.tiny_hidden_size)
+        return build_tiny_audibility_classifier(
+            texts, hidden_size=model_args.tiny_hidden_size, dropout=model_args.tiny_dropout
+        )
     from hfpref.utils.safe_loading import load_pretrained
 
     tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path)

@@ -15,6 +15,7 @@ _SOURCES = {
     "AudibilityClassifierConfig": ".audibility_classifier",
     "AudibilityClassifierTrainer": ".audibility_classifier",
     "CaptionGRPOConfig": ".caption_grpo",
+    "CaptionGRPOTrainer": ".caption_grpo",
     "CaptionRLConfig": ".caption_rl",
     "CaptionRLTrainer": ".caption_rl",
     "CaptionSFTConfig": ".caption_sft",

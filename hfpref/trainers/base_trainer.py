@@ -86,6 +86,34 @@ def mean_over_processes(
     return {name: total / weight if weight else float("nan") for name, (total, weight) in zip(names, summed)}
 
 
+class TrainedAdapterSaveMixin:
+    """
+    For TRL trainers of a LoRA policy with a KL reference (`DPOTrainer`, `GRPOTrainer`): save only the trained
+    (active) adapter. TRL adds a frozen `"ref"` adapter, a copy of the initial one, as the reference; the artifact is
+    the trained adapter alone, and under DeepSpeed ZeRO-3 the engine's gathered state dict holds only the trained
+    adapter's trainable-token deltas, so saving every adapter fails (`KeyError: '...trainable_tokens_delta.ref'`).
+    """
+
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        if len(getattr(model, "peft_config", None) or {}) < 2:
+            return super()._save(output_dir, state_dict=state_dict)
+        from transformers.trainer import TRAINING_ARGS_NAME
+
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        model.save_pretrained(
+            output_dir,
+            state_dict=state_dict,
+            selected_adapters=[model.active_adapter],
+            is_main_process=self.args.should_save,
+        )
+        if self.args.should_save:
+            if self.processing_class is not None:
+                self.processing_class.save_pretrained(output_dir)
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+
 class BaseTrainer(Trainer):
     r"""
     Base of hfpref's trainers. A method's trainer puts it first among its bases, so that its `create_model_card`

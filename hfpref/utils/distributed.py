@@ -159,6 +159,7 @@ def prepare_launch(engine: Engine | None = None) -> dict:
                 f"DS_ACCELERATOR={os.environ['DS_ACCELERATOR']} on a machine without a GPU: unset it (hfpref sets "
                 "'cpu') to run DeepSpeed on the CPU"
             )
+        _teach_peft_trainable_tokens_on_cpu()
         return {"ddp_backend": "gloo"}
     if engine.fsdp_version != 2:
         raise RuntimeError(
@@ -167,6 +168,36 @@ def prepare_launch(engine: Engine | None = None) -> dict:
         )
     _teach_accelerate_fsdp_on_cpu()
     return {"ddp_backend": "gloo"}
+
+
+def _teach_peft_trainable_tokens_on_cpu() -> None:
+    """
+    Under ZeRO-3, PEFT gathers the embedding rows of trainable tokens (hfpref's speech and audio tokens) on rank 0 and
+    broadcasts them, into a buffer it puts on CUDA ("right now, only CUDA is implemented"); on CPU the buffer is on
+    the CPU, the rest is PEFT's.
+    """
+    try:
+        from peft.tuners.trainable_tokens.layer import TrainableTokensLayer
+    except ImportError:
+        return
+    if getattr(TrainableTokensLayer._collect_token_weights, "_hfpref_cpu", False):
+        return
+
+    def _collect_token_weights(self, weight, rows, embed_dim):
+        import torch
+        import torch.distributed as dist
+        from peft.utils.integrations import gather_params_ctx
+
+        with gather_params_ctx([weight], modifier_rank=None):
+            if dist.get_rank() == 0:
+                token_weights = weight[rows].clone()
+            else:
+                token_weights = torch.empty((len(rows), embed_dim), dtype=weight.dtype, device="cpu")
+        dist.broadcast(token_weights, src=0)
+        return token_weights
+
+    _collect_token_weights._hfpref_cpu = True
+    TrainableTokensLayer._collect_token_weights = _collect_token_weights
 
 
 def _teach_fsdp2_models_without_embeddings() -> None:
@@ -419,3 +450,61 @@ def restore_scalar_parameters(state_dict: dict, names: list[str]) -> dict:
         if name in state_dict and tuple(state_dict[name].shape) == (1,):
             state_dict[name] = state_dict[name].reshape(())
     return state_dict
+
+
+def whole_copy(model, state_dict: dict):
+    """
+    A plain (unpartitioned, unsharded) model of `model`'s class and config, with its adapters, holding `state_dict`:
+    what a model partitioned by ZeRO-3 or sharded by FSDP2 is saved from, `state_dict` being the engine's gathered
+    weights (`accelerator.get_state_dict`). For models whose `save_pretrained` takes no `state_dict` (diffusers').
+    """
+    cls = next(c for c in type(model).__mro__ if not c.__name__.startswith("FSDP"))
+    with zero3_init_disabled():
+        plain = cls.from_config(model.config) if hasattr(cls, "from_config") else cls(model.config)
+    for name, config in (getattr(model, "peft_config", None) or {}).items():
+        plain.add_adapter(config, adapter_name=name)
+    plain.load_state_dict(state_dict)
+    return plain
+
+
+def apply_peft(model, peft_config):
+    """
+    `peft.get_peft_model(model, peft_config)`; a model that is whole (not partitioned by ZeRO-3's `zero.Init`) gets
+    its adapter outside ZeRO-3 too: PEFT otherwise takes the model for partitioned and gathers its embedding rows
+    for trainable tokens the way only CUDA supports. Under ZeRO-3 the trainable-token layers get the embedding weight
+    they read registered with DeepSpeed.
+    """
+    from peft import get_peft_model
+
+    if is_zero3_partitioned(model):
+        model = get_peft_model(model, peft_config)
+    else:
+        with zero3_init_disabled():
+            model = get_peft_model(model, peft_config)
+    if zero3_enabled():
+        _register_trainable_token_weights(model)
+    return model
+
+
+def _register_trainable_token_weights(model) -> None:
+    """
+    PEFT's trainable-token layer reads the weight of the embedding it wraps in its own forward, before calling the
+    embedding: ZeRO-3 gathers a parameter only for the forward of the module that owns it, so the weight is registered
+    as an external parameter of the layer too (DeepSpeed then gathers it for the layer's forward).
+    """
+    from deepspeed.runtime.zero.partition_parameters import register_external_parameter
+
+    for module in model.modules():
+        base = getattr(module, "base_layer", None)
+        if type(module).__name__ == "TrainableTokensLayer" and getattr(base, "weight", None) is not None:
+            register_external_parameter(module, base.weight)
+
+
+def peft_before_trl(model, peft_config):
+    """
+    `(model, peft_config)` to hand a TRL trainer: under ZeRO-3 a whole model gets its adapter here
+    ([`apply_peft`]) and TRL gets the `PeftModel` (TRL would apply it inside ZeRO-3); otherwise unchanged.
+    """
+    if peft_config is None or not zero3_enabled() or is_zero3_partitioned(model):
+        return model, peft_config
+    return apply_peft(model, peft_config), None

@@ -25,11 +25,9 @@ def _whole(state: dict) -> dict:
 
 
 def _held_elements(model) -> tuple[int, int]:
-    """(elements of the trainable parameters this process holds, elements of the whole trainable parameters)."""
+    """(elements of the parameters this process holds, elements of the whole parameters)."""
     held = whole = 0
     for p in model.parameters():
-        if not p.requires_grad and not hasattr(p, "ds_id"):
-            continue
         if hasattr(p, "ds_tensor"):  # DeepSpeed ZeRO-3 partition
             held += p.ds_tensor.numel()
             whole += p.ds_numel
@@ -45,7 +43,7 @@ def _held_elements(model) -> tuple[int, int]:
 def _trainable_names(trainer) -> list[str]:
     """State-dict names of the trained parameters (as in `accelerator.get_state_dict`)."""
     model = trainer.accelerator.unwrap_model(trainer.model_wrapped)
-    return sorted(name for name, p in model.named_parameters() if p.requires_grad or hasattr(p, "ds_id"))
+    return sorted(name for name, p in model.named_parameters() if p.requires_grad)
 
 
 def run(script: str, config: str) -> None:

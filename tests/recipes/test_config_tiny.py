@@ -124,9 +124,9 @@ def test_caption_grpo_adapter_loads_on_the_saved_tiny_llm(tmp_path):
 
 def test_aligncap_kd_adapter_and_merged_student(tmp_path):
     trainer = run_tiny("aligncap_kd", tmp_path)
-    # The recipe merges the adapter into the trainer's model at the end: what it holds now is the merged student.
+    # The recipe merges the saved adapter into its base: the trainer's model, merged here, is the same student.
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
-    assert_saved_weights_equal(merged, trainer.model.get_base_model().state_dict())
+    assert_saved_weights_equal(merged, trainer.model.merge_and_unload().state_dict())
     adapted = AutoModelForCausalLM.from_pretrained(tmp_path)
     assert any("lora_A" in name for name in adapted.state_dict())
     ids = AutoTokenizer.from_pretrained(tmp_path / "merged")("<st_1><st_2> Describe the speaker's emotion.")

@@ -15,7 +15,7 @@ ZeRO-3, FSDP2 and DDP. For each (engine, recipe):
 
 Why the two runs must agree: the data order is the same (one seeded sampler; process k of 2 takes every other per-device
 batch, accumulation step k the same ones); so are the random draws (RL samples and diffusion noise are seeded per
-global micro-batch: `process_index * gradient_accumulation_steps + micro-step`); the runs use SGD with a constant
+global micro-batch: `micro-step * processes + process_index`, the place of the batch accelerate deals); the runs use SGD with a constant
 learning rate and no clipping, so the weights are linear in the summed gradients, and dropout is off. What is left is
 the order of float additions (an all-reduce or reduce-scatter mean vs accumulated halves), ~1e-7 relative per step:
 1e-5 absolute on these weights is far above it yet far below the training updates (checked to be > 1e-3 per recipe).
@@ -105,7 +105,12 @@ OVERRIDES = {
     "aligncap_kd": {"learning_rate": 0.05, "per_device_train_batch_size": 2},
     "aligncap_dpo": {"learning_rate": 0.05, "per_device_train_batch_size": 2},
     "reward_weighted_diffusion": {"learning_rate": 0.05, "per_device_train_batch_size": 2},
-    "audibility_classifier": {"learning_rate": 0.5, "per_device_train_batch_size": 8, "num_train_epochs": 1},
+    "audibility_classifier": {
+        "learning_rate": 0.5,
+        "per_device_train_batch_size": 8,
+        "num_train_epochs": 1,
+        "tiny_dropout": 0.0,  # dropout masks come from each process's RNG
+    },
 }
 DROP = {
     "audibility_classifier": ["use_cpu", "lr_decay_every_epochs", "lr_decay_factor"],

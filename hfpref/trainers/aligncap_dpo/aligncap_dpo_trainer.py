@@ -27,8 +27,9 @@ from trl import DPOConfig, DPOTrainer
 from ...encoders.speech_tokens import speech_lora_config, speech_token_ids
 from ...judges.base import Judge
 from ...judges.pairs import generate_candidates
+from ...utils.distributed import peft_before_trl
 from ...utils.safe_loading import load_pretrained, refuse_remote_code
-from ..base_trainer import BaseTrainer
+from ..base_trainer import BaseTrainer, TrainedAdapterSaveMixin
 
 
 TOKEN_ID_COLUMNS = ("prompt_ids", "chosen_ids", "rejected_ids")
@@ -78,7 +79,7 @@ def validate_token_ids(pairs: Dataset, tokenizer, max_length: int | None = None)
             )
 
 
-class AlignCapDPOTrainer(BaseTrainer, DPOTrainer):
+class AlignCapDPOTrainer(TrainedAdapterSaveMixin, BaseTrainer, DPOTrainer):
     """
     TRL's `DPOTrainer`, trained on the token ids the pairs carry (`prompt_ids`, `chosen_ids`, `rejected_ids`, as
     [`~hfpref.judges.pairs.build_preference_pairs`] writes them) instead of re-tokenizing `prompt + chosen`. Pairs
@@ -149,6 +150,7 @@ def aligncap_dpo_trainer(
         validate_preference_pairs(eval_pairs)
     if not isinstance(model, PeftModel) and peft_config is None:
         peft_config = speech_lora_config(speech_token_ids(tokenizer))
+    model, peft_config = peft_before_trl(model, peft_config)
     return AlignCapDPOTrainer(
         model=model,
         args=args,

@@ -21,12 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from peft import PeftModel, get_peft_model
+from peft import PeftModel
 from transformers import PreTrainedTokenizerBase
 
 from ...encoders.audio_tokens import audio_token_prompts
 from ...encoders.speech_tokens import speech_lora_config, speech_token_ids
 from ...prompts.emotion_clues import teacher_prompt
+from ...utils.distributed import apply_peft
 from ..base_trainer import BaseTrainer
 from .aligncap_kd_config import DEFAULT_INSTRUCTION, AlignCapKDConfig
 
@@ -309,7 +310,7 @@ class AlignCapKDTrainer(BaseTrainer):
         if processing_class is None:
             raise ValueError("AlignCapKDTrainer needs the tokenizer as processing_class")
         if not isinstance(model, PeftModel):
-            model = get_peft_model(model, peft_config or speech_lora_config(speech_token_ids(processing_class)))
+            model = apply_peft(model, peft_config or speech_lora_config(speech_token_ids(processing_class)))
         elif peft_config is not None:
             raise ValueError("model is already a PeftModel; do not pass peft_config as well")
         if teacher_model is not None:

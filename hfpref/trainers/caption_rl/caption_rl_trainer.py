@@ -20,7 +20,7 @@ from ...models.captioning import (
     rollout_logits,
     unwrap,
 )
-from ...utils.distributed import frozen_copy, shard_separately
+from ...utils.distributed import apply_peft, frozen_copy, shard_separately
 from ..base_trainer import BaseTrainer
 from .caption_rl_config import CaptionRLConfig
 
@@ -183,9 +183,7 @@ class CaptionRLTrainer(BaseTrainer):
             if ds is not None and args.audio_column not in ds.column_names:
                 raise ValueError(f"{name} has no audio column {args.audio_column!r}; it has {ds.column_names}")
         if peft_config is not None:
-            from peft import get_peft_model
-
-            model = get_peft_model(model, peft_config)
+            model = apply_peft(model, peft_config)
         self.is_peft = hasattr(model, "disable_adapter")
         if args.kl_coef > 0 and ref_model is None and not self.is_peft:
             ref_model = frozen_copy(model)  # whole on every process, also when ZeRO-3 partitioned the policy at load

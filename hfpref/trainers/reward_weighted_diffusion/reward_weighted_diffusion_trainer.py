@@ -10,6 +10,7 @@ from diffusers import AudioLDMPipeline, DDPMScheduler
 
 from ...data.audio import decode_audio_column
 from ...models.tta_pipeline import encode_prompts, sampling_rate_of, waveform_to_log_mel
+from ...utils.distributed import whole_copy
 from ..base_trainer import BaseTrainer
 from .reward_weighted_diffusion_config import RewardWeightedDiffusionConfig
 
@@ -282,16 +283,21 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
             )
         return encode_audio_text(self.pipeline, dataset, audio_column=audio_column, text_column=text_column)
 
-    def _pretrain_rows(self, training: bool = True) -> list[int]:
-        """This micro-batch's rows of the original data ([`pretrain_rows`]); call it once per training micro-batch."""
+    def _pretrain_rows(self, training: bool = True, micro: tuple[int, int] | None = None) -> list[int]:
+        """
+        This micro-batch's rows of the original data ([`pretrain_rows`]); call it once per training micro-batch, or
+        give its `(step, index)` (`micro`).
+        """
         # Outside training (evaluation), the rows of the next step's first micro-batch, without advancing the count.
-        step, index = self._micro_batch() if training else (self.state.global_step, 0)
+        if micro is None:
+            micro = self._micro_batch() if training else (self.state.global_step, 0)
+        step, index = micro
         per_step = self.args.gradient_accumulation_steps * self.accelerator.num_processes
         size = self.args.pretrain_batch_size or self.args.per_device_train_batch_size
         return pretrain_rows(len(self.pretrain_dataset), size, self.args.seed, step * per_step + index)
 
-    def _next_pretrain_batch(self, device, training: bool = True) -> dict[str, torch.Tensor]:
-        batch = _LatentCollator(None)([self.pretrain_dataset[i] for i in self._pretrain_rows(training)])
+    def _next_pretrain_batch(self, device, training: bool = True, micro=None) -> dict[str, torch.Tensor]:
+        batch = _LatentCollator(None)([self.pretrain_dataset[i] for i in self._pretrain_rows(training, micro)])
         return {k: v.to(device) for k, v in batch.items()}
 
     def _denoising_prediction(self, model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -312,11 +318,19 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
         return prediction, target
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        prediction, target = self._denoising_prediction(model, inputs)
-        pretrain_prediction = pretrain_target = pretrain_batch = None
-        if self.args.beta > 0:
-            pretrain_batch = self._next_pretrain_batch(inputs["reward"].device, training=model.training)
-            pretrain_prediction, pretrain_target = self._denoising_prediction(model, pretrain_batch)
+        device = inputs["reward"].device
+        micro = self._micro_batch() if model.training else (self.state.global_step, 0)
+        # Noise, timesteps, latent samples and dropout are drawn from a seed of (seed, step, place of the micro-batch
+        # in the step's global batch) only: they do not depend on how the global batch is split over processes and
+        # accumulation steps, and a resumed run draws what the uninterrupted one drew.
+        seed = int(np.random.SeedSequence([self.args.seed, *micro]).generate_state(1)[0])
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            prediction, target = self._denoising_prediction(model, inputs)
+            pretrain_prediction = pretrain_target = pretrain_batch = None
+            if self.args.beta > 0:
+                pretrain_batch = self._next_pretrain_batch(device, training=model.training, micro=micro)
+                pretrain_prediction, pretrain_target = self._denoising_prediction(model, pretrain_batch)
         loss, weighted, pretrain = reward_weighted_denoising_loss(
             prediction, target, inputs["reward"], pretrain_prediction, pretrain_target, beta=self.args.beta
         )
@@ -332,6 +346,9 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         unet = self.accelerator.unwrap_model(self.model)
+        if state_dict is not None and (self.is_deepspeed_enabled or self.is_fsdp_enabled):
+            # The module is partitioned (ZeRO-3) or sharded (FSDP2); `state_dict` is the engine's whole copy.
+            unet = whole_copy(unet, state_dict)
         if self.args.use_lora:
             unet.save_lora_adapter(output_dir, safe_serialization=True)
         else:
