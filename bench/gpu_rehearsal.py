@@ -65,20 +65,12 @@ import uuid
 from pathlib import Path
 from typing import NamedTuple
 
+from hfpref.cli.train import TRAINING_METHODS
+
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCELERATE_CONFIGS = ROOT / "recipes" / "accelerate_configs"
-RECIPES = (
-    "reward_model",
-    "clap_contrastive",
-    "caption_sft",
-    "caption_rl",
-    "caption_grpo",
-    "aligncap_kd",
-    "aligncap_dpo",
-    "reward_weighted_diffusion",
-    "audibility_classifier",
-)
+RECIPES = tuple(TRAINING_METHODS)
 # engine -> (accelerate config, extra launch flags, the distributed type the trainer must end up with)
 ENGINES = {
     "zero3": ("zero3.yaml", [], "DEEPSPEED"),

@@ -10,7 +10,7 @@ import json
 import logging
 import os
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import set_seed
 from trl import ModelConfig
 
 from hfpref.data.loading import load_any_dataset
@@ -30,6 +30,7 @@ from hfpref.prompts.emotion_clues import teacher_prompt
 from hfpref.scripts.utils import (
     AlignCapDPOScriptArguments,
     HfprefParser,
+    load_causal_lm,
     resolve_reward_model,
     save_on_main_process,
     save_tiny_llm,
@@ -37,7 +38,7 @@ from hfpref.scripts.utils import (
 )
 from hfpref.trainers.aligncap_dpo.aligncap_dpo_config import AlignCapDPOConfig
 from hfpref.trainers.aligncap_dpo.aligncap_dpo_trainer import aligncap_dpo_trainer, greedy_captions, judge_preference
-from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained, refuse_remote_code
+from hfpref.utils.safe_loading import check_pretrained_path, refuse_remote_code
 
 
 logger = logging.getLogger(__name__)
@@ -75,11 +76,7 @@ def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConf
         add_speech_tokens(tokenizer, model, encoder.codebook_size)
         save_tiny_llm(model, tokenizer, training_args)  # the adapter's base must load from a folder
     else:
-        tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, revision=model_args.model_revision)
-        model = load_pretrained(
-            AutoModelForCausalLM, model_args.model_name_or_path, revision=model_args.model_revision,
-            dtype=model_args.dtype,
-        )  # fmt: skip
+        model, tokenizer = load_causal_lm(model_args)
     references = [c for refs in splits["train"]["references"] for c in refs]
     reward_model = resolve_reward_model(script_args, training_args, references)
     judge = get_judge(

@@ -10,7 +10,7 @@ accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/alig
 import logging
 import os
 
-from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+from transformers import AutoTokenizer, set_seed
 from trl import ModelConfig
 
 from hfpref.data.synthetic.speech_world import speech_emotion_splits
@@ -25,6 +25,7 @@ from hfpref.prompts.emotion_clues import teacher_prompt
 from hfpref.scripts.utils import (
     AlignCapScriptArguments,
     HfprefParser,
+    load_causal_lm,
     save_on_main_process,
     save_tiny_llm,
     write_card_and_push,
@@ -66,11 +67,7 @@ def main(script_args: AlignCapScriptArguments, training_args: AlignCapKDConfig, 
         texts += [teacher_prompt(c, script_args.instruction) for c in splits["train"][script_args.caption_column]]
         model, tokenizer = build_tiny_speech_llm(texts, encoder.codebook_size, seed=training_args.seed)
     else:
-        tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, revision=model_args.model_revision)
-        model = load_pretrained(
-            AutoModelForCausalLM, model_args.model_name_or_path, revision=model_args.model_revision,
-            dtype=model_args.dtype,
-        )  # fmt: skip
+        model, tokenizer = load_causal_lm(model_args)
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     token_ids = add_speech_tokens(tokenizer, model, encoder.codebook_size)

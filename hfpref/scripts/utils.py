@@ -834,6 +834,22 @@ def load_captioner(args, texts: Iterable[str] | None = None):
     return model, processor
 
 
+def load_causal_lm(model_args):
+    """
+    `(model, tokenizer)`: the causal LM of TRL's `ModelConfig` (`model_name_or_path`, `model_revision`, `dtype`), from
+    safetensors, remote code never trusted.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from hfpref.utils.safe_loading import load_pretrained
+
+    tokenizer = load_pretrained(AutoTokenizer, model_args.model_name_or_path, revision=model_args.model_revision)
+    model = load_pretrained(
+        AutoModelForCausalLM, model_args.model_name_or_path, revision=model_args.model_revision, dtype=model_args.dtype
+    )
+    return model, tokenizer
+
+
 def load_audibility_classifier(model_args, texts: Iterable[str] | None = None):
     """
     The classifier of [`~hfpref.scripts.utils.AudibilityModelArguments`] with a fresh

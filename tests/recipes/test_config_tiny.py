@@ -33,22 +33,13 @@ from transformers import (
 )
 
 import hfpref  # noqa: F401 (registers the CLAP reward model with the Auto classes)
+from hfpref.cli.train import TRAINING_METHODS
 from hfpref.guidance.audibility_data import load_audibility_dataset
 from hfpref.models.audibility_classifier import build_tiny_audibility_classifier
 
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-METHODS = [
-    "reward_model",
-    "clap_contrastive",
-    "caption_sft",
-    "caption_rl",
-    "caption_grpo",
-    "aligncap_kd",
-    "aligncap_dpo",
-    "reward_weighted_diffusion",
-    "audibility_classifier",
-]
+METHODS = list(TRAINING_METHODS)
 
 
 @pytest.fixture(autouse=True)

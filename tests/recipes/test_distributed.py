@@ -39,6 +39,8 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from hfpref.cli.train import TRAINING_METHODS
+
 
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tests" / "recipes" / "distributed_runner.py"
@@ -49,17 +51,7 @@ ENGINES = {
     "fsdp2": ("fsdp2_cpu.yaml", "FSDP", "fsdp2"),
     "ddp": ("multi_cpu.yaml", "MULTI_CPU", "ddp"),
 }
-RECIPES = [
-    "reward_model",
-    "clap_contrastive",
-    "caption_sft",
-    "caption_rl",
-    "caption_grpo",
-    "aligncap_kd",
-    "aligncap_dpo",
-    "reward_weighted_diffusion",
-    "audibility_classifier",
-]
+RECIPES = list(TRAINING_METHODS)
 # One engine per recipe in the default suite; the sharded ones where the recipe has the most to get wrong.
 DEFAULT_ENGINE = {
     "reward_model": "zero3",  # an L2 penalty that reads the (partitioned) weights
