@@ -246,14 +246,28 @@ def test_recipe_under_its_default_engine(recipe, default_runs, reference):
 
 @pytest.fixture(scope="module")
 def matrix_runs(tmp_path_factory):
-    return {engine: launch(tmp_path_factory.mktemp(f"all-{engine}"), engine, RECIPES) for engine in ENGINES}
+    """engine -> its launch of every recipe, launched when first asked for (a failed launch fails its engine only)."""
+    runs, failures = {}, {}
+
+    def run(engine: str) -> dict:
+        if engine in failures:
+            pytest.fail(f"the {engine} launch failed (see the first test of {engine})")
+        if engine not in runs:
+            try:
+                runs[engine] = launch(tmp_path_factory.mktemp(f"all-{engine}"), engine, RECIPES)
+            except AssertionError:
+                failures[engine] = True
+                raise
+        return runs[engine]
+
+    return run
 
 
 @pytest.mark.distributed
-@pytest.mark.parametrize("engine", list(ENGINES))
 @pytest.mark.parametrize("recipe", RECIPES)
+@pytest.mark.parametrize("engine", list(ENGINES))
 def test_recipe_under_every_engine(engine, recipe, matrix_runs, reference):
-    check_recipe(engine, recipe, matrix_runs[engine], reference)
+    check_recipe(engine, recipe, matrix_runs(engine), reference)
 
 
 def _accelerate(args: list[str], timeout: int = 900, **env) -> subprocess.CompletedProcess:

@@ -343,6 +343,8 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
         return (loss, {"prediction": prediction}) if return_outputs else loss
 
     def _save(self, output_dir: str | None = None, state_dict=None):
+        if not self.args.should_save:  # DeepSpeed and FSDP call it on every process; the main one writes
+            return
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
         unet = self.accelerator.unwrap_model(self.model)
