@@ -101,7 +101,9 @@ def _launcher_requested_processes() -> int | None:
         argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
     except OSError:
         return None
-    accelerate = any("accelerate" in part for part in argv[:3]) and "launch" in argv
+    accelerate = "accelerate.commands.launch" in argv[:4] or (
+        "launch" in argv and any(Path(part).name == "accelerate" for part in argv[:3])
+    )
     hfpref_train = any(Path(part).name == "hfpref" or part == "hfpref.cli" for part in argv[:3]) and "train" in argv
     if not (accelerate or hfpref_train):
         return None

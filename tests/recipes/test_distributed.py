@@ -42,6 +42,9 @@ from safetensors.torch import load_file
 from hfpref.cli.train import TRAINING_METHODS
 
 
+# One pytest-xdist worker runs this module's launches (`make test` uses --dist loadgroup): the module-scoped launches
+# then run once, not once per worker.
+pytestmark = pytest.mark.xdist_group("distributed")
 ROOT = Path(__file__).resolve().parents[2]
 RUNNER = ROOT / "tests" / "recipes" / "distributed_runner.py"
 CONFIGS = ROOT / "recipes" / "accelerate_configs"

@@ -111,6 +111,10 @@ def test_launcher_arguments_are_read_from_the_parent_command_line(monkeypatch, t
     assert distributed._launcher_requested_processes() == 2
     cmdline.write_bytes(b"/venv/bin/accelerate\0launch\0--cpu\0--num_processes=4\0recipe.py\0")
     assert distributed._launcher_requested_processes() == 4
+    cmdline.write_bytes(b"/venv/bin/python\0-m\0accelerate.commands.launch\0--num_processes\x003\0recipe.py\0")
+    assert distributed._launcher_requested_processes() == 3
+    cmdline.write_bytes(b"/venv/bin/python\0/venv/bin/hfpref\0train\0reward_model\0--num_processes\x002\0")
+    assert distributed._launcher_requested_processes() == 2
     cmdline.write_bytes(b"/usr/bin/python\0-m\0pytest\0--num_processes\x002\0")  # not accelerate
     assert distributed._launcher_requested_processes() is None
 
