@@ -782,6 +782,8 @@ def recipe_config(method: str, builder) -> dict:
     captions = {"synthetic_clips": 64, "test_size": 0.125, "synthetic_seed": 0}
     speech_world = {"speech_world_backend": "procedural", "speech_world_seconds": 2.0}
     lora = {"lora_r": 8, "lora_alpha": 16, "lora_dropout": 0.05}
+    # AlignCap's student: a bf16 LoRA on the speech world's SpeechTokenizer tokens
+    speech_student = {"dtype": "bfloat16", **lora, "speech_tokenizer_path": path("speech_tokenizer"), **speech_world}
     if method == "reward_model":
         config = {
             "synthetic_clips": 64,
@@ -855,10 +857,7 @@ def recipe_config(method: str, builder) -> dict:
     elif method == "aligncap_kd":
         config = {
             "model_name_or_path": path("qwen"),
-            "dtype": "bfloat16",
-            **lora,  # KD always trains a LoRA student
-            "speech_tokenizer_path": path("speech_tokenizer"),
-            **speech_world,
+            **speech_student,  # KD always trains a LoRA student
             "speech_world_clips": 24,
             "speech_world_test_clips": 8,
             "instruction": SPEECH_INSTRUCTION,
@@ -869,10 +868,7 @@ def recipe_config(method: str, builder) -> dict:
     elif method == "aligncap_dpo":
         config = {
             "model_name_or_path": path("qwen_speech"),
-            "dtype": "bfloat16",
-            **lora,
-            "speech_tokenizer_path": path("speech_tokenizer"),
-            **speech_world,
+            **speech_student,
             "speech_world_clips": 12,
             "speech_world_test_clips": 4,
             "pairs_dataset": path("aligncap_pairs"),

@@ -383,15 +383,13 @@ def gathered_parameters(params):
 def frozen_copy(model):
     """
     A frozen, whole copy of `model` (eval mode, no gradients), e.g. a KL reference. Under ZeRO-3 a partitioned model
-    cannot be deep-copied: the copy is built outside `zero.Init` and takes the gathered weights.
+    cannot be deep-copied: the copy is a [`whole_copy`] of the gathered weights.
     """
     if not is_zero3_partitioned(model):
         return copy.deepcopy(model).eval().requires_grad_(False)
-    with zero3_init_disabled():
-        reference = type(model)(model.config)
     with gathered_parameters(model.parameters()):
         state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
-    reference.load_state_dict(state)
+    reference = whole_copy(model, state)
     if getattr(model, "generation_config", None) is not None:
         reference.generation_config = copy.deepcopy(model.generation_config)
     return reference.to(next(iter(state.values())).device).eval().requires_grad_(False)

@@ -119,6 +119,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch"]
+
+
+def _run(command: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    """`command` from the repository root, one torch thread per process, hfpref importable."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def recipe_config(recipe: str, output_dir: Path, **extra) -> dict:
     """The recipe's config_tiny.yaml with the comparison's settings (see the module docstring)."""
     config = yaml.safe_load((ROOT / "recipes" / recipe / "config_tiny.yaml").read_text())
@@ -138,12 +147,10 @@ def launch(workdir: Path, engine: str | None, recipes: list[str]) -> dict:
         path.write_text(yaml.safe_dump(config))
         items.append(f"{recipe}={path}")
     launch_config = CONFIGS / (ENGINES[engine][0] if engine else "cpu.yaml")
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(launch_config)]
+    command = [*ACCELERATE, "--config_file", str(launch_config)]
     if engine:
         command += ["--main_process_port", str(_free_port())]
-    command += [str(RUNNER), *items]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
+    done = _run([*command, str(RUNNER), *items], timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-8000:]
     return {"workdir": workdir, "stderr": done.stderr, "processes": 2 if engine else 1}
 
@@ -273,10 +280,8 @@ def test_recipe_under_every_engine(engine, recipe, matrix_runs, reference):
     check_recipe(engine, recipe, matrix_runs(engine), reference)
 
 
-def _accelerate(args: list[str], timeout: int = 900, **env) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "accelerate.commands.launch", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), **env}
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+def _accelerate(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
+    return _run([*ACCELERATE, *args], timeout=timeout)
 
 
 def _load_trained(recipe: str, output_dir: Path) -> dict:
@@ -356,9 +361,7 @@ def test_two_machines(tmp_path):
     for rank in (0, 1):
         commands.append(
             [
-                sys.executable,
-                "-m",
-                "accelerate.commands.launch",
+                *ACCELERATE,
                 "--config_file",
                 str(CONFIGS / "multi_cpu.yaml"),
                 "--num_machines",
@@ -376,7 +379,7 @@ def test_two_machines(tmp_path):
                 str(path),
             ]
         )
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # both at once: Popen, not _run
     machines = [
         subprocess.Popen(c, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for c in commands
@@ -407,8 +410,7 @@ def test_hfpref_train_runs_a_recipe_under_zero3(tmp_path):
         "--output_dir",
         str(out),
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    done = _run(command)
     assert done.returncode == 0, done.stderr[-6000:]
     assert "hfpref reward_model: 2 processes, deepspeed zero3 (gloo)" in done.stderr
     assert _load_trained("reward_model", out)
