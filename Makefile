@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.hfpref-installed
 OUTPUT_DIR ?= outputs/quickstart
 
-.PHONY: setup quickstart test test-distributed test-slow bench style quality clean browser
+.PHONY: setup quickstart test test-distributed test-slow bench mutation style quality clean browser
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -53,16 +53,21 @@ test-distributed: setup
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+# Realistic one-line bugs (mutation/mutants/*.toml) planted one at a time in a copy of the tree, each checked against
+# the tests that cover it; ends with `RATIO mutation_score=...` (README, "Mutation testing").
+mutation: setup
+	$(PY) mutation/run.py --workers 2
+
 bench: setup
 	@for f in bench/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 style: setup
-	$(VENV)/bin/ruff format hfpref recipes tests bench
-	$(VENV)/bin/ruff check --fix hfpref recipes tests bench
+	$(VENV)/bin/ruff format hfpref recipes tests bench mutation
+	$(VENV)/bin/ruff check --fix hfpref recipes tests bench mutation
 
 quality: setup
-	$(VENV)/bin/ruff format --check hfpref recipes tests bench
-	$(VENV)/bin/ruff check hfpref recipes tests bench
+	$(VENV)/bin/ruff format --check hfpref recipes tests bench mutation
+	$(VENV)/bin/ruff check hfpref recipes tests bench mutation
 
 clean:
-	rm -rf $(VENV) outputs build *.egg-info
+	rm -rf $(VENV) outputs build *.egg-info .mutation

@@ -98,7 +98,9 @@ def main() -> None:
 
         seconds = {}
         for phase in ("cold", "warm"):
-            cold_audio, seconds[phase, "audio"] = timed(embedder.embed_audio, clips)
+            cold_audio, seconds[phase, "audio"] = timed(
+                lambda: embedder.embed_audio(clips, sampling_rate=SAMPLING_RATE)
+            )
             cold_text, seconds[phase, "text"] = timed(embedder.embed_text, captions)
             if phase == "cold":
                 reference = (cold_audio, cold_text)

@@ -18,7 +18,8 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 
-SHARED_DIR = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout; `make mutation` runs the tests from copies elsewhere and names it.
+SHARED_DIR = Path(os.environ.get("HFPREF_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared")
 FENSE_DIR = SHARED_DIR / "data" / "fense"
 
 

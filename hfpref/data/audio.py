@@ -287,6 +287,40 @@ def decode_audio(value: Any, sampling_rate: int, *, row: int | None = None, colu
     return waveform
 
 
+def resample(waveform: Any, sampling_rate: int, target_rate: int, *, name: str = "waveform") -> np.ndarray:
+    """
+    Resample a mono waveform from `sampling_rate` to `target_rate` Hz with soxr (as [`decode_audio`] does); a float32
+    copy-free pass-through when the rates match.
+
+    Args:
+        waveform (`array-like` of shape `(samples,)`): the mono waveform.
+        sampling_rate (`int`): its sampling rate in Hz.
+        target_rate (`int`): the rate wanted, in Hz.
+        name (`str`, *optional*, defaults to `"waveform"`): how errors name the waveform (e.g. `"arrays[3]"`).
+
+    Example:
+
+    ```python
+    >>> sine = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)  # 1 s at 16 kHz
+    >>> resample(sine, 16000, 48000).shape  # still 1 s, now at 48 kHz
+    (48000,)
+
+    ```
+    """
+    for label, rate in (("sampling_rate", sampling_rate), ("target_rate", target_rate)):
+        if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+            raise ValueError(f"{name}: {label}={rate!r} must be a positive integer number of Hz")
+    waveform = np.ascontiguousarray(waveform, dtype=np.float32)
+    if sampling_rate == target_rate:
+        return waveform
+    out = soxr.resample(waveform, int(sampling_rate), int(target_rate))
+    if out.size == 0:
+        raise ValueError(
+            f"{name}: {waveform.size} samples at {sampling_rate} Hz are too short to resample to {target_rate} Hz"
+        )
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
 def ensure_audio_column(ds: Dataset, column: str = "audio", sampling_rate: int | None = None) -> Dataset:
     """
     Makes `column` an `Audio(decode=False)` column, so that reading it never decodes through `datasets`.

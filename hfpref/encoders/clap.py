@@ -305,7 +305,8 @@ class ClapEmbedder:
 
     @property
     def sampling_rate(self) -> int:
-        r"""`int`: sampling rate in Hz that `embed_audio` expects (48 kHz for the LAION checkpoints)."""
+        r"""`int`: sampling rate in Hz of the model's feature extractor (48 kHz for the LAION checkpoints); `embed_audio`
+        resamples clips at other rates to it."""
         return int(self.processor.feature_extractor.sampling_rate)
 
     @property
@@ -343,18 +344,43 @@ class ClapEmbedder:
             self._cache = EmbeddingCache(self.cache_dir, self.fingerprint, metadata=metadata)
         return self._cache
 
-    def embed_audio(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
+    def embed_audio(self, arrays: Sequence[np.ndarray], *, sampling_rate: int) -> np.ndarray:
         r"""
         Embed clips.
 
         Args:
             arrays (`Sequence[np.ndarray]`):
-                Mono waveforms (1-D, any length > 0) at [`~ClapEmbedder.sampling_rate`]; resample first.
+                Mono waveforms (1-D, any length > 0), all at `sampling_rate`.
+            sampling_rate (`int`):
+                Their sampling rate in Hz (required: a 16 kHz text-to-audio render read as 48 kHz audio would be embedded
+                3x sped up). Clips at another rate than [`~ClapEmbedder.sampling_rate`] are resampled to it with soxr
+                first, as [`~hfpref.data.audio.decode_audio`] does; the cache is keyed by the resampled clip.
 
         Returns:
             `np.ndarray` of shape `(len(arrays), embedding_dim)`, dtype float32: one row per input, in input order.
+
+        Example:
+
+        ```python
+        >>> from hfpref.encoders.clap import ClapEmbedder, build_tiny_clap
+        >>> embedder = ClapEmbedder(*build_tiny_clap(["a dog barks"], sampling_rate=48000), show_progress=False)
+        >>> one_second_at_16k = np.sin(2 * np.pi * 440 * np.arange(16000) / 16000).astype(np.float32)
+        >>> embedder.embed_audio([one_second_at_16k], sampling_rate=16000).shape  # resampled to 48 kHz first
+        (1, 32)
+
+        ```
         """
-        clips = [self._check_clip(index, array) for index, array in enumerate(arrays)]
+        from ..data.audio import resample
+
+        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
+            raise ValueError(
+                f"embed_audio: sampling_rate={sampling_rate!r} must be the clips' sampling rate, a positive integer "
+                f"number of Hz (this CLAP takes {self.sampling_rate} Hz; other rates are resampled)"
+            )
+        clips = [
+            resample(self._check_clip(index, array), int(sampling_rate), self.sampling_rate, name=f"arrays[{index}]")
+            for index, array in enumerate(arrays)
+        ]
         keys = [EmbeddingCache.key_for_audio(clip, self.sampling_rate) for clip in clips]
         distinct_clips = {}
         for key, clip in zip(keys, clips):
@@ -383,9 +409,7 @@ class ClapEmbedder:
     def _check_clip(self, index: int, array: np.ndarray) -> np.ndarray:
         clip = np.asarray(array)
         if clip.ndim != 1:
-            raise ValueError(
-                f"arrays[{index}] has shape {clip.shape}; expected a mono 1-D waveform at {self.sampling_rate} Hz"
-            )
+            raise ValueError(f"arrays[{index}] has shape {clip.shape}; expected a mono 1-D waveform")
         if clip.size == 0:
             raise ValueError(f"arrays[{index}] is empty")
         if not np.issubdtype(clip.dtype, np.number) or np.iscomplexobj(clip):

@@ -103,7 +103,7 @@ def add_embeddings(
         distinct = [key for key in decoded if decoded[key] is not None]
         if not distinct:
             raise ValueError(f"add_embeddings: no row of column {audio_column!r} could be decoded.")
-        vectors = embedder.embed_audio([decoded[key] for key in distinct])
+        vectors = embedder.embed_audio([decoded[key] for key in distinct], sampling_rate=embedder.sampling_rate)
         by_key = dict(zip(distinct, vectors))
         audio_vectors = [by_key[_audio_value_key(values[row])] for row in keep]
 

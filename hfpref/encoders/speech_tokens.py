@@ -449,6 +449,142 @@ def speech_lora_config(
     )
 
 
+TOKEN_ROWS_NAME = "added_token_rows.safetensors"
+
+
+def _embedding_weight(layer):
+    """The weight of an embedding or output layer, through peft's trainable-token wrapper when there is one."""
+    if layer is None:
+        return None
+    adapter = getattr(layer, "token_adapter", None)
+    return adapter.base_layer.weight if adapter is not None else layer.weight
+
+
+def trainable_token_ids(model) -> list[int]:
+    """The ids of the rows a LoRA adapter's `trainable_token_indices` trains (active adapter), sorted; `[]` if none."""
+    config = model.peft_config[model.active_adapter]
+    indices = getattr(config, "trainable_token_indices", None) or []
+    if isinstance(indices, dict):
+        indices = [i for ids in indices.values() for i in ids]
+    return sorted({int(i) for i in indices})
+
+
+def token_rows_state(model, state_dict: dict | None = None) -> dict[str, torch.Tensor]:
+    """
+    The base model's rows of the tokens an adapter's `trainable_token_indices` trains: the input-embedding rows and,
+    for an untied output layer, the output rows. Saved next to the adapter ([`TOKEN_ROWS_NAME`]) instead of the whole
+    embedding matrix and LM head (peft's `save_embedding_layers="auto"` saves both whole once the vocabulary was
+    resized): the adapter's delta holds the trained input rows, these are what the resized base had, so
+    [`load_speech_adapter`] rebuilds the same model.
+
+    Args:
+        model (`peft.PeftModel`): the model with its adapter.
+        state_dict (`dict`, *optional*): the model's full state dict, when the parameters are partitioned (ZeRO-3).
+
+    Returns:
+        `dict[str, torch.Tensor]`: `token_ids`, `input_embeddings` and, when the output layer is untied,
+        `output_embeddings` (rows in `token_ids` order); empty when the adapter trains no token rows.
+    """
+    ids = trainable_token_ids(model)
+    if not ids:
+        return {}
+    names = {id(p): n for n, p in model.named_parameters()}
+    index = torch.tensor(ids)
+    rows = {"token_ids": index}
+    inputs = _embedding_weight(model.get_input_embeddings())
+    outputs = _embedding_weight(model.get_output_embeddings())
+    for key, weight in (("input_embeddings", inputs), ("output_embeddings", outputs)):
+        if weight is None or (key == "output_embeddings" and weight is inputs):
+            continue
+        name = names.get(id(weight))
+        if state_dict is not None and name is not None:
+            weight = state_dict.get(name, state_dict.get(name.replace(".default", ""), weight))
+        rows[key] = weight.detach()[index].to("cpu").contiguous()
+    return rows
+
+
+def save_adapter_without_embeddings(model, output_dir, *, state_dict=None, is_main_process: bool = True, **kwargs):
+    """
+    `model.save_pretrained(output_dir, save_embedding_layers=False, ...)` plus the base rows of the trained tokens
+    ([`token_rows_state`]) in `output_dir/added_token_rows.safetensors`: a few kilobytes of rows instead of the
+    whole embedding matrix and LM head peft would add for a resized vocabulary (hundreds of MB for a 1B LLM).
+
+    Args:
+        model (`peft.PeftModel`): the model with its adapter.
+        output_dir (`str`): the adapter folder.
+        state_dict (`dict`, *optional*): the model's full state dict (ZeRO-3), passed on to `save_pretrained`.
+        is_main_process (`bool`, *optional*, defaults to `True`): only the main process writes.
+        **kwargs: passed on to `save_pretrained` (`selected_adapters`, ...).
+    """
+    from safetensors.torch import save_file  # noqa: PLC0415
+
+    model.save_pretrained(
+        output_dir, state_dict=state_dict, is_main_process=is_main_process, save_embedding_layers=False, **kwargs
+    )
+    rows = token_rows_state(model, state_dict)
+    if rows and is_main_process:
+        save_file(rows, str(Path(output_dir) / TOKEN_ROWS_NAME), metadata={"format": "pt"})
+
+
+def load_speech_adapter(adapter_dir, *, is_trainable: bool = False, **model_kwargs):
+    """
+    Load an adapter saved by [`save_adapter_without_embeddings`] (the KD and DPO trainers save that way): the base
+    model named in its `adapter_config.json`, its embeddings resized to the saved tokenizer (speech tokens included),
+    the base rows of the speech tokens written back from `added_token_rows.safetensors`, then the adapter.
+
+    Args:
+        adapter_dir (`str`): the adapter folder (adapter, tokenizer and rows).
+        is_trainable (`bool`, *optional*, defaults to `False`): load the adapter for further training.
+        **model_kwargs: passed on to the base model's `from_pretrained` (`dtype`, ...).
+
+    Returns:
+        `tuple[peft.PeftModel, PreTrainedTokenizerBase]`.
+    """
+    from peft import PeftConfig, PeftModel  # noqa: PLC0415
+    from safetensors.torch import load_file  # noqa: PLC0415
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: PLC0415
+
+    from ..utils.safe_loading import load_pretrained  # noqa: PLC0415
+
+    if not Path(adapter_dir).is_dir():  # a Hub repo: the rows file comes with the adapter, tokenizer and config
+        from huggingface_hub import snapshot_download  # noqa: PLC0415
+
+        adapter_dir = snapshot_download(str(adapter_dir))
+    config = PeftConfig.from_pretrained(str(adapter_dir))
+    tokenizer = load_pretrained(AutoTokenizer, str(adapter_dir))
+    base = load_pretrained(AutoModelForCausalLM, config.base_model_name_or_path, **model_kwargs)
+    resized = base.get_input_embeddings().num_embeddings < len(tokenizer)
+    if resized:
+        base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    rows_path = Path(adapter_dir) / TOKEN_ROWS_NAME
+    if resized and not rows_path.exists() and not _adapter_has_embedding_tables(Path(adapter_dir)):
+        raise ValueError(
+            f"{adapter_dir}: the tokenizer has {len(tokenizer)} tokens, the base model "
+            f"{config.base_model_name_or_path} fewer, and neither {TOKEN_ROWS_NAME} nor the adapter holds the rows of "
+            "the added tokens: they would be random. Save the adapter with save_adapter_without_embeddings."
+        )
+    if rows_path.exists():
+        rows = load_file(str(rows_path))
+        index = rows["token_ids"].long()
+        layers = {"input_embeddings": base.get_input_embeddings(), "output_embeddings": base.get_output_embeddings()}
+        with torch.no_grad():
+            for key, layer in layers.items():
+                if key in rows and layer is not None:
+                    layer.weight[index] = rows[key].to(layer.weight.dtype)
+    return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=is_trainable), tokenizer
+
+
+def _adapter_has_embedding_tables(adapter_dir: Path) -> bool:
+    """Whether a saved adapter holds whole embedding or LM-head tables (peft's `save_embedding_layers=True`)."""
+    from safetensors import safe_open  # noqa: PLC0415
+
+    path = adapter_dir / "adapter_model.safetensors"
+    if not path.is_file():
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        return any(key.endswith(("embed_tokens.weight", "lm_head.weight")) for key in f.keys())
+
+
 TOKENIZER_KINDS = ("byte_level", "metaspace")
 
 

@@ -102,6 +102,10 @@ class _Decoder:
         self.model = model
         self.encoder_outputs = encoder_outputs
         self.attention_mask = attention_mask
+        # The generation config's suppressed tokens (Whisper's timestamps and prompt-only tokens) are never decoded,
+        # guided or not, as `generate` would never emit them.
+        suppress = getattr(getattr(model, "generation_config", None), "suppress_tokens", None) or []
+        self.suppress = sorted({int(i) for i in suppress})
 
     def positions(self, mask: torch.Tensor) -> torch.Tensor:
         return (mask.long().cumsum(-1) - 1).clamp(min=0)
@@ -120,7 +124,27 @@ class _Decoder:
                 past_key_values=cache,
                 use_cache=True,
             )
-        return out.logits[:, -1, :].float(), out.past_key_values
+        logits = out.logits[:, -1, :].float()
+        if self.suppress:
+            logits = logits.index_fill(
+                -1, torch.tensor(self.suppress, device=logits.device), torch.finfo(logits.dtype).min
+            )
+        return logits, out.past_key_values
+
+
+def candidate_target(log_odds: torch.Tensor, temperature: float) -> torch.Tensor:
+    """
+    The classifier's target over each row's candidates: `q = softmax(log_odds / temperature)`.
+
+    Example:
+
+    ```python
+    >>> candidate_target(torch.tensor([[0.0, 1.0]]), 0.5)  # softmax([0, 2])
+    tensor([[0.1192, 0.8808]])
+
+    ```
+    """
+    return F.softmax(log_odds.float() / temperature, dim=-1)
 
 
 def _classifier_target(
@@ -130,14 +154,42 @@ def _classifier_target(
     rows = [prefix + [token] for prefix, cand in zip(prefixes, candidates.tolist()) for token in cand]
     texts = [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
     log_odds = classifier.audible_log_odds(texts).to(candidates.device).float().view(candidates.shape)
-    return F.softmax(log_odds / temperature, dim=-1)
+    return candidate_target(log_odds, temperature)
 
 
-def _losses(logits, log_p0, candidates, target):
+def guidance_losses(
+    logits: torch.Tensor, log_p0: torch.Tensor, candidates: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """
+    The two terms of the guidance objective, per row: the fluency term `KL(p || p0) = sum p (log p - log p0)` of the
+    guided distribution `p = softmax(logits)` from the unguided one, and the classifier term
+    `CE(q, p_topk) = -sum_k q_k log p_topk(k)`, where `p_topk` is `p` renormalized over the row's `candidates`.
+
+    Args:
+        logits (`torch.Tensor` of shape `(batch, vocab)`): next-token logits on the perturbed cache.
+        log_p0 (`torch.Tensor` of shape `(batch, vocab)`): unguided next-token log-probabilities.
+        candidates (`torch.LongTensor` of shape `(batch, k)`): the top-k candidate token ids.
+        target (`torch.Tensor` of shape `(batch, k)`): the classifier's target `q` over the candidates.
+    """
     log_p = F.log_softmax(logits, dim=-1)
     kl = (log_p.exp() * (log_p - log_p0)).sum(-1)
     cls = -(target * F.log_softmax(logits.gather(1, candidates), dim=-1)).sum(-1)
     return kl, cls
+
+
+def guidance_objective(kl: torch.Tensor, cls: torch.Tensor, config: GuidanceConfig) -> torch.Tensor:
+    """
+    Per-row objective the cache perturbation descends: `lambda_ce * KL(p || p0) + lambda_cls * CE(q, p_topk)`.
+
+    Example:
+
+    ```python
+    >>> guidance_objective(torch.tensor([1.0]), torch.tensor([2.0]), GuidanceConfig(lambda_ce=0.5, lambda_cls=3.0))
+    tensor([6.5000])
+
+    ```
+    """
+    return config.lambda_ce * kl + config.lambda_cls * cls
 
 
 def _row_norm(grad: torch.Tensor) -> torch.Tensor:
@@ -161,7 +213,10 @@ def guided_generate(
     Works for causal LMs (pass `input_ids`, left-padded with an `attention_mask` for prompts of different lengths)
     and for encoder-decoder captioners such as Whisper (pass the audio's `encoder_outputs`, e.g. from
     [`~hfpref.models.captioning.encode_audio`], and optionally a `decoder_input_ids` prompt; the default is
-    the decoder start token). All rows of the batch are decoded together; each row's perturbation is stepped on its
+    the captioner's own prompt, [`~hfpref.models.captioning.captioning_prefix`]: the decoder start token, or Whisper's
+    start, language, task and no-timestamps tokens, as it was trained and as `generate` decodes; an unprepared Whisper
+    is prepared first, with a warning). Tokens the generation
+    config suppresses (Whisper's timestamps) are never decoded. All rows of the batch are decoded together; each row's perturbation is stepped on its
     own gradient. The first token of a decode whose prompt is a single token is unguided: its cache is empty.
 
     Args:
@@ -191,13 +246,15 @@ def guided_generate(
     if (input_ids is None) == (encoder_outputs is None):
         raise ValueError("pass input_ids (causal LM) or encoder_outputs (encoder-decoder captioner), not both")
     if encoder_outputs is not None:
-        from ..models.captioning import decoder_special_ids
+        from ..models.captioning import _ensure_prepared, decoder_special_ids
 
-        start, eos, pad = decoder_special_ids(model)
+        _, eos, pad = decoder_special_ids(model)
         hidden = encoder_outputs.last_hidden_state.detach()
         encoder_outputs = BaseModelOutput(last_hidden_state=hidden)
         batch, device = hidden.shape[0], hidden.device
-        prompt = decoder_input_ids if decoder_input_ids is not None else torch.full((batch, 1), start, device=device)
+        if decoder_input_ids is None:
+            decoder_input_ids = torch.tensor([_ensure_prepared(model)], device=device).expand(batch, -1)
+        prompt = decoder_input_ids
         if prompt.shape[0] != batch:
             raise ValueError(f"decoder_input_ids has {prompt.shape[0]} rows for {batch} encoded clips")
         mask = None
@@ -255,8 +312,8 @@ def guided_generate(
                 for i in range(config.num_optimization_steps):
                     with torch.enable_grad():
                         logits, _ = step(last, _perturbed_cache(cache, context, deltas))
-                        kl_i, cls_i = _losses(logits, log_p0, candidates, target)
-                        loss = ((config.lambda_ce * kl_i + config.lambda_cls * cls_i) * active).sum()
+                        kl_i, cls_i = guidance_losses(logits, log_p0, candidates, target)
+                        loss = (guidance_objective(kl_i, cls_i, config) * active).sum()
                         grads = torch.autograd.grad(loss, deltas)
                     if i == 0:
                         cls_before = cls_i.detach()
@@ -266,7 +323,7 @@ def guided_generate(
                     ]
                 with torch.no_grad():
                     logits, _ = step(last, _perturbed_cache(cache, context, deltas))
-                    kl, cls_after = _losses(logits, log_p0, candidates, target)
+                    kl, cls_after = guidance_losses(logits, log_p0, candidates, target)
                     ce = -(F.softmax(logits, dim=-1) * log_p0).sum(-1)
                     token = candidates.gather(1, logits.gather(1, candidates).argmax(-1, keepdim=True)).squeeze(1)
             else:

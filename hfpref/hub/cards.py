@@ -277,11 +277,10 @@ print(processor.batch_decode(caption_ids, skip_special_tokens=True)[0])
     "speech-emotion-captioning": TaskInfo(
         "speech emotion captioning",
         "peft",
-        """from peft import AutoPeftModelForCausalLM
-from transformers import AutoTokenizer
+        """from hfpref.encoders.speech_tokens import load_speech_adapter
 
-model = AutoPeftModelForCausalLM.from_pretrained("{repo_id}")
-tokenizer = AutoTokenizer.from_pretrained("{repo_id}")
+# The base model resized to the tokenizer's speech tokens, their base rows (added_token_rows.safetensors), the adapter
+model, tokenizer = load_speech_adapter("{repo_id}")
 
 # The prompt is the speech as SpeechTokenizer RVQ-1 codes (<st_0> ... tokens), then the instruction.
 prompt = "<st_12><st_507><st_33> Describe the emotion of the speaker."

@@ -90,16 +90,17 @@ class CiderD:
     def _vector(self, counts: Counter, frequency: Counter, log_n: float) -> tuple[list[dict], list[float], int]:
         vector: list[dict[Ngram, float]] = [{} for _ in range(self.n)]
         norm = [0.0] * self.n
-        length = 0
+        words = 0
         for gram, term_frequency in counts.items():
             order = len(gram) - 1
             weight = float(term_frequency) * (log_n - math.log(max(1.0, frequency.get(gram, 0.0))))
             vector[order][gram] = weight
             norm[order] += weight * weight
-            if order == 1:
-                # The COCO code measures length in bigrams (words - 1); only differences of lengths matter.
-                length += term_frequency
-        return vector, [math.sqrt(x) for x in norm], length
+            if order == 0:
+                words += term_frequency
+        # The COCO code measures length in bigrams, words - 1 (only differences of lengths matter), read from the
+        # bigram counts; counted from the words here, so that n = 1 keeps its length penalty.
+        return vector, [math.sqrt(x) for x in norm], max(words - 1, 0)
 
     def sentence_scores(self, candidates: Sequence[str], references: Sequence[Sequence[str]]) -> list[float]:
         """

@@ -6,10 +6,16 @@ distribution they were drawn from, and a tiny Whisper-architecture captioner for
 SCST/RLOO/PPO need the encoder output of a batch computed once and shared by the sampled decode(s), the greedy decode
 and the log-prob pass: [`decode`] hands `generate` the precomputed `encoder_outputs` (and the audio attention mask),
 so the model's `generation_config` (Whisper's decoder prompt and suppressed tokens, eos, lengths) is honoured.
+
+Captions are trained and decoded after one decoder prompt, [`captioning_prefix`]: [`prepare_captioner`] fixes it in
+the generation config (Whisper: `<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`, never a language
+detected per batch, timestamp tokens suppressed), [`CaptionCollator`] builds SFT targets after it, and [`decode`]
+checks every decode starts with it.
 """
 
 import inspect
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +26,9 @@ from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..data.audio import decode_audio
+
+
+logger = logging.getLogger(__name__)
 
 
 def unwrap(model):
@@ -56,6 +65,128 @@ def eos_token_ids(model) -> list[int]:
     return [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos])]
 
 
+def is_whisper_prompted(generation_config) -> bool:
+    """Whether `generate` builds a Whisper decoder prompt (language, task, no-timestamps tokens) from this config."""
+    return getattr(generation_config, "no_timestamps_token_id", None) is not None
+
+
+def _is_multilingual(generation_config) -> bool:
+    """A Whisper generation config whose prompt carries language and task tokens (not whisper-*.en)."""
+    return bool(getattr(generation_config, "lang_to_id", None)) and getattr(generation_config, "is_multilingual", True)
+
+
+def _language_token(generation_config, language: str) -> str:
+    """`<|xx|>` of a language given as a code (`"en"`), a name (`"english"`) or a token (`"<|en|>"`)."""
+    from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+    name = language.lower()
+    token = name if name.startswith("<|") else f"<|{TO_LANGUAGE_CODE.get(name, name)}|>"
+    if token not in generation_config.lang_to_id:
+        raise ValueError(
+            f"language {language!r} ({token}) is not in the captioner's generation_config.lang_to_id; it has "
+            f"{sorted(generation_config.lang_to_id)[:8]}..."
+        )
+    return token
+
+
+def non_caption_token_ids(model) -> list[int]:
+    """
+    Ids a Whisper captioner must never sample in a caption: its timestamps (after `<|notimestamps|>`, up to the
+    vocabulary's end) and its prompt-only tokens (`<|startoftranscript|>`, languages, tasks, `<|startoflm|>`,
+    `<|startofprev|>`, `<|nospeech|>`, `<|notimestamps|>`), all of which the tokenizer drops from decoded text: every
+    id from the first of them on, eos excepted. Empty for other captioners.
+    """
+    base = unwrap(model)
+    gen = base.generation_config
+    if not is_whisper_prompted(gen):
+        return []
+    specials = [gen.no_timestamps_token_id, *(getattr(gen, "lang_to_id", None) or {}).values()]
+    specials += [*(getattr(gen, "task_to_id", None) or {}).values()]
+    specials += [getattr(gen, name, None) for name in ("decoder_start_token_id", "prev_sot_token_id")]
+    first = min(int(i) for i in specials if i is not None)
+    eos = set(eos_token_ids(model))
+    return [i for i in range(first, base.config.vocab_size) if i not in eos]
+
+
+def captioning_prefix(model) -> list[int]:
+    """
+    The decoder prompt every caption of `model` starts with, read from its generation config: what `generate` puts
+    before the first sampled token, what [`decode`] checks it did, and what [`CaptionCollator`] trains after.
+
+    `[decoder_start]` for most captioners; for Whisper `[<|startoftranscript|>, <|lang|>, <|transcribe|>,
+    <|notimestamps|>]` (`[<|startoftranscript|>, <|notimestamps|>]` for English-only checkpoints), once
+    [`prepare_captioner`] fixed the language: a generation config that leaves it to per-batch language detection, or
+    that asks for timestamps, has no fixed prompt and is refused.
+    """
+    gen = unwrap(model).generation_config
+    start = decoder_special_ids(model)[0]
+    if not is_whisper_prompted(gen):
+        return [start]
+    if getattr(gen, "return_timestamps", False):
+        raise ValueError(
+            "the captioner's generation_config sets return_timestamps=True; call prepare_captioner(model)"
+        )
+    if not _is_multilingual(gen):
+        return [start, int(gen.no_timestamps_token_id)]
+    if getattr(gen, "language", None) is None or isinstance(gen.language, (list, tuple)):
+        raise ValueError(
+            "the captioner's generation_config has no fixed language (generate would detect one per batch, and "
+            "captions would be decoded after another prompt than the one they were trained after): call "
+            "hfpref.models.captioning.prepare_captioner(model, tokenizer, language=...)"
+        )
+    task = getattr(gen, "task", None) or "transcribe"
+    if task not in gen.task_to_id:
+        raise ValueError(f"task {task!r} is not in the captioner's generation_config.task_to_id {gen.task_to_id}")
+    language = gen.lang_to_id[_language_token(gen, gen.language)]
+    return [start, int(language), int(gen.task_to_id[task]), int(gen.no_timestamps_token_id)]
+
+
+def prepare_captioner(
+    model, tokenizer: PreTrainedTokenizerBase | None = None, *, language: str | None = None, task: str | None = None
+) -> list[int]:
+    """
+    Fix the captioner's decoder prompt in its generation config, so that captions are trained and decoded after the
+    same tokens, and a saved checkpoint keeps them (`save_pretrained` writes the generation config).
+
+    For a Whisper captioner: the language (`language`, else the one already set, else English) and task are fixed,
+    so `generate` never detects a language per batch; timestamps are off; and every timestamp and prompt-only token
+    ([`non_caption_token_ids`]) is added to `suppress_tokens`, so sampling never draws a token the tokenizer would
+    silently drop from the caption. A `WhisperTokenizer` gets the same prefix tokens (`set_prefix_tokens`), and must
+    agree on their ids. Other captioners are left as they are (their prompt is the decoder start token).
+    Idempotent.
+
+    Args:
+        model: the captioner (possibly wrapped: peft, DDP).
+        tokenizer (`PreTrainedTokenizerBase`, *optional*): its tokenizer.
+        language (`str`, *optional*): caption language for a multilingual Whisper (`"en"`, `"english"`, `"<|en|>"`).
+        task (`str`, *optional*): Whisper task of the prompt (`"transcribe"` or `"translate"`); by default the one
+            already set, else `"transcribe"`.
+
+    Returns:
+        `list[int]`: the decoder prompt, [`captioning_prefix`].
+    """
+    base = unwrap(model)
+    gen = base.generation_config
+    if not is_whisper_prompted(gen):
+        return captioning_prefix(model)
+    if _is_multilingual(gen):
+        current = gen.language if isinstance(getattr(gen, "language", None), str) else None
+        gen.language = _language_token(gen, language or current or "en")[2:-2]
+        gen.task = task or getattr(gen, "task", None) or "transcribe"
+    gen.return_timestamps = False
+    suppressed = set(gen.suppress_tokens or [])
+    gen.suppress_tokens = sorted(suppressed | set(non_caption_token_ids(model)))
+    prefix = captioning_prefix(model)
+    if tokenizer is not None and hasattr(tokenizer, "set_prefix_tokens") and _is_multilingual(gen):
+        tokenizer.set_prefix_tokens(language=gen.language, task=gen.task, predict_timestamps=False)
+        if list(tokenizer.prefix_tokens) != prefix:
+            raise ValueError(
+                f"the tokenizer's prefix tokens {tokenizer.prefix_tokens} are not the generation config's prompt "
+                f"{prefix}: tokenizer and captioner disagree on special-token ids"
+            )
+    return prefix
+
+
 def encoder_input_name(model) -> str:
     """Name of the encoder's audio input: `input_features` (Whisper) or `input_values` (wav2vec2 encoders)."""
     return unwrap(model).get_encoder().main_input_name
@@ -64,13 +195,15 @@ def encoder_input_name(model) -> str:
 def extract_features(feature_extractor, arrays: Sequence[np.ndarray], input_name: str):
     """
     Batch features of waveforms: log-mels padded to the extractor's fixed window (Whisper), or raw `input_values`
-    padded to the longest clip with an attention mask (wav2vec2-style encoders), so clips of any lengths batch.
+    padded to the longest clip (wav2vec2-style encoders), so clips of any lengths batch.
+
+    The audio attention mask follows the extractor's own contract (its `return_attention_mask`): wav2vec2-base and
+    other group-norm encoders were trained on zero-padded batches without a mask and must not be given one, while
+    layer-norm encoders (wav2vec2-large-lv60, HuBERT-large, ...) declare that they want it.
     """
     rate = feature_extractor.sampling_rate
     if input_name == "input_values":
-        return feature_extractor(
-            arrays, sampling_rate=rate, padding="longest", return_attention_mask=True, return_tensors="pt"
-        )
+        return feature_extractor(arrays, sampling_rate=rate, padding="longest", return_tensors="pt")
     return feature_extractor(arrays, sampling_rate=rate, return_tensors="pt")
 
 
@@ -89,6 +222,11 @@ class CaptionCollator:
         caption_column (`str` or `None`): caption column to tokenize into `labels` (SFT), or `None` (RL).
         input_name (`str`): model input name for the features (`input_features` or `input_values`).
         max_caption_tokens (`int`): captions are truncated to this many tokens (eos included).
+        decoder_prompt (`list[int]`, *optional*): the captioner's decoder prompt ([`captioning_prefix`], e.g.
+            Whisper's `<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`). Given, the batch holds
+            `decoder_input_ids` that start with it, and `labels` that mask it (-100), so captions are trained after
+            exactly the prompt they are decoded after ([`caption_targets`]). `None`: `labels` only, which the model
+            shifts right after its decoder start token.
     """
 
     feature_extractor: object
@@ -97,6 +235,7 @@ class CaptionCollator:
     caption_column: str | None = "caption"
     input_name: str = "input_features"
     max_caption_tokens: int = 64
+    decoder_prompt: Sequence[int] | None = None
 
     def __call__(self, features: list[dict]) -> dict:
         rate = self.feature_extractor.sampling_rate
@@ -106,9 +245,11 @@ class CaptionCollator:
         if "attention_mask" in inputs and self.input_name == "input_values":
             batch["attention_mask"] = inputs["attention_mask"]
         if self.caption_column is not None:
-            batch["labels"] = caption_labels(
-                self.tokenizer, [f[self.caption_column] for f in features], self.max_caption_tokens
-            )
+            captions = [f[self.caption_column] for f in features]
+            if self.decoder_prompt is None:
+                batch["labels"] = caption_labels(self.tokenizer, captions, self.max_caption_tokens)
+            else:
+                batch.update(caption_targets(self.tokenizer, captions, self.max_caption_tokens, self.decoder_prompt))
         passthrough = {k for f in features for k in f} - {self.audio_column, self.caption_column}
         for key in sorted(passthrough):
             batch[key] = [f.get(key) for f in features]
@@ -116,14 +257,54 @@ class CaptionCollator:
         return batch
 
 
-def caption_labels(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], max_tokens: int) -> torch.Tensor:
-    """Token ids of `captions` followed by eos, padded with -100 (ignored by the loss)."""
+def _caption_ids(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], max_tokens: int) -> list[list[int]]:
+    """Token ids of each caption (no special tokens: the prompt is the captioner's) truncated, then eos."""
     rows = []
     for caption in captions:
         ids = tokenizer(caption, add_special_tokens=False)["input_ids"][: max_tokens - 1]
         rows.append([*ids, tokenizer.eos_token_id])
+    return rows
+
+
+def caption_labels(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], max_tokens: int) -> torch.Tensor:
+    """Token ids of `captions` followed by eos, padded with -100 (ignored by the loss)."""
+    rows = _caption_ids(tokenizer, captions, max_tokens)
     width = max(len(r) for r in rows)
     return torch.tensor([r + [-100] * (width - len(r)) for r in rows])
+
+
+def caption_targets(
+    tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], max_tokens: int, decoder_prompt: Sequence[int]
+) -> dict[str, torch.Tensor]:
+    """
+    Teacher-forcing inputs and targets of `captions` after the captioner's decoder prompt: `decoder_input_ids` =
+    prompt + caption (padded with the tokenizer's pad id), `labels` = -100 under the prompt's forced tokens, then the
+    caption and eos (padded with -100). Only caption tokens and eos are scored; the prompt is what [`decode`] forces.
+
+    Example:
+    ```python
+    >>> class Tok:  # one id per word: its length
+    ...     eos_token_id = pad_token_id = 9
+    ...
+    ...     def __call__(self, text, add_special_tokens):
+    ...         return {"input_ids": [len(w) for w in text.split()]}
+    >>> out = caption_targets(Tok(), ["a dog", "rain"], 8, [50, 51, 52])
+    >>> out["decoder_input_ids"].tolist()
+    [[50, 51, 52, 1, 3], [50, 51, 52, 4, 9]]
+    >>> out["labels"].tolist()
+    [[-100, -100, 1, 3, 9], [-100, -100, 4, 9, -100]]
+
+    ```
+    """
+    prompt = [int(t) for t in decoder_prompt]
+    if not prompt:
+        raise ValueError("decoder_prompt must hold at least the decoder start token")
+    rows = _caption_ids(tokenizer, captions, max_tokens)
+    width = len(prompt) - 1 + max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    inputs = [(prompt + r[:-1] + [pad] * width)[:width] for r in rows]
+    labels = [([-100] * (len(prompt) - 1) + r + [-100] * width)[:width] for r in rows]
+    return {"decoder_input_ids": torch.tensor(inputs), "labels": torch.tensor(labels)}
 
 
 def encode_audio(model, inputs: Mapping[str, torch.Tensor]) -> BaseModelOutput:
@@ -195,6 +376,21 @@ class Rollout:
         return self.sequences[:, self.prompt_length :]
 
 
+def _ensure_prepared(model) -> list[int]:
+    """[`prepare_captioner`] for a captioner decoded before anyone fixed its prompt (said once, in a warning)."""
+    gen = unwrap(model).generation_config
+    before = gen.to_json_string()
+    prefix = prepare_captioner(model)
+    if gen.to_json_string() != before:
+        logger.warning(
+            "the captioner's generation config did not fix its decoder prompt (language detected per batch, or "
+            "timestamps sampled); decoding after %s from now on: call prepare_captioner(model, tokenizer) before "
+            "training so captions are trained after the same prompt",
+            prefix,
+        )
+    return prefix
+
+
 @torch.no_grad()
 def decode(
     model,
@@ -210,8 +406,10 @@ def decode(
     """
     Decode captions through the captioner's own `generate`, from precomputed encoder outputs.
 
-    The model's `generation_config` decides the decoder prompt (start token; Whisper's forced language, task and
-    no-timestamps tokens), suppressed tokens and eos; this function sets only the decoding strategy: greedy
+    The model's `generation_config` decides the decoder prompt ([`captioning_prefix`]: start token; Whisper's
+    language, task and no-timestamps tokens, fixed by [`prepare_captioner`], which runs first for a captioner nobody
+    prepared), suppressed tokens and eos, and every decode is checked to start with that prompt: the rollout's
+    completion (and its log-probabilities) begins right after it. This function sets only the decoding strategy: greedy
     (`do_sample=False`) or sampling at `temperature` restricted to the `top_k` most likely tokens (`None`: no top-k).
     The encoder output is reused, never recomputed: sampling `num_return_sequences` captions per clip expands it row
     by row, exactly as `generate(input_features, num_return_sequences=...)` expands the audio, so for the same torch
@@ -227,6 +425,7 @@ def decode(
         [`Rollout`].
     """
     base = unwrap(model)
+    prefix = _ensure_prepared(model)
     encoder_outputs, attention_mask = repeat_rows(
         BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state.detach()),
         attention_mask,
@@ -244,6 +443,12 @@ def decode(
     out = base.generate(**kwargs, return_dict_in_generate=True, output_scores=True)
     steps = len(out.scores)
     prompt_length = out.sequences.shape[1] - steps
+    expected = torch.tensor(prefix, device=out.sequences.device)
+    if prompt_length != len(prefix) or not (out.sequences[:, :prompt_length] == expected).all():
+        raise RuntimeError(
+            f"generate decoded after {out.sequences[0, :prompt_length].tolist()}, not the captioning prefix {prefix} "
+            "of the captioner's generation config"
+        )
     if not do_sample:
         return Rollout(out.sequences, prompt_length)
     scores = torch.stack(out.scores, dim=1).float()  # (rows, steps, vocab): the processed logits sampled from

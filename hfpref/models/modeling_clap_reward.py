@@ -247,18 +247,29 @@ class CLAPRewardModel(PreTrainedModel):
         return output if return_dict else output.to_tuple()
 
     @torch.inference_mode()
-    def score(self, audio: Sequence[np.ndarray], captions: Sequence[str], embedder=None) -> list[float]:
+    def score(
+        self,
+        audio: Sequence[np.ndarray],
+        captions: Sequence[str],
+        embedder=None,
+        *,
+        sampling_rate: int | None = None,
+    ) -> list[float]:
         """
         Reward of each (clip, caption) pair, end to end: CLAP embeddings, then the head.
 
         Args:
             audio (`Sequence[np.ndarray]`):
-                Mono waveforms at the embedder's sampling rate, one per caption.
+                Mono waveforms at `sampling_rate`, one per caption.
             captions (`Sequence[str]`):
                 The captions to score.
             embedder ([`~hfpref.encoders.clap.ClapEmbedder`], *optional*):
                 The CLAP embedder; by default `config.clap_checkpoint` is loaded. Its fingerprint
                 must match `config.clap_fingerprint` when the model records one.
+            sampling_rate (`int`, *optional*):
+                Sampling rate of `audio` in Hz; defaults to the embedder's. Clips at another rate are resampled to the
+                embedder's before CLAP sees them (pass a text-to-audio model's 16 kHz renders with
+                `sampling_rate=16000`).
 
         Returns:
             `list[float]`: rewards in (0, 1).
@@ -273,7 +284,8 @@ class CLAPRewardModel(PreTrainedModel):
             embedder = ClapEmbedder.from_pretrained(self.config.resolve_clap_checkpoint(), show_progress=False)
         check_clap_pairing(self, embedder)
         device = self.device
-        audio_embedding = torch.from_numpy(embedder.embed_audio(list(audio))).to(device)
+        rate = embedder.sampling_rate if sampling_rate is None else sampling_rate
+        audio_embedding = torch.from_numpy(embedder.embed_audio(list(audio), sampling_rate=rate)).to(device)
         text_embedding = torch.from_numpy(embedder.embed_text(list(captions))).to(device)
         was_training = self.training
         self.eval()

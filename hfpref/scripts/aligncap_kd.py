@@ -10,13 +10,14 @@ accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/alig
 import logging
 import os
 
-from transformers import AutoTokenizer, set_seed
+from transformers import set_seed
 from trl import ModelConfig
 
 from hfpref.data.synthetic.speech_world import speech_emotion_splits
 from hfpref.encoders.speech_tokens import (
     add_speech_tokens,
     build_tiny_speech_llm,
+    load_speech_adapter,
     save_speech_tokenizer,
     speech_encoder_for,
     speech_lora_config,
@@ -33,7 +34,7 @@ from hfpref.scripts.utils import (
 from hfpref.trainers.aligncap_kd.aligncap_kd_config import AlignCapKDConfig
 from hfpref.trainers.aligncap_kd.aligncap_kd_trainer import AlignCapKDTrainer, clue_accuracy, kd_alignment_dataset
 from hfpref.utils.distributed import zero3_init_disabled
-from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained, refuse_remote_code
+from hfpref.utils.safe_loading import check_pretrained_path, refuse_remote_code
 
 
 logger = logging.getLogger(__name__)
@@ -110,13 +111,17 @@ def main(script_args: AlignCapScriptArguments, training_args: AlignCapKDConfig, 
 
 
 def save_merged_student(adapter_dir: str, merged_dir: str):
-    """The saved adapter merged into its base (loaded whole, outside ZeRO-3's `zero.Init`), saved with its tokenizer."""
-    from peft import AutoPeftModelForCausalLM
-
+    """
+    The saved adapter merged into its base (loaded whole, outside ZeRO-3's `zero.Init`), saved with its tokenizer.
+    The adapter holds the speech-token rows, not the embedding matrix:
+    [`~hfpref.encoders.speech_tokens.load_speech_adapter`] resizes the base to the saved tokenizer and writes the rows
+    back before loading it.
+    """
     with zero3_init_disabled():
-        merged = AutoPeftModelForCausalLM.from_pretrained(adapter_dir).merge_and_unload()
+        model, tokenizer = load_speech_adapter(adapter_dir)
+        merged = model.merge_and_unload()
     merged.save_pretrained(merged_dir)
-    load_pretrained(AutoTokenizer, adapter_dir).save_pretrained(merged_dir)
+    tokenizer.save_pretrained(merged_dir)
     return merged
 
 

@@ -10,7 +10,7 @@ import logging
 
 from transformers import set_seed
 
-from hfpref.models.captioning import CaptionCollator, encoder_input_name
+from hfpref.models.captioning import CaptionCollator, encoder_input_name, prepare_captioner
 from hfpref.scripts.utils import (
     CaptionerArguments,
     CaptionScriptArguments,
@@ -37,6 +37,9 @@ def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, m
     if "references" in splits["train"].column_names:
         texts += [r for refs in splits["train"]["references"] for r in refs]
     model, processor = load_captioner(model_args, texts)
+    # One decoder prompt for training and decoding, saved in the generation config (Whisper: language fixed, no
+    # timestamps): the captions are trained after exactly the tokens every later decode forces.
+    prefix = prepare_captioner(model, processor.tokenizer, language=training_args.caption_language)
 
     collator = CaptionCollator(
         processor.feature_extractor,
@@ -45,6 +48,7 @@ def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, m
         caption_column=script_args.caption_column,
         input_name=encoder_input_name(model),
         max_caption_tokens=training_args.max_caption_tokens,
+        decoder_prompt=prefix,
     )
     trainer = CaptionSFTTrainer(
         model=model,

@@ -20,7 +20,7 @@ from hfpref.data.synthetic.audio_world import EVENT_KINDS, make_world
 from hfpref.data.tta_feedback import add_rewards, generated_dataset, load_unlabelled_feedback, mix_feedback
 from hfpref.encoders.clap import ClapEmbedder, load_clap
 from hfpref.judges.oracle import make_oracle_feedback
-from hfpref.metrics.tta import evaluate_tta
+from hfpref.metrics.tta import check_frechet_subsets, evaluate_tta
 from hfpref.models.tta_pipeline import (
     build_tiny_tta_pipeline,
     fit_vae,
@@ -56,8 +56,49 @@ def _render(pipeline, prompts, script_args, n, seed):
     )
 
 
+def eval_task_sizes(eval_prompts: int, eval_clips_per_prompt: int) -> dict[str, int]:
+    """Clips per task subset of the held-out evaluation: half the prompts (rounded down) are temporal."""
+    half = eval_prompts // 2
+    sizes = {"integrity": (eval_prompts - half) * eval_clips_per_prompt, "temporal": half * eval_clips_per_prompt}
+    return {task: n for task, n in sizes.items() if n}
+
+
+def check_evaluation_settings(eval_prompts: int, eval_clips_per_prompt: int, *, frechet: bool) -> None:
+    """
+    Refuse, before any rendering or training, held-out evaluation settings whose scores cannot be computed: with a
+    reference set (`frechet`), the Frechet distance of every task subset fits a covariance, so each subset needs at
+    least 2 clips.
+
+    Example:
+
+    ```python
+    >>> eval_task_sizes(4, 1)
+    {'integrity': 2, 'temporal': 2}
+    >>> check_evaluation_settings(2, 1, frechet=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: eval_prompts=2 with eval_clips_per_prompt=1 renders {'integrity': 1, 'temporal': 1} clips per task ...
+
+    ```
+    """
+    if eval_prompts == 0 or not frechet:
+        return
+    sizes = eval_task_sizes(eval_prompts, eval_clips_per_prompt)
+    try:
+        check_frechet_subsets([task for task, n in sizes.items() for _ in range(n)], sum(sizes.values()))
+    except ValueError as error:
+        raise ValueError(
+            f"eval_prompts={eval_prompts} with eval_clips_per_prompt={eval_clips_per_prompt} renders {sizes} clips "
+            "per task subset, but the Frechet distance to the original training data needs at least 2 per subset: "
+            "raise eval_clips_per_prompt (2 or more) or eval_prompts (4 or more), or set eval_prompts=0"
+        ) from error
+
+
 def _evaluate(pipeline, prompts, reward_model, embedder, reference, script_args) -> dict:
-    """Render each held-out prompt's clips (same initial noise every call) and score them overall and per task."""
+    """
+    Render each held-out prompt's clips (same initial noise every call) and score them overall and per task. The
+    renders are at the pipeline's rate, the reference clips at the embedder's; CLAP resamples the renders.
+    """
     pipeline.unet.eval()
     n = script_args.eval_clips_per_prompt
     audio = _render(pipeline, [p.prompt for p in prompts], script_args, n, script_args.generation_seed + 1)
@@ -65,7 +106,14 @@ def _evaluate(pipeline, prompts, reward_model, embedder, reference, script_args)
     texts = [p.prompt for p in prompts for _ in range(n)]
     tasks = [p.task for p in prompts for _ in range(n)]
     return evaluate_tta(
-        flat, texts, tasks=tasks, reference_audio=reference, embedder=embedder, reward_model=reward_model
+        flat,
+        texts,
+        sampling_rate=sampling_rate_of(pipeline),
+        tasks=tasks,
+        reference_audio=reference,
+        reference_sampling_rate=embedder.sampling_rate,
+        embedder=embedder,
+        reward_model=reward_model,
     )
 
 
@@ -102,6 +150,12 @@ def main(
         pretrain = None
     if pretrain is None and training_args.beta > 0:
         raise ValueError(f"beta={training_args.beta} needs pretrain_dataset (the original training data)")
+    # The Frechet distance's reference set is the original training data, when it has 2 clips or more.
+    check_evaluation_settings(
+        script_args.eval_prompts,
+        script_args.eval_clips_per_prompt,
+        frechet=pretrain is not None and len(pretrain) >= 2,
+    )
 
     # The binary reward model (a tiny one is built on the human prompts) and the CLAP it reads.
     reward_model_path = resolve_reward_model(script_args, training_args, human["prompt"])

@@ -88,30 +88,41 @@ def mean_over_processes(
 
 class TrainedAdapterSaveMixin:
     """
-    For TRL trainers of a LoRA policy with a KL reference (`DPOTrainer`, `GRPOTrainer`): save only the trained
-    (active) adapter. TRL adds a frozen `"ref"` adapter, a copy of the initial one, as the reference; the artifact is
-    the trained adapter alone, and under DeepSpeed ZeRO-3 the engine's gathered state dict holds only the trained
-    adapter's trainable-token deltas, so saving every adapter fails (`KeyError: '...trainable_tokens_delta.ref'`).
+    For trainers of a LoRA policy (`DPOTrainer`, `GRPOTrainer`, AlignCap's KD): save only the trained (active)
+    adapter, and the rows of its trainable tokens instead of the whole embedding matrix and LM head.
+
+    TRL adds a frozen `"ref"` adapter, a copy of the initial one, as the reference; the artifact is the trained
+    adapter alone, and under DeepSpeed ZeRO-3 the engine's gathered state dict holds only the trained adapter's
+    trainable-token deltas, so saving every adapter fails (`KeyError: '...trainable_tokens_delta.ref'`). When the
+    vocabulary was resized (speech tokens added), peft's `save_embedding_layers="auto"` would save the full embedding
+    matrix and LM head (268 MB for a 4-layer TinyLlama) although the trainable-token delta already holds the trained
+    rows: [`~hfpref.encoders.speech_tokens.save_adapter_without_embeddings`] saves the adapter and the base rows of
+    those tokens, and [`~hfpref.encoders.speech_tokens.load_speech_adapter`] loads them back.
     """
 
     def _save(self, output_dir: str | None = None, state_dict=None):
         model = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        if len(getattr(model, "peft_config", None) or {}) < 2:
+        if not getattr(model, "peft_config", None):
             return super()._save(output_dir, state_dict=state_dict)
+        if not self.args.should_save:
+            # Only FSDP calls `_save` on every process (with the full state dict on the main one, an empty one
+            # elsewhere); the other engines call it on the main process alone. Nothing collective happens here.
+            return None
         from transformers.trainer import TRAINING_ARGS_NAME
+
+        from ..encoders.speech_tokens import save_adapter_without_embeddings
 
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
-        model.save_pretrained(
+        save_adapter_without_embeddings(
+            model,
             output_dir,
             state_dict=state_dict,
             selected_adapters=[model.active_adapter],
-            is_main_process=self.args.should_save,
         )
-        if self.args.should_save:
-            if self.processing_class is not None:
-                self.processing_class.save_pretrained(output_dir)
-            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
 
 class BaseTrainer(Trainer):

@@ -27,7 +27,7 @@ def test_adds_columns_matching_direct_embedding(embedder, clips, captions):
     audio = np.asarray(out.with_format("numpy")["audio_embedding"])
     text = np.asarray(out.with_format("numpy")["text_embedding"])
     assert audio.shape == (len(clips), embedder.embedding_dim) and audio.dtype == np.float32
-    np.testing.assert_allclose(audio, embedder.embed_audio(clips), atol=1e-6)
+    np.testing.assert_allclose(audio, embedder.embed_audio(clips, sampling_rate=16000), atol=1e-6)
     np.testing.assert_allclose(text, embedder.embed_text(out["caption"]), atol=1e-6)
 
 

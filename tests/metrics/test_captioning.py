@@ -124,7 +124,7 @@ def test_clap_sim_with_a_tiny_clap(tiny_clap_dir):
     audio = [decode_audio(v, embedder.sampling_rate) for v in world["audio"]]
     captions = list(world["caption"])
     result = evaluate_sentences(captions, world["references"], ["clap_sim"], embedder=embedder, audio=audio)
-    a, t = embedder.embed_audio(audio), embedder.embed_text(captions)
+    a, t = embedder.embed_audio(audio, sampling_rate=embedder.sampling_rate), embedder.embed_text(captions)
     cosine = (a * t).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(t, axis=-1)
     assert result["clap_sim"] == pytest.approx(cosine.tolist(), abs=1e-5) and result["skipped"] == {}
 

@@ -39,6 +39,7 @@ def test_shipped_configs_parse_with_the_paper_settings():
     script, args, model = kd_parser().parse_args_and_config(["--config", str(KD_YAML)])
     assert (args.learning_rate, args.warmup_steps, model.lora_r) == (1e-5, 400, 8)
     assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 16
+    assert (args.temperature, args.kd_weight, args.ce_weight) == (1.0, 1.0, 0.0)  # eq. 5 exactly
     script, args, model = po_parser().parse_args_and_config(["--config", str(PO_YAML)])
     assert (args.learning_rate, args.max_steps, args.beta, model.lora_r) == (5e-7, 1000, 0.1, 8)
     assert args.loss_type == ["sigmoid"] and args.bf16 is False and script.judge == "clue_overlap"
@@ -71,6 +72,7 @@ def test_kd_then_pairs_then_dpo_offline(tmp_path):
     assert all(0 <= metrics[k] <= 1 for k in ("eval_start_emotion_accuracy", "eval_emotion_accuracy"))
     assert (kd_out / "adapter_model.safetensors").is_file() and (kd_out / "README.md").is_file()
     assert (kd_out / "speech_tokenizer" / "config.json").is_file()
+    assert (kd_out / "added_token_rows.safetensors").is_file()  # the speech rows, not the embedding tables
     AutoModelForCausalLM.from_pretrained(kd_out / "merged")
 
     # `hfpref pairs` on the merged KD student, judged by an LLM on a local OpenAI-compatible server; every seventh

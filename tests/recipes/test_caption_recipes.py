@@ -103,7 +103,9 @@ def test_sft_then_rl_recipes_from_yaml(tmp_path, tiny_clap_dir):
     assert len(logged) == 2
     assert {"rewards/reward_model_reward_length_penalty", "rewards/clap_similarity_reward"} <= set(logged[0])
     assert "eval_reward" in metrics and json.loads((rl_out / "eval_results.json").read_text())
-    assert (rl_out / "model.safetensors").is_file() and "hfpref" in (rl_out / "README.md").read_text()
+    card = (rl_out / "README.md").read_text()
+    assert (rl_out / "model.safetensors").is_file() and "hfpref" in card
+    assert "k3 (loss exp(-d) + d - 1: gradient of KL(ref || pi))" in card  # the card says which KL is optimised
 
 
 def test_unknown_reward_name_is_refused(tmp_path):

@@ -31,17 +31,57 @@ def _parse(argv):
     return _recipe().make_parser().parse_args_and_config(argv)
 
 
-@pytest.fixture
-def reward_model_dir(tmp_path, tiny_clap_dir):
-    embedder = ClapEmbedder.from_pretrained(str(tiny_clap_dir), show_progress=False)
+def _reward_model_on(clap_dir, path):
+    embedder = ClapEmbedder.from_pretrained(str(clap_dir), show_progress=False)
     config = CLAPRewardConfig(
         embedding_dim=embedder.embedding_dim,
         hidden_sizes=[16],
-        clap_checkpoint=str(tiny_clap_dir),
+        clap_checkpoint=str(clap_dir),
         clap_fingerprint=embedder.fingerprint,
     )
-    CLAPRewardModel(config).save_pretrained(tmp_path / "rm")
-    return tmp_path / "rm"
+    CLAPRewardModel(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def reward_model_dir(tmp_path, tiny_clap_dir):
+    return _reward_model_on(tiny_clap_dir, tmp_path / "rm")
+
+
+@pytest.fixture
+def reward_model_dir_48k(tmp_path):
+    """A reward model on a tiny CLAP that takes 48 kHz audio, as LAION's do, while the pipeline renders 16 kHz."""
+    from hfpref.encoders.clap import build_tiny_clap
+
+    world = make_world(48, seed=99, clip_seconds=1.0)
+    model, processor = build_tiny_clap([c for refs in world["references"] for c in refs], sampling_rate=48_000)
+    model.save_pretrained(tmp_path / "clap48")
+    processor.save_pretrained(tmp_path / "clap48")
+    return _reward_model_on(tmp_path / "clap48", tmp_path / "rm48")
+
+
+class ClapInputSpy:
+    """
+    Records every waveform handed to CLAP: the clip lengths and declared rate of each `ClapEmbedder.embed_audio`
+    call, and the length and rate of each clip reaching the feature extractor (after any resampling).
+    """
+
+    def __init__(self, monkeypatch):
+        from transformers import ClapFeatureExtractor
+
+        self.declared, self.extracted = [], []
+        embed_audio, extract = ClapEmbedder.embed_audio, ClapFeatureExtractor.__call__
+
+        def spy_embed(embedder, arrays, **kwargs):
+            self.declared += [(len(a), kwargs.get("sampling_rate")) for a in arrays]
+            return embed_audio(embedder, arrays, **kwargs)
+
+        def spy_extract(extractor, raw_speech, *args, **kwargs):
+            self.extracted.append((len(raw_speech), kwargs.get("sampling_rate"), extractor.sampling_rate))
+            return extract(extractor, raw_speech, *args, **kwargs)
+
+        monkeypatch.setattr(ClapEmbedder, "embed_audio", spy_embed)
+        monkeypatch.setattr(ClapFeatureExtractor, "__call__", spy_extract)
 
 
 TINY = dict(
@@ -68,6 +108,15 @@ def test_shipped_configs_parse(name):
     script, args, model = _parse(["--config", str(CONFIGS / name)])
     assert isinstance(args, RewardWeightedDiffusionConfig) and args.output_dir
     assert script.reward_model_name_or_path and args.beta == 0.5
+
+
+def test_shipped_evaluations_render_two_clips_per_task_subset():
+    """Every shipped config's held-out evaluation can compute its per-task Frechet distances."""
+    from hfpref.scripts.reward_weighted_diffusion import check_evaluation_settings
+
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        script, _, _ = _parse(["--config", str(path)])
+        check_evaluation_settings(script.eval_prompts, script.eval_clips_per_prompt, frechet=True)
 
 
 def test_baton_config_has_the_paper_settings():
@@ -104,12 +153,19 @@ def test_bad_script_arguments_are_refused(tmp_path):
         )
 
 
-def test_recipe_runs_on_the_synthetic_world(tmp_path, reward_model_dir):
+def test_recipe_runs_on_the_synthetic_world(tmp_path, reward_model_dir_48k, monkeypatch):
+    """
+    The whole recipe with a 48 kHz CLAP and a 16 kHz pipeline: every waveform CLAP gets (reward labels, the
+    before / after CLAP score, reward score and Frechet distance) is 1 s long at the rate it is declared at, and
+    reaches the feature extractor at its 48 kHz as 1 s of audio; a 16 kHz render handed over as it is would be
+    1/3 s long there (3x sped up).
+    """
+    spy = ClapInputSpy(monkeypatch)
     out = tmp_path / "out"
     argv = _yaml(
         tmp_path / "synthetic.yaml",
         synthetic_clips=12,
-        reward_model_name_or_path=str(reward_model_dir),
+        reward_model_name_or_path=str(reward_model_dir_48k),
         n_prompts=4,
         clips_per_prompt=2,
         output_dir=str(out),
@@ -132,6 +188,13 @@ def test_recipe_runs_on_the_synthetic_world(tmp_path, reward_model_dir):
     assert json.loads((out / "eval_results.json").read_text()) == pytest.approx(metrics)
     card = (out / "README.md").read_text()
     assert "BATON" in card and "| eval_all_reward_score |" in card and "| start_all_reward_score |" in card
+
+    # World clips and renders are 1 s (renders a whole number of VAE frames: up to 1.1 s).
+    seconds = [n / rate for n, rate in spy.declared]
+    assert spy.declared and all(0.99 <= s <= 1.1 for s in seconds), sorted(set(spy.declared))
+    assert any(rate == 16_000 for _, rate in spy.declared)  # the renders are handed over at the pipeline's rate
+    assert spy.extracted and all(told == own == 48_000 for _, told, own in spy.extracted)
+    assert all(0.99 <= n / 48_000 <= 1.1 for n, _, _ in spy.extracted), sorted({n for n, _, _ in spy.extracted})
 
 
 def test_recipe_reads_an_annotated_feedback_file(tmp_path, reward_model_dir):
@@ -162,3 +225,35 @@ def test_recipe_reads_an_annotated_feedback_file(tmp_path, reward_model_dir):
     assert trainer.train_dataset.num_rows == 8  # 4 human + 4 reward-labelled (1:1)
     assert np.isfinite(metrics["eval_all_reward_score"])
     assert (out / "diffusion_pytorch_model.safetensors").is_file() and (out / "README.md").is_file()
+
+
+@pytest.mark.parametrize(("eval_prompts", "eval_clips_per_prompt"), [(2, 1), (3, 1)])
+def test_evaluation_settings_without_two_clips_per_subset_are_refused_before_anything_runs(
+    tmp_path, reward_model_dir, monkeypatch, eval_prompts, eval_clips_per_prompt
+):
+    """
+    With a reference set, each task subset's Frechet distance needs 2 clips: 2 prompts x 1 clip (1 integrity,
+    1 temporal) or 3 x 1 (2 + 1) must be refused with the settings named, before any rendering or training.
+    """
+    import hfpref.scripts.reward_weighted_diffusion as script
+
+    def no_rendering(*args, **kwargs):
+        raise AssertionError("rendered before the evaluation settings were checked")
+
+    monkeypatch.setattr(script, "generate_audio", no_rendering)
+    monkeypatch.setattr(script, "resolve_reward_model", no_rendering)
+    settings = {**TINY, "eval_prompts": eval_prompts, "eval_clips_per_prompt": eval_clips_per_prompt}
+    argv = _yaml(
+        tmp_path / "c.yaml",
+        synthetic_clips=4,
+        reward_model_name_or_path=str(reward_model_dir),
+        output_dir=str(tmp_path / "out"),
+        **settings,
+    )
+    match = rf"eval_prompts={eval_prompts} with eval_clips_per_prompt=1 renders .* at least 2 per subset"
+    with pytest.raises(ValueError, match=match):
+        _recipe().main(*_parse(argv))
+    # Enough clips per subset, or no reference set (beta 0, no original data), passes the check.
+    script.check_evaluation_settings(eval_prompts, 2, frechet=True)
+    script.check_evaluation_settings(eval_prompts, 1, frechet=False)
+    assert script.eval_task_sizes(4, 1) == {"integrity": 2, "temporal": 2}

@@ -40,3 +40,15 @@ def test_cider_reward_without_java_says_so(monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name, *args, **kwargs: None)
     with pytest.raises(MetricUnavailableError, match="tokenizer='simple'"):
         get_cider_reward(CORPUS)
+
+
+def test_cider_reward_by_hand_passes_n_and_sigma_to_the_scorer():
+    import math
+
+    # Corpus of 2 items: idf("dog") = log 2. "dog dog dog" against "dog": clipped unigram cosine 1/3, no higher-order
+    # match, lengths 2 and 0 (in words - 1): 10 * 1/3 * exp(-4 / (2 sigma^2)) / n.
+    corpus = [["dog"], ["cat"]]
+    for kwargs, sigma, n in [({}, 6.0, 4), ({"sigma": 2.0}, 2.0, 4), ({"n": 2}, 6.0, 2)]:
+        reward = get_cider_reward(corpus, tokenizer="whitespace", **kwargs)
+        expected = 10 * (1 / 3) * math.exp(-4 / (2 * sigma**2)) / n
+        assert reward(["dog dog dog"], references=[["dog"]]) == [pytest.approx(expected, rel=1e-9)], kwargs

@@ -76,7 +76,8 @@ def test_reward_model_reward_from_audio_or_cached_embeddings(world, embedder, re
     audio = [decode_audio(v, embedder.sampling_rate) for v in world["audio"]]
     captions = list(world["caption"])
     from_audio = reward(captions, audio=list(world["audio"]))
-    from_cache = reward(captions, audio_embedding=list(embedder.embed_audio(audio)))
+    vectors = embedder.embed_audio(audio, sampling_rate=embedder.sampling_rate)
+    from_cache = reward(captions, audio_embedding=list(vectors))
     assert np.allclose(from_audio, from_cache, atol=1e-6)
     assert all(0.0 < r < 1.0 for r in from_audio)
     assert from_audio == pytest.approx(reward_model.score(audio, captions, embedder=embedder), abs=1e-6)
@@ -149,7 +150,7 @@ def test_clap_similarity_is_cosine(world, embedder):
     reward = get_clap_similarity_reward(embedder)
     audio = [decode_audio(v, embedder.sampling_rate) for v in world["audio"]]
     captions = list(world["caption"])
-    a, t = embedder.embed_audio(audio), embedder.embed_text(captions)
+    a, t = embedder.embed_audio(audio, sampling_rate=embedder.sampling_rate), embedder.embed_text(captions)
     cosine = (a * t).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(t, axis=-1)
     assert reward(captions, audio=audio) == pytest.approx(cosine.tolist(), abs=1e-5)
 

@@ -93,3 +93,54 @@ def test_forward_l2_penalty_backward_survives_freed_parameters():
         layer.bias.zero_()
     value.backward()
     torch.testing.assert_close(layer.weight.grad, expected)
+
+
+def test_bradley_terry_direction_scale_and_margin_per_row_by_hand():
+    # d = r_w - r_l = 0.3, -0.2, 0; s = 2.5; margins 0.5, -1, 0: loss_i = log(1 + exp(-(s d_i - m_i))).
+    chosen, rejected, margin = [0.8, 0.3, 0.5], [0.5, 0.5, 0.5], [0.5, -1.0, 0.0]
+    terms = [math.log1p(math.exp(-(2.5 * (r_w - r_l) - m))) for r_w, r_l, m in zip(chosen, rejected, margin)]
+    loss = bradley_terry_loss(torch.tensor(chosen), torch.tensor(rejected), scale=2.5, margin=torch.tensor(margin))
+    assert loss.item() == pytest.approx(sum(terms) / 3, rel=1e-6)
+    # A tie costs log 2 at any scale; ranking the rejected caption higher costs more than ranking it lower.
+    assert bradley_terry_loss(torch.tensor([0.4]), torch.tensor([0.4]), scale=7.0).item() == pytest.approx(math.log(2))
+    right = bradley_terry_loss(torch.tensor([0.7]), torch.tensor([0.2]), scale=2.0).item()
+    wrong = bradley_terry_loss(torch.tensor([0.2]), torch.tensor([0.7]), scale=2.0).item()
+    assert right == pytest.approx(math.log1p(math.exp(-1.0))) and wrong == pytest.approx(math.log1p(math.exp(1.0)))
+    # The default scale is 10.
+    assert bradley_terry_loss(torch.tensor([0.7]), torch.tensor([0.2])).item() == pytest.approx(
+        math.log1p(math.exp(-5))
+    )
+
+
+def test_binary_feedback_gradients_push_rewards_toward_the_labels():
+    rewards = torch.tensor([0.3, 0.6], requires_grad=True)
+    labels = torch.tensor([1, 0])
+    binary_feedback_loss(rewards, labels).backward()
+    # d/dr of -(y log r + (1 - y) log(1 - r)) / 2 = (r - y) / (2 r (1 - r)).
+    torch.testing.assert_close(rewards.grad, torch.tensor([-0.7 / (2 * 0.3 * 0.7), 0.6 / (2 * 0.6 * 0.4)]))
+    rewards.grad = None
+    binary_feedback_loss(rewards, labels, loss_type="mse").backward()
+    torch.testing.assert_close(rewards.grad, torch.tensor([2 * (0.3 - 1) / 2, 2 * 0.6 / 2]))  # d/dr (r - y)^2 / 2
+
+
+def test_forward_l2_penalty_without_grad_and_mean_over_modules_of_different_sizes():
+    from hfpref.rewards.losses import ForwardL2Penalty
+
+    # Two layers: weights (2 x 3) of 1s, bias 2s; weight (1 x 2) of 3s, no bias. ||theta||^2 = 6 + 8 + 18 = 32 over
+    # 6 + 2 + 2 = 10 numbers: the mean is over numbers, not over modules or tensors.
+    model = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        model[0].weight.fill_(1.0)
+        model[0].bias.fill_(2.0)
+        model[1].weight.fill_(3.0)
+    penalty = ForwardL2Penalty(model)
+    with torch.no_grad():  # evaluation reads the penalty without building a graph
+        model(torch.zeros(1, 3))
+    assert penalty.pop().item() == pytest.approx(32.0)
+    model(torch.zeros(4, 3))
+    value = penalty.pop(reduction="mean")
+    assert value.item() == pytest.approx(3.2) and value.requires_grad
+    assert l2_penalty(model.parameters(), reduction="mean").item() == pytest.approx(3.2)
+    penalty.remove()
+    model(torch.zeros(1, 3))
+    assert penalty.pop() is None  # no hooks left

@@ -2,10 +2,12 @@
 
 import copy
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from datasets import Dataset
 from peft import PeftModel
 from trl import SFTConfig, SFTTrainer
@@ -160,6 +162,67 @@ def test_config_has_the_paper_preset_and_says_what_would_be_valid(tmp_path):
         AlignCapDPOConfig(output_dir=str(tmp_path), learning_rate=0.0, **CPU)
 
 
+def test_dpo_loss_uses_the_configured_beta_the_pair_order_and_the_adapter_disabled_reference(tmp_path):
+    """
+    The loss the trainer computes on two hand-made pairs, at beta = 1.5 (not the default 0.1), equals
+    `mean(-log sigmoid(beta * ((log pi(c) - log ref(c)) - (log pi(r) - log ref(r)))))` with the sequence
+    log-probabilities summed by hand from the policy (adapter on) and the reference (adapter disabled).
+    """
+    import torch.nn.functional as F
+
+    texts = ["a woman sounds sad", "a man speaks fast and sounds angry", "a calm voice"] * 8
+    model, tokenizer = build_tiny_speech_llm(texts, 4, seed=1)
+    eos = tokenizer.eos_token_id
+
+    def ids(text):
+        return tokenizer(text, add_special_tokens=False)["input_ids"] + [eos]
+
+    pairs = Dataset.from_dict(
+        {
+            "prompt": ["<st_0><st_1> a", "<st_2><st_3><st_1> a"],
+            "chosen": ["woman sounds sad", "man speaks fast"],
+            "rejected": ["man sounds angry", "calm voice"],
+            "prompt_ids": [tokenizer("<st_0><st_1> a")["input_ids"], tokenizer("<st_2><st_3><st_1> a")["input_ids"]],
+            "chosen_ids": [ids(" woman sounds sad"), ids(" man speaks fast")],
+            "rejected_ids": [ids(" man sounds angry"), ids(" calm voice")],
+        }
+    )
+    beta = 1.5
+    args = AlignCapDPOConfig(
+        output_dir=str(tmp_path), beta=beta, per_device_train_batch_size=2, gradient_checkpointing=False, **CPU
+    )
+    trainer = aligncap_dpo_trainer(model, tokenizer, pairs, args)
+    torch.manual_seed(0)
+    for p in trainer.model.parameters():  # a non-zero adapter: the policy differs from the reference
+        if p.requires_grad:
+            p.data.normal_(0, 1.0)
+    inputs = trainer._prepare_inputs(trainer.data_collator([trainer.train_dataset[i] for i in range(2)]))
+    with torch.no_grad():
+        loss = trainer.compute_loss(trainer.model, inputs).item()
+
+    def sequence_log_prob(prompt, completion):
+        with torch.no_grad():
+            logits = trainer.model(input_ids=torch.tensor([prompt + completion])).logits[0].double()
+        log_probs = torch.log_softmax(logits, -1)
+        return sum(log_probs[len(prompt) - 1 + t, token].item() for t, token in enumerate(completion))
+
+    margins = []
+    for row in pairs:
+        policy = [sequence_log_prob(row["prompt_ids"], row[c]) for c in ("chosen_ids", "rejected_ids")]
+        with trainer.model.disable_adapter():
+            reference = [sequence_log_prob(row["prompt_ids"], row[c]) for c in ("chosen_ids", "rejected_ids")]
+        margins.append((policy[0] - reference[0]) - (policy[1] - reference[1]))
+
+    def dpo(b, sign=1.0):
+        return float(np.mean([-F.logsigmoid(torch.tensor(sign * b * m, dtype=torch.float64)).item() for m in margins]))
+
+    expected = dpo(beta)
+    # The toy tells beta, the pair order and the reference apart: the default beta, the pairs swapped and a reference
+    # equal to the policy (margin 0: ln 2) give values far from the expected one.
+    assert min(abs(dpo(0.1) - expected), abs(dpo(beta, -1.0) - expected), abs(math.log(2) - expected)) > 0.05
+    assert loss == pytest.approx(expected, rel=1e-4)
+
+
 SWAP = {"chosen": "rejected", "rejected": "chosen", "chosen_ids": "rejected_ids", "rejected_ids": "chosen_ids"}
 
 
@@ -188,8 +251,13 @@ def dpo_check(model, tokenizer, ds, held_out, output_dir, swap=False) -> dict:
     return results
 
 
+@pytest.mark.slow
 def test_dpo_raises_the_judge_preference_for_the_policy_captions(starting_model, tmp_path):
     """
+    Not the evidence that DPO learns the judge's preference (see
+    `test_recipe_dpo_learns_the_judged_preference_on_held_out_clips_and_the_controls_do_not`): SFT on the chosen
+    captions alone, reversed or swapped pairs passed this check's held-out assertion as well.
+
     After DPO on judged pairs, the judge prefers the policy's greedy captions to the starting model's on the clips
     the pairs come from, and a little on 16 held-out clips. With a starting model whose captions begin with a
     word-initial token the gain was not reliable over four seeds (README); this fixture's held on every seed.
@@ -265,11 +333,106 @@ def test_a_deep_copy_trains_its_own_weights():
         assert not torch.allclose(twin(ids).logits, model(ids).logits)
 
 
-@pytest.mark.slow
-def test_swapped_pairs_do_not_raise_the_judge_preference(starting_model, tmp_path):
+def held_out_log_ratios(model, pairs) -> tuple[np.ndarray, np.ndarray]:
     """
-    The control: the same run on pairs with chosen and rejected swapped must not help, so the gain above comes from
-    the judge's preferences, not from any 40 steps of training (seed 0: 1 win, 10 losses, clue F1 0.77 -> 0.64).
+    `log pi(y | x) - log ref(y | x)` of each pair's chosen and rejected completion (sequence log-probabilities of the
+    pairs' token ids), with `pi` the model with its adapter and `ref` the adapter disabled.
     """
-    result = dpo_check(*starting_model, tmp_path, swap=True)["pair_clips"]
-    assert result["wins"] <= result["losses"] and result["policy_score"] <= result["start_score"], result
+
+    def log_probs(column):
+        scores = []
+        with torch.no_grad():
+            for row in pairs:
+                completion = row[column]
+                logits = model(input_ids=torch.tensor([row["prompt_ids"] + completion])).logits[0]
+                token_log_probs = torch.log_softmax(logits.double(), -1)
+                start = len(row["prompt_ids"]) - 1
+                scores.append(sum(token_log_probs[start + t, token].item() for t, token in enumerate(completion)))
+        return np.array(scores)
+
+    model.eval()
+    policy = log_probs("chosen_ids"), log_probs("rejected_ids")
+    with model.disable_adapter():
+        reference = log_probs("chosen_ids"), log_probs("rejected_ids")
+    return policy[0] - reference[0], policy[1] - reference[1]
+
+
+def recipe_dpo_check(model, tokenizer, ds, held_out, output_dir, variant: str = "dpo") -> dict:
+    """
+    From a copy of the starting model, train 40 steps on clue-judged pairs of its beams on the 32 training clips with
+    the recipe's loss (standard DPO, `loss_type=["sigmoid"]`, beta 0.1; lr 1e-3, which moves this tiny LoRA in 40
+    steps), and score it on judged pairs of the starting model's beams on the 16 held-out clips (never trained on):
+    the mean implicit reward margin `(log pi/ref)(chosen) - (log pi/ref)(rejected)` and the mean log-ratio of the
+    rejected captions. `variant`: `"dpo"`, `"sft_only"` (TRL's `sft` loss on the chosen captions alone, the rejected
+    ones unused) or `"swapped"` (DPO on chosen and rejected swapped).
+    """
+    judge = ClueOverlapJudge()
+    pairs, _ = build_preference_pairs(model, tokenizer, ds, judge, num_beams=4)
+    held_out_pairs, _ = build_preference_pairs(model, tokenizer, held_out, judge, num_beams=4)
+    model = copy.deepcopy(model)  # the starting model stays as it is for the other tests
+    args = AlignCapDPOConfig(
+        output_dir=str(output_dir / variant),
+        max_steps=40,
+        per_device_train_batch_size=16,
+        learning_rate=1e-3,
+        gradient_checkpointing=False,
+        **CPU,
+        **({"loss_type": ["sft"]} if variant == "sft_only" else {}),
+    )
+    trainer = aligncap_dpo_trainer(
+        model, tokenizer, pairs.rename_columns(SWAP) if variant == "swapped" else pairs, args
+    )
+    trainer.train()
+    chosen, rejected = held_out_log_ratios(trainer.model, held_out_pairs)
+    return {
+        "trainer": trainer,
+        "held_out_pairs": len(held_out_pairs),
+        "margin": float((chosen - rejected).mean()),
+        "rejected_log_ratio": float(rejected.mean()),
+    }
+
+
+def test_recipe_dpo_learns_the_judged_preference_on_held_out_clips_and_the_controls_do_not(starting_model, tmp_path):
+    """
+    The recipe's loss on judged pairs learns the judge's preference and carries it to held-out clips: relative to the
+    reference, the policy prefers the judge's choice among the starting model's beams of clips it never trained on
+    (a positive implicit reward margin) and pushes the rejected caption down. The controls: SFT on the chosen captions
+    alone (rejected ones unused) raises chosen and rejected alike, and DPO on swapped pairs learns the reverse.
+
+    Measured with `recipe_dpo_check` (fixture seeds 0..3; 18, 45, 24, 38 held-out pairs), held-out margin / mean
+    rejected log-ratio:
+
+    | seed | dpo | sft_only | swapped |
+    |---|---|---|---|
+    | 0 | 1.54 / -73.1 | 0.145 / +0.77 | -0.67 / -6.5 |
+    | 1 | 0.40 / -10.0 | 0.008 / +0.78 | -0.54 / -5.7 |
+    | 2 | 5.20 / -38.3 | 0.330 / +1.03 | -1.51 / -3.9 |
+    | 3 | 0.32 / -15.8 | 0.167 / +0.82 | -0.30 / -21.2 |
+
+    Mean +- sd: DPO margin 1.87 +- 2.29 and rejected log-ratio -34.3 +- 28.6; SFT only 0.16 +- 0.13 and +0.85 +- 0.12;
+    swapped -0.75 +- 0.53 and -9.3 +- 8.0.
+
+    The margin alone does not separate DPO from SFT (SFT 0.33 on seed 2 against DPO 0.32 on seed 3): SFT on better
+    captions raises them a little more than their rejected neighbours. What SFT cannot do is push the rejected
+    captions below the reference; what swapped DPO cannot do is rank chosen above rejected.
+
+    At this learning rate pure DPO lowers the chosen captions' likelihood too (seed 0: -72 nats against the
+    reference) and the greedy captions' clue F1 falls (0.46 -> 0.39), the known drift of DPO without an anchor; the
+    check is about the preference it learns, not about caption quality
+    (`test_dpo_raises_the_judge_preference_for_the_policy_captions`, slow, uses DPO plus an NLL term for that).
+    """
+    recipe = yaml.safe_load((Path(__file__).parents[2] / "recipes" / "aligncap_dpo" / "config_dpo.yaml").read_text())
+    results = {v: recipe_dpo_check(*starting_model, tmp_path, v) for v in ("dpo", "sft_only", "swapped")}
+    trainer = results["dpo"]["trainer"]
+    assert (trainer.args.loss_type, trainer.args.beta) == (recipe["loss_type"], recipe["beta"]) == (["sigmoid"], 0.1)
+    assert isinstance(trainer.model, PeftModel) and trainer.ref_model is None  # reference = adapter disabled
+    summary = {k: {m: r[m] for m in ("held_out_pairs", "margin", "rejected_log_ratio")} for k, r in results.items()}
+
+    def passes(result):
+        return result["margin"] >= 0.1 and result["rejected_log_ratio"] <= -1.0
+
+    # Over the four seeds DPO's smallest margin was 0.32 and its largest rejected log-ratio -10.0; SFT's rejected
+    # log-ratio was never under +0.77 and swapped DPO's margin never over -0.30. Both thresholds sit a factor of three
+    # or more inside the DPO values and on the far side of every control value.
+    assert passes(results["dpo"]), summary
+    assert not passes(results["sft_only"]) and not passes(results["swapped"]), summary

@@ -1,7 +1,7 @@
 """
 RL decoding on the paths real checkpoints take: a random-weight model built from openai/whisper-tiny's own config and
-generation config (tests/fixtures/whisper-tiny: language detection, forced task/no-timestamps tokens, suppressed
-tokens), and a `SpeechEncoderDecoderModel` (wav2vec2 encoder, BERT decoder) on padded batches. The RL trainer's
+generation config (tests/fixtures/whisper-tiny: forced task/no-timestamps tokens, suppressed tokens; the language
+fixed by `prepare_captioner`), and a `SpeechEncoderDecoderModel` (wav2vec2 encoder, BERT decoder) on padded batches. The RL trainer's
 samples and greedy captions must be exactly what `model.generate` gives for the same seed, and the log-probabilities
 it trains on must be those of the distribution the samples were drawn from.
 """
@@ -18,6 +18,7 @@ from hfpref.models.captioning import (
     encode_audio,
     eos_token_ids,
     ids_to_text,
+    prepare_captioner,
     token_log_probs,
 )
 
@@ -39,6 +40,8 @@ def whisper_tiny():
         torch.manual_seed(0)
         model = WhisperForConditionalGeneration(config).eval()
     model.generation_config = GenerationConfig.from_pretrained(FIXTURES / "whisper-tiny")
+    # The captioning prompt: English fixed (no per-batch language detection), timestamps never sampled.
+    assert prepare_captioner(model) == [50258, 50259, 50359, 50363]
     features = torch.randn(
         2, config.num_mel_bins, 2 * config.max_source_positions, generator=torch.Generator().manual_seed(1)
     )
@@ -123,13 +126,14 @@ def test_whisper_tiny_rl_decodes_equal_generate(whisper_tiny):
     greedy = decode(model, encoded, do_sample=False, max_new_tokens=5)
     assert torch.equal(greedy.sequences, _generate(model, inputs, 0, do_sample=False, max_new_tokens=5))
 
-    # The decoder prompt is Whisper's: start of transcript, the detected language, transcribe, no timestamps.
+    # The decoder prompt is the captioning one: start of transcript, English, transcribe, no timestamps; the
+    # completion starts after it.
     prompt = rollout.sequences[:, : rollout.prompt_length]
-    assert rollout.prompt_length == 4
-    assert (prompt[:, 0] == 50258).all() and (prompt[:, 2] == 50359).all() and (prompt[:, 3] == 50363).all()
-    assert ((prompt[:, 1] >= 50259) & (prompt[:, 1] <= 50357)).all()
+    assert rollout.prompt_length == 4 and (prompt == torch.tensor([50258, 50259, 50359, 50363])).all()
+    assert rollout.completion_ids.shape[1] == rollout.sampling_log_probs.shape[1] == 5
     suppressed = torch.tensor(model.generation_config.suppress_tokens)
     assert not torch.isin(rollout.completion_ids, suppressed).any()
+    assert not (rollout.completion_ids >= 50258).any()  # no timestamp or prompt token in a caption
     # The recorded support is the sampler's: top-20 minus nothing more (suppressed tokens are outside it).
     assert rollout.support is not None and (rollout.support.sum(-1) <= 20).all()
     assert not rollout.support[..., suppressed].any()

@@ -17,7 +17,7 @@ from hfpref.data.synthetic.audio_world import make_caption_variants, make_world
 from hfpref.encoders.clap import train_clap_tokenizer
 from hfpref.judges.oracle import get_oracle_reward, oracle_score
 from hfpref.rewards.functions import with_length_penalty
-from hfpref.trainers.caption_grpo import CaptionGRPOConfig
+from hfpref.trainers.caption_grpo import CaptionGRPOConfig, CaptionGRPOTrainer
 from hfpref.trainers.caption_grpo.caption_grpo_utils import (
     add_audio_tokens,
     audio_token_prompts,
@@ -429,3 +429,39 @@ def test_grpo_with_the_oracle_reward_improves_a_warm_started_captioner(
     # captions' score moved by +0.00..+0.14 (seed 0: 0.825 -> 0.827), so it is only checked not to collapse.
     assert np.mean(rewards[-10:]) > np.mean(rewards[:10]) + 0.07
     assert greedy_after > greedy_before - 0.05
+
+
+@pytest.mark.parametrize("disable", [True, False], ids=["default", "dropout-kept-control"])
+def test_caption_grpo_scores_without_dropout_by_default(disable, tmp_path, captioner_dir, tokenizer, train_dataset):
+    """
+    TRL's `GRPOConfig.disable_dropout` defaults to False, and its switch zeroes only `nn.Dropout` modules, not the
+    float `attention_dropout` Llama applies functionally. hfpref's config turns it on and its trainer zeroes those
+    too: a captioner with attention dropout 0.5 then gives the same log-probabilities in train mode (the loss pass)
+    twice and as in eval mode (the sampler); the control keeps dropout, and two train-mode passes differ.
+    """
+    model = LlamaForCausalLM.from_pretrained(captioner_dir, attention_dropout=0.5)
+    kw = {} if disable else {"disable_dropout": False}
+    args = CaptionGRPOConfig(
+        output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, beta=0.0, **kw, **CPU_ARGS
+    )
+    assert args.disable_dropout is disable
+    trainer = CaptionGRPOTrainer(
+        model=model,
+        reward_funcs=penalised_oracle(),
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+    )
+    ids = tokenizer(train_dataset[0]["prompt"], return_tensors="pt")["input_ids"]
+    trainer.model.eval()
+    with torch.no_grad():
+        sampler = torch.log_softmax(trainer.model(ids).logits, -1)
+        trainer.model.train()
+        torch.manual_seed(0)
+        first = torch.log_softmax(trainer.model(ids).logits, -1)
+        second = torch.log_softmax(trainer.model(ids).logits, -1)
+    if disable:
+        torch.testing.assert_close(first, sampler, rtol=0, atol=1e-6)
+        torch.testing.assert_close(second, sampler, rtol=0, atol=1e-6)
+    else:
+        assert (first - second).abs().max() > 1e-3

@@ -375,36 +375,326 @@ def centred_brevity(completions, **kwargs):
     return [0.5 - min(len(c), 40) / 40 for c in completions]
 
 
-def _shuffled(reward, seed=0):
-    rng = np.random.default_rng(seed)
-
-    def shuffled_reward(completions, **kwargs):
-        return list(rng.permutation(reward(completions, **kwargs)))
-
-    return shuffled_reward
+def offset_brevity(completions, **kwargs):
+    """Centred brevity plus a constant 5: every caption is rewarded, the signal is in the small differences."""
+    return [5.0 + r for r in centred_brevity(completions)]
 
 
-@pytest.mark.parametrize("control", [False, True], ids=["signed-reward", "shuffled-reward-control"])
-def test_scst_learns_a_signed_reward_and_not_a_shuffled_one(tmp_path, world, captioner, control):
+@pytest.mark.parametrize("baseline", ["greedy", "none"], ids=["scst", "no-baseline-control"])
+def test_scst_learns_through_a_reward_offset_that_plain_reinforce_cannot(tmp_path, world, captioner, baseline):
     """
-    SCST (4 samples per clip against the greedy caption) raises a reward that is negative for most captions; the
-    control hands every caption the reward of another caption of its batch (the same values, so the same logged batch
-    mean, but no link to the caption), and the same bar must then fail.
+    Every caption gets 5 plus its centred brevity. SCST (4 samples per clip against the greedy caption) removes the
+    offset and learns from the differences; the control is the same run with the baseline removed (plain REINFORCE on
+    the raw reward, `scst_baseline="none"`, what a baseline forced to 0 does), whose gradient is dominated by
+    `5 * grad log p` of whatever was sampled, and which must fail the same bar.
 
-    Measured over 8 runs (captioner seeds 0-3 with training seed = captioner seed, and training seeds 42, 5, 6, 7 with
-    captioner seed 0; 40 steps): gain of the mean sampled reward, last 5 vs first 5 steps, 0.19-0.66 (mean 0.47) with
-    the reward and 0.00-0.06 (mean 0.02) in the control; the bar 0.12 sits between them.
+    Measured over 6 runs (captioner seed = training seed = 0..5; 30 steps): gain of the mean sampled reward, last 5
+    vs first 5 steps, 0.231..0.297 (mean 0.267, sd 0.028) for SCST and -0.017..0.046 (mean 0.012, sd 0.026) without
+    the baseline. The bar 0.14 sits midway, more than 4 sd from either mean. (With 2 samples per clip the two
+    overlapped: SCST 0.012..0.232, no baseline -0.023..0.114.)
     """
     model, processor = captioner
-    reward = _shuffled(centred_brevity) if control else centred_brevity
-    trainer = CaptionRLTrainer(
-        model, reward, _args(tmp_path, num_samples=4), train_dataset=world, processing_class=processor
-    )
+    args = _args(tmp_path, max_steps=30, num_samples=4, scst_baseline=baseline, seed=0)
+    trainer = CaptionRLTrainer(model, offset_brevity, args, train_dataset=world, processing_class=processor)
     trainer.train()
     rewards = [e["reward"] for e in trainer.state.log_history if "reward" in e]
-    assert np.mean(rewards[:5]) < 0  # the reward is negative early on
+    assert len(rewards) == 30 and np.mean(rewards[:5]) > 4.5  # the offset dominates every reward
     gain = np.mean(rewards[-5:]) - np.mean(rewards[:5])
-    if control:
-        assert gain < 0.12, gain
+    if baseline == "none":
+        assert gain < 0.14, gain
     else:
-        assert gain > 0.12, gain
+        assert gain > 0.14, gain
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The KL estimators, by hand: their values, and which divergence each one's gradient follows.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def test_kl_estimators_values_and_gradients_by_hand():
+    from hfpref.trainers.caption_rl.caption_rl_trainer import kl_penalty
+
+    pi, ref = [0.5, 0.1, 0.3], [0.25, 0.4, 0.3]
+    log_pi = torch.log(torch.tensor(pi)).requires_grad_()
+    log_ref = torch.log(torch.tensor(ref))
+    d = [math.log(p / r) for p, r in zip(pi, ref)]  # log pi - log ref
+    expected = {
+        "k1": (d, [1.0, 1.0, 1.0]),  # value d, d/d(log pi) = 1
+        "k2": ([x * x / 2 for x in d], d),  # d^2 / 2, gradient d
+        "k3": ([math.exp(-x) + x - 1 for x in d], [1 - math.exp(-x) for x in d]),  # exp(-d) + d - 1, 1 - ref / pi
+    }
+    for estimator, (values, grads) in expected.items():
+        log_pi.grad = None
+        out = kl_penalty(log_pi, log_ref, estimator)
+        out.sum().backward()
+        assert out.tolist() == pytest.approx(values), estimator
+        assert log_pi.grad.tolist() == pytest.approx(grads), estimator
+    with pytest.raises(ValueError, match="not one of"):
+        kl_penalty(log_pi, log_ref, "k4")
+
+
+def test_which_divergence_each_kl_loss_optimises():
+    """
+    Over a 4-token categorical pi = softmax(theta), the expected gradient of each estimator used as a loss on pi's own
+    samples, sum_x pi(x) grad k(x) (pi(x) held fixed: the sampling weight), against the exact divergences: k2's is
+    grad KL(pi || ref), k3's is grad KL(ref || pi) (not the KL it estimates); k1's is zero (it belongs in the reward).
+    """
+    from hfpref.trainers.caption_rl.caption_rl_trainer import kl_penalty
+
+    theta = torch.tensor([0.3, -1.0, 0.8, 0.1], dtype=torch.float64, requires_grad=True)
+    ref = torch.tensor([0.05, 0.15, 0.2, 0.6], dtype=torch.float64)
+
+    def grad(f):
+        (g,) = torch.autograd.grad(f(), theta)
+        return g
+
+    def expected_grad(estimator):
+        log_pi = torch.log_softmax(theta, -1)
+        return (log_pi.exp().detach() * kl_penalty(log_pi, ref.log(), estimator)).sum()
+
+    def kl(p, q):
+        return (p * (p / q).log()).sum()
+
+    forward = grad(lambda: kl(torch.softmax(theta, -1), ref))  # KL(pi || ref)
+    reverse = grad(lambda: kl(ref, torch.softmax(theta, -1)))  # KL(ref || pi)
+    assert (forward - reverse).norm() > 0.05  # the two directions differ here (assert_close's tolerance: 1e-7)
+    torch.testing.assert_close(grad(lambda: expected_grad("k2")), forward)
+    torch.testing.assert_close(grad(lambda: expected_grad("k3")), reverse)
+    torch.testing.assert_close(grad(lambda: expected_grad("k1")), torch.zeros(4, dtype=torch.float64))
+    # All three estimate KL(pi || ref) in value.
+    pi = torch.softmax(theta, -1).detach()
+    for estimator in ("k1", "k3"):
+        value = (pi * kl_penalty(pi.log(), ref.log(), estimator)).sum()
+        torch.testing.assert_close(value, kl(pi, ref))
+
+
+def zero_reward(completions, **kwargs):
+    return [0.0] * len(completions)
+
+
+def _perturbed_copy(model, scale=0.05, seed=0):
+    """A reference that differs from the policy (at policy == reference k3's gradient is zero: no sign shows)."""
+    ref = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in ref.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=generator))
+    return ref
+
+
+def _recording_step(trainer, world, monkeypatch):
+    """One training step on the first 8 clips; returns the prepared batch and the rollout it sampled."""
+    seen = {}
+    sample = trainer._sample
+
+    def recorded(*a, **kw):
+        seen["rollout"] = sample(*a, **kw)
+        return seen["rollout"]
+
+    monkeypatch.setattr(trainer, "_sample", recorded)
+    batch = trainer._prepare_inputs(trainer.data_collator([world[i] for i in range(8)]))
+    trainer.model.zero_grad()
+    trainer.training_step(trainer.model, batch)
+    return batch, seen["rollout"]
+
+
+def _grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize(
+    "loss_type, estimator", [("scst", "k3"), ("scst", "k2"), ("scst", "k1"), ("ppo", "k3"), ("ppo", "k1")]
+)
+def test_kl_term_gradient_by_hand_with_policy_away_from_reference(
+    tmp_path, world, captioner, monkeypatch, loss_type, estimator
+):
+    """
+    With a zero reward (so a zero advantage against the greedy baseline) the whole update is the KL term's. The
+    reference is the policy with its weights perturbed, so that term has a value and a gradient, checked against the
+    formulas written out here: k3 `exp(-d) + d - 1` and k2 `d^2 / 2` (`d = log pi - log ref`) added to the loss,
+    `kl_coef` times the sum over a caption's tokens averaged over captions (SCST) or the mean over tokens (PPO); k1
+    `d` summed per caption and subtracted from the reward, so the loss is `-mean_i A_i sum_t log pi` with
+    `A_i = -kl_coef * sum_t d`.
+    """
+    from hfpref.models.captioning import encode_audio, eos_token_ids, processed_log_probs, rollout_logits
+
+    model, processor = captioner
+    ref = _perturbed_copy(model)
+    coef = 0.5
+    args = _args(
+        tmp_path, max_steps=1, loss_type=loss_type, num_samples=2, ppo_epochs=1, kl_coef=coef, kl_estimator=estimator
+    )
+    trainer = CaptionRLTrainer(
+        model, zero_reward, args, train_dataset=world, processing_class=processor, ref_model=ref
+    )
+    batch, rollout = _recording_step(trainer, world, monkeypatch)
+    got = _grads(trainer.model)
+
+    trainer.model.zero_grad()
+    log_pi, mask = processed_log_probs(
+        rollout_logits(model, encode_audio(model, batch), rollout), rollout, eos_ids=eos_token_ids(model)
+    )
+    with torch.no_grad():
+        log_ref, _ = processed_log_probs(
+            rollout_logits(ref, encode_audio(ref, batch), rollout), rollout, eos_ids=eos_token_ids(model)
+        )
+    d = log_pi - log_ref
+    per_token = {"k3": torch.exp(-d) + d - 1, "k2": d**2 / 2}
+    if estimator == "k1":
+        advantages = -coef * (d.detach() * mask).sum(-1)
+        loss = -(advantages * (log_pi * mask).sum(-1)).mean()
+        if loss_type == "ppo":  # the ratio's gradient at ratio 1 is that of log pi, averaged over tokens
+            loss = -(advantages[:, None] * log_pi * mask).sum() / mask.sum()
+    elif loss_type == "scst":
+        loss = coef * (per_token[estimator] * mask).sum(-1).mean()
+    else:
+        loss = coef * (per_token[estimator] * mask).sum() / mask.sum()
+    loss.backward()
+    expected = _grads(model)
+    assert expected.norm() > 1e-3  # the policy is away from the reference: the KL term pulls
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    # The logged KL is the k3 estimate of KL(pi || ref) per caption, whatever the estimator optimised.
+    total, weight = trainer._metric_totals["kl"]
+    k3 = (torch.exp(-d) + d - 1).detach()
+    assert total / weight == pytest.approx(((k3 * mask).sum(-1)).mean().item(), rel=1e-4)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Dropout, PPO's fixed old log-probs and clipping, and the weighted rewards reaching the advantage.
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def _with_dropout(model, p=0.3):
+    """The same captioner with dropout `p` everywhere (residual, attention, activation)."""
+    from transformers import WhisperForConditionalGeneration
+
+    config = copy.deepcopy(model.config)
+    config.dropout = config.attention_dropout = config.activation_dropout = p
+    out = WhisperForConditionalGeneration(config)
+    out.load_state_dict(model.state_dict())
+    out.generation_config = copy.deepcopy(model.generation_config)
+    return out
+
+
+def _recording(monkeypatch, name):
+    """Replace a loss function of the trainer's module by one that records its arguments and results."""
+    import hfpref.trainers.caption_rl.caption_rl_trainer as module
+
+    calls, real = [], getattr(module, name)
+
+    def recorded(*a, **kw):
+        out = real(*a, **kw)
+        calls.append((a, kw, out))
+        return out
+
+    monkeypatch.setattr(module, name, recorded)
+    return calls
+
+
+@pytest.mark.parametrize("disable", [True, False], ids=["default", "dropout-kept-control"])
+def test_samples_are_scored_without_dropout(tmp_path, world, captioner, monkeypatch, disable):
+    """
+    A captioner with dropout 0.3 samples its captions with dropout off. By default (`disable_dropout=True`) the loss
+    pass scores them under that same distribution: its log-probs equal those `generate` sampled with, and the logged
+    KL to the reference (a frozen copy: the policy equals it at step 0) is 0. The control keeps dropout in the
+    policy: the scored log-probs are those of a thinned network and the step-0 KL is > 0.
+    """
+    model, processor = captioner
+    args = _args(tmp_path, max_steps=1, kl_coef=0.1, **({} if disable else {"disable_dropout": False}))
+    assert args.disable_dropout is disable  # on by default
+    trainer = CaptionRLTrainer(_with_dropout(model), brevity, args, train_dataset=world, processing_class=processor)
+    calls = _recording(monkeypatch, "reinforce_loss")
+    _, rollout = _recording_step(trainer, world, monkeypatch)
+    (log_probs, mask, _), _, _ = calls[0]
+    gap = ((log_probs.detach() - rollout.sampling_log_probs).abs() * mask).max().item()
+    total, weight = trainer._metric_totals["kl"]
+    if disable:
+        assert gap < 1e-4 and total / weight == pytest.approx(0.0, abs=1e-5)
+    else:
+        assert gap > 1e-2 and total / weight > 1e-3
+
+
+def test_ppo_keeps_the_sampling_log_probs_over_epochs_and_clips(tmp_path, world, captioner, monkeypatch):
+    """
+    Four PPO epochs over one rollout: every epoch's ratio is taken against the log-probs the captions were sampled
+    with (recorded by `generate`), not recomputed, so the ratio starts at exactly 1 and moves away; by the last epoch
+    some tokens are outside `1 +- cliprange`, and those whose objective the clip caps get no gradient, the others
+    `-A * ratio / tokens`.
+    """
+    from hfpref.trainers.caption_rl.caption_rl_trainer import ppo_clip_loss
+
+    model, processor = captioner
+    args = _args(tmp_path, max_steps=1, loss_type="ppo", num_samples=2, ppo_epochs=4, cliprange=0.1)
+    trainer = CaptionRLTrainer(model, centred_brevity, args, train_dataset=world, processing_class=processor)
+    trainer.create_optimizer()  # PPO steps it between its epochs
+    calls = _recording(monkeypatch, "ppo_clip_loss")
+    _, rollout = _recording_step(trainer, world, monkeypatch)
+    assert len(calls) == 4
+    (_, old, mask, advantages, cliprange, _), _, _ = calls[0]
+    assert cliprange == 0.1
+    gap = ((old - rollout.sampling_log_probs).abs() * mask).max().item()
+    assert gap < 1e-4  # the old log-probs are the sampler's
+    fractions = [out[1].item() for _, _, out in calls]
+    assert fractions[0] == 0.0 and fractions[-1] > 0.05, fractions
+    for (_, later_old, *_), _, _ in calls[1:]:
+        assert torch.equal(later_old, old)
+
+    (log_probs, _, mask, advantages, _, _), _, _ = calls[-1]
+    log_probs = log_probs.detach().requires_grad_()
+    loss, _ = ppo_clip_loss(log_probs, old, mask, advantages, 0.1)
+    loss.backward()
+    ratio = torch.exp(log_probs.detach() - old)
+    a = advantages[:, None].expand_as(ratio)
+    capped = ((a > 0) & (ratio > 1.1)) | ((a < 0) & (ratio < 0.9))
+    assert (capped & mask.bool()).any()
+    expected = torch.where(capped, torch.zeros_like(ratio), -a * ratio) * mask / mask.sum()
+    torch.testing.assert_close(log_probs.grad, expected)
+
+
+def word_count(completions, **kwargs):
+    return [float(len(c.split())) for c in completions]
+
+
+def _recorded_reward(reward):
+    calls = []
+
+    def wrapped(completions, **kwargs):
+        calls.append(list(completions))
+        return reward(completions, **kwargs)
+
+    wrapped.__name__, wrapped.calls = reward.__name__, calls
+    return wrapped
+
+
+@pytest.mark.parametrize(
+    "loss_type, extra",
+    [("scst", {}), ("rloo", {"num_samples": 4}), ("ppo", {"num_samples": 2, "ppo_baseline": "loo", "ppo_epochs": 1})],
+)
+def test_weighted_rewards_reach_the_advantage(tmp_path, world, captioner, monkeypatch, loss_type, extra):
+    """
+    Two rewards weighted 2 and -0.5: the advantage the loss receives is, per sampled caption, the weighted sum of
+    the two rewards of its text minus the baseline, written out here: the greedy caption's weighted reward (SCST), or
+    the mean weighted reward of the clip's other samples (RLOO, PPO's `"loo"`).
+    """
+    model, processor = captioner
+    rewards = [_recorded_reward(brevity), _recorded_reward(word_count)]
+    args = _args(tmp_path, max_steps=1, loss_type=loss_type, reward_weights=[2.0, -0.5], **extra)
+    trainer = CaptionRLTrainer(model, rewards, args, train_dataset=world, processing_class=processor)
+    calls = _recording(monkeypatch, "ppo_clip_loss" if loss_type == "ppo" else "reinforce_loss")
+    _recording_step(trainer, world, monkeypatch)
+    got = calls[0][0][3 if loss_type == "ppo" else 2]
+
+    def weighted(texts):
+        return [2.0 * (1.0 - min(len(t), 40) / 40) - 0.5 * len(t.split()) for t in texts]
+
+    samples = weighted(rewards[0].calls[0])
+    assert rewards[1].calls[0] == rewards[0].calls[0]
+    k = args.num_samples
+    if loss_type == "scst":
+        greedy = weighted(rewards[0].calls[1])
+        expected = [s - greedy[i // k] for i, s in enumerate(samples)]
+    else:
+        groups = [samples[i : i + k] for i in range(0, len(samples), k)]
+        expected = [r - (sum(g) - r) / (k - 1) for g in groups for r in g]
+    assert got.tolist() == pytest.approx(expected, abs=1e-5)
+    assert len(set(round(e, 4) for e in expected)) > 2  # not a degenerate batch

@@ -223,7 +223,7 @@ def test_evaluation_embeddings_are_the_embedders(tmp_path, held_out, tiny):
     from hfpref.data.audio import decode_audio_column
 
     waveforms, _ = decode_audio_column(held_out, sampling_rate=embedder.sampling_rate)
-    np.testing.assert_allclose(audio, embedder.embed_audio(waveforms), atol=1e-5)
+    np.testing.assert_allclose(audio, embedder.embed_audio(waveforms, sampling_rate=embedder.sampling_rate), atol=1e-5)
     np.testing.assert_allclose(text, embedder.embed_text(list(held_out["caption"])), atol=1e-5)
 
 

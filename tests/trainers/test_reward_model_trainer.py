@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -280,3 +282,106 @@ def test_overhead_benchmark_runs_both_sides(tmp_path):
     lines = result.stdout.strip().splitlines()
     assert sum(" bare: " in line for line in lines) == 2 and sum("trainer: " in line for line in lines) >= 2
     assert lines[-1].startswith("RATIO reward_trainer_overhead=") and float(lines[-1].split("=")[1]) > 0
+
+
+# The trainer's loss on hand-built batches, through `compute_loss`: a reward model with no hidden layer is one linear
+# unit, r(a, t) = sigmoid(0.5 a + 2 t - 0.5) on 1-d embeddings, so every reward, loss and penalty is computed by hand.
+W_AUDIO, W_TEXT, BIAS = 0.5, 2.0, -0.5
+
+
+def _linear_model():
+    model = CLAPRewardModel(CLAPRewardConfig(embedding_dim=1, hidden_sizes=[], dropout=0.0, reward_clamp=None))
+    with torch.no_grad():
+        model.mlp[0].weight.copy_(torch.tensor([[W_AUDIO, W_TEXT]]))
+        model.mlp[0].bias.fill_(BIAS)
+    return model
+
+
+def _reward_by_hand(a, t):
+    return 1 / (1 + math.exp(-(W_AUDIO * a + W_TEXT * t + BIAS)))
+
+
+# Rows: (audio, chosen text, rejected text). The second row ranks its rejected caption higher, so the loss knows which
+# side is which; the rewards are sigmoid(2) vs 1/2, sigmoid(0.5) vs sigmoid(1.5), 1/2 vs sigmoid(-1.5).
+AUDIO, CHOSEN, REJECTED = [1.0, 0.0, 2.0], [1.0, 0.5, -0.25], [0.0, 1.0, -1.0]
+MARGIN = [0.5, -1.0, 2.0]
+
+
+def _pairwise_batch(margin=None):
+    batch = {
+        name: torch.tensor(values).unsqueeze(-1)  # (batch, 1) embeddings
+        for name, values in [
+            ("audio_embedding", AUDIO),
+            ("chosen_embedding", CHOSEN),
+            ("rejected_embedding", REJECTED),
+        ]
+    }
+    if margin is not None:
+        batch["margin"] = torch.tensor(margin)
+    return batch
+
+
+def _bt_by_hand(scale, margin=(0.0, 0.0, 0.0)):
+    """mean over rows of -log sigmoid(s (r_w - r_l) - m) = log(1 + exp(-(s (r_w - r_l) - m)))."""
+    terms = [
+        math.log1p(math.exp(-(scale * (_reward_by_hand(a, t_w) - _reward_by_hand(a, t_l)) - m)))
+        for a, t_w, t_l, m in zip(AUDIO, CHOSEN, REJECTED, margin)
+    ]
+    return sum(terms) / len(terms)
+
+
+def _trainer_loss(tmp_path, batch, **kw):
+    trainer = RewardModelTrainer(_linear_model(), _args(tmp_path, **kw))
+    loss, outputs = trainer.compute_loss(trainer.model, batch, return_outputs=True)
+    return trainer, loss, outputs
+
+
+def test_compute_loss_is_the_bradley_terry_loss_with_the_configured_scale(tmp_path):
+    _, loss, outputs = _trainer_loss(tmp_path, _pairwise_batch(), bt_scale=3.0, l2_coef=0.0)
+    by_hand = [[_reward_by_hand(a, t_w), _reward_by_hand(a, t_l)] for a, t_w, t_l in zip(AUDIO, CHOSEN, REJECTED)]
+    np.testing.assert_allclose(outputs["rewards"].detach().numpy(), by_hand, rtol=1e-6)  # (batch, 2): chosen, rejected
+    assert loss.item() == pytest.approx(_bt_by_hand(3.0), rel=1e-6)
+    # The scale matters on this batch: s = 10 (the default) and s = 3 give clearly different losses.
+    assert abs(_bt_by_hand(10.0) - _bt_by_hand(3.0)) > 0.1
+    _, default_scale, _ = _trainer_loss(tmp_path, _pairwise_batch(), l2_coef=0.0)
+    assert default_scale.item() == pytest.approx(_bt_by_hand(10.0), rel=1e-6)
+
+
+def test_compute_loss_subtracts_the_margin_only_with_use_margin(tmp_path):
+    _, loss, _ = _trainer_loss(tmp_path, _pairwise_batch(MARGIN), bt_scale=3.0, l2_coef=0.0, use_margin=True)
+    assert loss.item() == pytest.approx(_bt_by_hand(3.0, MARGIN), rel=1e-6)
+    assert abs(_bt_by_hand(3.0, MARGIN) - _bt_by_hand(3.0)) > 0.1
+    # Without use_margin a margin column in the batch is ignored.
+    _, loss, _ = _trainer_loss(tmp_path, _pairwise_batch(MARGIN), bt_scale=3.0, l2_coef=0.0)
+    assert loss.item() == pytest.approx(_bt_by_hand(3.0), rel=1e-6)
+
+
+@pytest.mark.parametrize("reduction, count", [("sum", 1), ("mean", 3)])
+def test_compute_loss_adds_the_l2_penalty_with_its_coefficient_and_reduction(tmp_path, reduction, count):
+    # ||theta||^2 = 0.5^2 + 2^2 + 0.5^2 = 4.5 over |theta| = 3 weights; "mean" divides by 3.
+    squared_norm = W_AUDIO**2 + W_TEXT**2 + BIAS**2
+    plain_trainer, plain, _ = _trainer_loss(tmp_path, _pairwise_batch(), bt_scale=3.0, l2_coef=0.0)
+    trainer, loss, _ = _trainer_loss(tmp_path, _pairwise_batch(), bt_scale=3.0, l2_coef=0.25, l2_reduction=reduction)
+    assert loss.item() == pytest.approx(_bt_by_hand(3.0) + 0.25 * squared_norm / count, rel=1e-6)
+    # Its gradient, 0.25 * 2 theta / count, comes on top of the Bradley-Terry gradient (two models, equal weights).
+    plain.backward()
+    loss.backward()
+    for param, plain_param in zip(trainer.model.parameters(), plain_trainer.model.parameters()):
+        torch.testing.assert_close(param.grad, plain_param.grad + 0.25 * 2 * param.detach() / count)
+
+
+@pytest.mark.parametrize("loss_type", ["bce", "mse"])
+def test_compute_loss_on_binary_feedback_uses_the_configured_loss_type(tmp_path, loss_type):
+    audio, text, label = [1.0, 0.0, 2.0], [1.0, 0.5, -1.0], [1, 0, 0]
+    batch = {
+        "audio_embedding": torch.tensor(audio).unsqueeze(-1),
+        "text_embedding": torch.tensor(text).unsqueeze(-1),
+        "label": torch.tensor(label, dtype=torch.float32),
+    }
+    _, loss, outputs = _trainer_loss(tmp_path, batch, loss_type=loss_type, l2_coef=0.0)
+    rewards = [_reward_by_hand(a, t) for a, t in zip(audio, text)]  # sigmoid(2), sigmoid(0.5), sigmoid(-1.5)
+    np.testing.assert_allclose(outputs["rewards"].detach().numpy(), rewards, rtol=1e-6)
+    bce = -sum(math.log(r) if y else math.log(1 - r) for r, y in zip(rewards, label)) / 3
+    mse = sum((r - y) ** 2 for r, y in zip(rewards, label)) / 3
+    assert abs(bce - mse) > 0.1
+    assert loss.item() == pytest.approx(bce if loss_type == "bce" else mse, rel=1e-6)

@@ -72,6 +72,81 @@ def test_loss_matches_a_hand_computation():
     assert plain.item() == pytest.approx(torch.nn.functional.mse_loss(pred, target).item())
     with pytest.raises(ValueError, match="rewards has shape"):
         reward_weighted_denoising_loss(pred, target, torch.ones(2))
+    # Another beta than the default weighs the same pretrain term accordingly; beta = 0 drops it.
+    loss, _, _ = reward_weighted_denoising_loss(pred, target, rewards, pre_pred, pre_target, beta=2.0)
+    assert loss.item() == pytest.approx(weighted_by_hand + 2.0 * pretrain_by_hand)
+    loss, _, _ = reward_weighted_denoising_loss(pred, target, rewards, pre_pred, pre_target, beta=0.0)
+    assert loss.item() == pytest.approx(weighted_by_hand)
+
+
+def _first_rows(trainer, n=4):
+    return trainer.data_collator([trainer.train_dataset[i] for i in range(n)])
+
+
+def test_the_configured_beta_and_the_rewards_reach_the_loss(tmp_path, world, pipeline, monkeypatch):
+    """
+    The trainer's loss on a batch is `weighted + beta * pretrain` with the configured beta (2, not the default 0.5),
+    the pretrain term is computed on an original-data batch (> 0), and the reward weights are the batch's rewards.
+    """
+    import hfpref.trainers.reward_weighted_diffusion.reward_weighted_diffusion_trainer as module
+
+    calls = []
+    real = module.reward_weighted_denoising_loss
+
+    def spy(*args, **kwargs):
+        calls.append((args, kwargs))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "reward_weighted_denoising_loss", spy)
+    rewards = np.linspace(0.1, 0.9, len(world)).tolist()
+    trainer = RewardWeightedDiffusionTrainer(
+        pipeline, config(tmp_path, beta=2.0), train_dataset=preference_data(world, rewards), pretrain_dataset=world
+    )
+    batch = _first_rows(trainer)
+    loss = trainer.compute_loss(trainer.model.eval(), batch)
+    ((args, kwargs),) = calls
+    prediction, target, passed_rewards, pretrain_prediction, pretrain_target = args
+    assert torch.equal(passed_rewards, batch["reward"]) and torch.allclose(batch["reward"], torch.tensor(rewards[:4]))
+    # Both terms by hand from what the UNet predicted: per-sample mean squared errors.
+    weighted = (batch["reward"] * (prediction - target).pow(2).flatten(1).mean(1)).mean()
+    pretrain = (pretrain_prediction - pretrain_target).pow(2).flatten(1).mean(1).mean()
+    assert pretrain.item() > 0 and len(pretrain_prediction) == 4
+    assert loss.item() == pytest.approx(weighted.item() + 2.0 * pretrain.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_noisy_latents_and_targets_follow_the_noise_schedule(tmp_path, world, pipeline, prediction_type):
+    """
+    The UNet sees `x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps` with `x_0` the scaled VAE latent and `a_t` the
+    cumulative alpha of its timestep, conditioned on the prompt's text embedding; the target is `eps`
+    (epsilon) or `v = sqrt(a_t) eps - sqrt(1 - a_t) x_0` (v-prediction), checked by hand from the schedule.
+    """
+    from types import SimpleNamespace
+
+    trainer = RewardWeightedDiffusionTrainer(
+        pipeline,
+        config(tmp_path, beta=0.0, sample_latents=False, prediction_type=prediction_type),
+        train_dataset=preference_data(world, [1.0] * len(world)),
+    )
+    batch = _first_rows(trainer)
+    seen = {}
+
+    def unet(sample, timestep, encoder_hidden_states=None, class_labels=None):
+        seen.update(sample=sample, timestep=timestep, class_labels=class_labels)
+        return SimpleNamespace(sample=torch.zeros_like(sample))
+
+    torch.manual_seed(0)
+    _, target = trainer._denoising_prediction(unet, batch)
+    x0 = batch["latent_mean"] * pipeline.vae.config.scaling_factor
+    assert pipeline.vae.config.scaling_factor != 1.0  # so that a missing scaling shows
+    t = seen["timestep"]
+    assert ((t >= 0) & (t < trainer.noise_scheduler.config.num_train_timesteps)).all()
+    a = trainer.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    eps = (seen["sample"] - a.sqrt() * x0) / (1 - a).sqrt()
+    assert 0.5 < eps.std().item() < 1.5  # standard normal noise (512 draws per clip)
+    expected = eps if prediction_type == "epsilon" else a.sqrt() * eps - (1 - a).sqrt() * x0
+    torch.testing.assert_close(target, expected, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(seen["class_labels"], batch["text_embedding"])
 
 
 def test_paper_preset_and_validation(tmp_path):
@@ -311,10 +386,12 @@ def _learning_check(tmp_path, size: dict) -> dict:
         )  # fmt: skip
         flat = [clip for group in audio for clip in group]
         texts = [p for p in held_out for _ in range(per_prompt)]
-        scores = reward_model.score(flat, texts, embedder)
+        scores = reward_model.score(flat, texts, embedder, sampling_rate=16000)
         results[name] = np.asarray(scores).reshape(len(held_out), per_prompt).mean(1)
         results[f"{name}_clap"] = (
-            np.asarray(clap_score(flat, texts, embedder)).reshape(len(held_out), per_prompt).mean(1)
+            np.asarray(clap_score(flat, texts, embedder, sampling_rate=16000))
+            .reshape(len(held_out), per_prompt)
+            .mean(1)
         )
 
     results: dict = {}

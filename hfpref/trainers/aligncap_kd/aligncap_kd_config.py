@@ -20,6 +20,9 @@ class AlignCapKDConfig(HfprefConfigMixin, TrainingArguments):
         temperature (`float`, *optional*, defaults to `1.0`):
             Softmax temperature of both distributions; the distillation term is multiplied by `temperature**2` so its
             gradient keeps its scale (Hinton et al., 2015). At 1.0 the loss is exactly eq. 5.
+        kd_weight (`float`, *optional*, defaults to `1.0`):
+            Weight of the distillation term. With `kd_weight=0` and `ce_weight > 0` the teacher is not used at all:
+            plain cross-entropy on the caption, the no-teacher control of the KD evidence.
         ce_weight (`float`, *optional*, defaults to `0.0`):
             Weight of an extra cross-entropy term of the student on the caption tokens; 0 is pure distillation.
         speech_prompt_column (`str`, *optional*, defaults to `"prompt"`):
@@ -36,6 +39,7 @@ class AlignCapKDConfig(HfprefConfigMixin, TrainingArguments):
     """
 
     temperature: float = field(default=1.0, metadata={"help": "Softmax temperature of teacher and student."})
+    kd_weight: float = field(default=1.0, metadata={"help": "Weight of the distillation term."})
     ce_weight: float = field(default=0.0, metadata={"help": "Weight of the student's cross-entropy on the caption."})
     speech_prompt_column: str = field(default="prompt", metadata={"help": "Student prompt: speech tokens."})
     text_prompt_column: str = field(default="text_prompt", metadata={"help": "Teacher prompt: text."})
@@ -51,8 +55,10 @@ class AlignCapKDConfig(HfprefConfigMixin, TrainingArguments):
     def __post_init__(self):
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0")
-        if self.ce_weight < 0:
-            raise ValueError(f"ce_weight={self.ce_weight} must be >= 0")
+        if self.ce_weight < 0 or self.kd_weight < 0:
+            raise ValueError(f"kd_weight={self.kd_weight} and ce_weight={self.ce_weight} must be >= 0")
+        if self.kd_weight == 0 and self.ce_weight == 0:
+            raise ValueError("kd_weight=0 and ce_weight=0 leave nothing to train on")
         if self.max_prompt_length < 1 or self.max_response_length < 2:
             raise ValueError(
                 f"max_prompt_length={self.max_prompt_length} must be >= 1 and max_response_length="

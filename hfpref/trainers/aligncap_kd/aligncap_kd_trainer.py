@@ -28,7 +28,7 @@ from ...encoders.audio_tokens import audio_token_prompts
 from ...encoders.speech_tokens import speech_lora_config, speech_token_ids
 from ...prompts.emotion_clues import teacher_prompt
 from ...utils.distributed import apply_peft
-from ..base_trainer import BaseTrainer
+from ..base_trainer import BaseTrainer, TrainedAdapterSaveMixin
 from .aligncap_kd_config import DEFAULT_INSTRUCTION, AlignCapKDConfig
 
 
@@ -269,7 +269,7 @@ def kd_loss(
     return temperature**2 * (cross_entropy * mask).sum() / tokens, (kl * mask).sum() / tokens
 
 
-class AlignCapKDTrainer(BaseTrainer):
+class AlignCapKDTrainer(TrainedAdapterSaveMixin, BaseTrainer):
     """
     KD-regularization of a speech-token student against the text-conditioned teacher (AlignCap, eq. 5).
 
@@ -344,18 +344,26 @@ class AlignCapKDTrainer(BaseTrainer):
         with unwrapped.disable_adapter():
             return response_logits(model, *batch)
 
-    def _losses(self, model, inputs) -> dict[str, torch.Tensor]:
-        teacher = self.teacher_logits(model, inputs)
+    def _losses(self, model, inputs, with_teacher: bool | None = None) -> dict[str, torch.Tensor]:
+        """
+        `loss = kd_weight * kd_loss + ce_weight * ce` and its parts; the teacher runs unless `kd_weight` is 0 (or
+        `with_teacher` says otherwise: evaluation always compares with it).
+        """
         student = response_logits(
             model, inputs["student_input_ids"], inputs["student_attention_mask"], inputs["student_positions"]
         )
         mask = inputs["response_mask"]
-        distill, kl = kd_loss(student, teacher, mask, self.args.temperature)
-        losses = {"kd_loss": distill, "kl": kl}
+        losses = {}
+        if with_teacher is None:
+            with_teacher = self.args.kd_weight > 0
+        if with_teacher:
+            teacher = self.teacher_logits(model, inputs)
+            losses["kd_loss"], losses["kl"] = kd_loss(student, teacher, mask, self.args.temperature)
         if self.args.ce_weight > 0:
             token_ce = F.cross_entropy(student.transpose(1, 2).float(), inputs["response_ids"], reduction="none")
             losses["ce"] = (token_ce * mask).sum() / mask.sum().clamp(min=1)
-        losses["loss"] = distill + self.args.ce_weight * losses.get("ce", 0.0)
+        distill, ce = losses.get("kd_loss", 0.0), losses.get("ce", 0.0)
+        losses["loss"] = self.args.kd_weight * distill + self.args.ce_weight * ce
         return losses
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -383,7 +391,7 @@ class AlignCapKDTrainer(BaseTrainer):
             for start in range(0, len(dataset), batch_size):
                 rows = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
                 inputs = self._prepare_inputs(self.data_collator(rows))
-                losses = self._losses(model, inputs)
+                losses = self._losses(model, inputs, with_teacher=True)
                 n = int(inputs["response_mask"].sum())
                 totals["kl"] += losses["kl"].item() * n
                 totals["kd_loss"] += losses["kd_loss"].item() * n
@@ -403,6 +411,7 @@ class AlignCapKDTrainer(BaseTrainer):
     def _card_training_args(self) -> dict:
         return {
             "temperature": self.args.temperature,
+            "kd_weight": self.args.kd_weight,
             "ce_weight": self.args.ce_weight,
             "teacher": "separate model" if self.teacher_model is not None else "adapter-disabled base",
             "learning_rate": self.args.learning_rate,

@@ -45,6 +45,11 @@ class CaptionGRPOConfig(AudioConfigMixin, GRPOConfig):
             Its weights file, when not beside the config.
         instruction (`str`, *optional*, defaults to `"Describe the sound."`):
             Text after the speech tokens in every prompt; `""` for speech tokens alone.
+        disable_dropout (`bool`, *optional*, defaults to `True`):
+            Turn off dropout in the policy and the reference (TRL's default is `False`). Completions are sampled
+            without dropout; with it on in the loss pass the log-probabilities, the importance ratio and the KL would
+            be those of a randomly thinned network. [`CaptionGRPOTrainer`] also zeroes the dropout probabilities that
+            transformers models keep as plain floats (Llama's `attention_dropout`), which TRL's switch misses.
 
     The audio is read from `audio_column` ([`~hfpref.trainers.base_config.AudioConfigMixin`]); it stays beside the
     `prompt` column, so rewards read it too.
@@ -57,6 +62,9 @@ class CaptionGRPOConfig(AudioConfigMixin, GRPOConfig):
     speech_tokenizer_path: str | None = field(default=None, metadata={"help": "SpeechTokenizer checkpoint."})
     speech_tokenizer_weights: str | None = field(default=None, metadata={"help": "SpeechTokenizer weights file."})
     instruction: str = field(default="Describe the sound.", metadata={"help": "Text after the speech tokens."})
+    disable_dropout: bool = field(
+        default=True, metadata={"help": "Turn off dropout in the policy and the reference (TRL's default: False)."}
+    )
 
     def __post_init__(self):
         from ...utils.checks import check_training_arguments

@@ -9,6 +9,7 @@ from ..base_config import AudioConfigMixin
 LOSS_TYPES = ["scst", "rloo", "ppo"]
 PPO_BASELINES = ["greedy", "loo"]
 SCST_BASELINES = ["greedy", "none"]
+KL_ESTIMATORS = ["k3", "k2", "k1"]
 
 PRESETS: dict[str, dict] = {
     # "Aligning Audio Captions with Human Preferences" (https://huggingface.co/papers/2509.14659), section 4.2:
@@ -48,6 +49,23 @@ class CaptionRLConfig(AudioConfigMixin, TrainingArguments):
         kl_coef (`float`, *optional*, defaults to `0.0`):
             Coefficient of a per-token KL penalty to the frozen reference (a frozen copy of the model, or the
             adapter-disabled base under peft); 0 disables it and the reference.
+        kl_estimator (`str`, *optional*, defaults to `"k3"`):
+            How the penalty enters the update, with `d = log pi - log ref` per sampled token (see
+            [`~hfpref.trainers.caption_rl.caption_rl_trainer.kl_penalty`]). All three estimate the same value,
+            `KL(pi || ref)`, and the logged `kl` is always the k3 estimate `exp(-d) + d - 1`, but they optimise
+            different divergences:
+            `"k3"`: `exp(-d) + d - 1` added to the loss (as TRL's GRPO); its gradient on the policy's own samples is
+            that of `KL(ref || pi)`, the mass-covering direction, not of the logged `KL(pi || ref)`;
+            `"k2"`: `d^2 / 2` added to the loss; its gradient on the policy's own samples is that of `KL(pi || ref)`;
+            `"k1"`: `d`, summed over the caption and detached, subtracted from each sampled caption's reward (as
+            TRL's PPO and RLOO) before the baseline (the leave-one-out mean is over the penalised rewards; the greedy
+            baseline stays the greedy caption's reward), so the policy gradient optimises
+            `E[reward] - kl_coef * KL(pi || ref)`.
+        disable_dropout (`bool`, *optional*, defaults to `True`):
+            Turn off every dropout (and layer drop) of the policy and the reference at initialisation, as TRL's
+            `disable_dropout`. Captions are sampled with dropout off; with dropout on in the loss pass the
+            log-probabilities, the PPO ratio and the KL would be those of another, randomly thinned, network (a
+            policy equal to its reference would show a KL > 0).
         max_new_tokens (`int`, *optional*, defaults to `32`): longest generated caption, in tokens.
         temperature (`float`, *optional*, defaults to `1.0`):
             Sampling temperature. The policy optimised is the sampler's: the captioner's logits divided by
@@ -75,6 +93,8 @@ class CaptionRLConfig(AudioConfigMixin, TrainingArguments):
     ppo_baseline: str = field(default="greedy", metadata={"help": f"One of {PPO_BASELINES}."})
     scst_baseline: str = field(default="greedy", metadata={"help": f"One of {SCST_BASELINES}."})
     kl_coef: float = field(default=0.0, metadata={"help": "Per-token KL penalty to the reference model."})
+    kl_estimator: str = field(default="k3", metadata={"help": f"One of {KL_ESTIMATORS}: how the KL enters."})
+    disable_dropout: bool = field(default=True, metadata={"help": "Turn off dropout in the policy and reference."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest generated caption, in tokens."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_k: int | None = field(default=None, metadata={"help": "Sample from the top-k tokens only."})
@@ -98,6 +118,8 @@ class CaptionRLConfig(AudioConfigMixin, TrainingArguments):
             raise ValueError(f"loss_type={self.loss_type!r} is not one of {LOSS_TYPES}")
         if self.scst_baseline not in SCST_BASELINES:
             raise ValueError(f"scst_baseline={self.scst_baseline!r} is not one of {SCST_BASELINES}")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            raise ValueError(f"kl_estimator={self.kl_estimator!r} is not one of {KL_ESTIMATORS}")
         if self.ppo_baseline not in PPO_BASELINES:
             raise ValueError(f"ppo_baseline={self.ppo_baseline!r} is not one of {PPO_BASELINES}")
         needs_group = self.loss_type == "rloo" or (self.loss_type == "ppo" and self.ppo_baseline == "loo")

@@ -16,6 +16,7 @@ from ...models.captioning import (
     encoder_input_name,
     eos_token_ids,
     ids_to_text,
+    prepare_captioner,
     processed_log_probs,
     rollout_logits,
     unwrap,
@@ -102,10 +103,61 @@ def ppo_clip_loss(
     return (per_token * mask).sum() / tokens, clip_fraction.detach()
 
 
+# What each `kl_estimator` optimises (the logged `kl` is always the k3 estimate of KL(pi || ref)); shown on the card.
+KL_OPTIMISED = {
+    "k3": "loss exp(-d) + d - 1: gradient of KL(ref || pi)",
+    "k2": "loss d^2 / 2: gradient of KL(pi || ref)",
+    "k1": "reward - kl_coef * sum d: E[reward] - kl_coef * KL(pi || ref)",
+}
+
+
 def k3_kl(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
     """Per-token `KL(pi || ref)` estimator `exp(d) - d - 1` with `d = log ref - log pi` (unbiased, >= 0)."""
     delta = ref_log_probs - log_probs
     return torch.exp(delta) - delta - 1
+
+
+def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, estimator: str) -> torch.Tensor:
+    r"""
+    Per-token KL estimate between the policy and the reference on the policy's own samples
+    ([Schulman, 2020](http://joschu.net/blog/kl-approx.html)), with `d = log pi - log ref`:
+
+    - `"k1"`: `d`, unbiased for `KL(pi || ref)`; used detached, subtracted from the reward (its gradient as a loss
+      would be zero in expectation);
+    - `"k2"`: `d^2 / 2`, biased but low-variance; as a loss its expected gradient is that of `KL(pi || ref)`;
+    - `"k3"`: `exp(-d) + d - 1`, unbiased for `KL(pi || ref)` and >= 0; as a loss its expected gradient is that of
+      `KL(ref || pi)` (the expected gradient is `E_pi[(1 - ref / pi) grad log pi] = -E_ref[grad log pi]`).
+
+    Example:
+    ```python
+    >>> pi, ref = torch.log(torch.tensor([0.5])), torch.log(torch.tensor([0.25]))  # d = log 2
+    >>> [round(kl_penalty(pi, ref, e).item(), 4) for e in ("k1", "k2", "k3")]
+    [0.6931, 0.2402, 0.1931]
+
+    ```
+    """
+    if estimator == "k3":
+        return k3_kl(log_probs, ref_log_probs)
+    delta = log_probs - ref_log_probs
+    if estimator == "k2":
+        return 0.5 * delta**2
+    if estimator == "k1":
+        return delta
+    raise ValueError(f"estimator={estimator!r} is not one of ['k3', 'k2', 'k1']")
+
+
+def disable_dropout(model) -> None:
+    """
+    Turn off every dropout of `model` in place, as TRL's `disable_dropout_in_model`, and also the probabilities that
+    transformers models keep as plain floats on their modules and apply functionally (Whisper's `dropout`,
+    `activation_dropout`, attention `dropout` and `layerdrop`, Llama's `attention_dropout`), which TRL's misses.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd):
+            module.p = 0.0
+        for name, value in list(vars(module).items()):
+            if isinstance(value, float) and ("dropout" in name or "layerdrop" in name):
+                setattr(module, name, 0.0)
 
 
 def warmup_step_decay(steps_per_epoch: float, warmup_epochs: float, every_epochs: int | None, gamma: float):
@@ -182,6 +234,9 @@ class CaptionRLTrainer(BaseTrainer):
                 raise ValueError(f"{name} is empty")
             if ds is not None and args.audio_column not in ds.column_names:
                 raise ValueError(f"{name} has no audio column {args.audio_column!r}; it has {ds.column_names}")
+        # One decoder prompt for the whole run, fixed before the reference is copied: an SFT checkpoint's saved
+        # prompt is kept; a Whisper nobody prepared gets English, transcribe, no timestamps (prepare_captioner).
+        prepare_captioner(model, processing_class.tokenizer)
         if peft_config is not None:
             model = apply_peft(model, peft_config)
         self.is_peft = hasattr(model, "disable_adapter")
@@ -189,6 +244,10 @@ class CaptionRLTrainer(BaseTrainer):
             ref_model = frozen_copy(model)  # whole on every process, also when ZeRO-3 partitioned the policy at load
         if ref_model is not None:
             ref_model.eval().requires_grad_(False)
+        if args.disable_dropout:  # score samples under the distribution they were drawn from (dropout off)
+            disable_dropout(model)
+            if ref_model is not None:
+                disable_dropout(ref_model)
         self.ref_model = ref_model
         self.reward_funcs = reward_funcs
         self.reward_names = [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(reward_funcs)]
@@ -331,8 +390,6 @@ class CaptionRLTrainer(BaseTrainer):
             self._record_metric("reward_greedy", greedy_rewards.mean().item(), len(greedy_texts))
             beats = sample_rewards.view(-1, k) > greedy_rewards[:, None]
             self._record_metric("sample_beats_greedy", beats.float().mean().item(), rows)
-        advantages = sequence_advantages(sample_rewards, k, baseline, greedy_rewards)
-        advantages = advantages.to(encoded.last_hidden_state.device)
 
         self._record_metric("reward", sample_rewards.mean().item(), rows)
         self._record_metric("reward_std", sample_rewards.std().item() if rows > 1 else 0.0, rows)
@@ -344,6 +401,22 @@ class CaptionRLTrainer(BaseTrainer):
         self._record_metric("empty_completions", float(np.mean([not t for t in sample_texts])), rows)
 
         ref_log_probs = self._ref_log_probs(model, inputs, samples) if args.kl_coef > 0 else None
+        device = encoded.last_hidden_state.device
+
+        def advantages_of(log_probs, mask):
+            """The baseline-subtracted rewards, less `kl_coef` times the caption's k1 KL when that is the estimator."""
+            rewards = sample_rewards
+            if ref_log_probs is not None and args.kl_estimator == "k1":
+                k1 = (kl_penalty(log_probs.detach(), ref_log_probs, "k1") * mask).sum(-1)
+                rewards = rewards - args.kl_coef * k1.cpu()
+            return sequence_advantages(rewards, k, baseline, greedy_rewards).to(device)
+
+        def loss_penalty(log_probs):
+            """The per-token KL term added to the loss (none for `k1`, which is in the reward)."""
+            if ref_log_probs is None or args.kl_estimator == "k1":
+                return None
+            return args.kl_coef * kl_penalty(log_probs, ref_log_probs, args.kl_estimator)
+
         # As transformers' Trainer does: each micro-batch's loss is divided by the number of micro-batches per
         # update, so accumulation gives the gradient of the global batch's mean, not the sum of the micro-batch means.
         scale = getattr(self, "current_gradient_accumulation_steps", args.gradient_accumulation_steps)
@@ -352,28 +425,29 @@ class CaptionRLTrainer(BaseTrainer):
         if args.loss_type in ("scst", "rloo"):
             logits = rollout_logits(model, encoded, samples, attention_mask=audio_mask)
             log_probs, mask = processed_log_probs(logits, samples, eos_ids=self._eos_ids)
-            loss = reinforce_loss(log_probs, mask, advantages)
+            loss = reinforce_loss(log_probs, mask, advantages_of(log_probs, mask))
+            penalty = loss_penalty(log_probs)
+            if penalty is not None:
+                loss = loss + (penalty * mask).sum(-1).mean()
             if ref_log_probs is not None:
-                kl = (k3_kl(log_probs, ref_log_probs) * mask).sum(-1).mean()
-                loss = loss + args.kl_coef * kl
+                kl = (k3_kl(log_probs.detach(), ref_log_probs) * mask).sum(-1).mean()
                 self._record_metric("kl", kl.item(), rows)
             self.accelerator.backward(loss / scale, **backward_kwargs)
             return loss.detach() / scale
 
-        old_log_probs = None
+        old_log_probs = advantages = None
         for epoch in range(args.ppo_epochs):
             if epoch > 0:
                 encoded = encode_audio(model, inputs)  # weights changed since the last pass
             logits = rollout_logits(model, encoded, samples, attention_mask=audio_mask)
             log_probs, mask = processed_log_probs(logits, samples, eos_ids=self._eos_ids)
-            if old_log_probs is None:
+            if old_log_probs is None:  # the sampling policy's, fixed for every epoch
                 old_log_probs = log_probs.detach()
-            penalty = None
-            if ref_log_probs is not None:
-                token_kl = k3_kl(log_probs, ref_log_probs)
-                penalty = args.kl_coef * token_kl
-                if epoch == 0:  # the sampling policy's KL to the reference, as SCST and RLOO log it
-                    self._record_metric("kl", (token_kl.detach() * mask).sum(-1).mean().item(), rows)
+                advantages = advantages_of(log_probs, mask)
+                if ref_log_probs is not None:  # the sampling policy's KL to the reference, as SCST and RLOO log it
+                    token_kl = k3_kl(old_log_probs, ref_log_probs)
+                    self._record_metric("kl", (token_kl * mask).sum(-1).mean().item(), rows)
+            penalty = loss_penalty(log_probs)
             loss, clip_fraction = ppo_clip_loss(log_probs, old_log_probs, mask, advantages, args.cliprange, penalty)
             self.accelerator.backward(loss, **backward_kwargs)
             if epoch < args.ppo_epochs - 1:
@@ -434,5 +508,7 @@ class CaptionRLTrainer(BaseTrainer):
             "rewards": ", ".join(self.reward_names),
             "reward_weights": self.args.reward_weights,
             "kl_coef": self.args.kl_coef,
+            "kl_estimator": f"{self.args.kl_estimator} ({KL_OPTIMISED[self.args.kl_estimator]})",
+            "disable_dropout": self.args.disable_dropout,
             "learning_rate": self.args.learning_rate,
         }

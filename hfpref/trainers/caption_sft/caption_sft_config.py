@@ -13,11 +13,18 @@ class CaptionSFTConfig(AudioConfigMixin, Seq2SeqTrainingArguments):
 
     Parameters:
         max_caption_tokens (`int`, *optional*, defaults to `64`): captions are truncated to this many tokens.
+        caption_language (`str`, *optional*, defaults to `"en"`): language token of a multilingual Whisper
+            captioner's decoder prompt (`<|startoftranscript|><|en|><|transcribe|><|notimestamps|>`), fixed in its
+            generation config so decoding never detects a language (see
+            [`~hfpref.models.captioning.prepare_captioner`]); ignored by captioners without language tokens.
 
     The audio is read from `audio_column` ([`~hfpref.trainers.base_config.AudioConfigMixin`]).
     """
 
     max_caption_tokens: int = field(default=64, metadata={"help": "Longest caption, in tokens."})
+    caption_language: str = field(
+        default="en", metadata={"help": "Language token of a multilingual Whisper captioner's decoder prompt."}
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "The collator picks its own columns."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Initial learning rate."})
 
