@@ -13,7 +13,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.hfpref-installed
 OUTPUT_DIR ?= outputs/quickstart
 
-.PHONY: setup quickstart test test-distributed test-slow bench mutation style quality clean browser
+.PHONY: setup quickstart test test-distributed test-slow bench mutation style quality clean system-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -34,15 +34,19 @@ setup: $(STAMP)
 quickstart: setup
 	$(VENV)/bin/hfpref quickstart --output-dir $(OUTPUT_DIR) --seeds 0 1 2
 
-# The annotation app's browser test drives Debian's chromium and its driver: installed for `make test` when absent.
-browser:
-	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+# Debian tools the tests drive, installed for `make test` when absent: chromium and its driver (the annotation app's
+# browser test), espeak-ng (the speech world's espeak voices, streaming WAV headers) and ffmpeg (audio written
+# through a pipe, MP3 without a Xing header).
+SYSTEM_TOOLS := chromium chromedriver espeak-ng ffmpeg
+system-deps:
+	@missing=0; for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
+	[ $$missing = 0 ] || { \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium chromium-driver; }
+		$$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y chromium chromium-driver espeak-ng ffmpeg; }
 
 # Two pytest-xdist workers, one per core (tests/conftest.py gives each worker's torch one thread); the multi-process
 # launches of tests/recipes/test_distributed.py stay on one worker (xdist_group), so they run once.
-test: setup browser
+test: setup system-deps
 	$(PY) -m pytest -q -n 2 --dist loadgroup
 
 # Every recipe under DeepSpeed ZeRO-2, ZeRO-3, FSDP2 and DDP on 2 CPU processes, each compared with a 1-process run

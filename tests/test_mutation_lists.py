@@ -40,26 +40,23 @@ def test_mutant_applies_once_compiles_and_names_existing_tests(mutant):
         assert re.search(rf"def {re.escape(function)}\(", (ROOT / path).read_text()), f"{test}: no such test function"
 
 
-def test_a_drifted_mutant_is_an_error_not_a_survivor(tmp_path):
+@pytest.mark.parametrize(
+    "find, replace, error",
+    [
+        ("this text is not in the file", "x", "occurs 0 times"),
+        ("def l2_penalty(", "def l2_penalty((", "does not compile"),
+    ],
+    ids=["drifted", "syntax-error"],
+)
+def test_a_broken_mutant_is_an_error_not_a_survivor(find, replace, error):
     mutant = RUNNER.Mutant(
-        name="drift",
+        name="broken",
         file="hfpref/rewards/losses.py",
-        find="this text is not in the file",
-        replace="x",
-        why="drift",
+        find=find,
+        replace=replace,
+        why="broken",
         tests=["tests/rewards/test_losses.py"],
         source="test",
     )
-    with pytest.raises(SystemExit, match="occurs 0 times"):
+    with pytest.raises(SystemExit, match=error):
         RUNNER.check_mutant(mutant)
-    broken = RUNNER.Mutant(
-        name="syntax",
-        file="hfpref/rewards/losses.py",
-        find="def l2_penalty(",
-        replace="def l2_penalty((",
-        why="syntax",
-        tests=["tests/rewards/test_losses.py"],
-        source="test",
-    )
-    with pytest.raises(SystemExit, match="does not compile"):
-        RUNNER.check_mutant(broken)
