@@ -178,3 +178,55 @@ def test_seeds_are_summarised_with_mean_spread_and_per_seed_values(tmp_path, mon
     assert "| rl_win_rate_nonchallenging | 0.600 +- 0.100 | 0.500 - 0.700 | 0.500 | 0.600 | 0.700 |" in report
     with pytest.raises(ValueError, match="must be distinct"):
         quickstart.run_quickstart_seeds(tmp_path / "again", seeds=[1, 1])
+
+
+def test_a_stage_whose_output_was_truncated_or_changed_runs_again_naming_the_file(tmp_path, caplog):
+    """A finished stage is reused only while every file it left holds its recorded sha256."""
+    import hashlib
+
+    from hfpref.quickstart.stages import _Stages
+
+    runs = []
+
+    def world():
+        runs.append(1)
+        (tmp_path / "world" / "train").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "world" / "dataset_dict.json").write_text('{"splits": ["train"]}')
+        (tmp_path / "world" / "train" / "data-00000-of-00001.arrow").write_bytes(bytes(range(256)) * 4)
+        (tmp_path / "world" / "runs").mkdir(exist_ok=True)
+        (tmp_path / "world" / "runs" / "events").write_text("log")
+        return {"summary": "a world"}
+
+    def run():
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="hfpref.quickstart.stages"):
+            _Stages(tmp_path, force=False).run("world", {"clips": 4}, world)
+        return caplog.text
+
+    run()
+    record = json.loads((tmp_path / "stages" / "world.json").read_text())
+    data = tmp_path / "world" / "train" / "data-00000-of-00001.arrow"
+    assert record["output_hashes"] == {
+        "world/dataset_dict.json": hashlib.sha256(b'{"splits": ["train"]}').hexdigest(),
+        "world/train/data-00000-of-00001.arrow": hashlib.sha256(bytes(range(256)) * 4).hexdigest(),
+    }
+    assert run() == "" and len(runs) == 1  # unchanged: reused
+    # Control: a cache file a later stage added beside the data, and a log written on, leave the stage reused.
+    (tmp_path / "world" / "train" / "cache-0123.arrow").write_bytes(b"derived")
+    (tmp_path / "world" / "runs" / "events").write_text("log, flushed later")
+    assert run() == "" and len(runs) == 1
+
+    data.write_bytes(data.read_bytes()[:100])  # truncated
+    assert f"quickstart stage 'world' runs again: {data} changed since the stage wrote it" in run()
+    assert len(runs) == 2 and data.stat().st_size == 1024
+    flipped = bytearray(data.read_bytes())
+    flipped[500] ^= 0x01  # one bit, same size
+    data.write_bytes(bytes(flipped))
+    assert f"{data} changed since the stage wrote it" in run() and len(runs) == 3
+    data.unlink()  # a file of the stage that is not in STAGE_OUTPUTS is gone
+    assert f"{data} is gone" in run() and len(runs) == 4
+    # A record of an older hfpref (no hashes) cannot vouch for its files: the stage runs again.
+    record = json.loads((tmp_path / "stages" / "world.json").read_text())
+    del record["output_hashes"]
+    (tmp_path / "stages" / "world.json").write_text(json.dumps(record))
+    assert "holds no content hashes" in run() and len(runs) == 5

@@ -263,6 +263,7 @@ def export_annotations(
     push_to_hub: str | None = None,
     private: bool = False,
     challenging_share: float = CHALLENGING_SHARE,
+    license: str | None = None,
 ) -> tuple[Dataset, dict]:
     r"""
     Write the session's preference dataset to `<output_dir>/dataset` (`save_to_disk`), its counts to
@@ -278,6 +279,7 @@ def export_annotations(
         push_to_hub (`str`, *optional*): a Hub dataset repository, `"user/name"`.
         private (`bool`, *optional*, defaults to `False`): create the repository as private.
         challenging_share (`float`, *optional*, defaults to `0.5`): see [`judgments`].
+        license (`str`, *optional*): Hub license id of the pushed dataset's card; the card says when none is given.
     """
     output_dir = Path(output_dir)
     session = Session.open(output_dir)
@@ -301,5 +303,6 @@ def export_annotations(
                 "captions. Binary: majority label, skips do not vote."
             ),
             column_descriptions=COLUMN_DESCRIPTIONS,
+            license=license,
         )
     return dataset, stats

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
-from ..data.audio import ensure_audio_column
+from ..data.audio import AudioDecodeError, decode_audio, ensure_audio_column
 from ..data.loading import load_any_dataset
 
 
@@ -37,6 +37,8 @@ KNOWN_TEXTS = ("prompt", "caption")
 # categories, the quickstart's challenging flag).
 KNOWN_SPLIT_COLUMNS = ("task", "category", "challenging")
 FEEDBACK_SUFFIXES = (".csv", ".json", ".jsonl")
+# Rate the audio check decodes at (any rate proves that a file decodes).
+CHECK_SAMPLING_RATE = 16000
 
 
 def item_id(clip_id: str, *texts: str) -> str:
@@ -154,6 +156,58 @@ def _join_audio(
     return concatenate_datasets([rows, audio], axis=1)
 
 
+def _source_folder(source: str | Path) -> Path | None:
+    """The folder of a local dataset, data file or feedback file (`None` for a Hub id)."""
+    path = Path(source)
+    if path.is_dir():
+        return path.resolve()
+    if path.is_file():
+        return path.resolve().parent
+    return None
+
+
+def _outside(path: str, root: Path | None) -> bool:
+    """Whether the file `path` names (relative paths from the working directory, as it is read) is not under `root`."""
+    if "://" in path or root is None:
+        return True
+    return not Path(path).resolve().is_relative_to(root)
+
+
+def check_item_audio(
+    audio: Dataset, rows: Sequence[int], clip_ids: Sequence[str], where: str, root: Path | None, allow_outside: bool
+) -> None:
+    """
+    Refuse items whose audio is not a decodable clip from under `root`: the session copies each file and the export
+    publishes it, so an items file naming `/etc/passwd` (or a file that is not audio) must not get that far.
+
+    Args:
+        audio (`datasets.Dataset`): the items' `audio` column (`Audio(decode=False)`), one row per source row.
+        rows (`Sequence[int]`): the source row of each, named in errors.
+        clip_ids (`Sequence[str]`): the clip of each, named in errors.
+        where (`str`): the items file, named in errors.
+        root (`Path`, *optional*): the folder files must be under (`None`: a Hub dataset, whose cached files are
+            outside any folder the user named).
+        allow_outside (`bool`): take files from anywhere (`--allow-audio-outside`); they must still decode.
+
+    Raises:
+        `ValueError`: naming the items file, row, clip and file.
+    """
+    values = (value for batch in audio.with_format(None).iter(batch_size=64) for value in batch["audio"])
+    for value, row, clip_id in zip(values, rows, clip_ids):  # a batch at a time: the clips may not fit in memory
+        path = value.get("path") if isinstance(value, dict) else None
+        reads_file = isinstance(value, dict) and value.get("bytes") is None and path
+        if reads_file and not allow_outside and _outside(path, root):
+            under = f"under {root}" if root else "under a local folder (the items are a Hub dataset)"
+            raise ValueError(
+                f"{where}: row {row} (clip {clip_id!r}) names audio file {path!r}, which is not {under}. Give the "
+                "folder that holds the clips with --audio-root, or --allow-audio-outside to take files from anywhere."
+            )
+        try:
+            decode_audio(value, CHECK_SAMPLING_RATE)
+        except AudioDecodeError as error:
+            raise ValueError(f"{where}: row {row} (clip {clip_id!r}) has no usable audio: {error}") from error
+
+
 def _pick_pair(columns: Sequence[str], given: Sequence[str] | None, where: str) -> tuple[str, str]:
     if given:
         if len(given) != 2:
@@ -212,6 +266,8 @@ def load_items(
     caption_columns: Sequence[str] | None = None,
     split: str | None = None,
     split_column: str | None = None,
+    audio_root: str | Path | None = None,
+    allow_audio_outside: bool = False,
 ) -> tuple[Dataset, dict]:
     r"""
     Build the items of a listening test from a captioner's or a text-to-audio model's output.
@@ -240,6 +296,11 @@ def load_items(
         split_column (`str`, *optional*):
             Column grouping the items into the splits of the report; defaults to the first of `task`, `category`,
             `challenging` the items have, or the dataset's splits.
+        audio_root (`str` or `Path`, *optional*):
+            The folder audio files named by path must be under; defaults to the folder of `items` (or of
+            `audio_dataset` when the clips come from it). Audio the dataset holds as bytes is taken from anywhere.
+        allow_audio_outside (`bool`, *optional*, defaults to `False`):
+            Take audio files from anywhere. Either way, every clip must decode.
 
     Returns:
         `tuple[datasets.Dataset, dict]`: the items (`item_id`, `clip_id`, `audio` as `Audio(decode=False)`, `split`,
@@ -249,7 +310,8 @@ def load_items(
         items come from, or `None`).
 
     Raises:
-        `ValueError`: naming the file and the missing column or clip when the items cannot be built.
+        `ValueError`: naming the file and the missing column or clip when the items cannot be built, and the file
+            and row of audio that does not decode or is a file outside `audio_root`.
     """
     if task not in TASKS:
         raise ValueError(f"task={task!r} is not one of {list(TASKS)}")
@@ -325,6 +387,22 @@ def load_items(
     if not keep:
         raise ValueError(f"{where}: no item to annotate ({counts}).")
     audio = rows.select(keep).select_columns(["audio"])
+    if audio_root is not None:
+        root = Path(audio_root).resolve()
+        if not root.is_dir():
+            raise ValueError(f"--audio-root {audio_root} is not a folder.")
+    else:
+        root = _source_folder(audio_dataset if audio_dataset is not None else items)
+    # each source row once (a binary test asks one clip per text)
+    sources = sorted(set(keep))
+    check_item_audio(
+        rows.select(sources).select_columns(["audio"]),
+        sources,
+        [clip_ids[i] for i in sources],
+        where,
+        root,
+        allow_audio_outside,
+    )
     table = concatenate_datasets([Dataset.from_dict(out), audio], axis=1)
     feedback = {"feedback_file": str(feedback_file.resolve()) if feedback_file else None}
     return table, {**counts, "items": len(table), "split_column": split_column, **columns, **feedback}

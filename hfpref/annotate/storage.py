@@ -140,12 +140,47 @@ def append_answer(output_dir: str | Path, record: dict) -> None:
         _fsync_dir(folder)
 
 
-def read_answer_file(path: str | Path) -> list[dict]:
+def check_record(record, task: str | None = None, item_ids: set[str] | frozenset[str] | None = None) -> None:
+    """
+    Check one stored answer: a JSON object with a text `answer_id`, a valid `annotator`, a text `item_id` (one of
+    `item_ids` when given), an `answer` (one of `task`'s, with a valid correction, when `task` is given) and a
+    `correction` that is a text or null.
+
+    Raises:
+        `ValueError`: saying what is wrong (the caller adds the file and line).
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"is a JSON {type(record).__name__}, not an object")
+    missing = [k for k in ("answer_id", "annotator", "item_id", "answer") if k not in record]
+    if missing:
+        raise ValueError(f"lacks {missing}")
+    for key in ("answer_id", "item_id", "answer"):
+        if not isinstance(record[key], str):
+            raise ValueError(f"has {key} {record[key]!r}, not a text")
+    check_annotator(record["annotator"])
+    correction = record.get("correction")
+    if correction is not None and not isinstance(correction, str):
+        raise ValueError(f"has correction {correction!r}, not a text or null")
+    if item_ids is not None and record["item_id"] not in item_ids:
+        raise ValueError(f"names item {record['item_id']!r}, which is not in this session")
+    if task is not None:
+        check_answer(task, record["answer"], correction)
+
+
+def read_answer_file(
+    path: str | Path, task: str | None = None, item_ids: set[str] | frozenset[str] | None = None
+) -> list[dict]:
     """
     The answers of one file in the order written, each `answer_id` once (a resent answer is dropped).
 
+    Args:
+        path (`str` or `Path`): an `answers/<annotator>.jsonl` file.
+        task (`str`, *optional*): the session's task; when given, each answer must be one of its answers.
+        item_ids (`set[str]`, *optional*): the session's items; when given, each answer must name one.
+
     Raises:
-        `ValueError`: naming the file and line of a malformed line other than a torn last one.
+        `ValueError`: naming the file and line of a malformed line other than a torn last one (not JSON, not UTF-8,
+            not an answer record: see [`check_record`]).
     """
     path = Path(path)
     data = path.read_bytes()
@@ -159,11 +194,12 @@ def read_answer_file(path: str | Path) -> list[dict]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError as error:
+        except (ValueError, RecursionError) as error:  # not JSON, not UTF-8, or nested too deeply
             raise ValueError(f"{path}: line {number} is not valid JSON ({error}).") from error
-        missing = [k for k in ("answer_id", "annotator", "item_id", "answer") if k not in record]
-        if missing:
-            raise ValueError(f"{path}: line {number} lacks {missing}.")
+        try:
+            check_record(record, task, item_ids)
+        except ValueError as error:
+            raise ValueError(f"{path}: line {number} {error}.") from error
         if record["answer_id"] in seen:
             continue
         seen.add(record["answer_id"])
@@ -171,9 +207,16 @@ def read_answer_file(path: str | Path) -> list[dict]:
     return records
 
 
-def read_answers(output_dir: str | Path, annotator: str | None = None) -> list[dict]:
+def read_answers(
+    output_dir: str | Path,
+    annotator: str | None = None,
+    *,
+    task: str | None = None,
+    item_ids: set[str] | frozenset[str] | None = None,
+) -> list[dict]:
     """
     Every annotator's latest answer to each item (or one annotator's), in file order, annotators sorted by name.
+    `task` and `item_ids`, when given, check every answer (see [`read_answer_file`]).
     """
     folder = Path(output_dir) / ANSWERS_DIR
     if annotator is not None:
@@ -184,7 +227,7 @@ def read_answers(output_dir: str | Path, annotator: str | None = None) -> list[d
     for path in paths:
         if not path.is_file():
             continue
-        for record in read_answer_file(path):
+        for record in read_answer_file(path, task, item_ids):
             key = (record["annotator"], record["item_id"])
             latest.pop(key, None)  # keep file order of the latest answers
             latest[key] = record
@@ -248,13 +291,8 @@ class Session:
         return cls(output_dir, json.loads(path.read_text()), load_from_disk(str(output_dir / ITEMS_DIR)))
 
     def answers(self, annotator: str | None = None) -> list[dict]:
-        """The latest answer of each annotator (or of `annotator`) to each item; unknown items are an error."""
-        records = read_answers(self.output_dir, annotator)
-        known = set(self.items["item_id"])
-        unknown = [r for r in records if r["item_id"] not in known]
-        if unknown:
-            raise ValueError(
-                f"{self.output_dir / ANSWERS_DIR}: {len(unknown)} answer(s) name items that are not in this "
-                f"session, e.g. {unknown[0]['item_id']!r} by {unknown[0]['annotator']!r}."
-            )
-        return records
+        """
+        The latest answer of each annotator (or of `annotator`) to each item. An answer that names an unknown item or
+        is not one of the task's answers is an error naming its file and line.
+        """
+        return read_answers(self.output_dir, annotator, task=self.task, item_ids=frozenset(self.items["item_id"]))

@@ -35,12 +35,33 @@ def add_annotate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the per-annotator item and caption orders (kept by the session)"
     )
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument(
+        "--audio-root",
+        default=None,
+        help="folder the items' audio files must be under (default: the folder of --items, or of --audio-dataset "
+        "when the clips come from it)",
+    )
+    p.add_argument(
+        "--allow-audio-outside",
+        action="store_true",
+        help="take audio files from anywhere (they are still decoded first); by default files outside --audio-root "
+        "are refused, since the session copies them and the export publishes them",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=7860)
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name the page may be reached by besides localhost, 127.0.0.1 and --host (repeatable), e.g. the "
+        "machine's name for annotators on the LAN; requests naming other hosts are refused (DNS rebinding)",
+    )
     p.add_argument("--open-browser", action="store_true", help="open the page in the default browser")
     p.add_argument("--export", action="store_true", help="write <output-dir>/dataset from the answers and exit")
     p.add_argument("--push-to-hub", metavar="REPO", default=None, help="export and push to this Hub dataset repo")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: a private repository")
+    p.add_argument("--license", default=None, help="with --push-to-hub: Hub license id of the dataset card")
     p.add_argument("--report", action="store_true", help="print vote counts, ties, Fleiss' kappa and exit")
     p.add_argument("--json", action="store_true", help="with --report: print JSON instead of Markdown")
     p.set_defaults(func=cmd_annotate)
@@ -57,7 +78,9 @@ def cmd_annotate(args) -> int:
         if args.export or args.push_to_hub:
             from ..annotate.export import export_annotations
 
-            dataset, stats = export_annotations(output_dir, push_to_hub=args.push_to_hub, private=args.private)
+            dataset, stats = export_annotations(
+                output_dir, push_to_hub=args.push_to_hub, private=args.private, license=args.license
+            )
             where = f" and pushed to {args.push_to_hub}" if args.push_to_hub else ""
             print(f"Exported {len(dataset)} rows to {output_dir / 'dataset'}{where}: {json.dumps(stats)}")
         if args.report:
@@ -86,6 +109,8 @@ def cmd_annotate(args) -> int:
             caption_columns=args.caption_columns,
             split=args.split,
             split_column=args.split_column,
+            audio_root=args.audio_root,
+            allow_audio_outside=args.allow_audio_outside,
         )
         settings = {
             "task": args.task,
@@ -97,6 +122,8 @@ def cmd_annotate(args) -> int:
         session = Session.create(output_dir, settings, items)
         print(f"{len(session.items)} items from {args.items} ({json.dumps(counts)})")
     else:
+        if args.audio_root or args.allow_audio_outside:
+            raise SystemExit("hfpref annotate: --audio-root and --allow-audio-outside apply to --items only.")
         session = Session.open(output_dir)
         if args.task is not None and args.task != session.task:
             raise SystemExit(f"hfpref annotate: {output_dir} holds a {session.task} session, not {args.task}.")
@@ -106,5 +133,6 @@ def cmd_annotate(args) -> int:
         host=args.host,
         port=args.port,
         open_browser=args.open_browser,
+        allowed_host=args.allowed_host,
     )
     return 0

@@ -4,6 +4,11 @@
 every audio column as `datasets.Audio(decode=False)`, whose values are `{"bytes": ..., "path": ...}` dicts, and
 decodes them here with soundfile (libsndfile: WAV, FLAC, OGG/Vorbis, OGG/Opus, MP3 and more), downmixes to mono and
 resamples with soxr.
+
+Where libsndfile would silently return less (or more) than a file holds, the container is checked here first: a WAV or
+AIFF whose data chunk is shorter than declared, an Ogg file cut inside or between pages, an MP3 cut mid-frame or whose
+length libsndfile can only estimate too short, and a header declaring more than `max_seconds` (600 s by default) or a
+sampling rate below 1000 Hz are refused with an error naming the file, before anything is decoded.
 """
 
 from __future__ import annotations
@@ -84,6 +89,18 @@ _SIZED_CONTAINERS = (
     (b"RIFX", (b"WAVE",), "big", b"data", "WAV"),
     (b"FORM", (b"AIFF", b"AIFC"), "big", b"SSND", "AIFF"),
 )
+# Writers that cannot seek back to patch the header (they write to a pipe) leave a placeholder as the data size:
+# ffmpeg writes 0xFFFFFFFF, espeak-ng 0x7FFFF000, others 0x7FFFFFFF. Any size from 0x7FFFF000 up is taken as "not
+# stated": a real chunk that large would hold over 3 h of 48 kHz stereo, beyond any `max_seconds` anyway.
+_PLACEHOLDER_DATA_SIZE = 0x7FFFF000
+# Default cap on a clip's duration, in seconds, checked from the header before anything is decoded.
+MAX_SECONDS = 600.0
+# Lowest sampling rate accepted: a rate below it is a broken header, and resampling from it would expand a tiny file
+# (a 16 KB WAV declaring 1 Hz holds 8000 s) into gigabytes.
+MIN_SAMPLING_RATE = 1000
+# libsndfile's frame count when the header does not state one (SF_COUNT_MAX).
+_UNKNOWN_FRAMES = 2**63 - 1
+_BLOCK_FRAMES = 1 << 16
 
 
 def _data_chunk_shortfall(source: str | io.BytesIO) -> tuple[str, int, int] | None:
@@ -91,7 +108,8 @@ def _data_chunk_shortfall(source: str | io.BytesIO) -> tuple[str, int, int] | No
 
     libsndfile clamps the frame count of a truncated WAV or AIFF to what the file holds and decodes it as if complete,
     so the header's claim is compared with the file size here. `None` for complete files, other formats, RF64 and
-    streamed WAVs whose header leaves the size open (0 or 0xFFFFFFFF).
+    streamed WAVs whose header leaves the size open (0, or a placeholder from 0x7FFFF000 up to 0xFFFFFFFF: these
+    decode to the end of the file).
     """
     handle = open(source, "rb") if isinstance(source, str) else source
     try:
@@ -111,7 +129,7 @@ def _data_chunk_shortfall(source: str | io.BytesIO) -> tuple[str, int, int] | No
             chunk_size = int.from_bytes(chunk[4:8], byteorder)
             if chunk[:4] == data_id:
                 present = size - offset - 8
-                if chunk_size in (0, 0xFFFFFFFF) or chunk_size <= present:
+                if chunk_size == 0 or chunk_size >= _PLACEHOLDER_DATA_SIZE or chunk_size <= present:
                     return None
                 return name, chunk_size, present
             offset += 8 + chunk_size + (chunk_size & 1)
@@ -123,7 +141,118 @@ def _data_chunk_shortfall(source: str | io.BytesIO) -> tuple[str, int, int] | No
             handle.seek(start)
 
 
-def _read_soundfile(source: str | io.BytesIO, fail) -> tuple[np.ndarray, int]:
+def _ogg_truncation(source: str | io.BytesIO) -> str | None:
+    """Why an Ogg file (Vorbis, Opus, FLAC) is cut short, or `None` when it is complete or not an Ogg file.
+
+    libsndfile decodes an Ogg file cut mid-page up to its last whole page without any error, so the page headers are
+    walked here: the file must end on a page boundary, and every logical stream begun (beginning-of-stream flag) must
+    have ended (end-of-stream flag on its last page), which a file cut between two pages lacks.
+    """
+    handle = open(source, "rb") if isinstance(source, str) else source
+    try:
+        start = handle.tell()
+        handle.seek(0, io.SEEK_END)
+        size = handle.tell()
+        handle.seek(0)
+        if handle.read(4) != b"OggS":
+            return None
+        offset, open_streams = 0, set()
+        while offset < size:
+            handle.seek(offset)
+            header = handle.read(27)
+            if header[:4] != b"OggS":
+                if len(header) < 4 or b"OggS".startswith(header[:4]):  # a page capture pattern cut off
+                    return f"the file ends inside an Ogg page header at byte {offset} of {size}"
+                break  # trailing bytes after the last page; whether every stream ended is checked below
+            if len(header) < 27:
+                return f"the file ends inside an Ogg page header at byte {offset} of {size}"
+            flags, serial, n_segments = header[5], header[14:18], header[26]
+            lacing = handle.read(n_segments)
+            end = offset + 27 + n_segments + sum(lacing)
+            if len(lacing) < n_segments or end > size:
+                return f"the last Ogg page (at byte {offset}) needs {end - offset} bytes but the file ends at {size}"
+            if flags & 0x02:  # beginning of stream
+                open_streams.add(serial)
+            if flags & 0x04:  # end of stream
+                open_streams.discard(serial)
+            offset = end
+        if open_streams:
+            return "the last Ogg page lacks the end-of-stream flag (the file stops between two pages)"
+        return None
+    finally:
+        if isinstance(source, str):
+            handle.close()
+        else:
+            handle.seek(start)
+
+
+# MPEG audio Layer III: kbit/s by bitrate index (MPEG-1, MPEG-2/2.5), Hz by version bits and rate index.
+_MP3_KBPS = {
+    1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+_MP3_TRAILERS = (b"TAG", b"APETAGEX", b"LYRICS")
+
+
+def _mp3_frames(data: bytes) -> tuple[bool, int, int | None] | None:
+    """`(has_length_tag, samples, cut_frame_offset)` of an MP3 (Layer III) stream, by walking its frame headers.
+
+    `has_length_tag` is whether the first frame is a Xing/Info/VBRI frame (whose frame count libsndfile trusts),
+    `samples` what the whole frames hold, `cut_frame_offset` the offset of a last frame that the file cuts short
+    (`None` when the file ends on a frame boundary or a tag). `None` when the walk cannot follow the stream (free
+    bitrate, another layer, bytes that are not a frame), which claims nothing.
+    """
+    offset = 0
+    if data[:3] == b"ID3" and len(data) >= 10:  # ID3v2: 10-byte header, syncsafe size, optional 10-byte footer
+        offset = (
+            10 + sum((b & 0x7F) << (7 * (3 - i)) for i, b in enumerate(data[6:10])) + (10 if data[5] & 0x10 else 0)
+        )
+    samples, first, has_tag = 0, True, False
+    while offset + 4 <= len(data):
+        if data.startswith(_MP3_TRAILERS, offset):
+            return has_tag, samples, None
+        header = int.from_bytes(data[offset : offset + 4], "big")
+        version, layer, bitrate, rate, padding = (
+            (header >> 19) & 3,
+            (header >> 17) & 3,
+            (header >> 12) & 15,
+            (header >> 10) & 3,
+            (header >> 9) & 1,
+        )
+        if header >> 21 != 0x7FF or version == 1 or layer != 1 or bitrate in (0, 15) or rate == 3:
+            return None
+        mpeg1 = version == 3
+        size = (144 if mpeg1 else 72) * 1000 * _MP3_KBPS[1 if mpeg1 else 2][bitrate] // _MP3_RATES[version][rate]
+        size += padding
+        if offset + size > len(data):
+            return has_tag, samples, offset
+        if first:
+            has_tag = any(tag in data[offset : offset + size] for tag in (b"Xing", b"Info", b"VBRI"))
+            first = False
+        samples += 1152 if mpeg1 else 576
+        offset += size
+    return has_tag, samples, None
+
+
+def _check_rate_and_length(rate: int, frames: int, max_seconds: float | None, fail, holder: str) -> None:
+    """Refuses a sampling rate below [`MIN_SAMPLING_RATE`] and a clip longer than `max_seconds`, before decoding.
+
+    `holder` names what states `frames` in the error: `"the header declares"` or `"the array holds"`.
+    """
+    if rate < MIN_SAMPLING_RATE:
+        raise fail(
+            f"sampling rate {rate} Hz is below the {MIN_SAMPLING_RATE} Hz minimum (a broken header; decoding and "
+            "resampling it would blow it up)"
+        )
+    if max_seconds is not None and frames > max_seconds * rate:
+        raise fail(
+            f"{holder} {frames} frames at {rate} Hz ({frames / rate:.1f} s), longer than "
+            f"max_seconds={max_seconds:g}; cut the clip or raise max_seconds"
+        )
+
+
+def _read_soundfile(source: str | io.BytesIO, fail, max_seconds: float | None) -> tuple[np.ndarray, int]:
     shortfall = _data_chunk_shortfall(source)
     if shortfall is not None:
         name, declared, present = shortfall
@@ -131,21 +260,71 @@ def _read_soundfile(source: str | io.BytesIO, fail) -> tuple[np.ndarray, int]:
             f"truncated file: the {name} header declares {declared} bytes of audio data but the file holds {present} "
             f"({100 * present / declared:.1f} %); re-export or re-download it"
         )
+    cut = _ogg_truncation(source)
+    if cut is not None:
+        raise fail(f"truncated file: {cut}; re-export or re-download it")
     try:
         with sf.SoundFile(source) as handle:
-            declared = handle.frames
-            samples = handle.read(dtype="float32", always_2d=True)
-            rate = handle.samplerate
+            declared, rate, channels, major = handle.frames, handle.samplerate, handle.channels, handle.format
+            if declared >= _UNKNOWN_FRAMES:
+                raise fail(f"the {major} header does not state the number of frames; re-export the file")
+            _check_rate_and_length(rate, declared, max_seconds, fail, "the header declares")
+            # Read in blocks and downmix each, so that a many-channel file never sits in memory whole.
+            mono = np.empty(declared, dtype=np.float32)
+            read = 0
+            while read < declared:
+                block = handle.read(min(_BLOCK_FRAMES, declared - read), dtype="float32", always_2d=True)
+                # soundfile's layout is known to be (frames, channels), so downmix here rather than guess in _to_mono.
+                mono[read : read + len(block)] = block.mean(axis=1) if channels > 1 else block[:, 0]
+                read += len(block)
+                if len(block) == 0:
+                    break
+    except AudioDecodeError:
+        raise
     except (sf.SoundFileError, RuntimeError, TypeError, ValueError, EOFError) as err:
         detail = getattr(err, "error_string", None) or str(err)
         raise fail(f"corrupt or unreadable format ({detail})") from err
-    if 0 < len(samples) < declared:  # FLAC and others state their length; libsndfile stops where the data ends
-        raise fail(f"truncated file: the header declares {declared} frames but only {len(samples)} could be read")
-    # soundfile's layout is known to be (frames, channels), so downmix here rather than guess in _to_mono.
-    return (samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]), rate
+    if major == "MP3":
+        _check_mp3(source, declared, read, fail)
+    # FLAC and others state their length and libsndfile stops where the data ends; an MP3's length is an estimate.
+    elif 0 < read < declared:
+        raise fail(f"truncated file: the header declares {declared} frames but only {read} could be read")
+    return mono[:read], rate
 
 
-def _load(value: Any, fail) -> tuple[np.ndarray, int]:
+def _check_mp3(source: str | io.BytesIO, declared: int, read: int, fail) -> None:
+    """Refuses an MP3 that libsndfile decoded only part of.
+
+    With a Xing/Info/VBRI frame, libsndfile's frame count is exact, so a shorter read is a truncated file. Without one
+    the count is an estimate from the first frame's bitrate: a CBR file's estimate may overshoot (it decodes to its
+    real end, which is fine), and a cut last frame or a VBR file whose estimate falls short (libsndfile stops
+    reading there) is refused.
+    """
+    if isinstance(source, str):
+        with open(source, "rb") as handle:
+            data = handle.read()
+    else:
+        data = source.getvalue()
+    walked = _mp3_frames(data)
+    if walked is None:
+        return
+    has_tag, samples, cut_at = walked
+    if has_tag and 0 < read < declared:
+        raise fail(
+            f"truncated file: the MP3 Xing/Info header declares {declared} frames but only {read} could be read"
+        )
+    if cut_at is not None:
+        raise fail(
+            f"truncated file: the MPEG frame at byte {cut_at} runs past the end of the file ({len(data)} bytes)"
+        )
+    if not has_tag and read < samples:
+        raise fail(
+            f"the MP3 has no Xing/Info header and a variable bitrate: its frames hold {samples} samples but libsndfile "
+            f"decodes only the {read} its length estimate allows; re-encode it (e.g. with LAME, which writes the header)"
+        )
+
+
+def _load(value: Any, fail, max_seconds: float | None) -> tuple[np.ndarray, int]:
     """Reads `value` into `(samples, rate)`: 1-D from a file, 1-D or 2-D (channels on either axis) from an array."""
     if isinstance(value, dict) and "array" in value:
         if value.get("sampling_rate") is None:
@@ -194,13 +373,13 @@ def _load(value: Any, fail) -> tuple[np.ndarray, int]:
     if data is not None:
         if len(data) == 0:
             raise fail("empty file (0 bytes)")
-        return _read_soundfile(io.BytesIO(data), fail)
+        return _read_soundfile(io.BytesIO(data), fail, max_seconds)
 
     if not os.path.isfile(path):
         raise fail("file not found" if not os.path.exists(path) else "not a regular file")
     if os.path.getsize(path) == 0:
         raise fail("empty file (0 bytes)")
-    return _read_soundfile(path, fail)
+    return _read_soundfile(path, fail, max_seconds)
 
 
 def _to_mono(samples: np.ndarray, fail) -> np.ndarray:
@@ -215,7 +394,14 @@ def _to_mono(samples: np.ndarray, fail) -> np.ndarray:
     return samples.mean(axis=channel_axis) if samples.shape[channel_axis] > 1 else samples.reshape(-1)
 
 
-def decode_audio(value: Any, sampling_rate: int, *, row: int | None = None, column: str = "audio") -> np.ndarray:
+def decode_audio(
+    value: Any,
+    sampling_rate: int,
+    *,
+    row: int | None = None,
+    column: str = "audio",
+    max_seconds: float | None = MAX_SECONDS,
+) -> np.ndarray:
     """
     Decodes one audio value to a mono float32 waveform at `sampling_rate`.
 
@@ -238,15 +424,21 @@ def decode_audio(value: Any, sampling_rate: int, *, row: int | None = None, colu
             Dataset row the value came from, named in errors.
         column (`str`, *optional*, defaults to `"audio"`):
             Dataset column the value came from, named in errors together with `row`.
+        max_seconds (`float` or `None`, *optional*, defaults to `600.0`):
+            Longest clip accepted, checked from the file's header before anything is decoded, so that a tiny file
+            declaring hours of silence is refused instead of expanding to gigabytes. `None` for no cap.
 
     Returns:
         `np.ndarray`: float32, 1-D, at `sampling_rate`.
 
     Raises:
         [`AudioDecodeError`]: when the value is corrupt, in an unreadable format, missing, empty (0 bytes),
-            truncated (a WAV or AIFF whose header declares more data than the file holds, or a file that stops
-            before the frame count its header states), has zero frames, holds NaN/inf samples or samples beyond the
-            float32 range, has a fractional sampling rate, or is a remote path that cannot be read.
+            truncated (a WAV or AIFF whose header declares more data than the file holds, an Ogg file cut inside or
+            between pages, or a file that stops before the frame count its header states), has zero frames, holds
+            NaN/inf samples or samples beyond the float32 range, has a fractional sampling rate or one below
+            [`MIN_SAMPLING_RATE`] (1000 Hz), lasts longer than `max_seconds`, or is a remote path that cannot be
+            read. A WAV streamed through a pipe (data size left as a placeholder such as 0xFFFFFFFF or 0x7FFFF000)
+            and an MP3 without a Xing/Info header (whose length libsndfile estimates) decode to their real end.
 
     Example:
 
@@ -267,10 +459,14 @@ def decode_audio(value: Any, sampling_rate: int, *, row: int | None = None, colu
     def fail(reason: str) -> AudioDecodeError:
         return AudioDecodeError(reason, file=file, row=row, column=column)
 
-    samples, rate = _load(value, fail)
+    if max_seconds is not None and not max_seconds > 0:
+        raise ValueError(f"max_seconds={max_seconds} must be a positive number of seconds or None")
+    samples, rate = _load(value, fail, max_seconds)
     if rate <= 0:
         raise fail(f"invalid source sampling rate {rate}")
     waveform = _to_mono(samples, fail)
+    if isinstance(value, dict) and "array" in value:  # files were checked from their header, before decoding
+        _check_rate_and_length(rate, waveform.size, max_seconds, fail, "the array holds")
     if waveform.size == 0:
         raise fail("zero-length audio (0 frames)")
     if not np.isfinite(waveform).all():
@@ -358,6 +554,8 @@ def ensure_audio_column(ds: Dataset, column: str = "audio", sampling_rate: int |
     # What Dataset.from_dict makes of audio_value() dicts.
     is_struct = isinstance(feature, dict) and 0 < len(feature) and set(feature) <= {"bytes", "path"}
     if is_paths or is_bytes or is_struct:
+        if feature in (Value("large_string"), Value("large_binary")):  # what datasets makes of CSV/JSON paths
+            ds = ds.cast_column(column, Value(feature.dtype.removeprefix("large_")))
         return ds.cast_column(column, Audio(sampling_rate=sampling_rate, decode=False))
     raise ValueError(
         f"column {column!r} has feature {feature}; expected datasets.Audio, a string column of audio file paths, "
@@ -366,7 +564,7 @@ def ensure_audio_column(ds: Dataset, column: str = "audio", sampling_rate: int |
 
 
 def _iter_decoded(
-    ds: Dataset, column: str, sampling_rate: int
+    ds: Dataset, column: str, sampling_rate: int, max_seconds: float | None
 ) -> Iterator[tuple[int, np.ndarray | None, AudioDecodeError | None]]:
     """Yields `(row, waveform, None)` or `(row, None, error)` for every row, reading the raw Arrow values."""
     if column not in ds.column_names:
@@ -377,7 +575,7 @@ def _iter_decoded(
     for batch in raw.iter(batch_size=_ROWS_PER_ARROW_BATCH):
         for value in batch.column(column).to_pylist():
             try:
-                yield row, decode_audio(value, sampling_rate, row=row, column=column), None
+                yield row, decode_audio(value, sampling_rate, row=row, column=column, max_seconds=max_seconds), None
             except AudioDecodeError as err:
                 yield row, None, err
             row += 1
@@ -390,7 +588,12 @@ def _warn_dropped(errors: list[AudioDecodeError], total: int, column: str) -> No
 
 
 def decode_audio_column(
-    ds: Dataset, column: str = "audio", sampling_rate: int = 16000, *, skip_bad_audio: bool = False
+    ds: Dataset,
+    column: str = "audio",
+    sampling_rate: int = 16000,
+    *,
+    skip_bad_audio: bool = False,
+    max_seconds: float | None = MAX_SECONDS,
 ) -> tuple[list[np.ndarray], list[int]]:
     """
     Decodes every row of an audio column with [`decode_audio`], without decoding through `datasets`.
@@ -406,6 +609,8 @@ def decode_audio_column(
         skip_bad_audio (`bool`, *optional*, defaults to `False`):
             If `False`, the first undecodable row raises. If `True`, undecodable rows are left out and a warning names
             how many and which files.
+        max_seconds (`float` or `None`, *optional*, defaults to `600.0`):
+            Longest clip accepted (see [`decode_audio`]); a longer one is undecodable.
 
     Returns:
         `tuple[list[np.ndarray], list[int]]`: The float32 mono waveforms and the indices of the rows they came from,
@@ -416,7 +621,7 @@ def decode_audio_column(
         `ValueError`: when the column is missing.
     """
     waveforms, kept, errors = [], [], []
-    for row, waveform, error in _iter_decoded(ds, column, sampling_rate):
+    for row, waveform, error in _iter_decoded(ds, column, sampling_rate, max_seconds):
         if error is not None:
             if not skip_bad_audio:
                 raise error
@@ -429,7 +634,9 @@ def decode_audio_column(
     return waveforms, kept
 
 
-def drop_bad_audio(ds: Dataset, column: str = "audio", sampling_rate: int = 16000) -> Dataset:
+def drop_bad_audio(
+    ds: Dataset, column: str = "audio", sampling_rate: int = 16000, *, max_seconds: float | None = MAX_SECONDS
+) -> Dataset:
     """
     Removes the rows whose audio [`decode_audio`] cannot decode at `sampling_rate`, logging a warning that names them.
 
@@ -442,12 +649,14 @@ def drop_bad_audio(ds: Dataset, column: str = "audio", sampling_rate: int = 1600
             Audio column.
         sampling_rate (`int`, *optional*, defaults to `16000`):
             Rate the audio will be decoded at later; a clip too short to resample to it counts as bad.
+        max_seconds (`float` or `None`, *optional*, defaults to `600.0`):
+            Longest clip accepted (see [`decode_audio`]); a longer one counts as bad.
 
     Returns:
         [`~datasets.Dataset`]: `ds` itself when every row decodes, otherwise the decodable rows.
     """
     kept, errors = [], []
-    for row, _, error in _iter_decoded(ds, column, sampling_rate):
+    for row, _, error in _iter_decoded(ds, column, sampling_rate, max_seconds):
         if error is None:
             kept.append(row)
         else:

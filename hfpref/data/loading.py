@@ -224,3 +224,51 @@ def select_splits(
             return DatasetDict(train=data[train_split], test=data[test_split])
         data = data[train_split]
     return data.train_test_split(test_size=test_size, seed=seed, stratify_by_column=stratify_by_column)
+
+
+def check_caption_rows(ds: Dataset, column: str, *, name: str) -> None:
+    r"""
+    Refuse a row whose caption is empty or whitespace only, or not text, naming the row and the column.
+
+    A captioner trained on an empty caption learns to stop at once; a reference that is empty scores every caption
+    against nothing. `column` holds one caption per row (`caption`) or a list of them (`references`: the list must hold
+    at least one caption, and each must be text). Rows are counted from 0, in the order of `ds`.
+
+    Args:
+        ds (`datasets.Dataset`): the data.
+        column (`str`): the caption column; a column `ds` lacks is not checked.
+        name (`str`): how the message names `ds` (its file and split).
+
+    Raises:
+        `ValueError`: naming `name`, the row, the column (and the reference's place in its list) and the value.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset
+    >>> ds = Dataset.from_dict({"caption": ["a dog barks", "  "]})
+    >>> check_caption_rows(ds, "caption", name="clips.jsonl, split 'train'")
+    Traceback (most recent call last):
+    ...
+    ValueError: clips.jsonl, split 'train': row 1, column 'caption' is empty ('  '); fill it in or remove the row.
+
+    ```
+    """
+    if column not in ds.column_names:
+        return
+    for row, value in enumerate(ds[column]):
+        if isinstance(value, (list, tuple)):
+            if not value:
+                raise ValueError(
+                    f"{name}: row {row}, column {column!r} holds no caption ([]); fill it in or remove the row."
+                )
+            for index, caption in enumerate(value):
+                if not isinstance(caption, str) or not caption.strip():
+                    what = "is empty" if isinstance(caption, str) or caption is None else "is not text"
+                    raise ValueError(
+                        f"{name}: row {row}, column {column!r}, caption {index} {what} ({caption!r}); fill it in or "
+                        "remove it."
+                    )
+        elif not isinstance(value, str) or not value.strip():
+            what = "is empty" if isinstance(value, str) or value is None else "is not text"
+            raise ValueError(f"{name}: row {row}, column {column!r} {what} ({value!r}); fill it in or remove the row.")

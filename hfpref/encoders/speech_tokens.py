@@ -24,6 +24,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import re
 import sys
 import types
 from collections.abc import Iterable, Sequence
@@ -552,7 +553,8 @@ def load_speech_adapter(adapter_dir, *, is_trainable: bool = False, **model_kwar
         adapter_dir = snapshot_download(str(adapter_dir))
     config = PeftConfig.from_pretrained(str(adapter_dir))
     tokenizer = load_pretrained(AutoTokenizer, str(adapter_dir))
-    base = load_pretrained(AutoModelForCausalLM, config.base_model_name_or_path, **model_kwargs)
+    base_name = adapter_base_model(adapter_dir, config.base_model_name_or_path)
+    base = load_pretrained(AutoModelForCausalLM, base_name, **model_kwargs)
     resized = base.get_input_embeddings().num_embeddings < len(tokenizer)
     if resized:
         base.resize_token_embeddings(len(tokenizer), mean_resizing=False)
@@ -560,7 +562,7 @@ def load_speech_adapter(adapter_dir, *, is_trainable: bool = False, **model_kwar
     if resized and not rows_path.exists() and not _adapter_has_embedding_tables(Path(adapter_dir)):
         raise ValueError(
             f"{adapter_dir}: the tokenizer has {len(tokenizer)} tokens, the base model "
-            f"{config.base_model_name_or_path} fewer, and neither {TOKEN_ROWS_NAME} nor the adapter holds the rows of "
+            f"{base_name} fewer, and neither {TOKEN_ROWS_NAME} nor the adapter holds the rows of "
             "the added tokens: they would be random. Save the adapter with save_adapter_without_embeddings."
         )
     if rows_path.exists():
@@ -572,6 +574,40 @@ def load_speech_adapter(adapter_dir, *, is_trainable: bool = False, **model_kwar
                 if key in rows and layer is not None:
                     layer.weight[index] = rows[key].to(layer.weight.dtype)
     return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=is_trainable), tokenizer
+
+
+def adapter_base_model(adapter_dir, base_model_name_or_path: str | None) -> str:
+    """
+    The base model an adapter folder's `adapter_config.json` names (`base_model_name_or_path`), found where it is: an
+    existing folder as it is; a folder that is not there (the adapter was moved, or downloaded from the Hub) but was
+    saved beside the adapter under its name (a tiny LLM in `<adapter_dir>/tiny_llm`) from there; else a Hub id
+    (`org/name`) as it is. A config that names no base, or a local base that is nowhere, is refused, naming the file.
+
+    Example:
+    ```python
+    >>> adapter_base_model("/no/adapter", "meta-llama/Llama-3.2-1B")
+    'meta-llama/Llama-3.2-1B'
+
+    ```
+    """
+    config_file = Path(adapter_dir) / "adapter_config.json"
+    name = base_model_name_or_path
+    if not name:
+        raise ValueError(
+            f"{config_file}: base_model_name_or_path is null, so the adapter names no base model; set it to the base "
+            "model's Hub id or folder"
+        )
+    if Path(name).is_dir():
+        return name
+    hub_id = re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", name) is not None and not name.startswith(".")
+    beside = Path(adapter_dir) / Path(name).name
+    if (beside / "config.json").is_file():  # also for `out/tiny_llm`, which reads like a Hub id
+        return str(beside)
+    if not hub_id:
+        raise FileNotFoundError(
+            f"{config_file}: the base model {name!r} is not there, nor beside the adapter ({beside})"
+        )
+    return name
 
 
 def _adapter_has_embedding_tables(adapter_dir: Path) -> bool:

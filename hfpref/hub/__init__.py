@@ -3,6 +3,7 @@
 from .cards import (
     METHODS,
     TEMPLATES,
+    CardConfigMixin,
     render_dataset_card,
     render_model_card,
     render_reward_model_card,
@@ -13,6 +14,7 @@ from .datasets import push_preference_dataset
 
 __all__ = [
     "METHODS",
+    "CardConfigMixin",
     "TEMPLATES",
     "push_preference_dataset",
     "render_dataset_card",

@@ -29,6 +29,28 @@ from ..data.schemas import COLUMN_DESCRIPTIONS, SCHEMAS
 TEMPLATES = ("dataset_card", "model_card", "reward_model_card")
 
 
+@dataclass
+class CardConfigMixin:
+    r"""
+    The model-card field of a method's config (`--license`), a mixin in front of its arguments class, like
+    [`~hfpref.trainers.base_config.AudioConfigMixin`]: `class Config(CardConfigMixin, TrainingArguments)`.
+
+    Parameters:
+        license (`str`, *optional*):
+            Hub license id of the card's front matter (e.g. `"apache-2.0"`). By default the license of the base
+            model's card when that card is local or in the Hub cache ([`resolve_license`]); when none is found the
+            front matter has no license and the card's License section says so.
+    """
+
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub license id of the model card (e.g. apache-2.0); default: the base model's card license when "
+            "that card is local or cached, else none (the card says so)."
+        },
+    )
+
+
 @dataclass(frozen=True)
 class MethodInfo:
     r"""
@@ -269,9 +291,12 @@ inputs = processor(audio, sampling_rate=sampling_rate, return_tensors="pt")
 caption_ids = model.generate(**inputs, max_new_tokens=30)
 print(processor.batch_decode(caption_ids, skip_special_tokens=True)[0])
 
-# or through the pipeline (it decodes the file itself):
-# from transformers import pipeline
-# print(pipeline("automatic-speech-recognition", model="{repo_id}")("clip.wav")["text"])""",
+# or through the pipeline, which decodes the file itself (its default max_new_tokens=256 can exceed the decoder's
+# max_target_positions, so give the caption length):
+from transformers import pipeline
+
+captioner = pipeline("automatic-speech-recognition", model="{repo_id}")
+print(captioner("clip.wav", generate_kwargs={{"max_new_tokens": 30}})["text"])""",
         task_type="automatic-speech-recognition",
     ),
     "speech-emotion-captioning": TaskInfo(
@@ -397,8 +422,81 @@ def _display_name(name: str) -> str:
     return name if is_hub_id(name) else os.path.basename(os.path.normpath(name)) or name
 
 
+def card_license(name: str | None, repo_type: str = "model") -> str | None:
+    r"""
+    The `license` of the card (`README.md` front matter) of a model or dataset, read without the network: a local
+    folder's, or a Hub repository's from the local Hub cache. `None` when there is no card to read or it names none.
+
+    Args:
+        name (`str`, *optional*): a local folder or a Hub repository id.
+        repo_type (`str`, *optional*, defaults to `"model"`): `"model"` or `"dataset"`, for a Hub id.
+
+    Example:
+    ```python
+    >>> card_license(None), card_license("/no/such/folder")
+    (None, None)
+
+    ```
+    """
+    from huggingface_hub import try_to_load_from_cache
+    from huggingface_hub.repocard import metadata_load
+
+    if not name:
+        return None
+    readme = None
+    if os.path.isdir(name):
+        readme = os.path.join(name, "README.md")
+    elif is_hub_id(name):
+        cached = try_to_load_from_cache(name, "README.md", repo_type=repo_type)
+        readme = cached if isinstance(cached, str) else None
+    if readme is None or not os.path.isfile(readme):
+        return None
+    license = (metadata_load(readme) or {}).get("license")
+    return license if isinstance(license, str) and license else None
+
+
+def resolve_license(license: str | None, sources: Sequence[str | None], what: str, repo_type: str = "model"):
+    r"""
+    The license of a card and the note its License section shows: `license` when given; else the license that the
+    cards of all `sources` (base model, CLAP, source datasets) agree on, when local or cached; else none, with a note.
+
+    Args:
+        license (`str`, *optional*): the license asked for (`--license`).
+        sources (`Sequence[str]`): what the artifact was built from; `None` entries are skipped.
+        what (`str`): what `sources` are, for the note (e.g. `"base model"`).
+        repo_type (`str`, *optional*, defaults to `"model"`): the Hub type of `sources`.
+
+    Returns:
+        `tuple[str | None, str]`: the license id (or `None`) and the note.
+    """
+    if license:
+        return license, f"Released under `{license}`."
+    sources = [source for source in sources if source]
+    found = {source: card_license(source, repo_type) for source in sources}
+    licenses = set(found.values())
+    if sources and len(licenses) == 1 and None not in licenses:
+        (license,) = licenses
+        names = ", ".join(f"`{_display_name(source)}`" for source in sources)
+        return license, f"`{license}`, the license of the {what} ({names}) as its card states it."
+    if not sources:
+        return None, (
+            f"No license was given (`--license`), and there is no published {what} whose license would apply: the "
+            "front matter names none. Check the licenses of the training data before reusing this."
+        )
+    names = ", ".join(f"`{_display_name(source)}`" for source in sources)
+    return None, (
+        f"No license was given (`--license`), and none could be read from the card of the {what} ({names}: not "
+        "local or cached, naming no license, or naming different ones), so the front matter names none. Check the "
+        f"licenses of the {what} and of the training data before reusing this."
+    )
+
+
 def eval_results(
-    metrics: Mapping[str, Any] | None, *, task_type: str, task_name: str, dataset: str | None
+    metrics: Mapping[str, Any] | None,
+    *,
+    task_type: str,
+    task_name: str,
+    dataset: str | Mapping[str, str] | None,
 ) -> list[EvalResult] | None:
     r"""
     The `model-index` results of a card: one [`~huggingface_hub.EvalResult`] per numeric metric.
@@ -409,16 +507,23 @@ def eval_results(
             are left out.
         task_type (`str`), task_name (`str`):
             Hub task id and its display name.
-        dataset (`str`, *optional*):
-            The evaluation data: a Hub id, or a local name (shown as is, its type a slug of it).
+        dataset (`str` or `Mapping[str, str]`, *optional*):
+            The evaluation data: a Hub id, or a local name (shown as is, its type a slug of it). Named evaluation sets
+            (the trainer's `eval_<name>_<metric>` keys) are a mapping `{name: data}`: each metric goes under the data
+            of its set, its name without the set's prefix; a metric of no named set is refused.
 
     Returns:
         `list[EvalResult]` or `None` when there is no numeric metric.
+
+    Example:
+    ```python
+    >>> [(r.dataset_name, r.metric_type) for r in eval_results(
+    ...     {"eval_clotho_accuracy": 0.7}, task_type="t", task_name="t", dataset={"clotho": "data/fense/clotho_eval"})]
+    [('clotho_eval', 'accuracy')]
+
+    ```
     """
-    dataset = dataset or "held-out split"
-    dataset_type = (
-        dataset if is_hub_id(dataset) else re.sub(r"[^a-z0-9]+", "-", _display_name(dataset).lower()).strip("-")
-    )
+    named = dict(dataset) if isinstance(dataset, Mapping) else {}
     results = []
     for name, value in (metrics or {}).items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
@@ -426,12 +531,23 @@ def eval_results(
         metric = name.removeprefix("eval_")
         if metric.endswith(_NOT_RESULTS):
             continue
+        data = dataset
+        if named:
+            set_name = next((n for n in sorted(named, key=len, reverse=True) if metric.startswith(f"{n}_")), None)
+            if set_name is None:
+                raise ValueError(
+                    f"metric {name!r} belongs to none of the named evaluation sets {sorted(named)}: name its set "
+                    "(eval_<name>_<metric>)"
+                )
+            data, metric = named[set_name], metric.removeprefix(f"{set_name}_")
+        data = data or "held-out split"
+        data_type = data if is_hub_id(data) else re.sub(r"[^a-z0-9]+", "-", _display_name(data).lower()).strip("-")
         results.append(
             EvalResult(
                 task_type=task_type,
                 task_name=task_name,
-                dataset_type=dataset_type or "local",
-                dataset_name=_display_name(dataset),
+                dataset_type=data_type or "local",
+                dataset_name=_display_name(data),
                 metric_type=metric.replace("/", "_"),
                 metric_name=_metric_label(metric),
                 metric_value=round(float(value), 4),
@@ -622,7 +738,8 @@ def render_dataset_card(
         citation (`str`, *optional*):
             BibTeX entry.
         license (`str`, *optional*):
-            Hub license id, e.g. `"mit"`; omitted from the front matter when unknown.
+            Hub license id, e.g. `"mit"`; defaults to the license the cards of `source_datasets` agree on when they are
+            local or cached ([`resolve_license`]), else omitted, and the card's License section says so.
         language (`str` or `list[str]`, *optional*, defaults to `"en"`):
             Language of the text.
         tags (`Sequence[str]`, *optional*):
@@ -681,6 +798,7 @@ def render_dataset_card(
         split["rows"] = f"{split['rows']:,}"
         split["categories"] = {category: f"{count:,}" for category, count in split["categories"].items()}
 
+    license, license_note = resolve_license(license, list(source_datasets or []), "source datasets", "dataset")
     card_data = DatasetCardData(
         license=license,
         language=language,
@@ -714,6 +832,7 @@ def render_dataset_card(
         citation=citation,
         limitations=limitations or _DEFAULT_DATASET_LIMITATIONS[kind],
         split_note=split_note,
+        license_note=license_note,
         hfpref_version=_package_version("hfpref"),
         datasets_version=_package_version("datasets"),
     )
@@ -733,7 +852,7 @@ def render_model_card(
     description: str | None = None,
     training_args: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
-    eval_dataset: str | None = None,
+    eval_dataset: str | Mapping[str, str] | None = None,
     usage: str | None = None,
     license: str | None = None,
     language: str | list[str] | None = "en",
@@ -776,12 +895,15 @@ def render_model_card(
             Hyperparameters to list (name -> value); `None` values are skipped.
         metrics (`Mapping[str, Any]`, *optional*):
             Results to list (name -> value); numeric ones also go into the `model-index` block.
-        eval_dataset (`str`, *optional*):
-            The data the metrics were measured on; defaults to the first of `datasets`.
+        eval_dataset (`str` or `Mapping[str, str]`, *optional*):
+            The data the metrics were measured on; defaults to the first of `datasets`. Named evaluation sets are
+            `{name: data}`, their metrics `eval_<name>_<metric>` (see [`eval_results`]).
         usage (`str`, *optional*):
             Python quick-start snippet replacing the task's default.
         license (`str`, *optional*):
-            Hub license id; omitted when unknown.
+            Hub license id; defaults to the license of the card of the model it was built from (base model, or for a
+            reward model its CLAP) when that card is local or cached ([`resolve_license`]), else omitted, and the
+            card's License section says so.
         language (`str` or `list[str]`, *optional*, defaults to `"en"`):
             Language of the generated text.
         tags (`Sequence[str]`, *optional*):
@@ -807,6 +929,7 @@ def render_model_card(
         raise ValueError(f"Unknown task {task!r}; known tasks are {sorted(TASKS)}.")
     task_info = TASKS[task]
     dataset_list = _as_list(datasets)
+    license, license_note = resolve_license(license, [base_model], "base model")
     card_data = ModelCardData(
         base_model=base_model if is_hub_id(base_model) else None,
         datasets=[d for d in dataset_list if is_hub_id(d)] or None,
@@ -844,6 +967,7 @@ def render_model_card(
         training_args=_rows(training_args),
         metrics=_metric_rows(metrics),
         limitations=limitations or method_info.limitations or _DEFAULT_MODEL_LIMITATIONS,
+        license_note=license_note,
         citation=citation,
         **library_versions(),
     )
@@ -853,7 +977,7 @@ def render_model_card(
 def render_reward_model_card(
     *,
     repo_id: str,
-    clap_checkpoint: str,
+    clap_checkpoint: str | None,
     loss_type: str = "bt",
     embedding_dim: int = 512,
     datasets: str | Sequence[str] | None = None,
@@ -861,7 +985,7 @@ def render_reward_model_card(
     description: str | None = None,
     training_args: Mapping[str, Any] | None = None,
     metrics: Mapping[str, Any] | None = None,
-    eval_dataset: str | None = None,
+    eval_dataset: str | Mapping[str, str] | None = None,
     model_class: str = "CLAPRewardModel",
     model_module: str = "hfpref.rewards",
     usage: str | None = None,
@@ -877,9 +1001,11 @@ def render_reward_model_card(
     Args:
         repo_id (`str`):
             Hub model repository, `"user/name"`.
-        clap_checkpoint (`str`):
+        clap_checkpoint (`str`, *optional*):
             The CLAP checkpoint whose frozen embeddings the model reads: a Hub id is recorded as `base_model` and
-            linked; a local folder is named as the reward model's config records it (e.g. `"../clap"`).
+            linked; a local folder is named as the reward model's config records it (e.g. `"../clap"`). `None` (or
+            `"unknown"`) for a model trained on precomputed features of an unrecorded encoder: the quick start then
+            applies the head to embeddings instead of calling `score()`.
         loss_type (`str`, *optional*, defaults to `"bt"`):
             `"bt"` (Bradley-Terry on pairs, RLHF captioning paper), `"bce"` or `"mse"` (binary labels, BATON): the
             variants of `METHODS["reward_model"]`, whose name, formula and paper the card shows.
@@ -897,15 +1023,18 @@ def render_reward_model_card(
         metrics (`Mapping[str, Any]`, *optional*):
             Results to list, e.g. agreement with held-out human preferences; numeric ones also go into the
             `model-index` block.
-        eval_dataset (`str`, *optional*):
-            The data the metrics were measured on; defaults to the first of `datasets`.
+        eval_dataset (`str` or `Mapping[str, str]`, *optional*):
+            The data the metrics were measured on; defaults to the first of `datasets`. Named evaluation sets are
+            `{name: data}`, their metrics `eval_<name>_<metric>` (see [`eval_results`]).
         model_class (`str`, *optional*, defaults to `"CLAPRewardModel"`), model_module (`str`, *optional*, defaults to `"hfpref.rewards"`):
             Where the quick-start snippet imports the model class from; the class needs a `score(audio, captions)`
             method.
         usage (`str`, *optional*):
             Python quick-start snippet replacing the default.
         license (`str`, *optional*):
-            Hub license id; omitted when unknown.
+            Hub license id; defaults to the license of the card of the model it was built from (base model, or for a
+            reward model its CLAP) when that card is local or cached ([`resolve_license`]), else omitted, and the
+            card's License section says so.
         language (`str` or `list[str]`, *optional*, defaults to `"en"`):
             Language of the captions.
         tags (`Sequence[str]`, *optional*):
@@ -933,15 +1062,30 @@ def render_reward_model_card(
     else:
         loss_note = "where y is the human label (1 = the audio matches the text)."
     dataset_list = _as_list(datasets)
-    default_usage = f"""import soundfile as sf
+    clap_known = clap_checkpoint not in (None, "", "unknown")
+    license, license_note = resolve_license(license, [clap_checkpoint if clap_known else None], "CLAP it reads")
+    if clap_known:
+        default_usage = f"""import soundfile as sf
 from {model_module} import {model_class}
 
 reward_model = {model_class}.from_pretrained("{repo_id}")
 audio, sampling_rate = sf.read("clip.wav")  # mono, at the CLAP's sampling rate (48 kHz for LAION CLAP)
-# score() embeds audio and captions with {clap_checkpoint}, then applies the reward head.
-print(reward_model.score([audio, audio], ["A dog barks while a car passes by", "Rain falls on a tin roof"]))"""
+# score() embeds audio and captions with the CLAP it records, {clap_checkpoint}, then applies the reward head.
+print(reward_model.score([audio, audio], ["A dog barks while a car passes by", "Rain falls on a tin roof"],
+                         sampling_rate=sampling_rate))"""
+    else:
+        default_usage = f"""import torch
+from {model_module} import {model_class}
+
+reward_model = {model_class}.from_pretrained("{repo_id}")
+# It was trained on precomputed features and records no CLAP, so score() cannot embed audio itself: give the head the
+# {embedding_dim}-d audio and text embeddings of the encoder that made its training features.
+audio_embedding = torch.randn(1, {embedding_dim})  # the clip's embedding, from that encoder
+text_embedding = torch.randn(1, {embedding_dim})  # the caption's embedding, from that encoder
+with torch.no_grad():
+    print(reward_model(audio_embedding=audio_embedding, text_embedding=text_embedding).rewards)"""
     card_data = ModelCardData(
-        base_model=clap_checkpoint if is_hub_id(clap_checkpoint) else None,
+        base_model=clap_checkpoint if clap_known and is_hub_id(clap_checkpoint) else None,
         datasets=[d for d in dataset_list if is_hub_id(d)] or None,
         eval_results=eval_results(
             metrics,
@@ -961,8 +1105,8 @@ print(reward_model.score([audio, audio], ["A dog barks while a car passes by", "
         model_name=card_data.model_name,
         repo_id=repo_id,
         description=description,
-        clap_checkpoint=clap_checkpoint,
-        clap_on_hub=is_hub_id(clap_checkpoint),
+        clap_checkpoint=clap_checkpoint if clap_known else None,
+        clap_on_hub=clap_known and is_hub_id(clap_checkpoint),
         embedding_dim=embedding_dim,
         dataset_links=_dataset_links(dataset_list),
         loss_name=loss.name[0].upper() + loss.name[1:],
@@ -974,6 +1118,7 @@ print(reward_model.score([audio, audio], ["A dog barks while a car passes by", "
         training_args=_rows(args),
         metrics=_metric_rows(metrics),
         limitations=limitations or _DEFAULT_REWARD_LIMITATIONS,
+        license_note=license_note,
         citation=citation,
         **library_versions(),
     )

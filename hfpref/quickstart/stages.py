@@ -6,9 +6,16 @@ through its recipe (`hfpref.scripts.<recipe>`, see [`TRAINING_STAGES`]).
 
 The stage list and what each stage leaves on disk are declared in [`~hfpref.data.loading`], where a recipe run on its
 own reads them to name the stage that writes a missing input.
+
+A finished stage records the sha256 of every file it left ([`hash_outputs`]); before reusing the stage, the runner
+checks them again, and a file that is gone, truncated or changed (a bit flip, an edit) makes the stage, and every
+stage after it that reads it, run again, with a warning naming the file. Re-running rather than refusing is what the
+quickstart does for every other sign of a stale stage (an edited config, a missing output): the stage remakes the file.
 """
 
+import hashlib
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -27,6 +34,8 @@ TRAINING_STAGES = QUICKSTART_RECIPES
 # What each stage leaves on disk (relative to the output dir); a stage whose outputs are gone runs again.
 STAGE_OUTPUTS = QUICKSTART_STAGE_OUTPUTS
 DEFAULT_OUTPUT_DIR = "outputs/quickstart"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -306,8 +315,68 @@ DEPENDS_ON = {
 }
 
 
+def _is_artifact(relative: Path) -> bool:
+    """
+    Whether a file under a stage's output folder is part of what the stage made, not a log or a cache: TensorBoard logs
+    (`runs/`, a writer may still flush after the stage ends) and `datasets` cache files (`cache-*.arrow`, which later
+    stages add beside the data they map) are neither hashed nor checked.
+    """
+    return relative.parts[0] != "runs" and not (relative.name.startswith("cache-") and relative.suffix == ".arrow")
+
+
+def stage_output_files(output_dir: Path, stage: str) -> list[Path]:
+    """
+    The files `stage` left: every artifact ([`_is_artifact`]) under the top-level folder (or the file) of each of its
+    `STAGE_OUTPUTS`, relative to `output_dir`, sorted.
+    """
+    files = []
+    for top in dict.fromkeys(path.split("/")[0] for path in STAGE_OUTPUTS[stage]):
+        root = output_dir / top
+        if root.is_file():
+            files.append(Path(top))
+        elif root.is_dir():
+            files += [
+                Path(top) / f.relative_to(root)
+                for f in root.rglob("*")
+                if f.is_file() and _is_artifact(f.relative_to(root))
+            ]
+    return sorted(files)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hash_outputs(output_dir: Path, stage: str) -> dict[str, str]:
+    """`{path relative to output_dir: sha256}` of every file `stage` left ([`stage_output_files`])."""
+    return {path.as_posix(): _sha256(output_dir / path) for path in stage_output_files(output_dir, stage)}
+
+
+def changed_output(output_dir: Path, recorded: dict[str, str] | None) -> str | None:
+    """
+    Why the outputs recorded as `recorded` (from [`hash_outputs`]) cannot be reused, or `None` when every file is
+    there with its recorded sha256. Files added since (caches, logs) are not checked.
+    """
+    if not recorded:
+        return "its record holds no content hashes (written by an older hfpref)"
+    for relative, digest in recorded.items():
+        path = output_dir / relative
+        if not path.is_file():
+            return f"{path} is gone"
+        if _sha256(path) != digest:
+            return f"{path} changed since the stage wrote it (sha256 {digest[:12]}... recorded; truncated or edited?)"
+    return None
+
+
 class _Stages:
-    """Runs stages in order, reusing a finished one whose configuration and inputs are unchanged."""
+    """
+    Runs stages in order, reusing a finished one whose configuration and inputs are unchanged and whose output files
+    still hold what it wrote (their recorded sha256); any other finished stage runs again.
+    """
 
     def __init__(self, output_dir: Path, force: bool):
         self.output_dir, self.force = output_dir, force
@@ -317,8 +386,6 @@ class _Stages:
         return self.output_dir / QUICKSTART_RECORDS / f"{stage}.json"
 
     def run(self, stage: str, config: dict, fn) -> dict:
-        import hashlib
-
         index = STAGES.index(stage) + 1
         marker = self.marker(stage)
         config = _jsonable(config)
@@ -331,6 +398,11 @@ class _Stages:
             and previous.get("inputs") == inputs
             and all((self.output_dir / path).exists() for path in STAGE_OUTPUTS[stage])
         )
+        if reuse:
+            changed = changed_output(self.output_dir, previous.get("output_hashes"))
+            if changed:
+                logger.warning("quickstart stage %r runs again: %s", stage, changed)
+                reuse = False
         if reuse:
             record = previous
             print(
@@ -351,6 +423,7 @@ class _Stages:
                 "seconds": seconds,
                 "summary": outputs.pop("summary"),
                 "outputs": outputs,
+                "output_hashes": hash_outputs(self.output_dir, stage),
             }
             atomic_write_json(marker, _jsonable(record))
             record = read_json_record(marker)

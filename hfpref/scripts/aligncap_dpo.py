@@ -21,16 +21,20 @@ from hfpref.encoders.speech_tokens import (
     build_tiny_speech_llm,
     save_speech_tokenizer,
     speech_encoder_for,
-    speech_lora_config,
     speech_token_ids,
 )
 from hfpref.judges.pairs import build_preference_pairs
 from hfpref.judges.registry import get_judge
 from hfpref.prompts.emotion_clues import teacher_prompt
+from hfpref.scripts.aligncap_kd import (
+    aligncap_lora_config,
+    check_aligncap_model_args,
+    load_aligncap_llm,
+    set_attn_implementation,
+)
 from hfpref.scripts.utils import (
     AlignCapDPOScriptArguments,
     HfprefParser,
-    load_causal_lm,
     resolve_reward_model,
     save_on_main_process,
     save_tiny_llm,
@@ -44,13 +48,18 @@ from hfpref.utils.safe_loading import check_pretrained_path, refuse_remote_code
 logger = logging.getLogger(__name__)
 
 
-def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConfig, model_args: ModelConfig):
+def main(
+    script_args: AlignCapDPOScriptArguments,
+    training_args: AlignCapDPOConfig,
+    model_args: ModelConfig,
+):
     set_seed(training_args.seed)
     refuse_remote_code((training_args, model_args), model_args.model_name_or_path)
     if bool(model_args.model_name_or_path) == script_args.tiny_llm:
         raise ValueError(
             "give exactly one model: model_name_or_path (the KD student and its tokenizer) or tiny_llm: true"
         )
+    check_aligncap_model_args(model_args, tiny_llm=script_args.tiny_llm)
     if not script_args.tiny_llm:
         check_pretrained_path(model_args.model_name_or_path, what="model_name_or_path")
         if script_args.speech_tokenizer_path is None:
@@ -73,10 +82,11 @@ def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConf
         texts = [c for refs in splits["train"]["references"] for c in refs]
         texts += [teacher_prompt(c, script_args.instruction) for c in splits["train"][script_args.caption_column]]
         model, tokenizer = build_tiny_speech_llm(texts, encoder.codebook_size, seed=training_args.seed)
+        set_attn_implementation(model, model_args)
         add_speech_tokens(tokenizer, model, encoder.codebook_size)
         save_tiny_llm(model, tokenizer, training_args)  # the adapter's base must load from a folder
     else:
-        model, tokenizer = load_causal_lm(model_args)
+        model, tokenizer = load_aligncap_llm(model_args)
     references = [c for refs in splits["train"]["references"] for c in refs]
     reward_model = resolve_reward_model(script_args, training_args, references)
     judge = get_judge(
@@ -100,13 +110,7 @@ def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConf
         )
         logger.info("preference pairs: %s", stats)
     start_captions = greedy_captions(model, tokenizer, splits["test"]["prompt"], script_args.max_new_tokens)
-    peft_config = speech_lora_config(
-        speech_token_ids(tokenizer),
-        r=model_args.lora_r,
-        lora_alpha=model_args.lora_alpha,
-        lora_dropout=model_args.lora_dropout,
-        target_modules=model_args.lora_target_modules or ("q_proj", "k_proj", "v_proj", "o_proj"),
-    )
+    peft_config = aligncap_lora_config(speech_token_ids(tokenizer), model_args)
     trainer = aligncap_dpo_trainer(model, tokenizer, pairs, training_args, peft_config=peft_config)
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     policy_captions = greedy_captions(trainer.model, tokenizer, splits["test"]["prompt"], script_args.max_new_tokens)
@@ -118,12 +122,21 @@ def main(script_args: AlignCapDPOScriptArguments, training_args: AlignCapDPOConf
     with open(os.path.join(training_args.output_dir, "po_results.json"), "w") as handle:
         json.dump({"pairs": stats, "heldout_preference": preference}, handle, indent=2)
     trainer.save_model(training_args.output_dir)
-    write_card_and_push(trainer, training_args, dataset_name=script_args.dataset_name or "speech world")
+    # The card's results (and model-index): the judge's verdict on held-out clips, policy against the starting model.
+    write_card_and_push(
+        trainer,
+        training_args,
+        dataset_name=script_args.dataset_name or "speech world",
+        metrics={f"heldout_{name}": value for name, value in preference.items()},
+        license=training_args.license,
+    )
     return trainer, preference
 
 
 def make_parser() -> HfprefParser:
-    return HfprefParser((AlignCapDPOScriptArguments, AlignCapDPOConfig, ModelConfig), method="aligncap_dpo")
+    parser = HfprefParser((AlignCapDPOScriptArguments, AlignCapDPOConfig, ModelConfig), method="aligncap_dpo")
+    parser.set_defaults(use_peft=True)  # AlignCap trains a LoRA adapter; `use_peft: false` is refused
+    return parser
 
 
 if __name__ == "__main__":

@@ -198,7 +198,8 @@ def main(script_args: CaptionGRPOScriptArguments, training_args: CaptionGRPOConf
     trainer.save_model(training_args.output_dir)
 
     dataset = script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)"
-    repo_id = training_args.hub_model_id or training_args.output_dir
+    # The Hub id, else the folder's name (as the other recipes' cards): never the training machine's local path.
+    repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
     card = render_model_card(
         repo_id=repo_id,
         method="caption_grpo",
@@ -229,6 +230,7 @@ def main(script_args: CaptionGRPOScriptArguments, training_args: CaptionGRPOConf
             "instruction, and the caption is the LM's continuation."
         ),
         usage=usage_snippet(repo_id, training_args, n_codes),
+        license=training_args.license,
     )
     if trainer.is_world_process_zero():
         card.save(os.path.join(training_args.output_dir, "README.md"))

@@ -110,7 +110,8 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
     source = (
         script_args.dataset_name or script_args.fense_files or f"synthetic world ({script_args.synthetic_clips} clips)"
     )
-    write_card_and_push(trainer, training_args, dataset_name=source, metrics=metrics)
+    named = script_args.named_eval_datasets()  # eval_<name>_* results go under their own data on the card
+    write_card_and_push(trainer, training_args, dataset_name=source, metrics=metrics, eval_dataset=named or None)
     return trainer, metrics
 
 

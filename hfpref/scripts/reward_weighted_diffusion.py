@@ -226,7 +226,7 @@ def main(
     base = None if model_args.tiny_pipeline else model_args.pipeline_name_or_path
     dataset = script_args.feedback_file or f"synthetic world ({script_args.synthetic_clips} clips)"
     card = dict(base_model=base, dataset_name=dataset, reward_model=reward_model_path)
-    write_card_and_push(trainer, training_args, metrics=metrics, **card)
+    write_card_and_push(trainer, training_args, metrics=metrics, **card, license=training_args.license)
     return trainer, metrics
 
 

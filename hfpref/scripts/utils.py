@@ -5,14 +5,21 @@ What every hfpref script shares: the argument parser.
 multi-process launch needs (see [`hfpref.utils.distributed`]): the engine the launch asked for (DDP, DeepSpeed ZeRO,
 FSDP2) runs as configured even on a machine without a GPU, a launch that asked for several processes and started one
 is refused, and every recipe prints one line at start: `hfpref <method>: 2 processes, deepspeed zero3 (gloo)`.
+
+A `--config` YAML is read strictly ([`load_recipe_config`]) before TRL reads it: a key written twice (YAML keeps the
+last one silently), a YAML alias (`*name`, the building block of a "billion laughs" bomb) and a key no dataclass takes
+are refused, naming the file, the key and its line, before any value is rendered or expanded.
 """
 
+import difflib
 import logging
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+import yaml
 from transformers import TrainingArguments
 from trl import TrlParser
 
@@ -33,6 +40,129 @@ TINY_LLM_DIR = "tiny_llm"
 
 
 logger = logging.getLogger(__name__)
+
+
+# The most values (list items, mapping entries, scalars) one config value may expand to. A recipe value is a few dozen;
+# anything near this is a YAML alias bomb, refused before it is rendered.
+MAX_CONFIG_VALUE_NODES = 100_000
+
+
+class RecipeConfigLoader(yaml.SafeLoader):
+    """
+    `yaml.SafeLoader` for recipe configs: refuses a key written twice in one mapping and any alias (`*name`), naming
+    the file and line. Aliases are refused outright: a flat recipe config never needs one, and nested aliases expand
+    exponentially when rendered (the "billion laughs").
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise ValueError(
+                f"{self.name}:{event.start_mark.line + 1}: the YAML alias *{event.anchor}: recipe configs take no "
+                "anchors or aliases; write the value out"
+            )
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                first = lines.get(key)
+            except TypeError:  # an unhashable key: yaml's own error names it
+                break
+            if first is not None:
+                raise ValueError(
+                    f"{self.name}:{line}: the key {key!r} is written twice (first at line {first}); YAML would keep "
+                    "the last one silently. Remove one."
+                )
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_recipe_config(path: str | os.PathLike) -> tuple[dict, dict[str, int]]:
+    r"""
+    Read a recipe's `--config` YAML with [`RecipeConfigLoader`].
+
+    Args:
+        path (`str` or `os.PathLike`): the YAML file.
+
+    Returns:
+        `(config, lines)`: the top-level mapping and the line (1-based) of each of its keys.
+
+    Raises:
+        `ValueError`: naming the file and line of a repeated key or an alias, or when the file holds no mapping.
+
+    Example:
+
+    ```python
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "config.yaml"
+    >>> _ = path.write_text("learning_rate: 1.0e-3\nseed: 0\nlearning_rate: 1.0\n")
+    >>> load_recipe_config(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: ...config.yaml:3: the key 'learning_rate' is written twice (first at line 1); ...
+
+    ```
+    """
+    with open(path, encoding="utf-8") as handle:
+        loader = RecipeConfigLoader(handle)
+        loader.name = os.fspath(path)
+        try:
+            root = loader.get_single_node()
+            config = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
+    if not isinstance(config, dict):
+        raise ValueError(f"Config file {path} must contain a YAML mapping.")
+    lines = {str(key_node.value): key_node.start_mark.line + 1 for key_node, _ in root.value}
+    return config, lines
+
+
+def expanded_size(value, limit: int = MAX_CONFIG_VALUE_NODES) -> int:
+    """
+    How many values (scalars, list items, mapping entries) `value` holds once every shared reference is expanded, as
+    rendering it would write them out; counting stops above `limit`. Linear in the distinct objects, however deeply
+    they are shared.
+
+    Raises:
+        `ValueError`: when `value` contains itself (a recursive alias).
+
+    Example:
+
+    ```python
+    >>> a = ["lol"] * 9
+    >>> b = [a] * 9
+    >>> expanded_size(b)  # 1 (b) + 9 x (1 (a) + 9)
+    91
+
+    ```
+    """
+    sizes: dict[int, int] = {}
+    visiting: set[int] = set()
+
+    def size(node) -> int:
+        if not isinstance(node, (list, tuple, dict)):
+            return 1
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in visiting:
+            raise ValueError("the value contains itself (a recursive YAML alias)")
+        visiting.add(key)
+        children = [*node.keys(), *node.values()] if isinstance(node, dict) else node
+        total = 1
+        for child in children:
+            total += size(child)
+            if total > limit:
+                break
+        visiting.discard(key)
+        sizes[key] = total = min(total, limit + 1)
+        return total
+
+    return size(value)
 
 
 class HfprefParser(TrlParser):
@@ -59,6 +189,11 @@ class HfprefParser(TrlParser):
         self.method = method
 
     def parse_args_and_config(self, args=None, return_remaining_strings=False, fail_with_unknown_args=True):
+        args = list(args) if args is not None else sys.argv[1:]
+        if "--config" in args and args.index("--config") + 1 < len(args):
+            # Before TRL reads it: TRL keeps a repeated key's last value and renders unknown keys' values.
+            refuse_unknown = fail_with_unknown_args and not return_remaining_strings
+            self.check_config_file(args[args.index("--config") + 1], unknown_keys=refuse_unknown)
         engine = Engine.from_env()
         needed = prepare_launch(engine)
         if needed:
@@ -74,6 +209,47 @@ class HfprefParser(TrlParser):
             if self.method:
                 announce_launch(self.method, value)
         return parsed
+
+    def config_keys(self) -> set[str]:
+        """The keys a `--config` YAML may hold: every option of the dataclasses, and TRL's `env`."""
+        return {action.dest for action in self._actions} | {"env"}
+
+    def check_config_file(self, path: str, *, unknown_keys: bool = True) -> dict:
+        """
+        Read `path` with [`load_recipe_config`] (repeated keys and aliases are refused) and, with `unknown_keys`,
+        refuse keys no dataclass takes, naming the file, each key, its line and the option it may be a typo of; the
+        values are never rendered. Returns the config.
+        """
+        config, lines = load_recipe_config(path)
+        unknown = [key for key in config if key not in self.config_keys()]
+        if unknown_keys and unknown:
+            known = sorted(self.config_keys())
+            named = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                named.append(
+                    f"{key!r} (line {lines.get(str(key), '?')}{f', did you mean {close[0]!r}?' if close else ''})"
+                )
+            script = f"hfpref {self.method}" if self.method else "this script"
+            raise ValueError(f"{path}: {script} takes no config keys {', '.join(named)}; remove or rename them")
+        return config
+
+    def set_defaults_with_config(self, **kwargs) -> list[str]:
+        """
+        TRL's `set_defaults_with_config`, refusing a value that expands to more than `MAX_CONFIG_VALUE_NODES` values (a
+        YAML alias bomb read by TRL's own loader, as `hfpref train` does) before TRL renders the unknown ones.
+        """
+        for key, value in kwargs.items():
+            try:
+                size = expanded_size(value)
+            except ValueError as error:
+                raise ValueError(f"the config key {key!r}: {error}") from None
+            if size > MAX_CONFIG_VALUE_NODES:
+                raise ValueError(
+                    f"the config key {key!r} expands to more than {MAX_CONFIG_VALUE_NODES} values (nested YAML "
+                    "aliases, a 'billion laughs'?); recipe configs take no aliases"
+                )
+        return super().set_defaults_with_config(**kwargs)
 
 
 def check_engine_arguments(training_args: TrainingArguments, engine: Engine, needed: dict) -> None:
@@ -757,17 +933,33 @@ def load_caption_splits(args):
     """
     Train/test captioning data from [`~hfpref.scripts.utils.CaptionScriptArguments`]: a synthetic
     world, or a dataset with an audio column (split `test_size` when it has no test split).
+
+    A row of the training or test split whose caption (`caption_column`) or one of whose `references` is empty,
+    whitespace only or not text is refused, naming the split, the row (counted in the data as loaded, before any
+    hold-out) and the column ([`~hfpref.data.loading.check_caption_rows`]): SFT would train the captioner to stop at
+    once, and RL would score captions against nothing.
     """
-    from hfpref.data.loading import load_any_dataset, select_splits
+    from datasets import DatasetDict
+
+    from hfpref.data.loading import check_caption_rows, load_any_dataset, select_splits
     from hfpref.data.synthetic.audio_world import make_world
 
     if args.synthetic_clips:
         data = make_world(args.synthetic_clips, seed=args.synthetic_seed, clip_seconds=args.synthetic_clip_seconds)
     else:
         data = load_any_dataset(args.dataset_name)
+    name = args.dataset_name or "the synthetic world"
+    parts = (
+        {split: data[split] for split in (args.dataset_train_split, args.dataset_test_split) if split in data}
+        if isinstance(data, DatasetDict)
+        else {args.dataset_train_split: data}
+    )
+    for split, part in parts.items():
+        for column in dict.fromkeys([args.caption_column, "references"]):
+            check_caption_rows(part, column, name=f"{name}, split {split!r}")
     splits = select_splits(
         data,
-        name=args.dataset_name or "the synthetic world",
+        name=name,
         train_split=args.dataset_train_split,
         test_split=args.dataset_test_split,
         test_size=args.test_size,

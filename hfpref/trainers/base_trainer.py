@@ -3,7 +3,8 @@ What every hfpref trainer shares, as TRL's `trl/trainer/base_trainer.py`: the me
 one `create_model_card` that renders the card through [`hfpref.hub.cards`] and writes `README.md` to `output_dir`;
 and what data-parallel training needs to come out as one process at the same global batch: the token-weighted
 cross-entropy of the global batch, the place of a micro-batch in the global batch, and logged statistics averaged over
-every process.
+every process. Its `train()` resumes from the newest complete checkpoint (a torn one, cut off by a kill, is skipped
+with a warning naming it) and refuses a run whose logged losses are not finite or diverged.
 """
 
 import os
@@ -16,6 +17,7 @@ from huggingface_hub import ModelCard
 from transformers import Trainer
 
 from ..hub.cards import METHODS, render_model_card
+from ..utils.checks import check_training_losses, resolve_resume_checkpoint
 
 
 def summed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -157,6 +159,53 @@ class BaseTrainer(Trainer):
         info = METHODS[self._name].variant(self._card_variant())
         return {"title": info.paper_title, "id": info.paper_id}
 
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        """
+        [`~transformers.Trainer.train`], with two checks around it:
+
+        - `resume_from_checkpoint=True` resumes from the newest *complete* checkpoint of `output_dir`: a newer one torn
+          by a kill (no `trainer_state.json`, an unreadable safetensors or `torch.save` file) is skipped with a warning
+          naming it; a torn checkpoint named by path is refused, naming it
+          ([`~hfpref.utils.checks.resolve_resume_checkpoint`]).
+        - After training, a log whose losses are NaN or inf, or whose last loss is more than 100x the loss of the
+          first optimizer step ([`~hfpref.utils.checks.check_training_losses`]), raises instead of returning to a
+          script that would save the model.
+        """
+        resume_from_checkpoint = resolve_resume_checkpoint(self.args.output_dir, resume_from_checkpoint)
+        self._first_step, self._first_step_loss = None, None
+        output = super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+        check_training_losses(
+            self.state.log_history, initial_loss=self._initial_loss(), what=f"the model for {self.args.output_dir}"
+        )
+        return output
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # The first optimizer step's loss, as transformers logs it: the sum of its micro-batches' losses (each already
+        # divided by the accumulation steps), averaged over the processes at the end of `train` (no collective here).
+        if self.__dict__.get("_first_step") is None:
+            self._first_step = self.state.global_step
+        if self.state.global_step == self._first_step:
+            total = loss.detach().float().sum().cpu()
+            previous = self.__dict__.get("_first_step_loss")
+            self._first_step_loss = total if previous is None else previous + total
+        return loss
+
+    def _initial_loss(self) -> float | None:
+        """
+        The loss of this `train()`'s first optimizer step over every process, or `None` where it was not recorded (a
+        trainer whose `training_step` does not call this one).
+        """
+        if self.__dict__.get("_first_step_loss") is None:
+            return None
+        total = self._sum_over_processes(self._first_step_loss.to(torch.float64).reshape(1))
+        return float(total[0]) / self.accelerator.num_processes
+
     def _micro_batch(self) -> tuple[int, int]:
         """
         `(optimizer step, index of this micro-batch in the step's global batch)` ([`micro_batch_index`]), for
@@ -262,6 +311,7 @@ class BaseTrainer(Trainer):
         finetuned_from: str | None = None,
         license: str | None = None,
         language: str | list[str] | None = None,
+        eval_dataset: str | Mapping[str, str] | None = None,
         **kwargs,
     ) -> None:
         r"""
@@ -286,7 +336,10 @@ class BaseTrainer(Trainer):
                 Results, numeric ones rounded to 4 decimals (and listed in the `model-index`); defaults to the last
                 logged entry that has `_card_metric`.
             license (`str`, *optional*), language (`str` or `list[str]`, *optional*):
-                Hub license id and language of the card's front matter.
+                Hub license id (default: the config's `license`) and language of the card's front matter.
+            eval_dataset (`str` or `Mapping[str, str]`, *optional*):
+                The evaluation data the results are listed under; named evaluation sets (`eval_<name>_<metric>`
+                results) as `{name: data}`.
             kwargs:
                 Other arguments of `transformers`' `create_model_card` (`tasks`, `dataset_tags`, ...), unused.
         """
@@ -296,7 +349,12 @@ class BaseTrainer(Trainer):
         if metrics is None and self._card_metric is not None:
             metrics = next((e for e in reversed(self.state.log_history) if self._card_metric in e), None)
         tags = [tags] if isinstance(tags, str) else list(tags or [])
-        optional = {"license": license, "language": language}
+        # `--license` of the method's config (CardConfigMixin) when the caller names none.
+        optional = {
+            "license": license or getattr(self.args, "license", None),
+            "language": language,
+            "eval_dataset": eval_dataset,
+        }
         card = self._render_card(
             repo_id=repo_id,
             base_model=base_model or finetuned_from or self._card_base_model(),

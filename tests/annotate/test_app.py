@@ -5,7 +5,7 @@ import urllib.request
 
 import pytest
 
-from hfpref.annotate.app import AnnotationApp, make_server
+from hfpref.annotate.app import TOKEN_HEADER, AnnotationApp, make_server, session_token
 from hfpref.annotate.items import load_items
 from hfpref.annotate.storage import Session, read_answers
 
@@ -32,10 +32,9 @@ def _state(base, annotator="alice", item_id=None):
     return json.loads(_get(base + query)[1])
 
 
-def _post(base, payload):
-    request = urllib.request.Request(
-        base + "/api/answer", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
+def _post(base, payload, token):
+    headers = {"Content-Type": "application/json", TOKEN_HEADER: token}
+    request = urllib.request.Request(base + "/api/answer", data=json.dumps(payload).encode(), headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -56,8 +55,10 @@ def test_page_state_answer_audio_and_resume(served):
     content_type, audio = _get(base + item["audio_url"])
     assert content_type == "audio/wav" and audio == session.items[row]["audio"]["bytes"]
 
+    token = session_token(session.output_dir)
+    assert token.encode() in page  # the page sends it with every answer
     status, reply = _post(
-        base, {"annotator": "alice", "item_id": item["item_id"], "choice": "A", "answer_id": "x" * 12}
+        base, {"annotator": "alice", "item_id": item["item_id"], "choice": "A", "answer_id": "x" * 12}, token
     )
     assert status == 200 and reply["ok"]
     (stored,) = read_answers(session.output_dir)
@@ -84,7 +85,8 @@ def test_page_state_answer_audio_and_resume(served):
 def test_bad_answers_are_refused_with_the_reason(served, payload, message):
     session, base = served
     first = _state(base)["item"]["item_id"]
-    status, reply = _post(base, {"annotator": "alice", "item_id": first, "answer_id": "y" * 12, **payload})
+    payload = {"annotator": "alice", "item_id": first, "answer_id": "y" * 12, **payload}
+    status, reply = _post(base, payload, session_token(session.output_dir))
     assert status == 400 and message in reply["error"]
     assert read_answers(session.output_dir) == []
 

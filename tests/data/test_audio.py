@@ -5,7 +5,7 @@ import pickle
 import numpy as np
 import pytest
 import soundfile as sf
-from datasets import Audio, Dataset
+from datasets import Audio, Dataset, Features, Value
 
 from hfpref.data.audio import (
     AudioDecodeError,
@@ -159,6 +159,13 @@ def test_ensure_audio_column_casts_paths_bytes_and_structs(tmp_path):
 
     already = dataset_of([path])
     assert ensure_audio_column(already) is already
+
+    # CSV and JSON files load their path columns as large_string (and bytes as large_binary): cast too.
+    for value, dtype in ((path, "large_string"), (wav, "large_binary")):
+        large = Dataset.from_dict({"audio": [value]}, features=Features({"audio": Value(dtype)}))
+        ds = ensure_audio_column(large, sampling_rate=16000)
+        assert ds.features["audio"] == Audio(sampling_rate=16000, decode=False)
+        assert len(decode_audio(ds[0]["audio"], 16000)) == 1600
 
 
 def test_missing_column_lists_present_columns():
@@ -356,3 +363,161 @@ def test_array_edge_cases():
         with pytest.raises(AudioDecodeError, match="sampling_rate=.* number of Hz"):
             decode_audio({"array": np.zeros(10), "sampling_rate": rate}, 16000)
     assert len(decode_audio({"array": np.zeros(10), "sampling_rate": 16000.0}, 16000)) == 10
+
+
+def streamed_wav(samples_int16: np.ndarray, rate: int, data_size: int, riff_size: int) -> bytes:
+    """A 16-bit mono WAV written as a pipe writer does: sizes in the header are placeholders, not the real ones."""
+    fmt = (1).to_bytes(2, "little") + (1).to_bytes(2, "little") + rate.to_bytes(4, "little")
+    fmt += (2 * rate).to_bytes(4, "little") + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+    header = b"RIFF" + riff_size.to_bytes(4, "little") + b"WAVE" + b"fmt " + (16).to_bytes(4, "little") + fmt
+    return header + b"data" + data_size.to_bytes(4, "little") + samples_int16.astype("<i2").tobytes()
+
+
+@pytest.mark.parametrize(
+    ("writer", "data_size", "riff_size"),
+    [("espeak-ng", 0x7FFFF000, 0x7FFFF024), ("ffmpeg", 0xFFFFFFFF, 0xFFFFFFFF), ("other", 0x7FFFFFFF, 0x7FFFFFFF)],
+)
+def test_streamed_wav_placeholder_sizes_decode_to_the_end_of_the_data(writer, data_size, riff_size):
+    pcm = (sine(440, 0.7, 22050) * 32767).astype(np.int16)
+    waveform = decode_audio({"bytes": streamed_wav(pcm, 22050, data_size, riff_size), "path": f"{writer}.wav"}, 22050)
+    np.testing.assert_array_equal(waveform, pcm / 32768.0)  # every frame, exactly; 15435 = 0.7 s x 22050 Hz
+    # A real size the file falls short of is still truncation, even with a placeholder RIFF size.
+    cut = streamed_wav(pcm, 22050, 2 * len(pcm) + 2000, riff_size)
+    with pytest.raises(AudioDecodeError, match=f"truncated file: the WAV header declares {2 * len(pcm) + 2000} bytes"):
+        decode_audio({"bytes": cut, "path": "cut.wav"}, 22050)
+
+
+def test_espeak_ng_wav_through_a_pipe_decodes_to_its_true_length(tmp_path):
+    import shutil
+    import subprocess
+
+    assert shutil.which("espeak-ng"), (
+        "espeak-ng is not installed (Debian: apt-get install espeak-ng); `make test` installs it"
+    )
+    path = tmp_path / "piped.wav"
+    text = "the train leaves at seven tonight and I put the letters on your desk before we moved to a new house"
+    subprocess.run(f"espeak-ng -s 95 --stdout '{text}' | cat > {path}", shell=True, check=True, timeout=60)
+    raw = path.read_bytes()
+    assert raw[36:40] == b"data" and int.from_bytes(raw[40:44], "little") >= 0x7FFFF000  # a pipe's placeholder
+    rate = int.from_bytes(raw[24:28], "little")
+    pcm = np.frombuffer(raw[44 : 44 + (len(raw) - 44) // 2 * 2], "<i2")
+    assert 8 < len(pcm) / rate < 13  # about ten seconds of speech (10.08 s with espeak-ng 1.51)
+
+    np.testing.assert_array_equal(decode_audio(str(path), rate), pcm / 32768.0)
+    assert abs(len(decode_audio(str(path), 16000)) - len(pcm) * 16000 / rate) <= 1
+
+
+_MP3_KBPS = {1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)}
+
+
+def mpeg1_frames(data: bytes) -> list[tuple[int, int]]:
+    """`(offset, kbit/s)` of every MPEG-1 Layer III frame, from the frame headers (ISO 11172-3)."""
+    frames, offset = [], 0
+    while offset < len(data):
+        header = int.from_bytes(data[offset : offset + 4], "big")
+        assert header >> 21 == 0x7FF and (header >> 19) & 3 == 3 and (header >> 17) & 3 == 1, offset
+        kbps = _MP3_KBPS[1][(header >> 12) & 15]
+        rate = (44100, 48000, 32000)[(header >> 10) & 3]
+        frames.append((offset, kbps))
+        offset += 144 * 1000 * kbps // rate + ((header >> 9) & 1)
+    assert offset == len(data)
+    return frames
+
+
+def lame_mp3(seconds: float, rate: int, bitrate_mode: str) -> bytes:
+    buffer = io.BytesIO()
+    options = {"bitrate_mode": bitrate_mode, "compression_level": 0.5}
+    with sf.SoundFile(buffer, "w", rate, 1, format="MP3", subtype="MPEG_LAYER_III", **options) as handle:
+        handle.write(sine(440, seconds, rate))
+    return buffer.getvalue()
+
+
+def test_cbr_mp3_without_xing_header_decodes_to_its_true_length():
+    whole = lame_mp3(3.0, 44100, "CONSTANT")
+    frames = mpeg1_frames(whole)
+    assert len({kbps for _, kbps in frames}) == 1 and whole[frames[0][0] : frames[1][0]].find(b"Info") > 0
+    bare = whole[frames[1][0] :]  # without the Info frame: libsndfile must estimate the length
+    with sf.SoundFile(io.BytesIO(bare)) as handle:
+        assert handle.frames > 1152 * (len(frames) - 1)  # the estimate overshoots (padded 417/418-byte frames)
+
+    waveform = decode_audio({"bytes": bare, "path": "bare.mp3"}, 44100)
+
+    assert len(waveform) == 1152 * (len(frames) - 1)  # every frame decoded, no gapless trimming without the tag
+    start = 2 * 1152  # past the encoder delay
+    assert peak_frequency(waveform[start : start + 44100], 44100) == pytest.approx(440, abs=2)
+    # With its Info header the count is exact, so a cut file is still refused.
+    with pytest.raises(AudioDecodeError, match="truncated file: the MP3 Xing/Info header declares"):
+        decode_audio({"bytes": whole[: len(whole) // 2], "path": "cut.mp3"}, 44100)
+    # Without it, a cut mid-frame is refused too.
+    with pytest.raises(AudioDecodeError, match=r"cut.mp3.*truncated file: the MPEG frame at byte \d+ runs past"):
+        decode_audio({"bytes": bare[: len(bare) // 2 + 100], "path": "cut.mp3"}, 44100)
+
+
+def test_vbr_mp3_without_xing_header_is_refused_not_cut_short():
+    whole = lame_mp3(3.0, 44100, "VARIABLE")
+    frames = mpeg1_frames(whole)
+    bare = whole[frames[1][0] :]
+    with sf.SoundFile(io.BytesIO(bare)) as handle:  # what libsndfile alone does: stop at its short estimate
+        assert len(handle.read()) < 1152 * (len(frames) - 1)
+    with pytest.raises(AudioDecodeError, match=f"vbr.mp3.*frames hold {1152 * (len(frames) - 1)} samples"):
+        decode_audio({"bytes": bare, "path": "vbr.mp3"}, 44100)
+
+
+def ogg_pages(data: bytes) -> list[int]:
+    """Offsets of the Ogg pages, from their headers (RFC 3533): 27 bytes, lacing values, then the body."""
+    offsets, offset = [], 0
+    while offset < len(data):
+        assert data[offset : offset + 4] == b"OggS"
+        offsets.append(offset)
+        n_segments = data[offset + 26]
+        offset += 27 + n_segments + sum(data[offset + 27 : offset + 27 + n_segments])
+    return offsets
+
+
+@pytest.mark.parametrize(("subtype", "rate"), [("VORBIS", 16000), ("OPUS", 48000)])
+def test_ogg_cut_inside_or_between_pages_is_truncated_not_short(subtype, rate):
+    noise = (0.3 * np.random.default_rng(0).standard_normal(3 * rate)).astype(np.float32)  # 3 s: several pages
+    buffer = io.BytesIO()
+    sf.write(buffer, noise, rate, format="OGG", subtype=subtype)
+    whole = buffer.getvalue()
+    pages = ogg_pages(whole)
+    assert len(pages) >= 4
+    assert len(decode_audio(whole, rate)) == len(noise)
+
+    for cut, reason in ((len(whole) - 50, "needs"), (pages[-2] + 40, "needs"), (pages[-1], "end-of-stream flag")):
+        with sf.SoundFile(io.BytesIO(whole[:cut])) as handle:  # libsndfile alone: a shorter clip and no error
+            assert 0 < len(handle.read()) < len(noise)
+        with pytest.raises(AudioDecodeError, match=f"cut.ogg.*truncated file: .*{reason}"):
+            decode_audio({"bytes": whole[:cut], "path": "cut.ogg"}, 16000)
+
+
+def test_tiny_files_declaring_huge_lengths_are_refused_before_decoding():
+    one_hz = encode_wav(np.zeros(8000, np.float32), 1)  # 16 KB holding 8000 s at 1 Hz
+    assert 16000 <= len(one_hz) < 16100
+    with pytest.raises(AudioDecodeError, match=r"one_hz.wav.*sampling rate 1 Hz is below the 1000 Hz minimum"):
+        decode_audio({"bytes": one_hz, "path": "one_hz.wav"}, 16000)
+    with pytest.raises(AudioDecodeError, match=r"sampling rate 1 Hz is below"):
+        decode_audio({"array": np.zeros(8000, np.float32), "sampling_rate": 1}, 16000)
+
+    # A FLAC whose STREAMINFO declares two hours (460 MB of float32 at 16 kHz) in a few hundred bytes: refused from
+    # the header, before a buffer that size is allocated.
+    buffer = io.BytesIO()
+    sf.write(buffer, np.zeros(1600, np.float32), 16000, format="FLAC")
+    silence = bytearray(buffer.getvalue())
+    fields = int.from_bytes(silence[18:26], "big")  # rate (20 bits), channels, depth, total samples (36 bits)
+    silence[18:26] = (fields & ~(2**36 - 1) | 7200 * 16000).to_bytes(8, "big")
+    with sf.SoundFile(io.BytesIO(bytes(silence))) as handle:
+        assert handle.frames == 7200 * 16000
+    assert len(silence) < 1000
+    with pytest.raises(AudioDecodeError, match=r"silence.flac.*7200.0 s\), longer than max_seconds=600"):
+        decode_audio({"bytes": bytes(silence), "path": "silence.flac"}, 16000)
+    # The cap is the caller's: a 1-second cap refuses a 2-second clip, None lifts it.
+    clip = encode_wav(sine(440, 2.0, 16000), 16000)
+    with pytest.raises(AudioDecodeError, match="longer than max_seconds=1"):
+        decode_audio(clip, 16000, max_seconds=1)
+    assert len(decode_audio(clip, 16000, max_seconds=None)) == 32000
+    with pytest.raises(AudioDecodeError, match=r"the array holds 32000 frames at 16000 Hz \(2.0 s\), longer than"):
+        decode_audio({"array": sine(440, 2.0, 16000), "sampling_rate": 16000}, 8000, max_seconds=1)
+    ds = dataset_of([audio_value(sine(440, 2.0, 16000), 16000, "two.wav"), audio_value(sine(440, 0.5, 16000), 16000)])
+    assert decode_audio_column(ds, max_seconds=1, skip_bad_audio=True)[1] == [1]
+    assert len(drop_bad_audio(ds, max_seconds=1)) == 1

@@ -60,8 +60,11 @@ def test_procedural_audio_carries_loudness_pitch_and_rate():
     assert rates["fast"] > 1.6 * rates["slow"]
 
 
-@pytest.mark.skipif(not espeak_available(), reason="espeak-ng is not installed; the procedural path is tested above")
 def test_espeak_world_speaks_with_the_clip_prosody():
+    # Not skipped without espeak-ng: `make test` installs it, and make_speech_world then fails naming the package.
+    assert espeak_available(), (
+        "espeak-ng is not installed (Debian: apt-get install espeak-ng); `make test` installs it"
+    )
     world = make_speech_world(8, seed=0, backend="espeak", clip_seconds=2.0)
     assert set(world["backend"]) == {"espeak"}
     audio = [decode_audio(a, 16000) for a in world["audio"]]

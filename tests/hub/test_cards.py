@@ -277,3 +277,88 @@ def test_sbert_sim_says_which_model_next_to_the_value():
     )
     names = {r.metric_type: r.metric_name for r in ModelCard(text).data.eval_results}
     assert "paraphrase-TinyBERT-L6-v2" in names["sbert_sim"] and names["bleu_4"] == "bleu_4"
+
+
+def _readme_with_license(folder, license):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(f"---\nlicense: {license}\n---\n# A model\n")
+    return str(folder)
+
+
+def test_license_defaults_to_the_base_model_card_local_or_cached(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    base = _readme_with_license(tmp_path / "base", "apache-2.0")
+    card = render_model_card(repo_id="me/sft", method="caption_sft", base_model=base)
+    assert ModelCard(str(card)).data.license == "apache-2.0"
+    assert "## License\n\n`apache-2.0`, the license of the base model (`base`) as its card states it." in str(card)
+    # --license wins over the base model's.
+    card = render_model_card(repo_id="me/sft", method="caption_sft", base_model=base, license="mit")
+    assert card.data.license == "mit" and "Released under `mit`." in str(card)
+    # A Hub base model: its card from the local Hub cache only (no network), for a model repository.
+    cached = _readme_with_license(tmp_path / "cache", "cc-by-4.0")
+    asked = []
+
+    def from_cache(repo_id, filename, repo_type=None):
+        asked.append((repo_id, filename, repo_type))
+        return str(tmp_path / "cache" / "README.md") if repo_id == "laion/clap-htsat-unfused" else None
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", from_cache)
+    reward = render_reward_model_card(repo_id="me/r", clap_checkpoint="laion/clap-htsat-unfused")
+    assert ModelCard(str(reward)).data.license == "cc-by-4.0" and cached
+    assert asked == [("laion/clap-htsat-unfused", "README.md", "model")]
+    # Unknown: no license in the front matter, and the card says why.
+    card = render_model_card(repo_id="me/sft", method="caption_sft", base_model="openai/whisper-tiny")
+    assert "license" not in card.data.to_dict()
+    assert "No license was given (`--license`), and none could be read from the card of the base model" in str(card)
+    card = render_model_card(repo_id="me/tiny", method="caption_sft")
+    assert "license" not in card.data.to_dict() and "there is no published base model" in str(card)
+
+
+def test_dataset_card_license_is_the_one_its_source_datasets_agree_on(pairs, tmp_path):
+    first = _readme_with_license(tmp_path / "a", "cc-by-4.0")
+    second = _readme_with_license(tmp_path / "b", "cc-by-4.0")
+    card = render_dataset_card(pairs, repo_id="me/x", kind="pairwise", source_datasets=[first, second])
+    assert DatasetCard(str(card)).data.license == "cc-by-4.0" and "## License" in str(card)
+    _readme_with_license(tmp_path / "b", "mit")
+    card = render_dataset_card(pairs, repo_id="me/x", kind="pairwise", source_datasets=[first, second])
+    assert "license" not in card.data.to_dict() and "naming different ones" in str(card)
+    card = render_dataset_card(pairs, repo_id="me/x", kind="pairwise", license="mit", source_datasets=[first])
+    assert card.data.license == "mit"
+
+
+def test_named_eval_sets_put_each_metric_under_its_own_data():
+    # The features recipe trains on AudioCaps-Eval and evaluates on the named set `clotho`: its metrics are Clotho's.
+    card = render_reward_model_card(
+        repo_id="me/r",
+        clap_checkpoint=None,
+        embedding_dim=8,
+        datasets="data/fense-features/audiocaps_eval",
+        metrics={"eval_clotho_accuracy": 0.7, "eval_clotho_loss": 0.5, "epoch": 3.0},
+        eval_dataset={"clotho": "data/fense-features/clotho_eval"},
+    )
+    results = ModelCard(str(card)).data.eval_results
+    assert [(r.dataset_name, r.metric_type, r.metric_value) for r in results] == [
+        ("clotho_eval", "accuracy", 0.7),
+        ("clotho_eval", "loss", 0.5),
+    ]
+    with pytest.raises(ValueError, match="belongs to none of the named evaluation sets"):
+        render_reward_model_card(
+            repo_id="me/r", clap_checkpoint=None, metrics={"eval_accuracy": 0.7}, eval_dataset={"clotho": "c"}
+        )
+
+
+def test_reward_model_card_without_a_recorded_clap_runs_its_snippet(tmp_path):
+    # Trained on precomputed features (embeddings_from: null): score() cannot embed, the snippet applies the head.
+    from hfpref.rewards import CLAPRewardConfig, CLAPRewardModel
+
+    CLAPRewardModel(CLAPRewardConfig(embedding_dim=8, hidden_sizes=[4], clap_checkpoint=None)).save_pretrained(
+        tmp_path / "r"
+    )
+    card = render_reward_model_card(repo_id="me/r", clap_checkpoint="unknown", embedding_dim=8)
+    text = str(card)
+    assert "unknown" not in text and ".score(" not in text and "base_model" not in card.data.to_dict()
+    snippet = text.split("```python\n", 1)[1].split("\n```", 1)[0]
+    printed = []
+    exec(snippet.replace('"me/r"', repr(str(tmp_path / "r"))), {"print": printed.append})
+    assert printed[0].shape == (1,) and 0 < float(printed[0][0]) < 1

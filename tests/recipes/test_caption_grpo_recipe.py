@@ -156,9 +156,9 @@ def test_recipe_trains_the_saved_llama_and_writes_model_and_card(tmp_path, llm_d
     card = (out / "README.md").read_text()
     assert "caption-grpo" in card and "Group Relative Policy Optimization" in card and "oracle" in card
     # The card's quick start captions a clip with the saved model.
-    snippet = (
-        re.search(r"```python\n(.*?)```", card, re.S).group(1).replace('"clip.wav"', repr(str(tmp_path / "c.wav")))
-    )
+    snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
+    assert str(out) not in snippet and '"out"' in snippet  # the repo id (the folder's name), never a local path
+    snippet = snippet.replace('"out"', repr(str(out))).replace('"clip.wav"', repr(str(tmp_path / "c.wav")))
     sf.write(tmp_path / "c.wav", np.sin(2 * np.pi * 440 * np.arange(22050) / 22050).astype(np.float32), 22050)
     exec(snippet, {})
 

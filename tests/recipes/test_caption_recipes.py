@@ -96,6 +96,7 @@ def test_sft_then_rl_recipes_from_yaml(tmp_path, tiny_clap_dir):
         per_device_train_batch_size=4,
         per_device_eval_batch_size=4,
         output_dir=str(rl_out),
+        license="apache-2.0",
         **COMMON,
     )
     trainer, metrics = _recipe("caption_rl").main(*TrlParser(RL_TYPES).parse_args_and_config(argv))
@@ -105,7 +106,10 @@ def test_sft_then_rl_recipes_from_yaml(tmp_path, tiny_clap_dir):
     assert "eval_reward" in metrics and json.loads((rl_out / "eval_results.json").read_text())
     card = (rl_out / "README.md").read_text()
     assert (rl_out / "model.safetensors").is_file() and "hfpref" in card
-    assert "k3 (loss exp(-d) + d - 1: gradient of KL(ref || pi))" in card  # the card says which KL is optimised
+    assert "k3 (loss exp(-d) + d - 1: gradient of KL(ref || pi))" in card
+    assert (
+        "\nlicense: apache-2.0\n" in card
+    )  # the config's --license reaches the card's front matter  # the card says which KL is optimised
 
 
 def test_unknown_reward_name_is_refused(tmp_path):

@@ -215,6 +215,9 @@ def check_saved(recipe: str, output_dir: Path, final: dict) -> None:
     """The weights the recipe saved are whole: every saved tensor equals the gathered one of the same name."""
     files = sorted(output_dir.glob("*.safetensors")) + sorted(output_dir.glob("*/*.safetensors"))
     files = [f for f in files if f.name not in ("start.safetensors", "final.safetensors")]
+    if (output_dir / "model_index.json").is_file():  # a whole pipeline (BATON): of its components, the UNet trained
+        assert (output_dir / "unet").is_dir(), f"{recipe}'s pipeline has no unet/"
+        files = [f for f in files if f.parent == output_dir or f.parent.name == "unet"]
     assert files, f"{recipe} saved no safetensors in {output_dir}"
     saved = {}
     for f in files:

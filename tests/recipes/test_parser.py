@@ -142,3 +142,98 @@ def test_hfpref_train_starts_the_processes_it_asks_for():
     assert multi_process_launch_args(with_config) == with_config
     with pytest.raises(SystemExit, match="--cpu with --num_processes 2: accelerate then starts one process"):
         multi_process_launch_args(["--cpu", "--num_processes", "2"])
+
+
+# The --config YAML: read strictly before TRL reads it (TRL keeps a repeated key's last value and renders unknown keys).
+
+
+def _yaml(tmp_path, text):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(text)
+    return ["--config", str(path)]
+
+
+def _base_yaml(tmp_path):
+    return f"synthetic_clips: 8\ntiny_captioner: true\noutput_dir: {tmp_path / 'out'}\nreport_to: none\n"
+
+
+def test_a_key_written_twice_is_refused_with_its_lines(tmp_path, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    argv = _yaml(tmp_path, _base_yaml(tmp_path) + "learning_rate: 1.0e-5\nseed: 3\nlearning_rate: 1.0\n")
+    with pytest.raises(
+        ValueError, match=r"recipe.yaml:7: the key 'learning_rate' is written twice \(first at line 5\)"
+    ):
+        make_parser().parse_args_and_config(argv)
+    # The same keys once each parse, and the value is the one written.
+    argv = _yaml(tmp_path, _base_yaml(tmp_path) + "learning_rate: 1.0e-5\nseed: 3\n")
+    _, training_args, _ = make_parser().parse_args_and_config(argv)
+    assert training_args.learning_rate == 1.0e-5 and training_args.seed == 3
+
+
+def test_a_key_written_twice_in_a_nested_mapping_is_refused(tmp_path):
+    argv = _yaml(tmp_path, _base_yaml(tmp_path) + "env:\n  A: 1\n  A: 2\n")
+    with pytest.raises(ValueError, match=r"recipe.yaml:7: the key 'A' is written twice \(first at line 6\)"):
+        make_parser().parse_args_and_config(argv)
+
+
+def test_unknown_keys_are_refused_with_their_lines_and_the_option_they_may_mean(tmp_path):
+    argv = _yaml(tmp_path, _base_yaml(tmp_path) + "learnig_rate: 0.1\nnot_an_option: 2\n")
+    with pytest.raises(
+        ValueError, match=r"'learnig_rate' \(line 5, did you mean 'learning_rate'\?\), 'not_an_option' "
+    ):
+        make_parser().parse_args_and_config(argv)
+
+
+BILLION_LAUGHS = """
+a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+i: &i [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    argv = _yaml(tmp_path, _base_yaml(tmp_path) + BILLION_LAUGHS)
+    start = time.perf_counter()
+    with pytest.raises(
+        ValueError, match=r"recipe.yaml:7: the YAML alias \*a: recipe configs take no anchors or alias"
+    ):
+        make_parser().parse_args_and_config(argv)
+    # Rendering the last key would write 9^9 (387M) strings; refused in well under a second.
+    assert time.perf_counter() - start < 1.0
+
+
+def test_a_bomb_read_by_trls_own_loader_is_refused_before_it_is_rendered(tmp_path):
+    """`hfpref train` parses through `TrlParser.parse_args_and_config(parser, ...)`, with TRL's loader."""
+    import time
+
+    from trl import TrlParser
+
+    from hfpref.scripts.utils import expanded_size
+
+    # The count, by hand: a list of 9 strings is 10 values, each level 1 + 9 x the level below: e holds 66,430, f
+    # 597,871 (the first over the cap).
+    shared = ["lol"] * 9
+    assert expanded_size(shared) == 10 and expanded_size([shared] * 9) == 1 + 9 * 10
+    assert expanded_size({"k": [shared, shared]}) == 1 + 1 + (1 + 2 * 10)
+    level = shared  # a
+    for _ in range(4):  # b, c, d, e
+        level = [level] * 9
+    assert expanded_size(level) == 66_430 and expanded_size([level] * 9) == 100_001  # f: counting stops at the cap
+    recursive = []
+    recursive.append(recursive)
+    with pytest.raises(ValueError, match="contains itself"):
+        expanded_size(recursive)
+    # Then the bomb (after the counts, so that a wrong count fails them instead of rendering it).
+    argv = _yaml(tmp_path, _base_yaml(tmp_path) + BILLION_LAUGHS)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"the config key 'f' expands to more than 100000 values"):
+        TrlParser.parse_args_and_config(make_parser(), argv, return_remaining_strings=True)
+    assert time.perf_counter() - start < 1.0

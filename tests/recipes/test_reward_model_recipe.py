@@ -257,7 +257,10 @@ def test_precomputed_features_train_without_a_clap_and_named_eval_sets(tmp_path,
     model = CLAPRewardModel.from_pretrained(tmp_path / "out")
     assert model.config.embedding_dim == 24 and model.config.clap_checkpoint is None
     card = ModelCard.load(tmp_path / "out" / "README.md", ignore_metadata_errors=False)
-    assert {r.metric_type for r in card.data.eval_results} >= {"clotho_accuracy", "other_accuracy"}
+    # Each named set's results under its own data (not under the training data), named without the set's prefix.
+    by_set = {(r.dataset_name, r.metric_type) for r in card.data.eval_results}
+    assert {(Path(clotho).name, "accuracy"), (Path(other).name, "accuracy")} <= by_set
+    assert not any(name.startswith(("clotho_", "other_")) for _, name in by_set)
 
     wrong = _fixture_yaml(
         tmp_path, "laion/clap-htsat-unfused", synthetic_clips=None, dataset_name=train, embedding_dim=32

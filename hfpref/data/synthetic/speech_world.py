@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -220,10 +218,10 @@ def espeak_speech(
         raise RuntimeError(f"espeak-ng timed out after {timeout} s on {text!r}") from error
     if done.returncode != 0 or not done.stdout:
         raise RuntimeError(f"espeak-ng failed ({done.returncode}) on {text!r}: {done.stderr.decode(errors='replace')}")
-    with tempfile.TemporaryDirectory() as folder:
-        wav = Path(folder) / "speech.wav"
-        wav.write_bytes(done.stdout)
-        waveform = decode_audio(str(wav), sampling_rate).astype(np.float64)
+    # espeak-ng writes to a pipe, so its WAV header carries a placeholder data size (0x7FFFF000) that decode_audio
+    # reads as "until the end of the data".
+    waveform = decode_audio({"bytes": done.stdout, "path": f"espeak-ng output for {text!r}"}, sampling_rate)
+    waveform = waveform.astype(np.float64)
     n = int(round(seconds * sampling_rate))
     waveform = np.pad(waveform[:n], (0, max(0, n - waveform.size)))
     waveform /= np.abs(waveform).max() + 1e-12

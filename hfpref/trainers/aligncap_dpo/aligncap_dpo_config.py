@@ -2,6 +2,7 @@ from dataclasses import dataclass
 
 from trl import DPOConfig
 
+from ...hub.cards import CardConfigMixin
 from ..base_config import HfprefConfigMixin
 
 
@@ -12,11 +13,11 @@ PRESETS: dict[str, dict] = {"paper": PAPER_DPO}
 
 
 @dataclass
-class AlignCapDPOConfig(HfprefConfigMixin, DPOConfig):
+class AlignCapDPOConfig(CardConfigMixin, HfprefConfigMixin, DPOConfig):
     r"""
     Configuration of AlignCap's PO-regularization ([`~hfpref.trainers.aligncap_dpo.aligncap_dpo_trainer.AlignCapDPOTrainer`]):
     TRL's [`~trl.DPOConfig`] with the paper's schedule as a preset and its numbers checked before any data work. It
-    adds no field: the speech-token settings (SpeechTokenizer checkpoint, audio column, instruction) shape the data and
+    adds only the card's `license` ([`~hfpref.hub.cards.CardConfigMixin`]): the speech-token settings (SpeechTokenizer checkpoint, audio column, instruction) shape the data and
     stay with the script's data arguments ([`~hfpref.scripts.utils.AlignCapScriptArguments`]), shared with the KD
     stage that must tokenize speech the same way; the pairs carry the token ids DPO trains on.
 

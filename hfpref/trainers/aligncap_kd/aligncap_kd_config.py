@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ...hub.cards import CardConfigMixin
 from ..base_config import HfprefConfigMixin
 
 
@@ -9,7 +10,7 @@ DEFAULT_INSTRUCTION = "Describe the speaker's emotion."
 
 
 @dataclass
-class AlignCapKDConfig(HfprefConfigMixin, TrainingArguments):
+class AlignCapKDConfig(CardConfigMixin, HfprefConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`~hfpref.trainers.aligncap_kd.aligncap_kd_trainer.AlignCapKDTrainer`]: AlignCap's KD-regularization
     ([Liang et al., 2024](https://huggingface.co/papers/2410.19134), section 3.1, eq. 5). Only the parameters specific
@@ -17,6 +18,9 @@ class AlignCapKDConfig(HfprefConfigMixin, TrainingArguments):
     batch 16 and 400 warm-up steps (`recipes/aligncap_kd/config_kd.yaml`).
 
     Parameters:
+        license (`str`, *optional*):
+            Hub license id of the model card; by default the base model's card license when that card is local or
+            cached, else none (see [`~hfpref.hub.cards.CardConfigMixin`]).
         temperature (`float`, *optional*, defaults to `1.0`):
             Softmax temperature of both distributions; the distillation term is multiplied by `temperature**2` so its
             gradient keeps its scale (Hinton et al., 2015). At 1.0 the loss is exactly eq. 5.

@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ...hub.cards import CardConfigMixin
 from ..base_config import HfprefConfigMixin
 
 
@@ -20,7 +21,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class AudibilityClassifierConfig(HfprefConfigMixin, TrainingArguments):
+class AudibilityClassifierConfig(CardConfigMixin, HfprefConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`AudibilityClassifierTrainer`], which fine-tunes an `AutoModelForSequenceClassification`
     (DistilBERT by default) to tell audible sentences (label 1) from non-audible ones (label 0). Only the parameters

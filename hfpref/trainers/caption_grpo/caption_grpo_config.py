@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from ...hub.cards import CardConfigMixin
 from ..base_config import AudioConfigMixin
 
 
@@ -9,7 +10,7 @@ SPEECH_TOKEN_SOURCES = ["frame_band", "speechtokenizer"]
 
 
 @dataclass
-class CaptionGRPOConfig(AudioConfigMixin, GRPOConfig):
+class CaptionGRPOConfig(CardConfigMixin, AudioConfigMixin, GRPOConfig):
     r"""
     Configuration of caption GRPO: TRL's `GRPOTrainer` on a decoder-only captioner whose audio arrives as speech
     tokens ([`~hfpref.trainers.caption_grpo.caption_grpo_utils`]), rewarded by hfpref rewards. Only the parameters

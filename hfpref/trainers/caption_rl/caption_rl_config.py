@@ -3,6 +3,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ...hub.cards import CardConfigMixin
 from ..base_config import AudioConfigMixin
 
 
@@ -28,7 +29,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class CaptionRLConfig(AudioConfigMixin, TrainingArguments):
+class CaptionRLConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`CaptionRLTrainer`]: REINFORCE-style fine-tuning of seq2seq audio captioners.
     Only the parameters specific to it are listed; see [`~transformers.TrainingArguments`] for the rest.

@@ -2,11 +2,12 @@ from dataclasses import dataclass, field
 
 from transformers import Seq2SeqTrainingArguments
 
+from ...hub.cards import CardConfigMixin
 from ..base_config import AudioConfigMixin
 
 
 @dataclass
-class CaptionSFTConfig(AudioConfigMixin, Seq2SeqTrainingArguments):
+class CaptionSFTConfig(CardConfigMixin, AudioConfigMixin, Seq2SeqTrainingArguments):
     r"""
     Configuration of supervised captioner training (`recipes/caption_sft.py`), on
     [`~transformers.Seq2SeqTrainingArguments`].

@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ...hub.cards import CardConfigMixin
 from ...utils.checks import check_training_arguments
 from ..base_config import AudioConfigMixin
 
@@ -10,7 +11,7 @@ LOSS_TYPES = ["symmetric", "model"]
 
 
 @dataclass
-class ClapContrastiveConfig(AudioConfigMixin, TrainingArguments):
+class ClapContrastiveConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`ClapContrastiveTrainer`], which fits or adapts a `transformers` `ClapModel` on (audio,
     caption) pairs with the contrastive objective of LAION-CLAP (https://huggingface.co/papers/2211.06687). Only the

@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ...hub.cards import CardConfigMixin
 from ...utils.checks import check_training_arguments
 from ..base_config import HfprefConfigMixin
 
@@ -57,7 +58,7 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class RewardModelConfig(HfprefConfigMixin, TrainingArguments):
+class RewardModelConfig(CardConfigMixin, HfprefConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`RewardModelTrainer`], which trains a [`~hfpref.rewards.CLAPRewardModel`] on cached
     embeddings. Only the parameters specific to reward modelling are listed here; see

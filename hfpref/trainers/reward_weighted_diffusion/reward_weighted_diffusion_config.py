@@ -2,6 +2,7 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from ...hub.cards import CardConfigMixin
 from ..base_config import AudioConfigMixin
 
 
@@ -20,13 +21,16 @@ PRESETS: dict[str, dict] = {
 
 
 @dataclass
-class RewardWeightedDiffusionConfig(AudioConfigMixin, TrainingArguments):
+class RewardWeightedDiffusionConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments):
     r"""
     Configuration of the [`RewardWeightedDiffusionTrainer`], BATON's reward-weighted fine-tuning of a text-to-audio
     diffusion UNet. Only the parameters specific to the method are listed; see [`~transformers.TrainingArguments`]
     for the rest. The defaults are the paper's (10 epochs, lr 1e-5, batch 6, AdamW, beta 0.5).
 
     Parameters:
+        license (`str`, *optional*):
+            Hub license id of the model card; by default the base model's card license when that card is local or
+            cached, else none (see [`~hfpref.hub.cards.CardConfigMixin`]).
         beta (`float`, *optional*, defaults to `0.5`):
             Weight of the plain denoising loss on batches of the original training data (the paper's pretrain loss).
             `0` drops those batches.

@@ -9,7 +9,7 @@ from datasets import Dataset
 from diffusers import AudioLDMPipeline, DDPMScheduler
 
 from ...data.audio import decode_audio_column
-from ...models.tta_pipeline import encode_prompts, sampling_rate_of, waveform_to_log_mel
+from ...models.tta_pipeline import GriffinLimVocoder, encode_prompts, sampling_rate_of, waveform_to_log_mel
 from ...utils.distributed import whole_copy
 from ..base_trainer import BaseTrainer
 from .reward_weighted_diffusion_config import RewardWeightedDiffusionConfig
@@ -342,6 +342,19 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
             self._record_metric("mean_reward", inputs["reward"].mean().item(), rows)
         return (loss, {"prediction": prediction}) if return_outputs else loss
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """
+        Save the UNet to `output_dir` (a checkpoint's only that). The final save (not a checkpoint's) also writes the
+        whole pipeline with the trained UNet beside it (`model_index.json`, `unet/`, `vae/`, ...), so that the folder
+        loads as a pipeline, as its card shows; the UNet at the top stays for `UNet2DConditionModel.from_pretrained`
+        and `load_tta_pipeline(base, unet_name_or_path=...)`.
+        """
+        self._save_pipeline = not _internal_call
+        try:
+            super().save_model(output_dir, _internal_call)
+        finally:
+            self._save_pipeline = False
+
     def _save(self, output_dir: str | None = None, state_dict=None):
         if not self.args.should_save:  # DeepSpeed and FSDP call it on every process; the main one writes
             return
@@ -355,7 +368,34 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
             unet.save_lora_adapter(output_dir, safe_serialization=True)
         else:
             unet.save_pretrained(output_dir, safe_serialization=True)
+            if getattr(self, "_save_pipeline", False):
+                components = {**self.pipeline.components, "unet": unet}
+                type(self.pipeline)(**components).save_pretrained(output_dir, safe_serialization=True)
         torch.save(self.args, os.path.join(output_dir, "training_args.bin"))
+
+    def _render_card(self, **fields):
+        """The card; its quick start loads the saved pipeline the way it loads (see [`save_model`])."""
+        repo_id = fields["repo_id"]
+        prompt = 'pipe("A dog barks while a car passes by", num_inference_steps=10, audio_length_in_s=1.0)'
+        if self.args.use_lora:
+            base = self.pipeline.name_or_path or "<the base pipeline>"
+            fields["usage"] = (
+                "from hfpref.models.tta_pipeline import load_tta_pipeline\n\n"
+                "# The repository holds the UNet's LoRA adapter (pytorch_lora_weights.safetensors): load the base "
+                "pipeline, then the adapter.\n"
+                f'pipe = load_tta_pipeline("{base}")\n'
+                f'pipe.unet.load_lora_adapter("{repo_id}", prefix=None)\n'
+                f"audio = {prompt}.audios[0]"
+            )
+        elif isinstance(self.pipeline.vocoder, GriffinLimVocoder):
+            fields["usage"] = (
+                "from hfpref.models.tta_pipeline import load_tta_pipeline\n\n"
+                "# Its vocoder is hfpref's GriffinLimVocoder (a parameter-free mel inversion), which diffusers' "
+                "AudioLDMPipeline.from_pretrained\n# does not know: load_tta_pipeline loads the pipeline with it.\n"
+                f'pipe = load_tta_pipeline("{repo_id}")\n'
+                f"audio = {prompt}.audios[0]"
+            )
+        return super()._render_card(**fields)
 
     def _card_base_model(self) -> str | None:
         return self.pipeline.name_or_path or None
