@@ -465,3 +465,31 @@ def test_caption_grpo_scores_without_dropout_by_default(disable, tmp_path, capti
         torch.testing.assert_close(second, sampler, rtol=0, atol=1e-6)
     else:
         assert (first - second).abs().max() > 1e-3
+
+
+def test_grpo_train_resumes_past_a_torn_checkpoint_and_refuses_a_diverged_log(tmp_path, monkeypatch):
+    """CaptionGRPOTrainer.train checks as BaseTrainer.train does: TRL's train gets the newest complete checkpoint."""
+    from safetensors.torch import save_file
+
+    from hfpref.trainers.caption_grpo.caption_grpo_trainer import CaptionGRPOTrainer
+    from hfpref.utils.checks import DivergedTrainingError
+
+    complete, torn = tmp_path / "checkpoint-2", tmp_path / "checkpoint-4"
+    for checkpoint in (complete, torn):
+        checkpoint.mkdir()
+        save_file({"w": torch.zeros(64)}, str(checkpoint / "model.safetensors"))
+        (checkpoint / "trainer_state.json").write_text('{"global_step": 2}')
+    weights = torn / "model.safetensors"  # cut in half, as a kill leaves it
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    seen = []
+    monkeypatch.setattr(
+        GRPOTrainer, "train", lambda self, resume_from_checkpoint=None, **kw: seen.append(resume_from_checkpoint)
+    )
+    trainer = CaptionGRPOTrainer.__new__(CaptionGRPOTrainer)
+    trainer.args = type("Args", (), {"output_dir": str(tmp_path)})()
+    trainer.state = type("State", (), {"log_history": [{"loss": 0.5, "step": 1}, {"loss": 0.4, "step": 2}]})()
+    trainer.train(resume_from_checkpoint=True)
+    assert seen == [str(complete)]  # not the torn checkpoint-4
+    trainer.state.log_history.append({"loss": 1e4, "step": 3})
+    with pytest.raises(DivergedTrainingError):
+        trainer.train()

@@ -1,5 +1,6 @@
 from trl import GRPOTrainer
 
+from ...utils.checks import check_training_losses, resolve_resume_checkpoint
 from ..base_trainer import TrainedAdapterSaveMixin
 from ..caption_rl.caption_rl_trainer import disable_dropout
 
@@ -12,6 +13,10 @@ class CaptionGRPOTrainer(TrainedAdapterSaveMixin, GRPOTrainer):
     With `args.disable_dropout` (on by default in [`~hfpref.trainers.caption_grpo.CaptionGRPOConfig`]) every dropout
     of the policy and the reference is off, also the float probabilities TRL's `disable_dropout_in_model` leaves
     alone ([`~hfpref.trainers.caption_rl.caption_rl_trainer.disable_dropout`]).
+
+    `train` checks as hfpref's own trainers do ([`~hfpref.trainers.base_trainer.BaseTrainer.train`]): resuming skips
+    a newest checkpoint torn by a kill (naming it), and a log whose loss went non-finite or diverged (the last loss
+    more than 100x the first logged one) raises instead of returning to a script that would save the model.
     """
 
     def __init__(self, *args, **kwargs):
@@ -20,3 +25,14 @@ class CaptionGRPOTrainer(TrainedAdapterSaveMixin, GRPOTrainer):
             for model in (self.model, getattr(self, "ref_model", None)):
                 if model is not None:
                     disable_dropout(model)
+
+    def train(self, resume_from_checkpoint=None, trial=None, ignore_keys_for_eval=None, **kwargs):
+        resume_from_checkpoint = resolve_resume_checkpoint(self.args.output_dir, resume_from_checkpoint)
+        output = super().train(
+            resume_from_checkpoint=resume_from_checkpoint,
+            trial=trial,
+            ignore_keys_for_eval=ignore_keys_for_eval,
+            **kwargs,
+        )
+        check_training_losses(self.state.log_history, what=f"the model for {self.args.output_dir}")
+        return output
