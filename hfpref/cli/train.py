@@ -189,6 +189,16 @@ def script_argv(argv: list[str], method: str) -> list[str]:
     return argv[start + 1 :]
 
 
+def _config_path(argv: list[str]) -> str | None:
+    """The value of `--config` in a script's arguments (`--config PATH` or `--config=PATH`), if any."""
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
 def cmd_train(args) -> int:
     if args.method is None:
         args.train_parser.print_help()
@@ -203,6 +213,13 @@ def cmd_train(args) -> int:
     parser = module.make_parser()
     parser.prog = f"hfpref train {args.method}"
     all_args = script_argv(args.argv, args.method)
+    config_path = _config_path(all_args)
+    if config_path is not None:
+        # Repeated keys, YAML aliases and unknown keys are refused here, before TRL's loader renders anything.
+        try:
+            parser.check_config_file(config_path)
+        except ValueError as error:
+            raise SystemExit(f"hfpref train {args.method}: {error}") from None
     # TrlParser's own parse separates the config's leftover keys from the command line's (HfprefParser adds only
     # what the launched processes need); `--help` prints the script's flags and exits here.
     *_, config_remaining, cli_remaining = TrlParser.parse_args_and_config(

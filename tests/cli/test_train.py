@@ -119,8 +119,18 @@ def test_unknown_config_key_stops_before_the_launch(tmp_path, monkeypatch):
     launched = []
     monkeypatch.setattr(accelerate.commands.launch, "launch_command", launched.append)
     config = _write_config(tmp_path / "sft.yaml", **TINY_SFT, output_dir=str(tmp_path / "out"), learnin_rate=0.1)
-    with pytest.raises(SystemExit, match=r"keys that caption_sft does not take: \['learnin_rate'\]"):
+    with pytest.raises(
+        SystemExit, match=r"takes no config keys 'learnin_rate' \(line \d+, did you mean 'learning_rate'"
+    ):
         main(["train", "caption_sft", "--config", str(config)])
+    # A key written twice (YAML keeps the last silently) and an alias stop here too, naming the lines.
+    text = config.read_text().replace("learnin_rate: 0.1\n", "")
+    (tmp_path / "twice.yaml").write_text(text + "learning_rate: 0.1\nlearning_rate: 0.2\n")
+    with pytest.raises(SystemExit, match=r"twice.yaml:\d+: the key 'learning_rate' is written twice"):
+        main(["train", "caption_sft", f"--config={tmp_path / 'twice.yaml'}"])
+    (tmp_path / "alias.yaml").write_text(text + "logging_dir: &a out\nrun_name: *a\n")
+    with pytest.raises(SystemExit, match=r"alias"):
+        main(["train", "caption_sft", "--config", str(tmp_path / "alias.yaml")])
     assert launched == []
 
 
