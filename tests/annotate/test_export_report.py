@@ -169,6 +169,19 @@ def test_cli_exports_a_dataset_the_loader_accepts_and_reports(pairwise_session, 
     assert (pairwise_session.output_dir / "report.md").read_text().startswith("# Listening test: pairwise")
 
 
+def test_cli_push_to_hub_passes_the_license_to_the_dataset_card(pairwise_session, monkeypatch, capsys):
+    import hfpref.hub.datasets
+
+    pushed = []
+    monkeypatch.setattr(
+        hfpref.hub.datasets, "push_preference_dataset", lambda ds, repo, **kw: pushed.append((repo, kw))
+    )
+    folder = str(pairwise_session.output_dir)
+    assert main(["annotate", "--output-dir", folder, "--push-to-hub", "me/prefs", "--license", "cc-by-4.0"]) == 0
+    ((repo, kwargs),) = pushed
+    assert repo == "me/prefs" and kwargs["license"] == "cc-by-4.0" and kwargs["kind"] == "pairwise"
+
+
 def test_nothing_to_export_is_an_error(tmp_path, world_dir, judgments_dir):
     session = _session(tmp_path, judgments_dir, "pairwise", audio_dataset=world_dir)
     with pytest.raises(ValueError, match="no answer gives a preference row yet"):
