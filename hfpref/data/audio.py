@@ -13,6 +13,7 @@ sampling rate below 1000 Hz are refused with an error naming the file, before an
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -103,6 +104,24 @@ _UNKNOWN_FRAMES = 2**63 - 1
 _BLOCK_FRAMES = 1 << 16
 
 
+@contextlib.contextmanager
+def _rewound(source: str | io.BytesIO):
+    """`(handle, size)` of a path or an in-memory file, read from its start; afterwards a path's handle is closed and
+    an in-memory file's position restored."""
+    handle = open(source, "rb") if isinstance(source, str) else source
+    start = handle.tell()
+    try:
+        handle.seek(0, io.SEEK_END)
+        size = handle.tell()
+        handle.seek(0)
+        yield handle, size
+    finally:
+        if isinstance(source, str):
+            handle.close()
+        else:
+            handle.seek(start)
+
+
 def _data_chunk_shortfall(source: str | io.BytesIO) -> tuple[str, int, int] | None:
     """`(format, declared, present)` bytes of a WAV's or AIFF's audio chunk when the file holds less than declared.
 
@@ -111,12 +130,7 @@ def _data_chunk_shortfall(source: str | io.BytesIO) -> tuple[str, int, int] | No
     streamed WAVs whose header leaves the size open (0, or a placeholder from 0x7FFFF000 up to 0xFFFFFFFF: these
     decode to the end of the file).
     """
-    handle = open(source, "rb") if isinstance(source, str) else source
-    try:
-        start = handle.tell()
-        handle.seek(0, io.SEEK_END)
-        size = handle.tell()
-        handle.seek(0)
+    with _rewound(source) as (handle, size):
         header = handle.read(12)
         container = next((c for c in _SIZED_CONTAINERS if header[:4] == c[0] and header[8:12] in c[1]), None)
         if len(header) < 12 or container is None:
@@ -134,11 +148,6 @@ def _data_chunk_shortfall(source: str | io.BytesIO) -> tuple[str, int, int] | No
                 return name, chunk_size, present
             offset += 8 + chunk_size + (chunk_size & 1)
         return None
-    finally:
-        if isinstance(source, str):
-            handle.close()
-        else:
-            handle.seek(start)
 
 
 def _ogg_truncation(source: str | io.BytesIO) -> str | None:
@@ -148,12 +157,7 @@ def _ogg_truncation(source: str | io.BytesIO) -> str | None:
     walked here: the file must end on a page boundary, and every logical stream begun (beginning-of-stream flag) must
     have ended (end-of-stream flag on its last page), which a file cut between two pages lacks.
     """
-    handle = open(source, "rb") if isinstance(source, str) else source
-    try:
-        start = handle.tell()
-        handle.seek(0, io.SEEK_END)
-        size = handle.tell()
-        handle.seek(0)
+    with _rewound(source) as (handle, size):
         if handle.read(4) != b"OggS":
             return None
         offset, open_streams = 0, set()
@@ -179,11 +183,6 @@ def _ogg_truncation(source: str | io.BytesIO) -> str | None:
         if open_streams:
             return "the last Ogg page lacks the end-of-stream flag (the file stops between two pages)"
         return None
-    finally:
-        if isinstance(source, str):
-            handle.close()
-        else:
-            handle.seek(start)
 
 
 # MPEG audio Layer III: kbit/s by bitrate index (MPEG-1, MPEG-2/2.5), Hz by version bits and rate index.
