@@ -458,3 +458,40 @@ def test_aligncap_honours_or_refuses_every_model_config_field(method):
     model, _ = build_tiny_speech_llm(["a dog barks", "rain falls"], 4, seed=0)
     set_attn_implementation(model, args)
     assert model.config._attn_implementation == "eager"
+
+
+@pytest.mark.xdist_group("tiny_reward_weighted_diffusion")
+def test_baton_lora_card_loads_its_base_then_the_adapter(tiny_runs, run_snippet, tmp_path):
+    """
+    With `use_lora` the repository holds the UNet's adapter only: the card's quick start loads the base pipeline it
+    was trained from, named as the user named it (here the whole pipeline the tiny BATON run saved, and its reward
+    model; the tiny UNet has no attention, so LoRA sits on its convolutions), then the adapter, and samples, in a
+    fresh process.
+    """
+    from hfpref.scripts import reward_weighted_diffusion as script
+
+    _, base = tiny_runs("reward_weighted_diffusion")
+    output_dir = tmp_path / "baton-lora"
+    argv = [
+        "--config", str(RECIPES / "reward_weighted_diffusion" / "config_tiny.yaml"), "--output_dir", str(output_dir),
+        "--tiny_pipeline", "false", "--pipeline_name_or_path", str(base),
+        "--tiny_reward_model", "false", "--reward_model_name_or_path", str(base / "tiny_reward_model"),
+        "--use_lora", "true", "--lora_target_modules", "conv1", "conv2", "--learning_rate", "1e-2",
+    ]  # fmt: skip
+    trainer, _ = script.main(*script.make_parser().parse_args_and_config(argv))
+    assert (output_dir / "pytorch_lora_weights.safetensors").is_file()
+    assert not (output_dir / "model_index.json").exists()  # the adapter only, not a pipeline
+    snippet = quick_start((output_dir / "README.md").read_text())
+    assert f'load_tta_pipeline("{base}")' in snippet and "load_lora_adapter" in snippet, snippet
+    (tmp_path / "run").mkdir()
+    check_card_quick_start("reward_weighted_diffusion (use_lora)", output_dir, tmp_path / "run", run_snippet)
+    # What the snippet loads is the trained adapter: every LoRA weight, the B matrices moved from their zero start.
+    exec(snippet.split("audio = ")[0].replace(f'"{output_dir.name}"', repr(str(output_dir))), namespace := {})
+
+    def lora(module):  # the adapter's name (`default` when trained, `default_0` when loaded) left out
+        return {re.sub(r"\.default(_\d+)?\.", ".", n): p for n, p in module.named_parameters() if "lora" in n}
+
+    loaded, trained = lora(namespace["pipe"].unet), lora(trainer.accelerator.unwrap_model(trainer.model))
+    assert loaded.keys() == trained.keys() and loaded
+    assert all(torch.equal(loaded[n], trained[n].detach()) for n in loaded)
+    assert all(loaded[n].abs().sum() > 0 for n in loaded if "lora_B" in n)

@@ -384,7 +384,8 @@ class RewardWeightedDiffusionTrainer(BaseTrainer):
                 "# The repository holds the UNet's LoRA adapter (pytorch_lora_weights.safetensors): load the base "
                 "pipeline, then the adapter.\n"
                 f'pipe = load_tta_pipeline("{base}")\n'
-                f'pipe.unet.load_lora_adapter("{repo_id}", prefix=None)\n'
+                "# weight_name names the safetensors file: without it diffusers guesses a .bin (training_args.bin).\n"
+                f'pipe.unet.load_lora_adapter("{repo_id}", weight_name="pytorch_lora_weights.safetensors", prefix=None)\n'
                 f"audio = {prompt}.audios[0]"
             )
         elif isinstance(self.pipeline.vocoder, GriffinLimVocoder):
