@@ -417,7 +417,10 @@ def speech_lora_config(
     """
     A LoRA config for a speech-token student: rank-`r` adapters (AlignCap: r = 8) plus trainable rows for the speech
     tokens (peft's `trainable_token_indices`, a small delta saved with the adapter; the text rows stay frozen and
-    disabling the adapter also disables the delta, so the adapter-disabled model is exactly the base LLM).
+    disabling the adapter also disables the delta, so the adapter-disabled model is exactly the base LLM). With tied
+    embeddings (Qwen2.5) peft wraps the LM head too, sharing the delta, so a speech token's output row is its trained
+    input row; TRL's fused LM head reads that head once [`prepare_fused_lm_head`] has run (hfpref's DPO and GRPO
+    trainers call it).
 
     Args:
         speech_token_ids (`Sequence[int]`): ids of the speech tokens, e.g. from [`add_speech_tokens`].
@@ -448,6 +451,43 @@ def speech_lora_config(
         trainable_token_indices={embedding_module: [int(i) for i in speech_token_ids]},
         task_type="CAUSAL_LM",
     )
+
+
+def prepare_fused_lm_head(model) -> bool:
+    """
+    Let TRL's fused LM head (`trl.trainer.utils.add_fused_lm_head`, which DPO and GRPO score log-probabilities
+    through) read an output layer whose speech-token rows peft trains.
+
+    With tied embeddings (Qwen2.5, Gemma, Llama 3.2 1B) peft's `trainable_token_indices` on `embed_tokens` also wraps
+    `lm_head`, in a `TrainableTokensWrapper` sharing the input layer's delta, so that the output row of a speech token
+    is the trained input row. The fused head reads `lm_head.weight` and `lm_head.bias` off that module: the wrapper
+    answers `weight` (the base matrix with the trained rows written in, the delta's gradient flowing through) but has
+    no `bias`, and the first training step failed with `'TrainableTokensWrapper' object has no attribute 'bias'`.
+    This sets the wrapper's `bias` to its output layer's (`None`: decoder LM heads have none), with the adapter on
+    or off. An untied head that peft does not wrap is left alone.
+
+    Args:
+        model (`PreTrainedModel` or `peft.PeftModel`): the policy, after peft wrapped it.
+
+    Returns:
+        `bool`: whether the output layer was a trainable-token wrapper (and now has a `bias`).
+
+    Raises:
+        `ValueError`: for an output layer with a bias, which peft 0.21's trainable tokens drop from the unfused forward
+        (https://github.com/huggingface/peft/issues/3649), so the fused and unfused log-probabilities would differ.
+    """
+    from peft.utils.other import TrainableTokensWrapper  # noqa: PLC0415
+
+    head = model.get_output_embeddings()
+    if not isinstance(head, TrainableTokensWrapper):
+        return False
+    if head.token_adapter.base_layer.bias is not None:
+        raise ValueError(
+            "the output layer has a bias and peft trains some of its rows (trainable_token_indices on a tied LM "
+            "head): peft drops that bias in its forward but TRL's fused LM head adds it, so they would disagree"
+        )
+    head.bias = None  # a plain attribute: TRL's lookup then no longer reaches peft's `__getattr__`
+    return True
 
 
 TOKEN_ROWS_NAME = "added_token_rows.safetensors"
@@ -623,6 +663,34 @@ def _adapter_has_embedding_tables(adapter_dir: Path) -> bool:
 
 TOKENIZER_KINDS = ("byte_level", "metaspace")
 
+# What two real decoders' config.json ship, kept by `build_tiny_speech_llm(shape=...)`, which cuts only the sizes
+# (width, depth, heads, vocabulary; Qwen's max_window_layers, 24 of 24 layers, follows the depth).
+# Qwen/Qwen2.5-0.5B: tied input and output embeddings, q/k/v projections with a bias (Qwen2's always have one),
+# a sliding window that is off.
+QWEN25_05B_SHAPE = {
+    "model_type": "qwen2",
+    "tie_word_embeddings": True,
+    "rope_theta": 1000000.0,
+    "rms_norm_eps": 1e-6,
+    "hidden_act": "silu",
+    "sliding_window": 32768,
+    "use_sliding_window": False,
+    "attention_dropout": 0.0,
+    "initializer_range": 0.02,
+}
+# TinyLlama/TinyLlama-1.1B-Chat-v1.0, config.json: an untied LM head, no attention bias.
+TINYLLAMA_11B_SHAPE = {
+    "model_type": "llama",
+    "tie_word_embeddings": False,
+    "rope_theta": 10000.0,
+    "rms_norm_eps": 1e-5,
+    "hidden_act": "silu",
+    "attention_bias": False,
+    "initializer_range": 0.02,
+}
+# shape name -> (shipped values, the tokenizer kind of the real model's family)
+LLM_SHAPES = {"qwen2.5": (QWEN25_05B_SHAPE, "byte_level"), "tinyllama": (TINYLLAMA_11B_SHAPE, "metaspace")}
+
 
 def train_metaspace_tokenizer(texts: Iterable[str], vocab_size: int = 400):
     """
@@ -663,13 +731,15 @@ def build_tiny_speech_llm(
     hidden_size: int = 64,
     num_hidden_layers: int = 2,
     max_position_embeddings: int = 512,
-    tokenizer_kind: str = "byte_level",
+    tokenizer_kind: str | None = None,
+    shape: str | None = None,
 ):
     """
-    A random Llama-architecture LLM with a tokenizer trained on `texts` and the speech tokens `<st_0>` ... added
-    (offline runs and tests; a real run loads an LLM by name and calls [`add_speech_tokens`]).
+    A random LLM with a tokenizer trained on `texts` and the speech tokens `<st_0>` ... added (offline runs and tests;
+    a real run loads an LLM by name and calls [`add_speech_tokens`]).
 
-    The tokenizer prepends `<s>` and appends nothing, like Llama's, and pads with `<pad>`.
+    The tokenizer prepends `<s>` and appends nothing, like Llama's, and pads with `<pad>`. The model has 4 attention
+    heads sharing 2 key/value heads (grouped-query attention, as both real shapes have).
 
     Args:
         texts (`Iterable[str]`): corpus of the tokenizer (captions, prompts, instructions).
@@ -679,18 +749,28 @@ def build_tiny_speech_llm(
         hidden_size (`int`, *optional*, defaults to `64`): model width (intermediate size is twice it).
         num_hidden_layers (`int`, *optional*, defaults to `2`): decoder layers.
         max_position_embeddings (`int`, *optional*, defaults to `512`): longest sequence.
-        tokenizer_kind (`str`, *optional*, defaults to `"byte_level"`):
-            `"byte_level"` (GPT-2 / RoBERTa-style BPE, as CLAP's) or `"metaspace"` (SentencePiece-style, as Llama's:
-            [`train_metaspace_tokenizer`]).
+        tokenizer_kind (`str`, *optional*):
+            `"byte_level"` (GPT-2 / RoBERTa-style BPE, as CLAP's and Qwen's) or `"metaspace"` (SentencePiece-style, as
+            Llama's: [`train_metaspace_tokenizer`]). Defaults to the shape's family (`"byte_level"` without a shape).
+        shape (`str`, *optional*):
+            A real decoder whose shipped config is kept, cut to the widths and depth above: `"qwen2.5"`
+            (`Qwen2ForCausalLM` with Qwen/Qwen2.5-0.5B's values, [`QWEN25_05B_SHAPE`]: tied LM head, biased q/k/v
+            projections, rope theta 1e6) or `"tinyllama"` (`LlamaForCausalLM` with TinyLlama-1.1B's,
+            [`TINYLLAMA_11B_SHAPE`]: untied LM head, rope theta 1e4). Without it, a `LlamaForCausalLM` of
+            `LlamaConfig`'s defaults (untied).
 
     Returns:
-        `tuple[LlamaForCausalLM, PreTrainedTokenizerFast]`.
+        `tuple[PreTrainedModel, PreTrainedTokenizerFast]`: a `LlamaForCausalLM` or a `Qwen2ForCausalLM`.
     """
     from tokenizers import Tokenizer, processors  # noqa: PLC0415
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast  # noqa: PLC0415
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast  # noqa: PLC0415
 
     from .clap import train_clap_tokenizer  # noqa: PLC0415
 
+    if shape is not None and shape not in LLM_SHAPES:
+        raise ValueError(f"shape={shape!r} is not one of {list(LLM_SHAPES)}")
+    shipped, family_tokenizer = LLM_SHAPES[shape] if shape is not None else ({"model_type": "llama"}, "byte_level")
+    tokenizer_kind = family_tokenizer if tokenizer_kind is None else tokenizer_kind
     if tokenizer_kind not in TOKENIZER_KINDS:
         raise ValueError(f"tokenizer_kind={tokenizer_kind!r} is not one of {list(TOKENIZER_KINDS)}")
     texts = list(texts)
@@ -705,7 +785,11 @@ def build_tiny_speech_llm(
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>"
     )
-    config = LlamaConfig(
+    settings = dict(shipped)
+    if settings["model_type"] == "qwen2":  # every layer below max_window_layers, as the shipped 24 of 24
+        settings["max_window_layers"] = num_hidden_layers
+    config = AutoConfig.for_model(
+        **settings,
         vocab_size=len(tokenizer),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
@@ -719,7 +803,7 @@ def build_tiny_speech_llm(
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = AutoModelForCausalLM.from_config(config)
         add_speech_tokens(tokenizer, model, codebook_size)
     return model, tokenizer
 

@@ -26,16 +26,20 @@ from transformers import PreTrainedTokenizerBase
 from transformers.modeling_outputs import BaseModelOutput
 
 from ..data.audio import decode_audio
+from ._common import caption_ids as _caption_ids
+from ._common import unwrap
+from .audio_llm import (
+    AudioLLMCaptionCollator,
+    AudioPrompt,
+    check_audio_llm,
+    encode_prompt,
+    generate_from_prompt,
+    is_audio_llm,
+    prompt_logits,
+)
 
 
 logger = logging.getLogger(__name__)
-
-
-def unwrap(model):
-    """The captioner inside a peft, DDP or compiled wrapper (what owns `get_encoder`, `generate` and the configs)."""
-    model = getattr(model, "module", model)  # DistributedDataParallel, DeepSpeed engines
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "get_base_model", lambda: model)()
 
 
 def decoder_special_ids(model) -> tuple[int, int, int]:
@@ -118,6 +122,8 @@ def captioning_prefix(model) -> list[int]:
     [`prepare_captioner`] fixed the language: a generation config that leaves it to per-batch language detection, or
     that asks for timestamps, has no fixed prompt and is refused.
     """
+    if is_audio_llm(model):
+        return []  # an audio LLM's prompt is its chat template's, built per clip by AudioLLMCaptionCollator
     gen = unwrap(model).generation_config
     start = decoder_special_ids(model)[0]
     if not is_whisper_prompted(gen):
@@ -167,6 +173,9 @@ def prepare_captioner(
     """
     base = unwrap(model)
     gen = base.generation_config
+    if is_audio_llm(model):
+        check_audio_llm(model)
+        return []
     if not is_whisper_prompted(gen):
         return captioning_prefix(model)
     if _is_multilingual(gen):
@@ -188,8 +197,27 @@ def prepare_captioner(
 
 
 def encoder_input_name(model) -> str:
-    """Name of the encoder's audio input: `input_features` (Whisper) or `input_values` (wav2vec2 encoders)."""
+    """Name of the encoder's audio input: `input_features` (Whisper, audio LLMs) or `input_values` (wav2vec2)."""
+    if is_audio_llm(model):
+        return "input_features"
     return unwrap(model).get_encoder().main_input_name
+
+
+def caption_collator(model, processor, **kwargs):
+    """
+    The collator of `model`'s batches: [`CaptionCollator`] for seq2seq captioners, with the encoder's input name;
+    [`~hfpref.models.audio_llm.AudioLLMCaptionCollator`] (chat-templated prompts) for audio LLMs. `kwargs` are those
+    of [`CaptionCollator`] (`decoder_prompt` and `input_name` are the seq2seq collator's own).
+    """
+    if is_audio_llm(model):
+        check_audio_llm(model)
+        kwargs.pop("decoder_prompt", None)
+        kwargs.pop("input_name", None)
+        kwargs.pop("tokenizer", None)
+        return AudioLLMCaptionCollator(processor, **kwargs)
+    kwargs.setdefault("input_name", encoder_input_name(model))
+    kwargs.setdefault("tokenizer", processor.tokenizer)
+    return CaptionCollator(processor.feature_extractor, **kwargs)
 
 
 def extract_features(feature_extractor, arrays: Sequence[np.ndarray], input_name: str):
@@ -257,15 +285,6 @@ class CaptionCollator:
         return batch
 
 
-def _caption_ids(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], max_tokens: int) -> list[list[int]]:
-    """Token ids of each caption (no special tokens: the prompt is the captioner's) truncated, then eos."""
-    rows = []
-    for caption in captions:
-        ids = tokenizer(caption, add_special_tokens=False)["input_ids"][: max_tokens - 1]
-        rows.append([*ids, tokenizer.eos_token_id])
-    return rows
-
-
 def caption_labels(tokenizer: PreTrainedTokenizerBase, captions: Sequence[str], max_tokens: int) -> torch.Tensor:
     """Token ids of `captions` followed by eos, padded with -100 (ignored by the loss)."""
     rows = _caption_ids(tokenizer, captions, max_tokens)
@@ -307,11 +326,17 @@ def caption_targets(
     return {"decoder_input_ids": torch.tensor(inputs), "labels": torch.tensor(labels)}
 
 
-def encode_audio(model, inputs: Mapping[str, torch.Tensor]) -> BaseModelOutput:
-    """One pass of the audio encoder (of the captioner inside any peft/DDP wrapper; under FSDP2 a unit of its own)."""
+def encode_audio(model, inputs: Mapping[str, torch.Tensor]) -> "BaseModelOutput | AudioPrompt":
+    """
+    One pass of the audio encoder (of the captioner inside any peft/DDP wrapper; under FSDP2 a unit of its own).
+    For an audio LLM, the encoder and projector's output scattered into the chat prompts' embeddings
+    ([`~hfpref.models.audio_llm.encode_prompt`]).
+    """
     from ..utils.distributed import init_fsdp_root
 
     init_fsdp_root(model)
+    if is_audio_llm(model):
+        return encode_prompt(model, inputs)
     encoder = unwrap(model).get_encoder()
     kwargs = {encoder.main_input_name: inputs[encoder.main_input_name]}
     if "attention_mask" in inputs:
@@ -321,6 +346,8 @@ def encode_audio(model, inputs: Mapping[str, torch.Tensor]) -> BaseModelOutput:
 
 def repeat_rows(encoder_outputs: BaseModelOutput, attention_mask: torch.Tensor | None, repeats: int):
     """Each clip's encoder output (and audio attention mask) `repeats` times in a row, as `generate` expands them."""
+    if isinstance(encoder_outputs, AudioPrompt):
+        return encoder_outputs.repeat_rows(repeats), None
     hidden = encoder_outputs.last_hidden_state
     if repeats == 1:
         return BaseModelOutput(last_hidden_state=hidden), attention_mask
@@ -425,6 +452,16 @@ def decode(
         [`Rollout`].
     """
     base = unwrap(model)
+    if isinstance(encoder_outputs, AudioPrompt):
+        return _decode_prompt(
+            model,
+            encoder_outputs,
+            do_sample=do_sample,
+            num_return_sequences=num_return_sequences,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+        )
     prefix = _ensure_prepared(model)
     encoder_outputs, attention_mask = repeat_rows(
         BaseModelOutput(last_hidden_state=encoder_outputs.last_hidden_state.detach()),
@@ -449,6 +486,26 @@ def decode(
             f"generate decoded after {out.sequences[0, :prompt_length].tolist()}, not the captioning prefix {prefix} "
             "of the captioner's generation config"
         )
+    return _rollout(out, prompt_length, do_sample, temperature)
+
+
+def _decode_prompt(model, prompt: AudioPrompt, *, do_sample, num_return_sequences, max_new_tokens, temperature, top_k):
+    """[`decode`] for an audio LLM: `generate` from the encoded chat prompts, each row `num_return_sequences` times."""
+    prompt = prompt.detach().repeat_rows(num_return_sequences)
+    kwargs = {"max_new_tokens": max_new_tokens, "do_sample": do_sample}
+    if do_sample:
+        kwargs.update(temperature=temperature, top_k=top_k if top_k is not None else 0)
+    out = generate_from_prompt(model, prompt, **kwargs, return_dict_in_generate=True, output_scores=True)
+    prompt_length = prompt.input_ids.shape[1]
+    if out.sequences.shape[1] != prompt_length + len(out.scores) or not torch.equal(
+        out.sequences[:, :prompt_length], prompt.input_ids
+    ):
+        raise RuntimeError("generate did not continue the captioning prompts it was given")
+    return _rollout(out, prompt_length, do_sample, temperature)
+
+
+def _rollout(out, prompt_length: int, do_sample: bool, temperature: float) -> Rollout:
+    """The [`Rollout`] of `generate`'s output: sequences, and for samples the support and log-probs drawn under."""
     if not do_sample:
         return Rollout(out.sequences, prompt_length)
     scores = torch.stack(out.scores, dim=1).float()  # (rows, steps, vocab): the processed logits sampled from
@@ -484,6 +541,8 @@ def rollout_logits(
     rows = rollout.sequences.shape[0]
     repeats = rows // encoder_outputs.last_hidden_state.shape[0]
     encoder_outputs, attention_mask = repeat_rows(encoder_outputs, attention_mask, repeats)
+    if isinstance(encoder_outputs, AudioPrompt):
+        return prompt_logits(model, encoder_outputs, rollout.completion_ids).float()
     kwargs = {"attention_mask": attention_mask} if attention_mask is not None else {}
     out = model(encoder_outputs=encoder_outputs, decoder_input_ids=rollout.sequences[:, :-1], **kwargs)
     return out.logits[:, rollout.prompt_length - 1 :].float()
@@ -544,10 +603,12 @@ def generate_captions(
     top_k: int | None = None,
 ) -> list[str]:
     """
-    Caption audio with a seq2seq captioner (greedy by default).
+    Caption audio with a captioner (greedy by default): seq2seq, or an audio LLM answering the default caption
+    instruction.
 
     Args:
-        model: an encoder-decoder captioner (`WhisperForConditionalGeneration`, `SpeechEncoderDecoderModel`, ...).
+        model: an encoder-decoder captioner (`WhisperForConditionalGeneration`, `SpeechEncoderDecoderModel`, ...) or
+            an audio LLM (`Qwen2AudioForConditionalGeneration`).
         processor: its processor (with `feature_extractor` and `tokenizer`).
         audio (`Iterable`): waveforms at the feature extractor's rate, `datasets.Audio(decode=False)` values, or paths.
     """
@@ -560,8 +621,12 @@ def generate_captions(
     captions = []
     try:
         for i in range(0, len(arrays), batch_size):
-            inputs = extract_features(feature_extractor, arrays[i : i + batch_size], name)
-            inputs = {k: v.to(model.device) for k, v in inputs.items() if k in (name, "attention_mask")}
+            if is_audio_llm(model):
+                inputs = AudioLLMCaptionCollator(processor, caption_column=None).prompts(arrays[i : i + batch_size])
+            else:
+                inputs = extract_features(feature_extractor, arrays[i : i + batch_size], name)
+                inputs = {k: v for k, v in inputs.items() if k in (name, "attention_mask")}
+            inputs = {k: v.to(model.device) for k, v in inputs.items()}
             with torch.no_grad():
                 encoded = encode_audio(model, inputs)
                 rollout = decode(

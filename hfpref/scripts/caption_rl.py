@@ -17,6 +17,7 @@ from hfpref.scripts.utils import (
     CaptionerArguments,
     CaptionRLScriptArguments,
     HfprefParser,
+    captioner_peft_config,
     expected_length_for,
     load_caption_splits,
     load_captioner,
@@ -63,6 +64,7 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
         train_dataset=splits["train"],
         eval_dataset=splits["test"],
         processing_class=processor,
+        peft_config=captioner_peft_config(model_args, model),
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = trainer.evaluate()

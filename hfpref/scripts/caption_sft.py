@@ -10,11 +10,12 @@ import logging
 
 from transformers import set_seed
 
-from hfpref.models.captioning import CaptionCollator, encoder_input_name, prepare_captioner
+from hfpref.models.captioning import caption_collator, prepare_captioner
 from hfpref.scripts.utils import (
     CaptionerArguments,
     CaptionScriptArguments,
     HfprefParser,
+    captioner_peft_config,
     load_caption_splits,
     load_captioner,
     write_card_and_push,
@@ -41,15 +42,19 @@ def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, m
     # timestamps): the captions are trained after exactly the tokens every later decode forces.
     prefix = prepare_captioner(model, processor.tokenizer, language=training_args.caption_language)
 
-    collator = CaptionCollator(
-        processor.feature_extractor,
-        processor.tokenizer,
+    collator = caption_collator(
+        model,
+        processor,
         audio_column=training_args.audio_column,
         caption_column=script_args.caption_column,
-        input_name=encoder_input_name(model),
         max_caption_tokens=training_args.max_caption_tokens,
         decoder_prompt=prefix,
     )
+    peft_config = captioner_peft_config(model_args, model)
+    if peft_config is not None:
+        from hfpref.utils.distributed import apply_peft
+
+        model = apply_peft(model, peft_config)
     trainer = CaptionSFTTrainer(
         model=model,
         args=training_args,

@@ -323,21 +323,49 @@ class CaptionerArguments:
 
     Parameters:
         model_name_or_path (`str`, *optional*):
-            An `AutoModelForSpeechSeq2Seq` checkpoint (Whisper-architecture captioner, `SpeechEncoderDecoderModel`)
-            with its processor. Loaded from safetensors; remote code is never trusted.
+            A seq2seq captioner (`AutoModelForSpeechSeq2Seq`: Whisper architecture, `SpeechEncoderDecoderModel`) or
+            an audio LLM (`Qwen2AudioForConditionalGeneration`), with its processor. Loaded from safetensors; remote
+            code is never trusted.
         tiny_captioner (`bool`, *optional*, defaults to `False`):
-            Build a 2-layer Whisper-architecture captioner from a config, with a tokenizer trained on the
+            Build a tiny random captioner from a config (`tiny_architecture`), with a tokenizer trained on the
             training captions (offline runs and tests).
+        tiny_architecture (`str`, *optional*, defaults to `"whisper"`):
+            `"whisper"`: a 2-layer Whisper; `"qwen2_audio"`: Qwen2-Audio-7B-Instruct's architecture cut to 2 layers
+            each side, its special tokens right after the trained vocabulary (a captioner trained from scratch).
         tiny_clip_seconds (`float`, *optional*, defaults to `4.0`): the tiny captioner's audio window.
+        freeze_audio_encoder (`bool`, *optional*):
+            Freeze the audio encoder; by default `True` for audio LLMs (the projector and LLM train) and `False` for
+            seq2seq captioners.
+        use_peft (`bool`, *optional*, defaults to `False`):
+            Train LoRA adapters instead of all weights; for an audio LLM on the LLM's linear layers only.
+        lora_r (`int`, *optional*, defaults to `16`), lora_alpha (`int`, *optional*, defaults to `32`),
+        lora_dropout (`float`, *optional*, defaults to `0.05`): the LoRA adapters.
     """
 
     model_name_or_path: str | None = None
     tiny_captioner: bool = False
+    tiny_architecture: str = "whisper"
     tiny_clip_seconds: float = 4.0
+    freeze_audio_encoder: bool | None = None
+    use_peft: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
 
     def __post_init__(self):
         if bool(self.model_name_or_path) == self.tiny_captioner:
             raise ValueError("give either model_name_or_path or tiny_captioner: true (exactly one)")
+        if self.tiny_architecture not in TINY_CAPTIONER_ARCHITECTURES:
+            raise ValueError(
+                f"tiny_architecture={self.tiny_architecture!r} is not one of {list(TINY_CAPTIONER_ARCHITECTURES)}"
+            )
+        if self.lora_r < 1 or self.lora_alpha < 1 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(
+                f"lora_r={self.lora_r}, lora_alpha={self.lora_alpha} must be >= 1 and lora_dropout in [0, 1)"
+            )
+
+
+TINY_CAPTIONER_ARCHITECTURES = ("whisper", "qwen2_audio")
 
 
 @dataclass
@@ -1000,30 +1028,78 @@ def write_card_and_push(trainer, training_args: TrainingArguments, **card) -> No
 
 def load_captioner(args, texts: Iterable[str] | None = None):
     """
-    The captioner of [`~hfpref.scripts.utils.CaptionerArguments`]: a checkpoint (safetensors only,
-    no remote code) or, with `tiny_captioner`, a 2-layer Whisper built from a config with a tokenizer trained
-    on `texts`.
+    The captioner of [`~hfpref.scripts.utils.CaptionerArguments`]: a checkpoint (safetensors only, no remote code;
+    a seq2seq captioner through `AutoModelForSpeechSeq2Seq`, an audio LLM through its own class) or, with
+    `tiny_captioner`, a tiny one built from a config with a tokenizer trained on `texts`. The audio encoder is frozen
+    as `freeze_audio_encoder` says ([`~hfpref.scripts.utils.captioner_peft_config`] gives the LoRA config).
 
     Returns:
         `(model, processor)`.
     """
-    from transformers import AutoModelForSpeechSeq2Seq, AutoProcessor
+    from transformers import AutoConfig, AutoModelForSpeechSeq2Seq, AutoProcessor
+
+    from hfpref.models.audio_llm import AUDIO_LLM_ARCHITECTURES, build_tiny_qwen2_audio_captioner, is_audio_llm
 
     if args.tiny_captioner:
         if texts is None:
             raise ValueError("tiny_captioner needs the training captions to train its tokenizer")
-        return build_tiny_whisper_captioner(texts, clip_seconds=args.tiny_clip_seconds)
-    from hfpref.utils.distributed import zero3_init_disabled
-    from hfpref.utils.safe_loading import load_pretrained
+        if args.tiny_architecture == "qwen2_audio":
+            model, processor = build_tiny_qwen2_audio_captioner(
+                texts, shipped_ids=False, clip_seconds=args.tiny_clip_seconds
+            )
+        else:
+            model, processor = build_tiny_whisper_captioner(texts, clip_seconds=args.tiny_clip_seconds)
+    else:
+        from hfpref.utils.distributed import zero3_init_disabled
+        from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained
 
-    # Safetensors only (a folder with only .bin weights is refused, naming it); remote code is never trusted.
-    # Loaded whole even under ZeRO-3 (DeepSpeed partitions it when the trainer prepares it): transformers' zero.Init
-    # load re-initialises Whisper's sinusoidal positions from a partitioned, empty weight and fails, and a captioner
-    # (whisper-large: 1.5B) fits every process whole.
-    with zero3_init_disabled():
-        model = load_pretrained(AutoModelForSpeechSeq2Seq, args.model_name_or_path)
-    processor = load_pretrained(AutoProcessor, args.model_name_or_path)
+        check_pretrained_path(args.model_name_or_path, what="model_name_or_path")
+        config = AutoConfig.from_pretrained(args.model_name_or_path, trust_remote_code=False)
+        architecture = (getattr(config, "architectures", None) or [""])[0]
+        if not config.is_encoder_decoder and hasattr(config, "audio_config"):
+            if architecture not in AUDIO_LLM_ARCHITECTURES:
+                raise ValueError(
+                    f"{args.model_name_or_path} is a {architecture or config.model_type} audio LLM; hfpref captions "
+                    f"with {list(AUDIO_LLM_ARCHITECTURES)}"
+                )
+            import transformers
+
+            model_class = getattr(transformers, architecture)
+        else:
+            model_class = AutoModelForSpeechSeq2Seq
+        # Safetensors only (a folder with only .bin weights is refused, naming it); remote code is never trusted.
+        # Loaded whole even under ZeRO-3 (DeepSpeed partitions it when the trainer prepares it): transformers'
+        # zero.Init load re-initialises Whisper's sinusoidal positions from a partitioned, empty weight and fails,
+        # and a captioner (whisper-large: 1.5B) fits every process whole.
+        with zero3_init_disabled():
+            model = load_pretrained(model_class, args.model_name_or_path)
+        processor = load_pretrained(AutoProcessor, args.model_name_or_path)
+    freeze = args.freeze_audio_encoder if args.freeze_audio_encoder is not None else is_audio_llm(model)
+    if freeze:
+        from hfpref.models.audio_llm import freeze_audio_tower
+
+        if is_audio_llm(model):
+            freeze_audio_tower(model)
+        else:
+            model.get_encoder().requires_grad_(False)
     return model, processor
+
+
+def captioner_peft_config(args, model):
+    """
+    The LoRA config of `use_peft` (`None` without it): for an audio LLM on the LLM's linear layers only (the audio
+    encoder and projector keep their weights), for a seq2seq captioner on its attention projections.
+    """
+    if not args.use_peft:
+        return None
+    from peft import LoraConfig
+
+    from hfpref.models.audio_llm import is_audio_llm, language_model_lora_targets
+
+    targets = language_model_lora_targets(model) if is_audio_llm(model) else ["q_proj", "k_proj", "v_proj", "out_proj"]
+    return LoraConfig(
+        r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, target_modules=targets
+    )
 
 
 def load_causal_lm(model_args):

@@ -258,9 +258,19 @@ class BaseTrainer(Trainer):
         processes and accumulation steps, for captions of any lengths. The loss is taken from the logits, never from
         the model, so a model that does honour the count (Moonshine) trains the same.
         """
-        outputs = model(**inputs)
+        from ..models.captioning import unwrap
+
         labels = inputs["labels"]
-        summed = summed_cross_entropy(outputs.logits, labels, self.args.label_smoothing_factor)
+        if labels.dim() == 2 and not unwrap(model).config.is_encoder_decoder:
+            # A causal LM's logit at t predicts the label at t + 1 (its labels are its input ids, masked); the model
+            # is not handed them, so it computes no loss of its own (Qwen2-Audio's would be a second full softmax),
+            # nor the collator's passed-through columns (python lists).
+            outputs = model(**{k: v for k, v in inputs.items() if k != "labels" and isinstance(v, torch.Tensor)})
+            logits, labels = outputs.logits[:, :-1], labels[:, 1:]
+        else:
+            outputs = model(**inputs)
+            logits = outputs.logits
+        summed = summed_cross_entropy(logits, labels, self.args.label_smoothing_factor)
         if num_items_in_batch is None:
             # Called without a count: the micro-batch mean, which `training_step` divides by the accumulation steps
             # (it takes a loss as normalised only when it passed a count).

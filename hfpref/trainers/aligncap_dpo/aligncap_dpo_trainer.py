@@ -24,7 +24,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 from trl import DPOConfig, DPOTrainer
 
-from ...encoders.speech_tokens import speech_lora_config, speech_token_ids
+from ...encoders.speech_tokens import prepare_fused_lm_head, speech_lora_config, speech_token_ids
 from ...judges.base import Judge
 from ...judges.pairs import generate_candidates
 from ...utils.distributed import peft_before_trl
@@ -85,10 +85,17 @@ class AlignCapDPOTrainer(TrainedAdapterSaveMixin, BaseTrainer, DPOTrainer):
     [`~hfpref.judges.pairs.build_preference_pairs`] writes them) instead of re-tokenizing `prompt + chosen`. Pairs
     without ids go through TRL's own tokenization (with a warning: text glued to the prompt may not give back the
     tokens a model generated).
+
+    A tied LM head whose speech-token rows peft trains is made readable by TRL's fused head
+    ([`~hfpref.encoders.speech_tokens.prepare_fused_lm_head`]).
     """
 
     _name = "aligncap_dpo"
     _tag_names = ["hfpref", "aligncap", "dpo", "speech-emotion-captioning"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        prepare_fused_lm_head(self.model)
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if isinstance(dataset, Dataset) and all(c in dataset.column_names for c in TOKEN_ID_COLUMNS):

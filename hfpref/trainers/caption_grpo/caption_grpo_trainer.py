@@ -1,5 +1,6 @@
 from trl import GRPOTrainer
 
+from ...encoders.speech_tokens import prepare_fused_lm_head
 from ...utils.checks import check_training_losses, resolve_resume_checkpoint
 from ..base_trainer import TrainedAdapterSaveMixin
 from ..caption_rl.caption_rl_trainer import disable_dropout
@@ -17,10 +18,14 @@ class CaptionGRPOTrainer(TrainedAdapterSaveMixin, GRPOTrainer):
     `train` checks as hfpref's own trainers do ([`~hfpref.trainers.base_trainer.BaseTrainer.train`]): resuming skips
     a newest checkpoint torn by a kill (naming it), and a log whose loss went non-finite or diverged (the last loss
     more than 100x the first logged one) raises instead of returning to a script that would save the model.
+
+    A tied LM head whose speech-token rows peft trains is made readable by TRL's fused head
+    ([`~hfpref.encoders.speech_tokens.prepare_fused_lm_head`]).
     """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        prepare_fused_lm_head(self.model)
         if getattr(self.args, "disable_dropout", False):
             for model in (self.model, getattr(self, "ref_model", None)):
                 if model is not None:

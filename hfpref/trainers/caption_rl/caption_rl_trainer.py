@@ -8,14 +8,15 @@ from datasets import Dataset
 from torch.optim.lr_scheduler import LambdaLR
 
 from ...models.captioning import (
-    CaptionCollator,
     Rollout,
+    caption_collator,
     check_generation_config,
     decode,
     encode_audio,
     encoder_input_name,
     eos_token_ids,
     ids_to_text,
+    is_audio_llm,
     prepare_captioner,
     processed_log_probs,
     rollout_logits,
@@ -253,12 +254,7 @@ class CaptionRLTrainer(BaseTrainer):
         self.reward_names = [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(reward_funcs)]
         self.reward_weights = torch.tensor(args.reward_weights or [1.0] * len(reward_funcs))
         self.tokenizer = processing_class.tokenizer
-        collator = CaptionCollator(
-            processing_class.feature_extractor,
-            audio_column=args.audio_column,
-            caption_column=None,
-            input_name=encoder_input_name(model),
-        )
+        collator = caption_collator(model, processing_class, audio_column=args.audio_column, caption_column=None)
         super().__init__(
             model=model,
             args=args,
@@ -273,7 +269,8 @@ class CaptionRLTrainer(BaseTrainer):
             self.ref_model.to(self.args.device)
         # The audio encoder runs alone once per batch (see `encode_audio`): under FSDP2 it is a unit of its own.
         if self.is_fsdp_enabled:
-            shard_separately(model, [unwrap(model).get_encoder()], self.accelerator.state.fsdp_plugin)
+            encoder = unwrap(model).model.audio_tower if is_audio_llm(model) else unwrap(model).get_encoder()
+            shard_separately(model, [encoder], self.accelerator.state.fsdp_plugin)
         check_generation_config(model)
         self._eos_ids = eos_token_ids(model)
 
