@@ -1,11 +1,22 @@
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
 from hfpref.cli.main import main
-from hfpref.quickstart import DEFAULT_SIZE, SIZES, STAGES, TRAINING_STAGES, parse_stage_config, stage_configs
+from hfpref.quickstart import (
+    CAPTIONERS,
+    DEFAULT_OUTPUT_DIRS,
+    DEFAULT_SIZE,
+    SIZES,
+    STAGES,
+    TRAINING_STAGES,
+    parse_stage_config,
+    stage_config_name,
+    stage_configs,
+)
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,16 +40,23 @@ SEEDED_KEYS = [
 ]
 
 
+@pytest.mark.parametrize("captioner", CAPTIONERS)
 @pytest.mark.parametrize("stage", sorted(TRAINING_STAGES))
-def test_shipped_stage_config_is_the_quickstarts_own(stage):
-    """recipes/quickstart/<recipe>/config_small.yaml is what `make quickstart` runs (regenerate with --write-configs)."""
-    path = QUICKSTART_CONFIGS / TRAINING_STAGES[stage] / f"config_{DEFAULT_SIZE}.yaml"
-    assert yaml.safe_load(path.read_text()) == stage_configs("outputs/quickstart", DEFAULT_SIZE, 0)[stage]
+def test_shipped_stage_config_is_the_quickstarts_own(stage, captioner):
+    """
+    recipes/quickstart/<recipe>/config_small.yaml (config_small_audio_llm.yaml) is what `make quickstart`
+    (`hfpref quickstart --captioner audio-llm`) runs; regenerate with --write-configs.
+    """
+    out = DEFAULT_OUTPUT_DIRS[captioner]
+    path = QUICKSTART_CONFIGS / TRAINING_STAGES[stage] / stage_config_name(captioner)
+    assert yaml.safe_load(path.read_text()) == stage_configs(out, DEFAULT_SIZE, 0, captioner)[stage]
     from importlib import import_module
 
     parser = import_module(f"hfpref.scripts.{TRAINING_STAGES[stage]}").make_parser()
-    parsed = parser.parse_args_and_config(["--config", str(path)])
-    assert parsed[1].output_dir == f"outputs/quickstart/{ {'reward': 'reward-model'}.get(stage, stage) }"
+    _, training_args, model_args = parser.parse_args_and_config(["--config", str(path)])
+    assert training_args.output_dir == f"{out}/{ {'reward': 'reward-model'}.get(stage, stage) }"
+    if stage == "sft":
+        assert model_args.tiny_architecture == {"whisper": "whisper", "audio-llm": "qwen2_audio"}[captioner]
 
 
 @pytest.mark.parametrize("size", sorted(SIZES))
@@ -51,14 +69,22 @@ def test_every_size_parses_through_the_recipe_parsers(tmp_path, size):
 def test_write_configs_command(tmp_path, capsys):
     assert main(["quickstart", "--write-configs", str(tmp_path)]) == 0
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.yaml"))
-    assert written == sorted(f"{recipe}/config_small.yaml" for recipe in TRAINING_STAGES.values())
+    names = ["config_small.yaml", "config_small_audio_llm.yaml"]
+    assert written == sorted(f"{recipe}/{name}" for recipe in TRAINING_STAGES.values() for name in names)
     for path in written:
         assert (tmp_path / path).read_text() == (QUICKSTART_CONFIGS / path).read_text()
 
 
-def test_unknown_size_is_refused(tmp_path):
+def test_unknown_size_and_captioner_are_refused(tmp_path):
     with pytest.raises(ValueError, match="size='huge' is not one of"):
         stage_configs(tmp_path, "huge")
+    with pytest.raises(ValueError, match=r"captioner='qwen' is not one of \['whisper', 'audio-llm'\]"):
+        stage_configs(tmp_path, "tiny", captioner="qwen")
+    from hfpref.quickstart import run_quickstart
+
+    with pytest.raises(ValueError, match="captioner='qwen' is not one of"):
+        run_quickstart(tmp_path / "run", size="tiny", captioner="qwen")
+    assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 def _seeded(results: dict) -> dict:
@@ -134,6 +160,59 @@ def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path,
     assert _seeded(json.loads((other / "results.json").read_text())) == _seeded(results)
 
 
+def test_tiny_audio_llm_quickstart_trains_a_qwen2_audio_captioner_and_keeps_its_folder_apart(
+    tmp_path, capsys, one_thread
+):
+    """
+    `hfpref quickstart --captioner audio-llm`: the same seven stages with a Qwen2-Audio-architecture captioner trained
+    from scratch (SFT, then RL with the reward model); every record names the captioner, and a Whisper run in the same
+    folder is refused before it touches anything.
+    """
+    out = tmp_path / "run"
+    argv = ["quickstart", "--captioner", "audio-llm", "--size", "tiny", "--seed", "0", "--output-dir", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert all(f"[{i}/{len(STAGES)}] {stage}: " in printed for i, stage in enumerate(STAGES, start=1))
+    results = json.loads((out / "results.json").read_text())
+    assert results["captioner"] == "audio-llm"
+    for key in ("rl_win_rate_challenging", "rl_win_rate_nonchallenging"):
+        assert key in results, key
+    for model_dir in ("sft", "rl"):
+        config = json.loads((out / model_dir / "config.json").read_text())
+        assert config["architectures"] == ["Qwen2AudioForConditionalGeneration"], model_dir
+        assert config["text_config"]["num_hidden_layers"] == 2
+    from transformers import AutoProcessor, Qwen2AudioForConditionalGeneration
+
+    rl = Qwen2AudioForConditionalGeneration.from_pretrained(out / "rl")
+    sft = Qwen2AudioForConditionalGeneration.from_pretrained(out / "sft")
+    assert AutoProcessor.from_pretrained(out / "rl").tokenizer.eos_token == "<|im_end|>"
+    # RL moved the SFT weights, the audio encoder's too (trained from scratch, it is not frozen).
+    rl_weights, sft_weights = rl.state_dict(), sft.state_dict()
+    moved = {name for name in rl_weights if not rl_weights[name].equal(sft_weights[name])}
+    assert any("language_model" in name for name in moved) and any("audio_tower" in name for name in moved)
+    records = {stage: json.loads((out / "stages" / f"{stage}.json").read_text()) for stage in STAGES}
+    assert {r["captioner"] for r in records.values()} == {"audio-llm"}
+    assert records["sft"]["config"]["tiny_architecture"] == "qwen2_audio"
+    report = (out / "results.md").read_text()
+    assert "Captioner Qwen2-Audio architecture" in report
+    assert "## Baseline vs RL on the test clips, Qwen2-Audio architecture" in report
+
+    # The Whisper quickstart in this folder is refused (stages and results untouched) unless --force replaces it.
+    kept = [*(out / "stages").glob("*.json"), out / "results.json", out / "sft" / "model.safetensors"]
+    before = {path: path.read_bytes() for path in kept}
+    with pytest.raises(ValueError, match=re.escape(str(out)) + " holds the quickstart of another captioner .*--force"):
+        main(["quickstart", "--size", "tiny", "--output-dir", str(out)])
+    assert {path: path.read_bytes() for path in kept} == before
+    from hfpref.quickstart.stages import check_captioner
+
+    check_captioner(out, "whisper", force=True)
+    assert DEFAULT_OUTPUT_DIRS == {"whisper": "outputs/quickstart", "audio-llm": "outputs/quickstart-audio-llm"}
+    # A re-run of the same captioner reuses every stage.
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert all(f"{stage}: reused" in printed for stage in STAGES)
+
+
 @pytest.mark.slow
 def test_default_quickstart_meets_its_targets(tmp_path):
     from hfpref.quickstart import run_quickstart
@@ -148,7 +227,7 @@ def test_seeds_are_summarised_with_mean_spread_and_per_seed_values(tmp_path, mon
     import hfpref.quickstart as quickstart
     import hfpref.quickstart.pipeline as pipeline
 
-    def fake_run(output_dir, size, seed, force):
+    def fake_run(output_dir, size, seed, force, captioner):
         # What one seed's run returns, with figures that differ by seed (the pipeline itself is tested above).
         results = {name: 0.5 + 0.1 * seed for name in quickstart.SEED_FIGURES}
         results["evaluation"] = {"weighted_deviation": {"reward": 10.0 + seed}}

@@ -4,7 +4,18 @@
 def add_quickstart_parser(subparsers):
     """Register `hfpref quickstart`."""
     p = subparsers.add_parser("quickstart", help="run the main job end to end on the synthetic world")
-    p.add_argument("--output-dir", default="outputs/quickstart")
+    p.add_argument(
+        "--output-dir",
+        help="where every stage writes (default: outputs/quickstart, outputs/quickstart-audio-llm for --captioner "
+        "audio-llm); a folder holds one captioner's run, running the other in it is refused unless --force",
+    )
+    p.add_argument(
+        "--captioner",
+        choices=["whisper", "audio-llm"],
+        default="whisper",
+        help="the captioner trained from scratch (SFT) and fine-tuned by RL: a 2-layer Whisper, or Qwen2-Audio's "
+        "architecture (audio encoder + decoder-only LLM) cut to 2 layers each side",
+    )
     p.add_argument(
         "--size",
         choices=["small", "medium", "tiny"],
@@ -23,25 +34,28 @@ def add_quickstart_parser(subparsers):
     p.add_argument(
         "--write-configs",
         metavar="DIR",
-        help="only write each training stage's recipe config under DIR (recipes/quickstart) and exit",
+        help="only write each training stage's recipe config under DIR (recipes/quickstart), with the audio-LLM "
+        "captioner's SFT and RL configs, and exit",
     )
     p.set_defaults(func=cmd_quickstart)
     return p
 
 
 def cmd_quickstart(args) -> int:
-    from ..quickstart import run_quickstart, run_quickstart_seeds, write_stage_configs
+    from ..quickstart import DEFAULT_OUTPUT_DIRS, run_quickstart, run_quickstart_seeds, write_stage_configs
 
     if args.write_configs:
         for path in write_stage_configs(args.write_configs, output_dir=args.output_dir, seed=args.seed):
             print(path)
         return 0
+    output_dir = args.output_dir or DEFAULT_OUTPUT_DIRS[args.captioner]
+    run = dict(output_dir=output_dir, size=args.size, force=args.force, captioner=args.captioner)
     if args.seeds:
-        results = run_quickstart_seeds(output_dir=args.output_dir, seeds=args.seeds, size=args.size, force=args.force)
+        results = run_quickstart_seeds(seeds=args.seeds, **run)
         missed = [name for name, target in results["targets"].items() if not target["met_on_mean"]]
     else:
-        results = run_quickstart(output_dir=args.output_dir, size=args.size, seed=args.seed, force=args.force)
+        results = run_quickstart(seed=args.seed, **run)
         missed = [name for name, target in results["targets"].items() if not target["met"]]
     if missed:
-        print(f"targets not met: {missed} (see {args.output_dir}/results.md)")
+        print(f"targets not met: {missed} (see {output_dir}/results.md)")
     return 0

@@ -27,6 +27,10 @@ TRAINING_METHODS = {
     "caption_sft": ("hfpref.scripts.caption_sft", "supervised fine-tuning of an audio captioner"),
     "caption_rl": ("hfpref.scripts.caption_rl", "RL fine-tuning of a seq2seq captioner (SCST / RLOO / PPO-clip)"),
     "caption_grpo": ("hfpref.scripts.caption_grpo", "GRPO fine-tuning of a decoder-only captioner with TRL"),
+    "caption_dpo": (
+        "hfpref.scripts.caption_dpo",
+        "DPO of an audio captioner (audio LLM or seq2seq) on (audio, chosen, rejected) caption pairs",
+    ),
     "aligncap_kd": ("hfpref.scripts.aligncap_kd", "AlignCap KD: a LoRA student on speech tokens"),
     "aligncap_dpo": ("hfpref.scripts.aligncap_dpo", "AlignCap DPO on judged pairs of the KD student's captions"),
     "reward_weighted_diffusion": (

@@ -253,6 +253,37 @@ METHODS: dict[str, MethodInfo] = {
             "on short English sentences; long or non-English captions are out of its distribution."
         ),
     ),
+    "caption_dpo": MethodInfo(
+        "Direct Preference Optimization (DPO) of an audio captioner on judged caption pairs",
+        "Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
+        "2305.18290",
+        summary=(
+            "The captioner (an audio LLM reading the audio features, or a seq2seq captioner) raises the log-likelihood "
+            "ratio to a frozen reference of the preferred caption of a clip over the dispreferred one, AlignCap's "
+            "preference step on the audio itself; the reference is the adapter-disabled base under LoRA."
+        ),
+        task="audio-captioning",
+        variants={
+            "sigmoid": MethodInfo(
+                "Direct Preference Optimization (DPO)",
+                "Direct Preference Optimization: Your Language Model is Secretly a Reward Model",
+                "2305.18290",
+                summary=(
+                    "`L = -log sigmoid(beta * [(log pi(c_w | a) - log ref(c_w | a)) - (log pi(c_l | a) - "
+                    "log ref(c_l | a))])`, caption log-probabilities summed over the caption's tokens and eos."
+                ),
+            ),
+            "ipo": MethodInfo(
+                "Identity Preference Optimization (IPO)",
+                "A General Theoretical Paradigm to Understand Learning from Human Preferences",
+                "2310.12036",
+                summary=(
+                    "`L = (h - 1 / (2 * beta))^2`, h the difference of the chosen and rejected captions' log-ratios "
+                    "to the reference, averaged over their tokens."
+                ),
+            ),
+        },
+    ),
 }
 
 
@@ -274,6 +305,39 @@ class TaskInfo:
     usage: str
     pipeline_tag: str | None = None
     task_type: str = "audio-text-to-text"
+
+
+# The quick start of an audio-LLM captioner (Qwen2-Audio): the caption answers one chat turn holding the clip and the
+# instruction it was trained with; `adapter` loads a LoRA adapter onto its base first.
+AUDIO_LLM_CAPTIONER_USAGE = """import soundfile as sf
+from transformers import AutoProcessor, {model_class}
+{peft_import}
+processor = AutoProcessor.from_pretrained("{repo_id}")
+{load_model}
+audio, sampling_rate = sf.read("clip.wav")  # mono, resampled to processor.feature_extractor.sampling_rate if needed
+messages = [{{"role": "user", "content": [{{"type": "audio"}}, {{"type": "text", "text": {instruction!r}}}]}}]
+prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+inputs = processor(text=prompt, audio=[audio], sampling_rate=sampling_rate, return_tensors="pt")
+output_ids = model.generate(**inputs, max_new_tokens=30, do_sample=False)
+print(processor.batch_decode(output_ids[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)[0])"""
+
+
+def audio_llm_captioner_usage(repo_id: str, model_class: str, instruction: str, base_model: str | None = None) -> str:
+    """
+    The card quick start of an audio-LLM captioner saved at `repo_id`: the whole model, or (`base_model` given) a
+    LoRA adapter loaded onto that base and merged.
+    """
+    if base_model is None:
+        peft_import, load_model = "", f'model = {model_class}.from_pretrained("{repo_id}")\n'
+    else:
+        peft_import = "from peft import PeftModel\n"
+        load_model = (
+            f'base = {model_class}.from_pretrained("{base_model}")\n'
+            f'model = PeftModel.from_pretrained(base, "{repo_id}").merge_and_unload()  # the LoRA adapter, merged\n'
+        )
+    return AUDIO_LLM_CAPTIONER_USAGE.format(
+        repo_id=repo_id, model_class=model_class, peft_import=peft_import, load_model=load_model, instruction=instruction
+    )
 
 
 TASKS: dict[str, TaskInfo] = {

@@ -6,7 +6,9 @@ the world's oracle (which knows every clip's true events) standing in for the hu
 
 1. `world`: synthesize train / SFT / preference / test clips;
 2. `clap`: fit a tiny CLAP contrastively on the train clips;
-3. `sft`: train a small Whisper-architecture captioner on part of the train clips, short of convergence (the baseline);
+3. `sft`: train a small captioner from scratch on part of the train clips, short of convergence (the baseline): a
+   2-layer Whisper, or with `captioner="audio-llm"` (`hfpref quickstart --captioner audio-llm`) Qwen2-Audio's
+   architecture (audio encoder, projector, decoder-only LLM) cut to 2 layers each side;
 4. `preferences`: for each preference clip a greedy and a top-k caption from the baseline; the oracle picks one, ties
    and both-fail cases are recorded (both-fail clips are the "challenging" split and get the oracle's correction),
    plus synthetic negatives (a clip's true caption against another clip's);
@@ -40,7 +42,10 @@ from .report import (
     summarize_seeds,
 )
 from .stages import (
+    CAPTIONERS,
+    DEFAULT_CAPTIONER,
     DEFAULT_OUTPUT_DIR,
+    DEFAULT_OUTPUT_DIRS,
     DEFAULT_SIZE,
     SIZES,
     STAGE_OUTPUTS,
@@ -49,13 +54,17 @@ from .stages import (
     QuickstartSize,
     parse_stage_config,
     render_stage_config,
+    stage_config_name,
     stage_configs,
     write_stage_configs,
 )
 
 
 __all__ = [
+    "CAPTIONERS",
+    "DEFAULT_CAPTIONER",
     "DEFAULT_OUTPUT_DIR",
+    "DEFAULT_OUTPUT_DIRS",
     "DEFAULT_SIZE",
     "FAIL_BELOW",
     "SEED_FIGURES",
@@ -71,6 +80,7 @@ __all__ = [
     "render_stage_config",
     "run_quickstart",
     "run_quickstart_seeds",
+    "stage_config_name",
     "stage_configs",
     "summarize_seeds",
     "write_stage_configs",

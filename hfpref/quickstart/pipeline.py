@@ -23,9 +23,11 @@ from .report import (
     summarize_seeds,
 )
 from .stages import (
+    DEFAULT_CAPTIONER,
     DEFAULT_OUTPUT_DIR,
     DEFAULT_SIZE,
     QuickstartSize,
+    _check_captioner_name,
     _clap,
     _jsonable,
     _reward,
@@ -34,6 +36,7 @@ from .stages import (
     _size,
     _Stages,
     _world,
+    check_captioner,
     stage_configs,
 )
 
@@ -49,6 +52,7 @@ def run_quickstart(
     size: str | QuickstartSize = DEFAULT_SIZE,
     seed: int = 0,
     force: bool = False,
+    captioner: str = DEFAULT_CAPTIONER,
 ) -> dict:
     r"""
     Run the RLHF captioning pipeline end to end on the synthetic world and write `results.json` and `results.md`.
@@ -63,6 +67,10 @@ def run_quickstart(
             Seed of the world and of every stage; the same seed gives the same results.
         force (`bool`, *optional*, defaults to `False`):
             Re-run every stage even when a finished one with the same configuration is on disk.
+        captioner (`str`, *optional*, defaults to `"whisper"`):
+            The captioner trained from scratch and fine-tuned by RL: `"whisper"` (a 2-layer Whisper) or `"audio-llm"`
+            (Qwen2-Audio's architecture cut to 2 layers each side). A folder holds one captioner's run: running the
+            other in it is refused unless `force` ([`~hfpref.quickstart.stages.check_captioner`]).
 
     Returns:
         `dict`: the contents of `results.json`.
@@ -73,15 +81,19 @@ def run_quickstart(
     start = time.perf_counter()
     size_name = size if isinstance(size, str) else "custom"
     size = _size(size)
+    _check_captioner_name(captioner)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(output_dir):  # a second run on the same folder stops with an error naming it and this run's pid
-        return _run_quickstart(output_dir, size, size_name, seed, force, start)
+        check_captioner(output_dir, captioner, force)
+        return _run_quickstart(output_dir, size, size_name, seed, force, start, captioner)
 
 
-def _run_quickstart(output_dir: Path, size: QuickstartSize, size_name: str, seed: int, force: bool, start: float):
-    configs = stage_configs(output_dir, size, seed)
-    stages = _Stages(output_dir, force)
+def _run_quickstart(
+    output_dir: Path, size: QuickstartSize, size_name: str, seed: int, force: bool, start: float, captioner: str
+):
+    configs = stage_configs(output_dir, size, seed, captioner)
+    stages = _Stages(output_dir, force, captioner)
     world = {
         "train_clips": size.train_clips,
         "preference_clips": size.preference_clips,
@@ -107,6 +119,7 @@ def _run_quickstart(output_dir: Path, size: QuickstartSize, size_name: str, seed
         "output_dir": str(output_dir),
         "size": size_name,
         "seed": seed,
+        "captioner": captioner,
         "clap_test_r1": stages.records["clap"]["outputs"]["test_r1"],
         "rm_heldout_accuracy_human": stages.records["reward"]["outputs"]["heldout_accuracy_human"],
         "rm_heldout_accuracy": stages.records["reward"]["outputs"]["heldout_accuracy"],
@@ -142,6 +155,7 @@ def run_quickstart_seeds(
     seeds: list[int] = (0, 1, 2),
     size: str | QuickstartSize = DEFAULT_SIZE,
     force: bool = False,
+    captioner: str = DEFAULT_CAPTIONER,
 ) -> dict:
     r"""
     The quickstart once per seed (world, models and RL all re-seeded), each in `<output_dir>/seed-<k>`, summarised in
@@ -154,13 +168,16 @@ def run_quickstart_seeds(
     """
     if len(set(seeds)) != len(seeds) or not seeds:
         raise ValueError(f"seeds={list(seeds)} must be distinct and at least one")
+    _check_captioner_name(captioner)
     output_dir = Path(output_dir)
     start = time.perf_counter()
     with OutputLock(output_dir):
         per_seed = {}
         for seed in seeds:
             print(f"== seed {seed} -> {output_dir / f'seed-{seed}'}")
-            per_seed[seed] = run_quickstart(output_dir / f"seed-{seed}", size=size, seed=seed, force=force)
+            per_seed[seed] = run_quickstart(
+                output_dir / f"seed-{seed}", size=size, seed=seed, force=force, captioner=captioner
+            )
         figures = summarize_seeds(per_seed)
         targets = {}
         for name, first in per_seed[seeds[0]]["targets"].items():
@@ -176,6 +193,7 @@ def run_quickstart_seeds(
         results = {
             "size": size if isinstance(size, str) else "custom",
             "seeds": list(seeds),
+            "captioner": captioner,
             "wall_seconds_all_seeds": time.perf_counter() - start,
             "peak_rss_mb_all_seeds": _peak_rss_mb(),
             "figures": figures,

@@ -23,10 +23,12 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def render_results_markdown(results: dict) -> str:
     """The `results.md` report: stage times, the paper's Tables 1, 2 and 4 on the synthetic world, and the targets."""
     ev = results["evaluation"]
+    captioner = _captioner(results)
     lines = [
         "# hfpref quickstart results",
         "",
-        f"Size `{results['size']}`, seed {results['seed']}: {results['wall_seconds']:.0f} s wall, peak memory "
+        f"Captioner {captioner}, size `{results['size']}`, seed {results['seed']}: {results['wall_seconds']:.0f} s "
+        f"wall, peak memory "
         f"{results['peak_rss_mb']:.0f} MB. The world's oracle (which knows each clip's true events) stands in for "
         "the human annotators of the paper; captions are greedy. TensorBoard logs of the four training stages: "
         f"`tensorboard --logdir {results.get('output_dir', '<output_dir>')}` (each stage's `runs/` folder).",
@@ -38,7 +40,7 @@ def render_results_markdown(results: dict) -> str:
     ]
     for stage, record in results["stages"].items():
         lines.append(f"| {stage} | {record['seconds']:.1f} | {record['summary']} |")
-    lines += ["", "## Baseline vs RL on the test clips (the paper's Table 1)", ""]
+    lines += ["", f"## Baseline vs RL on the test clips, {captioner} captioner (the paper's Table 1)", ""]
     lines += [
         "| split | clips | system | oracle score | reward | BLEU-4 | CIDEr-D | mean length | oracle win rate of RL |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -54,7 +56,8 @@ def render_results_markdown(results: dict) -> str:
             )
     lines += [
         "",
-        "## Win rate of RL over the baseline by metric, and its weighted deviation from the oracle (Table 4)",
+        f"## Win rate of RL over the baseline by metric, and its weighted deviation from the oracle, {captioner} "
+        "captioner (Table 4)",
         "",
         "Win rate among non-tie clips; the deviation is `sum_k n_k |metric_k - oracle_k| / sum_k n_k` over the two "
         "splits, in points (lower follows the oracle more closely).",
@@ -68,7 +71,7 @@ def render_results_markdown(results: dict) -> str:
         lines.append(f"| {name} | {_fmt(rates[0])} | {_fmt(rates[1])} | {'-' if name == 'oracle' else _fmt(dev, 2)} |")
     lines += [
         "",
-        "## Caption examples (the paper's Table 2)",
+        f"## Caption examples, {captioner} captioner (the paper's Table 2)",
         "",
         "| clip | baseline | RL | truth |",
         "|---|---|---|---|",
@@ -83,6 +86,18 @@ def render_results_markdown(results: dict) -> str:
     for target in results["targets"].values():
         lines.append(f"| {target['description']} | {_fmt(target['value'])} | {'yes' if target['met'] else 'NO'} |")
     return "\n".join(lines) + "\n"
+
+
+# How the reports name each captioner of the quickstart.
+CAPTIONER_NAMES = {
+    "whisper": "2-layer Whisper (`--captioner whisper`)",
+    "audio-llm": "Qwen2-Audio architecture, 2 layers each side (`--captioner audio-llm`)",
+}
+
+
+def _captioner(results: dict) -> str:
+    # results.json of a run before the captioner could be chosen holds no `captioner`: it was Whisper.
+    return CAPTIONER_NAMES[results.get("captioner", "whisper")]
 
 
 def _plot(output_dir: Path) -> list[str]:
@@ -238,7 +253,7 @@ def render_seeds_markdown(results: dict) -> str:
     lines = [
         "# hfpref quickstart results over seeds",
         "",
-        f"Size `{results['size']}`, seeds {', '.join(map(str, seeds))}: {results['wall_seconds_all_seeds'] / 60:.1f} "
+        f"Captioner {_captioner(results)}, size `{results['size']}`, seeds {', '.join(map(str, seeds))}: {results['wall_seconds_all_seeds'] / 60:.1f} "
         f"min wall for all seeds, peak memory {results['peak_rss_mb_all_seeds']:.0f} MB. Each seed re-draws the world, the models and "
         "RL; each seed's own report is `seed-<k>/results.md`. Spread is the sample standard deviation over seeds.",
         "",

@@ -34,6 +34,13 @@ TRAINING_STAGES = QUICKSTART_RECIPES
 # What each stage leaves on disk (relative to the output dir); a stage whose outputs are gone runs again.
 STAGE_OUTPUTS = QUICKSTART_STAGE_OUTPUTS
 DEFAULT_OUTPUT_DIR = "outputs/quickstart"
+# The baseline captioner the quickstart trains from scratch: a 2-layer Whisper (encoder-decoder), or Qwen2-Audio's
+# architecture (audio encoder, projector, decoder-only LLM) cut to 2 layers each side.
+CAPTIONERS = ("whisper", "audio-llm")
+DEFAULT_CAPTIONER = "whisper"
+# Where `hfpref quickstart --captioner <c>` writes by default: one folder per captioner, never mixed (a folder holds
+# one captioner's stages; [`check_captioner`] refuses a run of the other in it).
+DEFAULT_OUTPUT_DIRS = {"whisper": DEFAULT_OUTPUT_DIR, "audio-llm": "outputs/quickstart-audio-llm"}
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +112,17 @@ SIZES = {
 DEFAULT_SIZE = "small"
 
 
+# What the audio-LLM captioner changes in the SFT and RL configs. Trained from scratch, its audio encoder learns too
+# (`freeze_audio_encoder` defaults to `True` for audio LLMs, which suits a pre-trained checkpoint, not random weights).
+AUDIO_LLM_SFT = dict(tiny_architecture="qwen2_audio", freeze_audio_encoder=False)
+AUDIO_LLM_RL = dict(freeze_audio_encoder=False)
+
+
+def _check_captioner_name(captioner: str) -> None:
+    if captioner not in CAPTIONERS:
+        raise ValueError(f"captioner={captioner!r} is not one of {list(CAPTIONERS)}")
+
+
 def _size(size: str | QuickstartSize) -> QuickstartSize:
     if isinstance(size, QuickstartSize):
         return size
@@ -117,7 +135,10 @@ def _size(size: str | QuickstartSize) -> QuickstartSize:
 
 
 def stage_configs(
-    output_dir: str | Path = DEFAULT_OUTPUT_DIR, size: str | QuickstartSize = DEFAULT_SIZE, seed: int = 0
+    output_dir: str | Path = DEFAULT_OUTPUT_DIR,
+    size: str | QuickstartSize = DEFAULT_SIZE,
+    seed: int = 0,
+    captioner: str = DEFAULT_CAPTIONER,
 ) -> dict[str, dict[str, Any]]:
     r"""
     The recipe configuration of each training stage, as the flat key/value mapping its YAML file holds.
@@ -129,6 +150,9 @@ def stage_configs(
             `"small"`, `"medium"` or a custom size.
         seed (`int`, *optional*, defaults to `0`):
             Seed of every stage.
+        captioner (`str`, *optional*, defaults to `"whisper"`):
+            The baseline captioner trained from scratch in the SFT stage (and fine-tuned by RL): `"whisper"` (a
+            2-layer Whisper) or `"audio-llm"` (Qwen2-Audio's architecture cut to 2 layers each side).
 
     Returns:
         `dict[str, dict]`: `{"clap": {...}, "sft": {...}, "reward": {...}, "rl": {...}}`; each parses with
@@ -144,6 +168,7 @@ def stage_configs(
     ```
     """
     size, out = _size(size), Path(output_dir).as_posix()
+    _check_captioner_name(captioner)
     world = f"{out}/world"
     # TensorBoard logs of every training stage land in <stage output_dir>/runs (`tensorboard --logdir <output_dir>`).
     common = dict(report_to="tensorboard", seed=seed, save_strategy="no", push_to_hub=False)
@@ -190,6 +215,8 @@ def stage_configs(
         output_dir=f"{out}/sft",
         **common,
     )
+    if captioner == "audio-llm":
+        sft.update(AUDIO_LLM_SFT)
     reward = dict(
         dataset_name=f"{out}/preferences",
         dataset_train_split="train",
@@ -241,6 +268,8 @@ def stage_configs(
         output_dir=f"{out}/rl",
         **common,
     )
+    if captioner == "audio-llm":
+        rl.update(AUDIO_LLM_RL)
     return {"clap": clap, "sft": sft, "reward": reward, "rl": rl}
 
 
@@ -252,31 +281,52 @@ CONFIG_HEADERS = {
 }
 
 
-def render_stage_config(stage: str, config: dict[str, Any]) -> str:
+def stage_config_name(captioner: str = DEFAULT_CAPTIONER) -> str:
+    """The file name of a stage's shipped config: `config_small.yaml`, `config_small_audio_llm.yaml`."""
+    _check_captioner_name(captioner)
+    suffix = "" if captioner == DEFAULT_CAPTIONER else "_" + captioner.replace("-", "_")
+    return f"config_{DEFAULT_SIZE}{suffix}.yaml"
+
+
+def render_stage_config(stage: str, config: dict[str, Any], captioner: str = DEFAULT_CAPTIONER) -> str:
     """The YAML text of one stage's recipe config, with a header saying how to run it."""
     import yaml
 
     script = TRAINING_STAGES[stage]
+    if captioner == DEFAULT_CAPTIONER:
+        written = [
+            "# Written by `hfpref quickstart --write-configs recipes/quickstart` (default size and seed); it reads the",
+            "# outputs of the earlier stages under outputs/quickstart (run `make quickstart` once, or the stages before).",
+        ]
+    else:
+        written = [
+            "# Written by `hfpref quickstart --write-configs recipes/quickstart` (default size and seed, audio-LLM",
+            f"# captioner); it reads the outputs of the earlier stages under {DEFAULT_OUTPUT_DIRS[captioner]} (run",
+            f"# `hfpref quickstart --captioner {captioner}` once, or the stages before).",
+        ]
     header = [
         f"# {CONFIG_HEADERS[stage]}",
-        "# Written by `hfpref quickstart --write-configs recipes/quickstart` (default size and seed); it reads the",
-        "# outputs of the earlier stages under outputs/quickstart (run `make quickstart` once, or the stages before).",
+        *written,
         f"#   accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/{script}.py \\",
-        f"#       --config recipes/quickstart/{script}/config_{DEFAULT_SIZE}.yaml",
+        f"#       --config recipes/quickstart/{script}/{stage_config_name(captioner)}",
     ]
     return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
 
-def write_stage_configs(
-    directory: str | Path, output_dir: str | Path = DEFAULT_OUTPUT_DIR, seed: int = 0
-) -> list[Path]:
-    """Write `recipes/quickstart/<stage>/config_small.yaml` for every training stage; returns the paths."""
+def write_stage_configs(directory: str | Path, output_dir: str | Path | None = None, seed: int = 0) -> list[Path]:
+    """
+    Write `<directory>/<recipe>/config_small.yaml` (Whisper captioner) and `config_small_audio_llm.yaml` (audio-LLM
+    captioner) for every training stage; returns the paths. Each captioner's configs point under `output_dir`, by
+    default its own quickstart folder ([`DEFAULT_OUTPUT_DIRS`]).
+    """
     written = []
-    for stage, config in stage_configs(output_dir, DEFAULT_SIZE, seed).items():
-        path = Path(directory) / TRAINING_STAGES[stage] / f"config_{DEFAULT_SIZE}.yaml"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(render_stage_config(stage, config))
-        written.append(path)
+    for captioner in CAPTIONERS:
+        out = output_dir if output_dir is not None else DEFAULT_OUTPUT_DIRS[captioner]
+        for stage, config in stage_configs(out, DEFAULT_SIZE, seed, captioner).items():
+            path = Path(directory) / TRAINING_STAGES[stage] / stage_config_name(captioner)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(render_stage_config(stage, config, captioner))
+            written.append(path)
     return written
 
 
@@ -372,14 +422,36 @@ def changed_output(output_dir: Path, recorded: dict[str, str] | None) -> str | N
     return None
 
 
+def check_captioner(output_dir: Path, captioner: str, force: bool) -> None:
+    """
+    Refuse to run the quickstart of `captioner` in a folder holding stages of the other captioner: its models, data and
+    results would be overwritten stage by stage, and an interrupted run would leave the two mixed. `force` (every stage
+    runs again) replaces them. A record without a captioner was written before there was a choice: Whisper.
+    """
+    _check_captioner_name(captioner)
+    records = sorted((output_dir / QUICKSTART_RECORDS).glob("*.json"))
+    other = {}
+    for path in records:
+        record = read_json_record(path)
+        if record is not None and record.get("captioner", "whisper") != captioner:
+            other[path.stem] = record.get("captioner", "whisper")
+    if other and not force:
+        raise ValueError(
+            f"{output_dir} holds the quickstart of another captioner (stages {other}), not {captioner!r}: give "
+            f"another --output-dir (the default for {captioner!r} is {DEFAULT_OUTPUT_DIRS[captioner]}), or --force to "
+            "replace it"
+        )
+
+
 class _Stages:
     """
-    Runs stages in order, reusing a finished one whose configuration and inputs are unchanged and whose output files
-    still hold what it wrote (their recorded sha256); any other finished stage runs again.
+    Runs stages in order, reusing a finished one whose configuration and inputs are unchanged, whose captioner is the
+    run's and whose output files still hold what it wrote (their recorded sha256); any other finished stage runs again.
+    Every record names the run's captioner.
     """
 
-    def __init__(self, output_dir: Path, force: bool):
-        self.output_dir, self.force = output_dir, force
+    def __init__(self, output_dir: Path, force: bool, captioner: str = DEFAULT_CAPTIONER):
+        self.output_dir, self.force, self.captioner = output_dir, force, captioner
         self.records: dict[str, dict] = {}
 
     def marker(self, stage: str) -> Path:
@@ -395,6 +467,7 @@ class _Stages:
             not self.force
             and previous is not None
             and previous.get("config") == config
+            and previous.get("captioner", "whisper") == self.captioner
             and previous.get("inputs") == inputs
             and all((self.output_dir / path).exists() for path in STAGE_OUTPUTS[stage])
         )
@@ -418,6 +491,7 @@ class _Stages:
             identity = [config, inputs, time.time_ns()]
             record = {
                 "fingerprint": hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16],
+                "captioner": self.captioner,
                 "config": config,
                 "inputs": inputs,
                 "seconds": seconds,

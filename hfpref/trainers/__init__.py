@@ -14,6 +14,8 @@ _SOURCES = {
     "AlignCapKDTrainer": ".aligncap_kd",
     "AudibilityClassifierConfig": ".audibility_classifier",
     "AudibilityClassifierTrainer": ".audibility_classifier",
+    "CaptionDPOConfig": ".caption_dpo",
+    "CaptionDPOTrainer": ".caption_dpo",
     "CaptionGRPOConfig": ".caption_grpo",
     "CaptionGRPOTrainer": ".caption_grpo",
     "CaptionRLConfig": ".caption_rl",

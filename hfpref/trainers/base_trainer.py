@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from huggingface_hub import ModelCard
 from transformers import Trainer
 
-from ..hub.cards import METHODS, render_model_card
+from ..hub.cards import METHODS, audio_llm_captioner_usage, render_model_card
 from ..utils.checks import check_training_losses, resolve_resume_checkpoint
 
 
@@ -305,7 +305,26 @@ class BaseTrainer(Trainer):
         return name if isinstance(name, str) and name else None
 
     def _render_card(self, **fields) -> ModelCard:
-        """Render the card from `fields` (the arguments of [`~hfpref.hub.cards.render_model_card`])."""
+        """
+        Render the card from `fields` (the arguments of [`~hfpref.hub.cards.render_model_card`]). An audio-LLM
+        captioner's quick start is its own chat-turn snippet (the whole model, or its LoRA adapter on its base).
+        """
+        from ..models.audio_llm import DEFAULT_CAPTION_INSTRUCTION, is_audio_llm
+
+        model = self.accelerator.unwrap_model(self.model)
+        if "usage" not in fields and is_audio_llm(model):
+            is_peft = hasattr(model, "get_base_model")
+            base = fields.get("base_model") if is_peft else None
+            if is_peft and not base:
+                raise ValueError("the adapter's card needs the base model it loads onto: pass base_model=")
+            fields["usage"] = audio_llm_captioner_usage(
+                fields["repo_id"],
+                type(model.get_base_model() if is_peft else model).__name__,
+                getattr(self.data_collator, "instruction", DEFAULT_CAPTION_INSTRUCTION),
+                base,
+            )
+            if is_peft:
+                fields.setdefault("library_name", "peft")
         return render_model_card(method=self._name, variant=self._card_variant(), **fields)
 
     def create_model_card(

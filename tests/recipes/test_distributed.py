@@ -68,6 +68,13 @@ DEFAULT_ENGINE = {
     "caption_grpo": "zero2",
 }
 INEXACT = {"caption_grpo"}  # see the module docstring
+# Variants of a recipe, run by the `distributed` matrix only (and compared with their own 1-process run): name ->
+# (the recipe's script, what the variant sets on top of the recipe's config).
+VARIANTS = {
+    # An audio LLM (Qwen2-Audio's architecture): audio tower frozen, projector and LLM trained; under FSDP2 the tower
+    # is a unit of its own (CaptionRLTrainer), under ZeRO-3 partitioned with the rest.
+    "caption_rl_audio_llm": ("caption_rl", {"tiny_architecture": "qwen2_audio"}),
+}
 COMMON = {
     "save_strategy": "no",
     "eval_strategy": "no",
@@ -128,12 +135,18 @@ def _run(command: list[str], timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def script_of(recipe: str) -> str:
+    """The hfpref script a recipe (or a variant of one, [`VARIANTS`]) runs."""
+    return VARIANTS[recipe][0] if recipe in VARIANTS else recipe
+
+
 def recipe_config(recipe: str, output_dir: Path, **extra) -> dict:
     """The recipe's config_tiny.yaml with the comparison's settings (see the module docstring)."""
-    config = yaml.safe_load((ROOT / "recipes" / recipe / "config_tiny.yaml").read_text())
-    for key in DROP.get(recipe, []):
+    script, variant = VARIANTS.get(recipe, (recipe, {}))
+    config = yaml.safe_load((ROOT / "recipes" / script / "config_tiny.yaml").read_text())
+    for key in DROP.get(script, []):
         config.pop(key, None)
-    return {**config, **COMMON, **OVERRIDES[recipe], **extra, "output_dir": str(output_dir)}
+    return {**config, **COMMON, **OVERRIDES[script], **variant, **extra, "output_dir": str(output_dir)}
 
 
 def launch(workdir: Path, engine: str | None, recipes: list[str]) -> dict:
@@ -145,7 +158,7 @@ def launch(workdir: Path, engine: str | None, recipes: list[str]) -> dict:
         config = recipe_config(recipe, workdir / recipe, **extra)
         path = workdir / f"{recipe}.yaml"
         path.write_text(yaml.safe_dump(config))
-        items.append(f"{recipe}={path}")
+        items.append(f"{script_of(recipe)}={path}")
     launch_config = CONFIGS / (ENGINES[engine][0] if engine else "cpu.yaml")
     command = [*ACCELERATE, "--config_file", str(launch_config)]
     if engine:
@@ -189,7 +202,7 @@ def check_recipe(engine: str, recipe: str, run: dict, reference: dict) -> None:
         assert sum(v["held_elements"] for v in views) >= views[0]["whole_elements"]
     else:
         assert all(v["held_elements"] == v["whole_elements"] for v in views)
-    assert f"hfpref {recipe}: 2 processes, {name} (gloo)" in run["stderr"]
+    assert f"hfpref {script_of(recipe)}: 2 processes, {name} (gloo)" in run["stderr"]
 
     one = _view(reference, recipe)
     assert one["world_size"] == 1 and one["gradient_accumulation_steps"] == 2
@@ -203,7 +216,7 @@ def check_recipe(engine: str, recipe: str, run: dict, reference: dict) -> None:
     assert _max_difference(start, ref_start) == 0.0  # the same initial weights
     moved = _max_difference(ref_final, ref_start)
     assert moved > 1e-3, moved  # the runs did train, far beyond the tolerance
-    if recipe in INEXACT:
+    if script_of(recipe) in INEXACT:
         assert _max_difference(final, start) > 1e-3
     else:
         difference = _max_difference(final, ref_final)

@@ -8,7 +8,7 @@ from ..base_config import AudioConfigMixin
 
 
 LOSS_TYPES = ["scst", "rloo", "ppo"]
-PPO_BASELINES = ["greedy", "loo"]
+PPO_BASELINES = ["greedy", "loo", "group"]
 SCST_BASELINES = ["greedy", "none"]
 KL_ESTIMATORS = ["k3", "k2", "k1"]
 
@@ -43,7 +43,10 @@ class CaptionRLConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments):
             Sampled captions per clip (at least 2 for `"rloo"` and for `"ppo"` with the `"loo"` baseline).
         ppo_epochs (`int`, *optional*, defaults to `4`): optimisation passes per sampled batch (`"ppo"`).
         cliprange (`float`, *optional*, defaults to `0.2`): PPO ratio clip range.
-        ppo_baseline (`str`, *optional*, defaults to `"greedy"`): `"greedy"` or `"loo"` sequence-level baseline.
+        ppo_baseline (`str`, *optional*, defaults to `"greedy"`): `"greedy"`, `"loo"` or `"group"` sequence-level
+            baseline. `"group"` standardises each clip's `num_samples` rewards by their mean and standard deviation:
+            with `ppo_epochs=1` and the `k3` KL in the loss, GRPO (DeepSeekMath, https://huggingface.co/papers/2402.03300)
+            for captioners TRL's GRPOTrainer cannot feed (audio LLMs, seq2seq).
         scst_baseline (`str`, *optional*, defaults to `"greedy"`):
             `"greedy"` (self-critical: the greedy caption's reward) or `"none"` (plain REINFORCE on the raw reward, an
             ablation that shows what the baseline does).
@@ -123,7 +126,7 @@ class CaptionRLConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments):
             raise ValueError(f"kl_estimator={self.kl_estimator!r} is not one of {KL_ESTIMATORS}")
         if self.ppo_baseline not in PPO_BASELINES:
             raise ValueError(f"ppo_baseline={self.ppo_baseline!r} is not one of {PPO_BASELINES}")
-        needs_group = self.loss_type == "rloo" or (self.loss_type == "ppo" and self.ppo_baseline == "loo")
+        needs_group = self.loss_type == "rloo" or (self.loss_type == "ppo" and self.ppo_baseline in ("loo", "group"))
         if needs_group and self.num_samples < 2:
             raise ValueError(f"loss_type={self.loss_type!r} with a leave-one-out baseline needs num_samples >= 2")
         if self.num_samples < 1 or self.ppo_epochs < 1 or self.max_new_tokens < 1:

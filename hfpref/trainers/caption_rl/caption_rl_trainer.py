@@ -48,12 +48,15 @@ def sequence_advantages(
     """
     Advantage of each sampled caption: its reward minus a baseline. `rewards` holds `num_samples` consecutive rows per
     clip; `baseline` is `"greedy"` (the clip's greedy caption's reward, `baseline_rewards`, SCST), `"loo"` (the mean
-    reward of the clip's other samples, RLOO) or `"none"` (no baseline: plain REINFORCE, an ablation).
+    reward of the clip's other samples, RLOO), `"group"` (the group's mean, divided by its standard deviation: GRPO's
+    advantage) or `"none"` (no baseline: plain REINFORCE, an ablation).
 
     Example:
     ```python
     >>> sequence_advantages(torch.tensor([1.0, 0.0, 0.5, 0.5]), 2, "loo").tolist()
     [1.0, -1.0, 0.0, 0.0]
+    >>> [round(a, 3) for a in sequence_advantages(torch.tensor([1.0, 0.0, 0.5, 0.5]), 2, "group").tolist()]
+    [0.707, -0.707, 0.0, 0.0]
 
     ```
     """
@@ -66,9 +69,14 @@ def sequence_advantages(
         if num_samples < 2:
             raise ValueError("the leave-one-out baseline needs at least 2 samples per clip")
         return (grouped - (grouped.sum(1, keepdim=True) - grouped) / (num_samples - 1)).flatten()
+    if baseline == "group":
+        # GRPO (DeepSeekMath, eq. 3): the clip's group of samples, standardised by its mean and standard deviation.
+        if num_samples < 2:
+            raise ValueError("the group baseline needs at least 2 samples per clip")
+        return ((grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)).flatten()
     if baseline == "none":
         return rewards.clone()
-    raise ValueError(f"baseline={baseline!r} is not one of ['greedy', 'loo', 'none']")
+    raise ValueError(f"baseline={baseline!r} is not one of ['greedy', 'loo', 'group', 'none']")
 
 
 def reinforce_loss(log_probs: torch.Tensor, mask: torch.Tensor, advantages: torch.Tensor) -> torch.Tensor:
