@@ -495,3 +495,36 @@ def test_baton_lora_card_loads_its_base_then_the_adapter(tiny_runs, run_snippet,
     assert loaded.keys() == trained.keys() and loaded
     assert all(torch.equal(loaded[n], trained[n].detach()) for n in loaded)
     assert all(loaded[n].abs().sum() > 0 for n in loaded if "lora_B" in n)
+
+
+@pytest.mark.xdist_group("tiny_caption_sft")
+def test_audio_llm_captioner_cards_load_as_they_show(run_snippet, tmp_path):
+    """
+    The tiny Qwen2-Audio captioner through the recipes: SFT saves the whole model, RL with `use_peft` its LoRA adapter
+    on the SFT model; each card's quick start (`Qwen2AudioForConditionalGeneration` + `AutoProcessor`, the adapter
+    through `PeftModel` and merged) runs in a fresh process and prints a caption, and the cards name base model,
+    method and results.
+    """
+    from huggingface_hub import ModelCard
+
+    sft, rl = tmp_path / "alm-sft", tmp_path / "alm-rl"
+    for method, argv in (
+        ("caption_sft", ["--tiny_architecture", "qwen2_audio", "--output_dir", str(sft)]),
+        ("caption_rl", ["--tiny_captioner", "false", "--model_name_or_path", str(sft), "--use_peft", "true",
+                        "--output_dir", str(rl)]),
+    ):  # fmt: skip
+        script = importlib.import_module(f"hfpref.scripts.{method}")
+        config = RECIPES / method / "config_tiny.yaml"
+        script.main(*script.make_parser().parse_args_and_config(["--config", str(config), *argv]))
+    assert json.loads((sft / "config.json").read_text())["architectures"] == ["Qwen2AudioForConditionalGeneration"]
+    assert (rl / "adapter_model.safetensors").is_file() and not (rl / "model.safetensors").exists()
+    for method, output_dir in (("caption_sft", sft), ("caption_rl", rl)):
+        card = ModelCard.load(output_dir / "README.md")
+        assert method.replace("_", "-") in card.data.tags
+        snippet = quick_start(card.content)
+        assert "Qwen2AudioForConditionalGeneration.from_pretrained" in snippet, snippet
+        (tmp_path / method).mkdir()
+        check_card_quick_start(method, output_dir, tmp_path / method, run_snippet)
+    rl_card = ModelCard.load(rl / "README.md")
+    assert rl_card.data.base_model is None or str(sft) in str(rl_card.data.base_model)
+    assert f'from_pretrained("{sft}")' in quick_start(rl_card.content)  # the adapter's base, as the user named it
