@@ -395,6 +395,22 @@ def frozen_copy(model):
     return reference.to(next(iter(state.values())).device).eval().requires_grad_(False)
 
 
+def gather_whole_for_forward(modules) -> None:
+    """
+    Under ZeRO-3, gather each of `modules` whole (its submodules' parameters too) for its forward, as DeepSpeed does
+    for its "leaf" modules: ZeRO-3 gathers a parameter only for the forward of the module that owns it, so a module
+    whose forward reads a submodule's weight without calling the submodule (Qwen2-Audio's audio encoder adds
+    `embed_positions.weight` to its input) otherwise reads it partitioned, empty. Call it before the model is
+    prepared (DeepSpeed reads the flag when it registers its hooks); a no-op outside ZeRO-3.
+    """
+    if not zero3_enabled():
+        return
+    from deepspeed.utils.z3_leaf_module import set_z3_leaf_module
+
+    for module in modules:
+        set_z3_leaf_module(module, True)
+
+
 # FSDP2
 
 
@@ -402,9 +418,16 @@ def shard_separately(model, modules, fsdp_plugin=None) -> None:
     """
     Make each of `modules` (submodules of `model`) its own FSDP2 unit when accelerate wraps the model by class names
     (`TRANSFORMER_BASED_WRAP`): a submodule called on its own, outside the root's forward (a captioner's audio encoder
-    run once per batch, then decoded from), finds its own parameters unsharded only if it is a unit. `fsdp_plugin`:
-    the launch's FSDP plugin, whose explicit class list (if any) is extended too.
+    run once per batch, then decoded from; an audio LLM's projector and input embeddings), finds its own parameters
+    unsharded only if it is a unit. A module whose class other modules of `model` share (an audio LLM's input
+    embeddings, an `nn.Embedding` as the audio encoder's positions are) is given a subclass of its own first, so that
+    it alone is wrapped. `fsdp_plugin`: the launch's FSDP plugin, whose explicit class list (if any) is extended too.
     """
+    chosen = {id(module) for module in modules}
+    for module in modules:
+        cls = type(module)
+        if any(type(other) is cls and id(other) not in chosen for other in model.modules()):
+            module.__class__ = type(f"Separately{cls.__name__}", (cls,), {"__module__": cls.__module__})
     names = [type(module).__name__ for module in modules]
     current = list(getattr(model, "_no_split_modules", None) or [])
     model._no_split_modules = current + [name for name in names if name not in current]

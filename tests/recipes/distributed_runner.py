@@ -5,7 +5,10 @@ imports once), then writes, per script, what every process holds:
 - `<output_dir>/rank<k>.json`: the process's view of the launch (world size, rank, backend, the engine accelerate
   prepared the model with, how many of the trained parameters' elements the process holds, the training log);
 - `<output_dir>/final.safetensors` (rank 0): the whole trained weights, gathered through the engine
-  (`accelerator.get_state_dict`), and `<output_dir>/start.safetensors`: the weights when `Trainer.train` began.
+  (`accelerator.get_state_dict`), and `<output_dir>/start.safetensors`: the weights when `Trainer.train` began;
+- for caption_rl, `<output_dir>/rollouts_rank<k>.pt`: per training micro-batch of the process, in order, its optimizer
+  step, model inputs, sampled captions (the `Rollout`'s fields) and the rewards scored in it (samples, then greedy
+  captions), what a bare reference loop replays.
 
     accelerate launch --config_file recipes/accelerate_configs/zero3_cpu.yaml tests/recipes/distributed_runner.py \
         caption_sft=<yaml> reward_model=<yaml> ...
@@ -13,6 +16,7 @@ imports once), then writes, per script, what every process holds:
 Used by tests/recipes/test_distributed.py; not a test module itself.
 """
 
+import contextlib
 import gc
 import importlib
 import json
@@ -46,7 +50,50 @@ def _trainable_names(trainer) -> list[str]:
     return sorted(name for name, p in model.named_parameters() if p.requires_grad)
 
 
+@contextlib.contextmanager
+def recorded_rollouts():
+    """Within it, `CaptionRLTrainer` keeps a record per training micro-batch (see the module docstring) in the list."""
+    import torch
+
+    from hfpref.trainers.caption_rl import caption_rl_trainer as module
+
+    trainer_class = module.CaptionRLTrainer
+    decode, score, training_step = module.decode, trainer_class.score, trainer_class.training_step
+    records, current = [], {}
+
+    def recording_training_step(self, model, inputs, num_items_in_batch=None):
+        tensors = {k: v.detach().cpu().clone() for k, v in inputs.items() if isinstance(v, torch.Tensor)}
+        current.update(step=self.state.global_step, inputs=tensors, rewards=[])
+        try:
+            return training_step(self, model, inputs, num_items_in_batch)
+        finally:
+            records.append(dict(current))
+            current.clear()
+
+    def recording_decode(*args, **kwargs):
+        rollout = decode(*args, **kwargs)
+        if current and kwargs.get("do_sample"):
+            current["samples"] = {
+                k: v.detach().cpu().clone() if isinstance(v, torch.Tensor) else v for k, v in vars(rollout).items()
+            }
+        return rollout
+
+    def recording_score(self, completions, columns):
+        totals, components = score(self, completions, columns)
+        if current:
+            current["rewards"].append(totals.clone())
+        return totals, components
+
+    module.decode, trainer_class.score = recording_decode, recording_score
+    trainer_class.training_step = recording_training_step
+    try:
+        yield records
+    finally:
+        module.decode, trainer_class.score, trainer_class.training_step = decode, score, training_step
+
+
 def run(script: str, config: str) -> None:
+    import torch
     import torch.distributed as dist
     from safetensors.torch import save_file
     from transformers import Trainer
@@ -67,7 +114,8 @@ def run(script: str, config: str) -> None:
     Trainer.train = train_and_record_start
     try:
         module = importlib.import_module(f"hfpref.scripts.{script}")
-        result = module.main(*module.make_parser().parse_args_and_config(["--config", config]))
+        with recorded_rollouts() if script == "caption_rl" else contextlib.nullcontext([]) as rollouts:
+            result = module.main(*module.make_parser().parse_args_and_config(["--config", config]))
     finally:
         Trainer.train = train
     trainer = result[0] if isinstance(result, tuple) else result
@@ -78,6 +126,8 @@ def run(script: str, config: str) -> None:
     out = Path(trainer.args.output_dir)
     if rank == 0:
         save_file(_whole(state), str(out / "final.safetensors"))
+    if rollouts:
+        torch.save(rollouts, out / f"rollouts_rank{rank}.pt")
     plugin = getattr(accelerator.state, "deepspeed_plugin", None)
     view = {
         "script": script,

@@ -23,8 +23,14 @@ GRPO is the exception: TRL samples each process's completions from its own gener
 other completions than the 1-process run; its check is that it trains (the weights move) under every engine, with the
 same start, and saves whole weights.
 
-`make test` runs one engine per recipe (DEFAULT_ENGINE); `make test-distributed` the whole matrix (marked
-`distributed`). One launch runs all the recipes of an engine in turn (tests/recipes/distributed_runner.py), so the
+Recipe variants (VARIANTS: caption_rl with an audio-LLM captioner, Qwen2-Audio's architecture) go through the same
+checks under every engine, in launches of their own, and the audio-LLM run also equals a bare reference loop (SCST and
+the KL term by hand through the model's own forward, over the global batch, replaying the run's recorded captions and
+rewards), since the trainer compared with itself would pass a loss scaled by the accumulation steps or the process
+count.
+
+`make test` runs one engine per recipe (DEFAULT_ENGINE); `make test-distributed` the whole matrix and the variants
+(marked `distributed`). One launch runs all the recipes of an engine in turn (tests/recipes/distributed_runner.py), so the
 imports and DeepSpeed's start are paid once per engine.
 """
 
@@ -73,7 +79,8 @@ INEXACT = {"caption_grpo"}  # see the module docstring
 VARIANTS = {
     # An audio LLM (Qwen2-Audio's architecture): audio tower frozen, projector and LLM trained; under FSDP2 the tower
     # is a unit of its own (CaptionRLTrainer), under ZeRO-3 partitioned with the rest.
-    "caption_rl_audio_llm": ("caption_rl", {"tiny_architecture": "qwen2_audio"}),
+    # Its SCST updates are ~10x smaller than the Whisper captioner's at the same learning rate.
+    "caption_rl_audio_llm": ("caption_rl", {"tiny_architecture": "qwen2_audio", "learning_rate": 20.0}),
 }
 COMMON = {
     "save_strategy": "no",
@@ -294,6 +301,129 @@ def matrix_runs(tmp_path_factory):
 @pytest.mark.parametrize("engine", list(ENGINES))
 def test_recipe_under_every_engine(engine, recipe, matrix_runs, reference):
     check_recipe(engine, recipe, matrix_runs(engine), reference)
+
+
+@pytest.fixture(scope="module")
+def variant_reference(tmp_path_factory):
+    """The recipe variants on 1 process, 2 micro-batches of gradient accumulation (their own launch)."""
+    return launch(tmp_path_factory.mktemp("one-process-variants"), None, list(VARIANTS))
+
+
+@pytest.fixture(scope="module")
+def variant_runs(tmp_path_factory):
+    """engine -> its launch of every variant (their own launch, so that `-k` on a variant launches nothing else)."""
+    runs = {}
+
+    def run(engine: str) -> dict:
+        if engine not in runs:
+            runs[engine] = launch(tmp_path_factory.mktemp(f"variants-{engine}"), engine, list(VARIANTS))
+        return runs[engine]
+
+    return run
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("recipe", list(VARIANTS))
+@pytest.mark.parametrize("engine", list(ENGINES))
+def test_recipe_variant_under_every_engine(engine, recipe, variant_runs, variant_reference):
+    check_recipe(engine, recipe, variant_runs(engine), variant_reference)
+
+
+def _completion_mask(ids: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
+    is_eos = torch.isin(ids, torch.tensor(eos_ids)).int()
+    return ((is_eos.cumsum(-1) - is_eos) == 0).float()  # up to and including the first eos
+
+
+def bare_audio_llm_scst(run: dict, recipe: str) -> dict:
+    """
+    The 1-process run's 2 SCST steps replayed by a bare loop: per step, one loss over the global batch's rows (SCST,
+    the paper's eq. 5: `-(r_i - r_greedy) * sum_t log p`, plus `kl_coef` times the k3 KL to the frozen start, per row,
+    averaged over all rows of both micro-batches) through the model's own forward (Qwen2-Audio's audio merging, not
+    hfpref's `encode_prompt`), one backward, one SGD step. The captions and rewards are the ones the run recorded.
+    """
+    import copy
+
+    from transformers import AutoConfig, GenerationConfig, Qwen2AudioForConditionalGeneration
+
+    output_dir = run["workdir"] / recipe
+    config = yaml.safe_load((run["workdir"] / f"{recipe}.yaml").read_text())
+    assert config["loss_type"] == "scst" and config.get("scst_baseline", "greedy") == "greedy"
+    assert config.get("kl_estimator", "k3") == "k3" and config.get("temperature", 1.0) == 1.0
+    model = Qwen2AudioForConditionalGeneration(AutoConfig.from_pretrained(output_dir))
+    model.load_state_dict(load_file(str(output_dir / "start.safetensors")))
+    model.eval()
+    reference_model = copy.deepcopy(model).requires_grad_(False)
+    trained = dict(model.named_parameters())
+    trained = {name: trained[name] for name in _view(run, recipe)["trainable"]}
+    eos = GenerationConfig.from_pretrained(output_dir).eos_token_id
+    eos = [eos] if isinstance(eos, int) else list(eos)
+    k, kl_coef = config["num_samples"], config["kl_coef"]
+    records = torch.load(output_dir / "rollouts_rank0.pt", weights_only=False)
+    steps = sorted({r["step"] for r in records})
+    assert len(steps) == config["max_steps"] and all(len(r["rewards"]) == 2 for r in records)
+
+    def log_probs(policy, record):
+        inputs, samples = record["inputs"], record["samples"]
+        sequences, start = samples["sequences"], samples["prompt_length"]
+        rows, steps = sequences.shape[0], sequences.shape[1] - start
+        prompt_mask = inputs["attention_mask"].repeat_interleave(k, 0)
+        # The prompts' embeddings as the model's own forward merges the audio into them (the language model's input,
+        # hidden state 0), then the caption's; not one forward over prompt + caption, which would take a sampled
+        # `<|AUDIO|>` in the caption (a random policy draws any token) for an audio slot.
+        prompt = policy(
+            input_ids=sequences[:, :start],
+            attention_mask=prompt_mask,
+            input_features=inputs["input_features"].repeat_interleave(k, 0),
+            feature_attention_mask=inputs["feature_attention_mask"].repeat_interleave(k, 0),
+            output_hidden_states=True,
+            use_cache=False,
+        ).hidden_states[0]
+        embeds = torch.cat([prompt, policy.get_input_embeddings()(sequences[:, start:-1])], 1)
+        mask = torch.cat([prompt_mask, torch.ones(rows, steps - 1).long()], 1)
+        logits = policy(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=(mask.cumsum(-1) - 1).masked_fill(mask == 0, 1),  # generate's, on left padding
+            use_cache=False,
+        ).logits[:, start - 1 :]
+        if samples["support"] is not None:
+            logits = logits.masked_fill(~samples["support"], float("-inf"))
+        completion = sequences[:, start:]
+        chosen = torch.log_softmax(logits.float(), -1).gather(2, completion[:, :, None]).squeeze(-1)
+        mask = _completion_mask(completion, eos)
+        return chosen * mask, mask
+
+    for step in steps:
+        rows = []
+        for record in (r for r in records if r["step"] == step):
+            sampled, greedy = record["rewards"]
+            advantages = sampled - greedy.repeat_interleave(k)
+            policy, mask = log_probs(model, record)
+            with torch.no_grad():
+                reference, _ = log_probs(reference_model, record)
+            delta = reference - policy
+            kl = (torch.exp(delta) - delta - 1) * mask
+            rows.append(-advantages * policy.sum(-1) + kl_coef * kl.sum(-1))
+        loss = torch.cat(rows).mean()
+        gradients = torch.autograd.grad(loss, list(trained.values()))
+        with torch.no_grad():
+            for parameter, gradient in zip(trained.values(), gradients):
+                parameter -= config["learning_rate"] * gradient
+    return {name: p.detach().clone() for name, p in trained.items()}
+
+
+@pytest.mark.distributed
+def test_audio_llm_caption_rl_equals_a_bare_reference_loop(variant_reference):
+    # The trainer compared with itself (2 processes vs 1 process accumulating) would pass a loss scaled by the
+    # accumulation steps, the process count or the rows: this reference shares none of its code.
+    recipe = "caption_rl_audio_llm"
+    bare = bare_audio_llm_scst(variant_reference, recipe)
+    start, final = (_weights(variant_reference, recipe, w, set(bare)) for w in ("start", "final"))
+    assert len(start) == len(bare)
+    moved = _max_difference(final, start)
+    assert moved > 1e-3, moved
+    difference = _max_difference(final, bare)
+    assert difference < 1e-5, (difference, moved)
 
 
 def _accelerate(args: list[str], timeout: int = 900) -> subprocess.CompletedProcess:

@@ -69,3 +69,21 @@ def test_check_caption_rows_by_hand():
     check_caption_rows(ds, "not_a_column", name="x")  # absent columns are the callers' to require
     with pytest.raises(ValueError, match=r"row 0, column 'n' is not text \(3\)"):
         check_caption_rows(Dataset.from_dict({"n": [3]}), "n", name="x")
+
+
+@pytest.mark.parametrize(
+    "architecture, freeze, frozen",
+    [("qwen2_audio", None, True), ("qwen2_audio", False, False), ("whisper", None, False), ("whisper", True, True)],
+)
+def test_audio_llm_captioner_freezes_its_audio_tower_by_default(architecture, freeze, frozen):
+    """`freeze_audio_encoder` unset: an audio LLM's audio tower is frozen, a seq2seq captioner's encoder trains."""
+    from hfpref.scripts.utils import CaptionerArguments, load_captioner
+
+    args = CaptionerArguments(tiny_captioner=True, tiny_architecture=architecture, freeze_audio_encoder=freeze)
+    model, _ = load_captioner(args, ["a dog barks", "rain falls on a roof"] * 4)
+    encoder = model.model.audio_tower if architecture == "qwen2_audio" else model.get_encoder()
+    trainable = [p.requires_grad for p in encoder.parameters()]
+    assert not any(trainable) if frozen else sum(trainable) > len(trainable) // 2  # Whisper's positions stay fixed
+    assert any(p.requires_grad for p in model.parameters())  # the rest trains
+    with pytest.raises(ValueError, match="tiny_architecture='llama'"):
+        CaptionerArguments(tiny_captioner=True, tiny_architecture="llama")

@@ -290,7 +290,12 @@ def test_rloo_and_no_baseline_advantages_by_hand():
         sequence_advantages(rewards, 2, "greedy")
     # GRPO's group advantage: (r - mean) / (std + 1e-4), the unbiased std of the clip's samples. Clip 1: mean 0.5,
     # std sqrt(0.5) = 0.7071; clip 2: mean 0.4, std sqrt(0.08) = 0.2828.
-    by_hand = [0.5 / (0.7071068 + 1e-4), -0.5 / (0.7071068 + 1e-4), -0.2 / (0.2828427 + 1e-4), 0.2 / (0.2828427 + 1e-4)]
+    by_hand = [
+        0.5 / (0.7071068 + 1e-4),
+        -0.5 / (0.7071068 + 1e-4),
+        -0.2 / (0.2828427 + 1e-4),
+        0.2 / (0.2828427 + 1e-4),
+    ]
     assert sequence_advantages(rewards, 2, "group").tolist() == pytest.approx(by_hand, rel=1e-5)
     # Scale-free: rewards times 10 plus an offset give the same advantages (up to the 1e-4 guard).
     assert sequence_advantages(10 * rewards + 3, 2, "group").tolist() == pytest.approx(by_hand, rel=1e-3)

@@ -4,6 +4,7 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
+from ...models._common import caption_ids
 from ...models.captioning import (
     Rollout,
     caption_collator,
@@ -16,7 +17,6 @@ from ...models.captioning import (
     rollout_logits,
     unwrap,
 )
-from ...models._common import caption_ids
 from ...utils.distributed import apply_peft, frozen_copy, shard_separately
 from ..base_trainer import BaseTrainer
 from ..caption_rl.caption_rl_trainer import disable_dropout

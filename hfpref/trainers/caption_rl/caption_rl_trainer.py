@@ -22,7 +22,7 @@ from ...models.captioning import (
     rollout_logits,
     unwrap,
 )
-from ...utils.distributed import apply_peft, frozen_copy, shard_separately
+from ...utils.distributed import apply_peft, frozen_copy, gather_whole_for_forward, shard_separately
 from ..base_trainer import BaseTrainer
 from .caption_rl_config import CaptionRLConfig
 
@@ -275,10 +275,17 @@ class CaptionRLTrainer(BaseTrainer):
         )
         if self.ref_model is not None:
             self.ref_model.to(self.args.device)
-        # The audio encoder runs alone once per batch (see `encode_audio`): under FSDP2 it is a unit of its own.
+        # The audio encoder runs alone once per batch (see `encode_audio`); an audio LLM's projector and input
+        # embeddings too, outside the LLM's forward: under FSDP2 each is a unit of its own.
         if self.is_fsdp_enabled:
-            encoder = unwrap(model).model.audio_tower if is_audio_llm(model) else unwrap(model).get_encoder()
-            shard_separately(model, [encoder], self.accelerator.state.fsdp_plugin)
+            base = unwrap(model)
+            if is_audio_llm(model):
+                alone = [base.model.audio_tower, base.model.multi_modal_projector, base.get_input_embeddings()]
+            else:
+                alone = [base.get_encoder()]
+            shard_separately(model, alone, self.accelerator.state.fsdp_plugin)
+        if is_audio_llm(model):  # its audio encoder reads its position embeddings' weight directly
+            gather_whole_for_forward([unwrap(model).model.audio_tower])
         check_generation_config(model)
         self._eos_ids = eos_token_ids(model)
 
