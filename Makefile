@@ -47,7 +47,7 @@ system-deps:
 # Two pytest-xdist workers, one per core (tests/conftest.py gives each worker's torch one thread); the multi-process
 # launches of tests/recipes/test_distributed.py stay on one worker (xdist_group), so they run once.
 test: setup system-deps
-	$(PY) -m pytest -q -n 2 --dist loadgroup
+	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=25
 
 # Every recipe under DeepSpeed ZeRO-2, ZeRO-3, FSDP2 and DDP on 2 CPU processes, each compared with a 1-process run
 # (`make test` runs one engine per recipe). One pytest process: each launch uses both cores.
