@@ -1,4 +1,5 @@
 import copy
+import json
 import math
 
 import numpy as np
@@ -235,6 +236,51 @@ def test_resume_from_checkpoint(tmp_path, world, captioner):
     assert resumed.state.global_step == 4
     for name, param in resumed.model.named_parameters():
         torch.testing.assert_close(param, reference[name], rtol=1e-4, atol=1e-5)
+
+
+def test_adaptive_kl_follows_ziegler_update_and_resumes(tmp_path, world, captioner):
+    """
+    With `kl_target`, the coefficient after each step is the previous one times `1 + clip(kl / target - 1, -0.2,
+    0.2) * n / horizon`, with the step's logged KL and its 8 x 2 sampled captions: recomputed here from the log. A
+    checkpoint keeps it, and a resumed run goes on from it.
+    """
+    from hfpref.trainers.caption_rl.caption_rl_trainer import KL_CONTROLLER_FILE
+
+    model, processor = captioner
+    kw = dict(
+        max_steps=4, loss_type="rloo", num_samples=2, kl_coef=0.05, kl_target=0.002, kl_horizon=40,
+        learning_rate=5e-2, logging_steps=1, save_strategy="steps", save_steps=2,
+    )  # fmt: skip
+    trainer = CaptionRLTrainer(
+        model, brevity, _args(tmp_path / "run", **kw), train_dataset=world, processing_class=processor
+    )
+    trainer.train()
+    logs = [e for e in trainer.state.log_history if "kl" in e]
+    coef = 0.05
+    for entry in logs:
+        coef *= 1 + min(max(entry["kl"] / 0.002 - 1, -0.2), 0.2) * 16 / 40
+        assert entry["kl_coef"] == pytest.approx(coef, rel=1e-5)
+    assert trainer.kl_coef == pytest.approx(coef, rel=1e-5) and coef != pytest.approx(0.05)
+    saved = json.loads((tmp_path / "run" / "checkpoint-2" / KL_CONTROLLER_FILE).read_text())
+    assert saved == {"kl_coef": pytest.approx(logs[1]["kl_coef"], rel=1e-5), "global_step": 2}
+
+    fresh, _ = build_tiny_whisper_captioner([r for refs in world["references"] for r in refs], seed=7)
+    resumed = CaptionRLTrainer(
+        fresh, brevity, _args(tmp_path / "run", **kw), train_dataset=world, processing_class=processor
+    )
+    resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-2"))
+    assert resumed.kl_coef == pytest.approx(coef, rel=1e-4)
+
+    # Without a target the coefficient is fixed and the controller leaves no trace.
+    fixed = CaptionRLTrainer(
+        copy.deepcopy(fresh), brevity, _args(tmp_path / "fixed", **{**kw, "kl_target": None}),
+        train_dataset=world, processing_class=processor,
+    )  # fmt: skip
+    fixed.train()
+    assert fixed.kl_coef == 0.05 and not any("kl_coef" in e for e in fixed.state.log_history)
+    assert not (tmp_path / "fixed" / "checkpoint-2" / KL_CONTROLLER_FILE).exists()
+    with pytest.raises(ValueError, match="set kl_coef > 0"):
+        _args(tmp_path, kl_target=1.0, kl_coef=0.0)
 
 
 def test_paper_schedule_preset_and_lr_factor(tmp_path):

@@ -65,6 +65,14 @@ class CaptionRLConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments):
             TRL's PPO and RLOO) before the baseline (the leave-one-out mean is over the penalised rewards; the greedy
             baseline stays the greedy caption's reward), so the policy gradient optimises
             `E[reward] - kl_coef * KL(pi || ref)`.
+        kl_target (`float`, *optional*):
+            Adaptive KL (Ziegler et al. 2019, https://huggingface.co/papers/1909.08593, section 2.2): `kl_coef` is
+            the starting coefficient, and after every optimizer step it is multiplied by
+            `1 + clip(KL / kl_target - 1, -0.2, 0.2) * n / kl_horizon`, where `KL` is the step's mean sampled-caption
+            KL to the reference (the logged `kl`, over every process) and `n` the captions sampled in the step; the
+            coefficient is logged as `kl_coef` (its mean over the logged steps) and kept in checkpoints. `None`: the coefficient stays fixed.
+        kl_horizon (`int`, *optional*, defaults to `10000`):
+            Sampled captions over which the adaptive coefficient moves by about `e^{0.2}` when the KL stays off target.
         disable_dropout (`bool`, *optional*, defaults to `True`):
             Turn off every dropout (and layer drop) of the policy and the reference at initialisation, as TRL's
             `disable_dropout`. Captions are sampled with dropout off; with dropout on in the loss pass the
@@ -98,6 +106,8 @@ class CaptionRLConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments):
     scst_baseline: str = field(default="greedy", metadata={"help": f"One of {SCST_BASELINES}."})
     kl_coef: float = field(default=0.0, metadata={"help": "Per-token KL penalty to the reference model."})
     kl_estimator: str = field(default="k3", metadata={"help": f"One of {KL_ESTIMATORS}: how the KL enters."})
+    kl_target: float | None = field(default=None, metadata={"help": "Target KL of the adaptive coefficient."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Horizon (sampled captions) of the adaptive KL."})
     disable_dropout: bool = field(default=True, metadata={"help": "Turn off dropout in the policy and reference."})
     max_new_tokens: int = field(default=32, metadata={"help": "Longest generated caption, in tokens."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
@@ -137,6 +147,11 @@ class CaptionRLConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments):
             raise ValueError(f"top_k={self.top_k} must be >= 1 (or null for no top-k)")
         if self.cliprange <= 0 or self.temperature <= 0 or self.kl_coef < 0:
             raise ValueError("cliprange and temperature must be > 0 and kl_coef >= 0")
+        if self.kl_target is not None:
+            if not (math.isfinite(self.kl_target) and self.kl_target > 0) or self.kl_horizon < 1:
+                raise ValueError(f"kl_target={self.kl_target} must be > 0 and kl_horizon={self.kl_horizon} >= 1")
+            if self.kl_coef <= 0:
+                raise ValueError("kl_target adapts kl_coef from its starting value: set kl_coef > 0 (e.g. 0.05)")
         if self.loss_type == "ppo" and self.gradient_accumulation_steps != 1:
             raise ValueError(
                 "loss_type='ppo' steps the optimizer inside each batch: use gradient_accumulation_steps=1"

@@ -1,4 +1,6 @@
+import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -6,6 +8,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch.optim.lr_scheduler import LambdaLR
+from transformers import TrainerCallback
 
 from ...models.captioning import (
     Rollout,
@@ -25,6 +28,19 @@ from ...models.captioning import (
 from ...utils.distributed import apply_peft, frozen_copy, gather_whole_for_forward, shard_separately
 from ..base_trainer import BaseTrainer
 from .caption_rl_config import CaptionRLConfig
+
+
+KL_CONTROLLER_FILE = "kl_controller.json"
+
+
+class _AdaptiveKLCallback(TrainerCallback):
+    """Calls the trainer's adaptive-KL update after every optimizer step."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.trainer._update_kl_coef()
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:
@@ -84,7 +100,7 @@ def reinforce_loss(log_probs: torch.Tensor, mask: torch.Tensor, advantages: torc
     SCST/RLOO policy-gradient loss, `-mean_i A_i * sum_t log p(c_i,t | c_i,<t, a_i)` (DESIGN section 4, the paper's
     eq. 5), with `log_probs` and `mask` of shape `(rows, steps)` and one advantage per row.
     """
-    return -(advantages * (log_probs * mask).sum(-1)).mean()
+    return -(advantages * (log_probs * mask).sum(-1)).sum()
 
 
 def ppo_clip_loss(
@@ -153,6 +169,24 @@ def kl_penalty(log_probs: torch.Tensor, ref_log_probs: torch.Tensor, estimator: 
     if estimator == "k1":
         return delta
     raise ValueError(f"estimator={estimator!r} is not one of ['k3', 'k2', 'k1']")
+
+
+def adaptive_kl_coef(coef: float, kl: float, target: float, samples: int, horizon: int) -> float:
+    """
+    One update of Ziegler et al.'s adaptive KL coefficient: `coef * (1 + clip(kl / target - 1, -0.2, 0.2) *
+    samples / horizon)`.
+
+    Example:
+    ```python
+    >>> round(adaptive_kl_coef(0.1, kl=12.0, target=6.0, samples=100, horizon=1000), 6)  # KL too high: clipped to 0.2
+    0.102
+    >>> round(adaptive_kl_coef(0.1, kl=5.4, target=6.0, samples=100, horizon=1000), 6)  # 10 % low: -0.1 * 0.1
+    0.099
+
+    ```
+    """
+    error = min(max(kl / target - 1.0, -0.2), 0.2)
+    return coef * (1.0 + error * samples / horizon)
 
 
 def disable_dropout(model) -> None:
@@ -258,6 +292,8 @@ class CaptionRLTrainer(BaseTrainer):
             if ref_model is not None:
                 disable_dropout(ref_model)
         self.ref_model = ref_model
+        self.kl_coef = args.kl_coef  # fixed, or adapted after every step (`kl_target`)
+        self._step_kl = [0.0, 0.0]  # this process's sum of sampled-caption KLs and their count since the last step
         self.reward_funcs = reward_funcs
         self.reward_names = [getattr(f, "__name__", f"reward_{i}") for i, f in enumerate(reward_funcs)]
         self.reward_weights = torch.tensor(args.reward_weights or [1.0] * len(reward_funcs))
@@ -275,6 +311,7 @@ class CaptionRLTrainer(BaseTrainer):
         )
         if self.ref_model is not None:
             self.ref_model.to(self.args.device)
+        self.add_callback(_AdaptiveKLCallback(self))
         # The audio encoder runs alone once per batch (see `encode_audio`); an audio LLM's projector and input
         # embeddings too, outside the LLM's forward: under FSDP2 each is a unit of its own.
         if self.is_fsdp_enabled:
@@ -420,14 +457,14 @@ class CaptionRLTrainer(BaseTrainer):
             rewards = sample_rewards
             if ref_log_probs is not None and args.kl_estimator == "k1":
                 k1 = (kl_penalty(log_probs.detach(), ref_log_probs, "k1") * mask).sum(-1)
-                rewards = rewards - args.kl_coef * k1.cpu()
+                rewards = rewards - self.kl_coef * k1.cpu()
             return sequence_advantages(rewards, k, baseline, greedy_rewards).to(device)
 
         def loss_penalty(log_probs):
             """The per-token KL term added to the loss (none for `k1`, which is in the reward)."""
             if ref_log_probs is None or args.kl_estimator == "k1":
                 return None
-            return args.kl_coef * kl_penalty(log_probs, ref_log_probs, args.kl_estimator)
+            return self.kl_coef * kl_penalty(log_probs, ref_log_probs, args.kl_estimator)
 
         # As transformers' Trainer does: each micro-batch's loss is divided by the number of micro-batches per
         # update, so accumulation gives the gradient of the global batch's mean, not the sum of the micro-batch means.
@@ -444,6 +481,7 @@ class CaptionRLTrainer(BaseTrainer):
             if ref_log_probs is not None:
                 kl = (k3_kl(log_probs.detach(), ref_log_probs) * mask).sum(-1).mean()
                 self._record_metric("kl", kl.item(), rows)
+                self._add_step_kl(kl.item(), rows)
             self.accelerator.backward(loss / scale, **backward_kwargs)
             return loss.detach() / scale
 
@@ -458,7 +496,9 @@ class CaptionRLTrainer(BaseTrainer):
                 advantages = advantages_of(log_probs, mask)
                 if ref_log_probs is not None:  # the sampling policy's KL to the reference, as SCST and RLOO log it
                     token_kl = k3_kl(old_log_probs, ref_log_probs)
-                    self._record_metric("kl", (token_kl * mask).sum(-1).mean().item(), rows)
+                    kl = (token_kl * mask).sum(-1).mean().item()
+                    self._record_metric("kl", kl, rows)
+                    self._add_step_kl(kl, rows)
             penalty = loss_penalty(log_probs)
             loss, clip_fraction = ppo_clip_loss(log_probs, old_log_probs, mask, advantages, args.cliprange, penalty)
             self.accelerator.backward(loss, **backward_kwargs)
@@ -469,6 +509,40 @@ class CaptionRLTrainer(BaseTrainer):
                 self.optimizer.zero_grad()
         self._record_metric("clip_fraction", clip_fraction.item(), mask.sum().clamp(min=1).item())
         return loss.detach()
+
+    def _add_step_kl(self, kl: float, rows: int) -> None:
+        self._step_kl[0] += kl * rows
+        self._step_kl[1] += rows
+
+    def _update_kl_coef(self) -> None:
+        """After an optimizer step: adapt `kl_coef` to the step's mean KL over every process (`kl_target`)."""
+        if self.args.kl_target is not None:
+            total, samples = self._sum_over_processes(torch.tensor(self._step_kl, dtype=torch.float64)).tolist()
+            if samples > 0:
+                self.kl_coef = adaptive_kl_coef(
+                    self.kl_coef, total / samples, self.args.kl_target, int(samples), self.args.kl_horizon
+                )
+            self._record_metric("kl_coef", self.kl_coef)
+        self._step_kl = [0.0, 0.0]
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.args.kl_target is not None and self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+            with open(os.path.join(folder, KL_CONTROLLER_FILE), "w") as f:
+                json.dump({"kl_coef": self.kl_coef, "global_step": self.state.global_step}, f)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.args.kl_target is not None:
+            path = os.path.join(resume_from_checkpoint, KL_CONTROLLER_FILE)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(
+                    f"{resume_from_checkpoint} has no {KL_CONTROLLER_FILE}: it was not saved by a run with kl_target, so "
+                    "the adaptive KL coefficient it reached is unknown"
+                )
+            with open(path) as f:
+                self.kl_coef = float(json.load(f)["kl_coef"])
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Greedy-decode the eval set and report the mean reward, its components and caption statistics."""
@@ -520,6 +594,7 @@ class CaptionRLTrainer(BaseTrainer):
             "rewards": ", ".join(self.reward_names),
             "reward_weights": self.args.reward_weights,
             "kl_coef": self.args.kl_coef,
+            "kl_target": self.args.kl_target,
             "kl_estimator": f"{self.args.kl_estimator} ({KL_OPTIMISED[self.args.kl_estimator]})",
             "disable_dropout": self.args.disable_dropout,
             "learning_rate": self.args.learning_rate,
