@@ -36,6 +36,14 @@ class CLAPRewardConfig(PretrainedConfig):
             again (see [`~CLAPRewardConfig.resolve_clap_checkpoint`]).
         clap_fingerprint (`str`, *optional*):
             Fingerprint of that CLAP's weights and processor settings, as the embedding cache keys it.
+        num_members (`int`, *optional*, defaults to `1`):
+            Heads of an ensemble (Coste et al. 2023, https://huggingface.co/papers/2310.02743), each its own MLP
+            (initialised apart, trained on its own bootstrap resample of the pairs by the reward trainer), in one
+            artifact over the same embeddings.
+        ensemble_lambda (`float`, *optional*, defaults to `0.0`):
+            The ensemble's reward is `mean - ensemble_lambda * std` of the members' rewards (std over members,
+            population form): 0 is the mean, > 0 the conservative, uncertainty-penalised reward. A RL run can set it
+            on the loaded model's config.
     """
 
     model_type = "hfpref_clap_reward"
@@ -48,8 +56,14 @@ class CLAPRewardConfig(PretrainedConfig):
         reward_clamp: Sequence[float] | None = (0.01, 0.99),
         clap_checkpoint: str | None = None,
         clap_fingerprint: str | None = None,
+        num_members: int = 1,
+        ensemble_lambda: float = 0.0,
         **kwargs,
     ):
+        if num_members < 1:
+            raise ValueError(f"num_members={num_members} must be at least 1")
+        if not (np.isfinite(ensemble_lambda) and ensemble_lambda >= 0):
+            raise ValueError(f"ensemble_lambda={ensemble_lambda} must be a finite number >= 0")
         if embedding_dim < 1:
             raise ValueError(f"embedding_dim={embedding_dim} must be positive")
         if not 0.0 <= dropout < 1.0:
@@ -62,6 +76,8 @@ class CLAPRewardConfig(PretrainedConfig):
         self.reward_clamp = list(reward_clamp) if reward_clamp is not None else None
         self.clap_checkpoint = clap_checkpoint
         self.clap_fingerprint = clap_fingerprint
+        self.num_members = int(num_members)
+        self.ensemble_lambda = float(ensemble_lambda)
         super().__init__(**kwargs)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -139,12 +155,34 @@ def portable_clap_reference(reference: str | None, save_directory: str | os.Path
 class CLAPRewardOutput(ModelOutput):
     """
     Args:
-        rewards (`torch.FloatTensor` of shape `(batch,)`): r(a, c) in (0, 1).
-        logits (`torch.FloatTensor` of shape `(batch,)`): the pre-sigmoid scores.
+        rewards (`torch.FloatTensor` of shape `(batch,)`): r(a, c) in (0, 1); for an ensemble, the members'
+            `mean - ensemble_lambda * std`.
+        logits (`torch.FloatTensor` of shape `(batch,)`): the pre-sigmoid scores (an ensemble's: the members' mean).
+        member_rewards (`torch.FloatTensor` of shape `(batch, num_members)`): each member's reward (training clamps
+            them as `rewards`).
     """
 
     rewards: torch.FloatTensor | None = None
     logits: torch.FloatTensor | None = None
+    member_rewards: torch.FloatTensor | None = None
+
+
+def ensemble_reward(member_rewards: torch.Tensor, ensemble_lambda: float) -> torch.Tensor:
+    """
+    `mean - ensemble_lambda * std` over the last dimension (population std).
+
+    Example:
+    ```python
+    >>> import torch
+    >>> ensemble_reward(torch.tensor([[0.2, 0.4, 0.6]]), 1.0)  # mean 0.4, std sqrt(0.08 / 3) = 0.1633
+    tensor([0.2367])
+
+    ```
+    """
+    mean = member_rewards.mean(-1)
+    if member_rewards.shape[-1] == 1 or ensemble_lambda == 0:
+        return mean
+    return mean - ensemble_lambda * member_rewards.std(-1, unbiased=False)
 
 
 class CLAPRewardModel(PreTrainedModel):
@@ -163,14 +201,27 @@ class CLAPRewardModel(PreTrainedModel):
 
     def __init__(self, config: CLAPRewardConfig):
         super().__init__(config)
-        layers: list[nn.Module] = []
-        width = 2 * config.embedding_dim
-        for hidden in config.hidden_sizes:
-            layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
-            width = hidden
-        layers.append(nn.Linear(width, 1))
-        self.mlp = nn.Sequential(*layers)
+
+        def head() -> nn.Sequential:
+            layers: list[nn.Module] = []
+            width = 2 * config.embedding_dim
+            for hidden in config.hidden_sizes:
+                layers += [nn.Linear(width, hidden), nn.ReLU(), nn.Dropout(config.dropout)]
+                width = hidden
+            layers.append(nn.Linear(width, 1))
+            return nn.Sequential(*layers)
+
+        # One head is `mlp` (the layout every single reward model was saved with); an ensemble's are `members`.
+        if getattr(config, "num_members", 1) == 1:
+            self.mlp = head()
+        else:
+            self.members = nn.ModuleList([head() for _ in range(config.num_members)])
         self.post_init()
+
+    @property
+    def heads(self) -> list[nn.Sequential]:
+        """The MLP of each member (one for a single reward model)."""
+        return list(self.members) if hasattr(self, "members") else [self.mlp]
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
@@ -237,13 +288,15 @@ class CLAPRewardModel(PreTrainedModel):
             raise ValueError(
                 f"audio_embedding has {audio_embedding.shape[0]} rows but text_embedding has {text_embedding.shape[0]}."
             )
-        dtype = self.mlp[0].weight.dtype
+        heads = self.heads
+        dtype = heads[0][0].weight.dtype
         features = torch.cat([audio_embedding, text_embedding], dim=-1).to(dtype)
-        logits = self.mlp(features).squeeze(-1)
-        rewards = torch.sigmoid(logits)
+        member_logits = torch.cat([mlp(features) for mlp in heads], dim=-1)  # (batch, members)
+        member_rewards = torch.sigmoid(member_logits)
         if self.training and self.config.reward_clamp is not None:
-            rewards = rewards.clamp(*self.config.reward_clamp)
-        output = CLAPRewardOutput(rewards=rewards, logits=logits)
+            member_rewards = member_rewards.clamp(*self.config.reward_clamp)
+        rewards = ensemble_reward(member_rewards, getattr(self.config, "ensemble_lambda", 0.0))
+        output = CLAPRewardOutput(rewards=rewards, logits=member_logits.mean(-1), member_rewards=member_rewards)
         return output if return_dict else output.to_tuple()
 
     @torch.inference_mode()

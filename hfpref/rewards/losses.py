@@ -106,6 +106,7 @@ def bradley_terry_loss(
     *,
     scale: float = 10.0,
     margin: torch.Tensor | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """
     Bradley-Terry loss with a scaled reward difference, `-log sigmoid(s * (r_w - r_l))`, averaged.
@@ -123,6 +124,7 @@ def bradley_terry_loss(
             The factor `s` on the reward difference.
         margin (`torch.Tensor` of shape `(batch,)`, *optional*):
             Subtracted from the scaled difference, as in Llama 2's margin loss; `None` for none.
+        reduction (`str`, *optional*, defaults to `"mean"`): `"mean"` over the batch, or `"none"` (per pair).
 
     Example:
     ```python
@@ -141,10 +143,21 @@ def bradley_terry_loss(
     logits = scale * (chosen_rewards - rejected_rewards)
     if margin is not None:
         logits = logits - margin
-    return -F.logsigmoid(logits).mean()
+    losses = -F.logsigmoid(logits)
+    return _reduce(losses, reduction)
 
 
-def binary_feedback_loss(rewards: torch.Tensor, labels: torch.Tensor, *, loss_type: str = "bce") -> torch.Tensor:
+def _reduce(losses: torch.Tensor, reduction: str) -> torch.Tensor:
+    if reduction == "mean":
+        return losses.mean()
+    if reduction == "none":
+        return losses
+    raise ValueError(f"reduction={reduction!r} is not one of ['mean', 'none']")
+
+
+def binary_feedback_loss(
+    rewards: torch.Tensor, labels: torch.Tensor, *, loss_type: str = "bce", reduction: str = "mean"
+) -> torch.Tensor:
     """
     Loss of rewards in (0, 1) against binary human feedback (BATON,
     https://huggingface.co/papers/2402.00744, section 3.2).
@@ -156,6 +169,7 @@ def binary_feedback_loss(rewards: torch.Tensor, labels: torch.Tensor, *, loss_ty
             Human labels, 0 or 1.
         loss_type (`str`, *optional*, defaults to `"bce"`):
             `"bce"` (binary cross-entropy) or `"mse"` (squared error).
+        reduction (`str`, *optional*, defaults to `"mean"`): `"mean"` over the batch, or `"none"` (per row).
 
     Example:
     ```python
@@ -171,7 +185,7 @@ def binary_feedback_loss(rewards: torch.Tensor, labels: torch.Tensor, *, loss_ty
     if not bool(((labels == 0) | (labels == 1)).all()):
         raise ValueError(f"binary_feedback_loss: labels must be 0 or 1, got {labels.unique().tolist()}.")
     if loss_type == "bce":
-        return F.binary_cross_entropy(rewards, labels)
+        return _reduce(F.binary_cross_entropy(rewards, labels, reduction="none"), reduction)
     if loss_type == "mse":
-        return F.mse_loss(rewards, labels)
+        return _reduce(F.mse_loss(rewards, labels, reduction="none"), reduction)
     raise ValueError(f"loss_type={loss_type!r} is not one of ['bce', 'mse']")

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -385,3 +386,98 @@ def test_compute_loss_on_binary_feedback_uses_the_configured_loss_type(tmp_path,
     mse = sum((r - y) ** 2 for r, y in zip(rewards, label)) / 3
     assert abs(bce - mse) > 0.1
     assert loss.item() == pytest.approx(bce if loss_type == "bce" else mse, rel=1e-6)
+
+
+def _ensemble(members: int, seed=0, hidden_sizes=(16,), **config):
+    torch.manual_seed(seed)
+    return CLAPRewardModel(
+        CLAPRewardConfig(embedding_dim=DIM, hidden_sizes=hidden_sizes, dropout=0.0, num_members=members, **config)
+    )
+
+
+def test_ensemble_reward_is_mean_minus_lambda_std_and_saves_as_one_artifact(tmp_path):
+    from transformers import AutoModel
+
+    model = _ensemble(3, ensemble_lambda=0.5).eval()
+    data = pairwise_data(6)
+    audio, text = torch.tensor(data["audio_embedding"]), torch.tensor(data["chosen_embedding"])
+    out = model(audio_embedding=audio, text_embedding=text)
+    alone = torch.stack([torch.sigmoid(head(torch.cat([audio, text], -1))).squeeze(-1) for head in model.heads], -1)
+    torch.testing.assert_close(out.member_rewards, alone)
+    mean, std = alone.mean(-1), ((alone - alone.mean(-1, keepdim=True)) ** 2).mean(-1).sqrt()
+    torch.testing.assert_close(out.rewards, mean - 0.5 * std)
+    assert (out.member_rewards.std(-1) > 0).all()  # the members were initialised apart
+    model.save_pretrained(tmp_path)
+    loaded = AutoModel.from_pretrained(tmp_path).eval()
+    assert type(loaded) is CLAPRewardModel and loaded.config.num_members == 3
+    torch.testing.assert_close(loaded(audio_embedding=audio, text_embedding=text).rewards, out.rewards)
+    loaded.config.ensemble_lambda = 0.0  # a RL run may choose the plain mean
+    torch.testing.assert_close(loaded(audio_embedding=audio, text_embedding=text).rewards, mean)
+    with pytest.raises(ValueError, match="num_members=0"):
+        CLAPRewardConfig(num_members=0)
+
+
+def test_each_member_trains_as_it_would_alone_on_its_bootstrap_resample(tmp_path):
+    """
+    Two members with bootstrap weights w[:, k]: each ends exactly where a single reward model with the member's
+    initial weights ends when trained on the same batches with its loss weighted by w[:, k] (plain SGD, L2 included),
+    the reference loop written here. Without the bootstrap both members see the same rows.
+    """
+    data = pairwise_data(48, seed=2)
+    ensemble = _ensemble(2, seed=1)
+    initial = [copy.deepcopy(head) for head in ensemble.heads]
+    args = _args(tmp_path, per_device_train_batch_size=16, optim="sgd", learning_rate=0.5, weight_decay=0.0,
+                 l2_coef=0.1, num_train_epochs=1, seed=3, max_grad_norm=0.0, lr_scheduler_type="constant")  # fmt: skip
+    trainer = RewardModelTrainer(ensemble, args, train_dataset=data)
+    weights = trainer._bootstrap.clone()
+    assert weights.shape == (48, 2) and not torch.equal(weights[:, 0], weights[:, 1])
+    batches, compute_loss = [], trainer.compute_loss
+
+    def recording(model, inputs, *rest, **kwargs):  # the batches in the order the trainer sees them
+        batches.append({k: v.detach().clone() for k, v in inputs.items()})
+        return compute_loss(model, inputs, *rest, **kwargs)
+
+    trainer.compute_loss = recording
+    trainer.train()
+    assert len(batches) == 3
+    for k, head in enumerate(initial):
+        optimizer = torch.optim.SGD(head.parameters(), lr=0.5)
+        for batch in batches:
+            rows = batch["row_index"]
+            pair = torch.cat([batch["audio_embedding"]] * 2)
+            text = torch.cat([batch["chosen_embedding"], batch["rejected_embedding"]])
+            rewards = torch.sigmoid(head(torch.cat([pair, text], -1))).squeeze(-1).clamp(0.01, 0.99)
+            chosen, rejected = rewards.chunk(2)
+            losses = -torch.nn.functional.logsigmoid(10.0 * (chosen - rejected))
+            w = weights[rows, k]
+            params = list(head.parameters())
+            l2 = sum((p**2).sum() for p in params) / sum(p.numel() for p in params)
+            loss = (w * losses).sum() / w.sum().clamp(min=1.0) + 0.1 * l2
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        for trained, alone in zip(trainer.model.heads[k].parameters(), head.parameters()):
+            torch.testing.assert_close(trained, alone, rtol=1e-5, atol=1e-6)
+    plain = RewardModelTrainer(_ensemble(2), _args(tmp_path, ensemble_bootstrap=False), train_dataset=data)
+    assert plain._bootstrap is None
+
+
+def test_ensemble_evaluation_reports_each_member_and_the_ensemble(tmp_path):
+    trainer = RewardModelTrainer(
+        _ensemble(3, hidden_sizes=(64, 16)),
+        _args(tmp_path, num_train_epochs=20, reward_histogram=False),
+        train_dataset=pairwise_data(400, seed=0),
+        eval_dataset=pairwise_data(200, seed=1),
+    )
+    trainer.train()
+    metrics = trainer.evaluate()
+    members = [metrics[f"eval_accuracy_member_{k}"] for k in range(3)]
+    assert all(m >= 0.7 for m in members) and metrics["eval_accuracy"] >= 0.7, metrics
+    # The ensemble's accuracy is that of its mean reward, recomputed from the members' rewards.
+    data = pairwise_data(200, seed=1)
+    model = trainer.model.eval()
+    with torch.no_grad():
+        audio = torch.tensor(data["audio_embedding"])
+        chosen = model(audio_embedding=audio, text_embedding=torch.tensor(data["chosen_embedding"])).rewards
+        rejected = model(audio_embedding=audio, text_embedding=torch.tensor(data["rejected_embedding"])).rewards
+    assert metrics["eval_accuracy"] == pytest.approx((chosen > rejected).float().mean().item())

@@ -82,6 +82,11 @@ class RewardModelConfig(CardConfigMixin, HfprefConfigMixin, TrainingArguments):
             hfpref averages it by default; `"sum"` reproduces the formula literally.
         use_margin (`bool`, *optional*, defaults to `False`):
             Subtract a `margin` column from the scaled difference (Llama 2's margin loss).
+        ensemble_bootstrap (`bool`, *optional*, defaults to `True`):
+            For a reward model with `num_members > 1` (an ensemble): each member's loss weighs every training row by
+            its own Poisson(1) draw, fixed for the run (a bootstrap resample of the rows per member, seeded by
+            `seed`); `False`: the members differ by their initialisation only. The loss is the sum of the members'
+            losses, so each member trains as it would alone.
         category_column (`str` or `None`, *optional*, defaults to `"category"`):
             Column whose values get their own evaluation accuracy (FENSE's HC/HI/HM/MM), when present.
         reward_histogram (`bool`, *optional*, defaults to `True`):
@@ -98,6 +103,9 @@ class RewardModelConfig(CardConfigMixin, HfprefConfigMixin, TrainingArguments):
     l2_coef: float = field(default=0.1, metadata={"help": "Coefficient of the L2 penalty on the head's weights."})
     l2_reduction: str = field(default="mean", metadata={"help": "'mean' (||theta||^2 / |theta|) or 'sum'."})
     use_margin: bool = field(default=False, metadata={"help": "Use the `margin` column in the BT loss."})
+    ensemble_bootstrap: bool = field(
+        default=True, metadata={"help": "Each member of an ensemble trains on its own bootstrap resample of the rows."}
+    )
     category_column: str | None = field(
         default="category", metadata={"help": "Column with per-category evaluation accuracy, when present."}
     )

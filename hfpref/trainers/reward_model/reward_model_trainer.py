@@ -9,7 +9,7 @@ from datasets import Dataset
 from transformers import EvalPrediction
 
 from ...hub.cards import render_reward_model_card
-from ...models.modeling_clap_reward import CLAPRewardModel, portable_clap_reference
+from ...models.modeling_clap_reward import CLAPRewardModel, ensemble_reward, portable_clap_reference
 from ...rewards.losses import ForwardL2Penalty, binary_feedback_loss, bradley_terry_loss
 from ...utils.checks import check_finite_training
 from ..base_trainer import BaseTrainer
@@ -191,6 +191,12 @@ class RewardModelTrainer(BaseTrainer):
         elif eval_dataset is not None:
             eval_dataset = self._prepare(eval_dataset, "eval_dataset")
         self._metric_dataset: EmbeddingTable | None = None
+        # An ensemble's bootstrap: row i counts w[i, k] ~ Poisson(1) times in member k's loss, fixed for the run.
+        self._members = getattr(model.config, "num_members", 1)
+        self._bootstrap = None
+        if self._members > 1 and args.ensemble_bootstrap and train_dataset is not None:
+            draws = np.random.default_rng([args.seed, 2310_02743]).poisson(1.0, (len(train_dataset), self._members))
+            self._bootstrap = torch.from_numpy(draws).float()
         # ||theta||^2 read during the forward pass, where DDP, ZeRO-3 and FSDP2 all hold the head's weights whole.
         self._l2 = ForwardL2Penalty(model) if args.l2_coef > 0 else None
         super().__init__(
@@ -217,31 +223,51 @@ class RewardModelTrainer(BaseTrainer):
         return table
 
     def _rewards(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each member's rewards: `(batch, 2, members)` (chosen, rejected) for pairs, `(batch, members)` for labels."""
         audio = inputs["audio_embedding"]
         if self.args.pairwise:
             # Siamese: chosen and rejected captions share one forward pass.
             text = torch.cat([inputs["chosen_embedding"], inputs["rejected_embedding"]])
-            rewards = model(audio_embedding=torch.cat([audio, audio]), text_embedding=text).rewards
-            return torch.stack(rewards.chunk(2), dim=-1)  # (batch, 2): chosen, rejected
-        return model(audio_embedding=audio, text_embedding=inputs["text_embedding"]).rewards
+            rewards = model(audio_embedding=torch.cat([audio, audio]), text_embedding=text).member_rewards
+            return torch.stack(rewards.chunk(2), dim=1)  # (batch, 2, members): chosen, rejected
+        return model(audio_embedding=audio, text_embedding=inputs["text_embedding"]).member_rewards
 
     def _loss(self, model, rewards: torch.Tensor, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The sum over members of each member's loss (its bootstrap-weighted mean over the batch's rows)."""
         if self.args.pairwise:
             margin = inputs.get("margin") if self.args.use_margin else None
-            loss = bradley_terry_loss(rewards[:, 0], rewards[:, 1], scale=self.args.bt_scale, margin=margin)
+            losses = [
+                bradley_terry_loss(
+                    rewards[:, 0, k], rewards[:, 1, k], scale=self.args.bt_scale, margin=margin, reduction="none"
+                )
+                for k in range(rewards.shape[-1])
+            ]
         else:
-            loss = binary_feedback_loss(rewards, inputs["label"], loss_type=self.args.loss_type)
+            losses = [
+                binary_feedback_loss(rewards[:, k], inputs["label"], loss_type=self.args.loss_type, reduction="none")
+                for k in range(rewards.shape[-1])
+            ]
+        losses = torch.stack(losses, dim=-1)  # (batch, members)
+        if self._bootstrap is not None and model.training:
+            weights = self._bootstrap[inputs[ROW_INDEX].cpu()].to(losses)
+            loss = ((weights * losses).sum(0) / weights.sum(0).clamp(min=1.0)).sum()
+        else:
+            loss = losses.mean(0).sum()
         if self.args.l2_coef > 0:
             penalty = self._l2.pop(reduction=self.args.l2_reduction)
             if penalty is None:
                 raise RuntimeError("the L2 penalty found no forward pass of the reward model since the last step")
-            loss = loss + self.args.l2_coef * penalty
+            # The mean over an ensemble's weights is 1/members of each member's mean: the sum of the members'.
+            loss = loss + self.args.l2_coef * penalty * (rewards.shape[-1] if self.args.l2_reduction == "mean" else 1)
         return loss
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        rewards = self._rewards(model, inputs)
-        loss = self._loss(model, rewards, inputs)
-        return (loss, {"rewards": rewards}) if return_outputs else loss
+        members = self._rewards(model, inputs)
+        loss = self._loss(model, members, inputs)
+        if not return_outputs:
+            return loss
+        rewards = ensemble_reward(members, getattr(self.model.config, "ensemble_lambda", 0.0))
+        return loss, {"rewards": rewards, "member_rewards": members}
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
@@ -268,10 +294,20 @@ class RewardModelTrainer(BaseTrainer):
         )
 
     def _reward_metrics(self, prediction: EvalPrediction) -> dict[str, float]:
-        rewards = np.asarray(prediction.predictions, dtype=np.float64)
+        members = np.asarray(prediction.predictions, dtype=np.float64)  # (rows, [2,] members)
         rows = np.asarray(prediction.label_ids).astype(int)
         dataset = self._metric_dataset
         metrics: dict[str, float] = {}
+        lam = getattr(self.model.config, "ensemble_lambda", 0.0)
+        rewards = ensemble_reward(torch.from_numpy(members), lam).numpy()
+        if members.shape[-1] > 1:  # each member's own accuracy beside the ensemble's
+            for k in range(members.shape[-1]):
+                mine = members[..., k]
+                if self.args.pairwise:
+                    metrics[f"accuracy_member_{k}"] = float((mine[:, 0] > mine[:, 1]).mean())
+                else:
+                    labels = dataset.tensors["label"].numpy()[rows]
+                    metrics[f"accuracy_member_{k}"] = float(((mine > 0.5) == (labels == 1)).mean())
         if self.args.pairwise:
             correct = rewards[:, 0] > rewards[:, 1]  # a tie counts as wrong
             metrics["accuracy"] = float(correct.mean())
