@@ -100,7 +100,7 @@ def reinforce_loss(log_probs: torch.Tensor, mask: torch.Tensor, advantages: torc
     SCST/RLOO policy-gradient loss, `-mean_i A_i * sum_t log p(c_i,t | c_i,<t, a_i)` (DESIGN section 4, the paper's
     eq. 5), with `log_probs` and `mask` of shape `(rows, steps)` and one advantage per row.
     """
-    return -(advantages * (log_probs * mask).sum(-1)).sum()
+    return -(advantages * (log_probs * mask).sum(-1)).mean()
 
 
 def ppo_clip_loss(
