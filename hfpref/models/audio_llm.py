@@ -111,11 +111,32 @@ def is_audio_llm(model) -> bool:
 
 def check_audio_llm(model) -> None:
     """Refuse an audio LLM this module does not know how to feed (named, with what it serves)."""
-    name = type(_base(model)).__name__
-    if name not in AUDIO_LLM_ARCHITECTURES:
+    # By class, not name: FSDP2's `fully_shard` renames it (`FSDPQwen2AudioForConditionalGeneration`).
+    cls = type(_base(model))
+    if not any(c.__name__ in AUDIO_LLM_ARCHITECTURES for c in cls.__mro__):
         raise ValueError(
-            f"{name} is an audio LLM hfpref does not caption with yet; it serves {AUDIO_LLM_ARCHITECTURES}"
+            f"{cls.__name__} is an audio LLM hfpref does not caption with yet; it serves {AUDIO_LLM_ARCHITECTURES}"
         )
+
+
+PROMPT_ONLY_TOKENS = ("<|AUDIO|>", "<|audio_bos|>", "<|audio_eos|>", "<|im_start|>")
+
+
+def prepare_audio_llm(model, tokenizer=None) -> None:
+    """
+    Add the tokens a caption must never hold to the generation config's `suppress_tokens` (kept in saved
+    checkpoints): the audio placeholder (from the config) and, given the tokenizer, its delimiters and
+    `<|im_start|>` ([`PROMPT_ONLY_TOKENS`]). A sampled `<|AUDIO|>` would make the model's own forward over prompt +
+    caption look for audio features it has none for. Idempotent.
+    """
+    base = _base(model)
+    ids = {base.config.audio_token_id}
+    if tokenizer is not None:
+        vocab = tokenizer.get_vocab()
+        ids |= {vocab[token] for token in PROMPT_ONLY_TOKENS if token in vocab}
+    gen = base.generation_config
+    eos = set(gen.eos_token_id if isinstance(gen.eos_token_id, list) else [gen.eos_token_id])
+    gen.suppress_tokens = sorted(set(gen.suppress_tokens or []) | (ids - eos))
 
 
 def caption_messages(instruction: str = DEFAULT_CAPTION_INSTRUCTION) -> list[dict]:
@@ -436,7 +457,11 @@ def build_tiny_qwen2_audio_captioner(
         ignore_index=shipped["ignore_index"],
     )
     config.architectures = list(shipped["architectures"])
-    with torch.random.fork_rng(devices=[]):
+    from ..utils.distributed import zero3_init_disabled
+
+    # Built whole even in a ZeRO-3 launch (its zero.Init would hand `_init_weights` empty partitions); DeepSpeed
+    # partitions the model when the trainer prepares it.
+    with torch.random.fork_rng(devices=[]), zero3_init_disabled():
         torch.manual_seed(seed)
         model = Qwen2AudioForConditionalGeneration(config)
     # The checkpoint's sampling settings (top-p 0.5, repetition penalty 1.1) with its ids; a captioner trained from

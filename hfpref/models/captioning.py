@@ -35,6 +35,7 @@ from .audio_llm import (
     encode_prompt,
     generate_from_prompt,
     is_audio_llm,
+    prepare_audio_llm,
     prompt_logits,
 )
 
@@ -158,7 +159,9 @@ def prepare_captioner(
     so `generate` never detects a language per batch; timestamps are off; and every timestamp and prompt-only token
     ([`non_caption_token_ids`]) is added to `suppress_tokens`, so sampling never draws a token the tokenizer would
     silently drop from the caption. A `WhisperTokenizer` gets the same prefix tokens (`set_prefix_tokens`), and must
-    agree on their ids. Other captioners are left as they are (their prompt is the decoder start token).
+    agree on their ids. An audio LLM's prompt-only tokens (`<|AUDIO|>` and its delimiters, `<|im_start|>`) are
+    suppressed ([`~hfpref.models.audio_llm.prepare_audio_llm`]); its prompt is its chat template's, so `[]` is
+    returned. Other captioners are left as they are (their prompt is the decoder start token).
     Idempotent.
 
     Args:
@@ -175,6 +178,7 @@ def prepare_captioner(
     gen = base.generation_config
     if is_audio_llm(model):
         check_audio_llm(model)
+        prepare_audio_llm(model, tokenizer)
         return []
     if not is_whisper_prompted(gen):
         return captioning_prefix(model)

@@ -344,3 +344,28 @@ def test_the_learning_claim_holds_on_other_seeds(seed):
     for condition in ("oracle", "shuffled"):
         first, last = learning_run(seed, condition)
         assert (last - first >= 0.1) == (condition == "oracle"), (seed, condition, first, last)
+
+
+def test_prompt_only_tokens_are_never_sampled(shipped):
+    """`prepare_captioner` suppresses `<|AUDIO|>`, its delimiters and `<|im_start|>` (never eos), and sampling
+    with a policy biased towards the audio token draws none of them (unsuppressed, 73 % of its tokens are
+    `<|AUDIO|>`)."""
+    from hfpref.models.captioning import prepare_captioner
+
+    model, processor = shipped
+    before = list(model.generation_config.suppress_tokens or [])
+    try:
+        prepare_captioner(model, processor.tokenizer)
+        assert set(model.generation_config.suppress_tokens) == {151646, 151647, 151648, 151644}
+        model.generation_config.repetition_penalty = 1.0
+        with torch.no_grad():
+            model.lm_head.weight[151646] += 5 * model.lm_head.weight[151646].sign()  # the audio token favoured
+            batch = AudioLLMCaptionCollator(processor, caption_column=None).prompts(clips(1.0))
+            torch.manual_seed(0)
+            rollout = decode(model.eval(), encode_audio(model, batch), do_sample=True, num_return_sequences=8,
+                             max_new_tokens=6)  # fmt: skip
+            model.lm_head.weight[151646] -= 5 * model.lm_head.weight[151646].sign()
+        assert not torch.isin(rollout.completion_ids, torch.tensor([151644, 151646, 151647, 151648])).any()
+    finally:
+        model.generation_config.suppress_tokens = before or None
+        model.generation_config.repetition_penalty = 1.1
