@@ -266,6 +266,7 @@ def build_reward_funcs(
     repetition_penalty: float | None = None,
     references_corpus: Sequence[Sequence[str]] | None = None,
     extra: Mapping[str, Callable[[], RewardFunc]] | None = None,
+    reward_ensemble_lambda: float | None = None,
 ):
     """
     Turn reward names from a recipe's YAML into callables, loading the models they need once.
@@ -288,6 +289,9 @@ def build_reward_funcs(
             More named rewards for this call, each built by calling its factory with no arguments, e.g.
             `{"oracle": hfpref.judges.oracle.get_oracle_reward}` (judges sit above the rewards, so a script passes
             them in).
+        reward_ensemble_lambda (`float`, *optional*):
+            For a reward-model ensemble: reward `mean - lambda * std` of its members with this lambda instead of the
+            one it was saved with (0: the plain mean). Refused for a single reward model.
 
     Returns:
         `tuple[list[Callable], ClapEmbedder | None]`: the callables and the CLAP embedder they share (if any), so
@@ -307,6 +311,14 @@ def build_reward_funcs(
         if reward_model_name_or_path is None:
             raise ValueError("the 'reward_model' reward needs reward_model_name_or_path")
         resources["reward_model"] = CLAPRewardModel.from_pretrained(reward_model_name_or_path)
+        if reward_ensemble_lambda is not None:
+            config = resources["reward_model"].config
+            if config.num_members < 2:
+                raise ValueError(
+                    f"reward_ensemble_lambda={reward_ensemble_lambda} needs a reward-model ensemble, but "
+                    f"{reward_model_name_or_path} has one member (train it with num_members > 1)"
+                )
+            config.ensemble_lambda = float(reward_ensemble_lambda)
         clap_model_name_or_path = clap_model_name_or_path or resources["reward_model"].config.resolve_clap_checkpoint()
     if {"reward_model", "clap_similarity"} & set(names):
         from ..encoders.clap import ClapEmbedder

@@ -26,6 +26,7 @@ from hfpref.scripts.utils import (
 )
 from hfpref.trainers import CaptionRLConfig, CaptionRLTrainer
 from hfpref.utils.checks import check_finite_training
+from hfpref.utils.safe_loading import check_pretrained_path
 
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,10 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
         expected_length=expected_length,
         repetition_penalty=script_args.repetition_penalty,
         references_corpus=train["references"] if "references" in train.column_names else None,
+        reward_ensemble_lambda=script_args.reward_ensemble_lambda,
     )
+    if script_args.selection_reward_model:
+        add_selection_reward(reward_funcs, training_args, embedder, script_args.selection_reward_model)
     if embedder is not None:  # CLAP is frozen: embed each clip once, rewards read `audio_embedding`
         splits = type(splits)({k: add_embeddings(v, embedder, text_columns=[]) for k, v in splits.items()})
 
@@ -74,6 +78,25 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
     dataset = script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)"
     write_card_and_push(trainer, training_args, dataset_name=dataset, reward_model=reward_model)
     return trainer, metrics
+
+
+def add_selection_reward(reward_funcs: list, training_args: CaptionRLConfig, embedder, path: str) -> None:
+    """
+    Append the reward model at `path` as `selection_reward`, with weight 0: it never reaches the advantage, and
+    evaluation logs it (`eval_rewards/selection_reward`) for checkpoint selection. It reads the embeddings of the
+    RL reward's CLAP (checked: [`~hfpref.models.modeling_clap_reward.check_clap_pairing`]).
+    """
+    from hfpref.models.modeling_clap_reward import CLAPRewardModel
+    from hfpref.rewards.functions import get_reward_model_reward
+
+    if embedder is None:
+        raise ValueError("selection_reward_model reads CLAP embeddings: the RL rewards must include 'reward_model'")
+    check_pretrained_path(path, what="selection_reward_model")
+    selection = get_reward_model_reward(CLAPRewardModel.from_pretrained(path), embedder)
+    weights = training_args.reward_weights or [1.0] * len(reward_funcs)
+    selection.__name__ = "selection_reward"  # the name the trainer logs it under
+    reward_funcs.append(selection)
+    training_args.reward_weights = [*weights, 0.0]
 
 
 def make_parser() -> HfprefParser:

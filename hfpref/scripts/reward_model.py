@@ -89,6 +89,8 @@ def main(script_args: RewardScriptArguments, training_args: RewardModelConfig, h
                 hidden_sizes=head_args.hidden_sizes,
                 dropout=head_args.dropout,
                 reward_clamp=head_args.reward_clamp,
+                num_members=head_args.num_members,
+                ensemble_lambda=head_args.ensemble_lambda,
                 clap_checkpoint=clap_path if embedder else script_args.embeddings_from,
                 clap_fingerprint=embedder.fingerprint if embedder else None,
             )

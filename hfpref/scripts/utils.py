@@ -386,6 +386,12 @@ class CaptionRLScriptArguments(CaptionScriptArguments):
         length_penalty_alpha (`float`, *optional*, defaults to `0.4`): length penalty (the paper: 0.4 on AudioCaps).
         expected_length (`float`, *optional*): `L_exp` in words; default the mean reference length of the data.
         repetition_penalty (`float`, *optional*): repetition penalty strength; `None` for none.
+        reward_ensemble_lambda (`float`, *optional*): for a reward-model ensemble, reward `mean - lambda * std` of
+            its members with this lambda (default: the one it was saved with).
+        selection_reward_model (`str`, *optional*): a second reward model the policy is never optimised against (a
+            weight-0 reward named `selection_reward`): evaluation logs `eval_rewards/selection_reward`, the mean
+            reward of the greedy captions of the held-out clips, so `metric_for_best_model: rewards/selection_reward`
+            with `load_best_model_at_end: true` keeps the checkpoint it scores best.
     """
 
     reward_funcs: list[str] = field(default_factory=lambda: ["reward_model"])
@@ -396,6 +402,8 @@ class CaptionRLScriptArguments(CaptionScriptArguments):
     length_penalty_alpha: float | None = 0.4
     expected_length: float | None = None
     repetition_penalty: float | None = None
+    reward_ensemble_lambda: float | None = None
+    selection_reward_model: str | None = None
 
     def __post_init__(self):
         super().__post_init__()
@@ -522,18 +530,28 @@ class RewardHeadArguments:
         dropout (`float`, *optional*, defaults to `0.1`): dropout after each hidden layer.
         reward_clamp (`list[float]`, *optional*, defaults to `[0.01, 0.99]`): reward clamp in training.
         init_from (`str`, *optional*): continue from a saved reward model instead of a new head.
+        num_members (`int`, *optional*, defaults to `1`): heads of an ensemble, each trained on its own bootstrap
+            resample (`ensemble_bootstrap` of the training config), saved as one artifact.
+        ensemble_lambda (`float`, *optional*, defaults to `0.0`): the ensemble's reward is `mean - ensemble_lambda *
+            std` of its members' (a RL recipe can override it: `reward_ensemble_lambda`).
     """
 
     hidden_sizes: list[int] = field(default_factory=lambda: [512, 128])
     dropout: float = 0.1
     reward_clamp: list[float] = field(default_factory=lambda: [0.01, 0.99])
     init_from: str | None = None
+    num_members: int = 1
+    ensemble_lambda: float = 0.0
 
     def __post_init__(self):
         # Checked here, when the recipe parses its config, so a typo stops the run before any embedding work.
         self.hidden_sizes = _number_list("hidden_sizes", self.hidden_sizes, int, "[512, 128]")
         if not self.hidden_sizes or any(size < 1 for size in self.hidden_sizes):
             raise ValueError(f"hidden_sizes={self.hidden_sizes} must list positive widths, e.g. [512, 128]")
+        if self.num_members < 1 or not (_is_number(self.ensemble_lambda) and self.ensemble_lambda >= 0):
+            raise ValueError(
+                f"num_members={self.num_members} must be >= 1 and ensemble_lambda={self.ensemble_lambda!r} >= 0"
+            )
         if not _is_number(self.dropout) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout!r} must lie in [0, 1)")
         if self.reward_clamp is not None:

@@ -117,3 +117,76 @@ def test_unknown_reward_name_is_refused(tmp_path):
 
     with pytest.raises(ValueError, match=r"unknown reward 'bleu_reward'; known rewards: \["):
         build_reward_funcs(["bleu_reward"])
+
+
+def test_rl_with_an_ensemble_reward_and_checkpoint_selection_by_a_held_out_reward_model(tmp_path, tiny_clap_dir):
+    """
+    RL rewarded by a 3-member reward-model ensemble at `reward_ensemble_lambda`, with a second reward model that
+    never reaches the advantage (`selection_reward`, weight 0): every evaluation logs its mean reward of the held-out
+    clips' greedy captions, and `load_best_model_at_end` keeps the checkpoint it scores best.
+    """
+    from safetensors.torch import load_file
+
+    embedder = ClapEmbedder.from_pretrained(str(tiny_clap_dir), show_progress=False)
+    paths = {}
+    for name, members, seed in (("ensemble", 3, 0), ("selection", 1, 1)):
+        torch.manual_seed(seed)
+        config = CLAPRewardConfig(
+            embedding_dim=embedder.embedding_dim, hidden_sizes=[16], num_members=members,
+            clap_checkpoint=str(tiny_clap_dir), clap_fingerprint=embedder.fingerprint,
+        )  # fmt: skip
+        paths[name] = tmp_path / name
+        CLAPRewardModel(config).save_pretrained(paths[name])
+    argv = _yaml(
+        tmp_path / "rl.yaml",
+        synthetic_clips=24,
+        tiny_captioner=True,
+        reward_model_name_or_path=str(paths["ensemble"]),
+        reward_ensemble_lambda=1.0,
+        length_penalty_alpha=None,
+        selection_reward_model=str(paths["selection"]),
+        loss_type="scst",
+        max_steps=4,
+        learning_rate=5e-2,
+        max_new_tokens=8,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=8,
+        eval_strategy="steps",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        metric_for_best_model="rewards/selection_reward",
+        load_best_model_at_end=True,
+        output_dir=str(tmp_path / "rl"),
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    script, args, model_args = TrlParser(RL_TYPES).parse_args_and_config(argv)
+    trainer, _ = _recipe("caption_rl").main(script, args, model_args)
+    assert trainer.args.reward_weights == [1.0, 0.0] and trainer.reward_names[-1] == "selection_reward"
+    scores = {
+        e["step"]: e["eval_rewards/selection_reward"]
+        for e in trainer.state.log_history
+        if "eval_rewards/selection_reward" in e
+    }
+    assert sorted(scores)[:4] == [1, 2, 3, 4]
+    best = max((s for s in scores if s <= 4), key=lambda s: scores[s])
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best}")
+    kept = load_file(str(tmp_path / "rl" / f"checkpoint-{best}" / "model.safetensors"))
+    final = trainer.model.state_dict()
+    assert all(torch.equal(final[name], tensor) for name, tensor in kept.items() if name in final)
+    # The RL reward is the ensemble's mean - 1.0 * std of its members (not the saved lambda, 0): fixed captions
+    # scored through the trainer's reward callable.
+    clips = trainer.train_dataset.select(range(3))
+    captions = ["a dog barks", "rain falls", "an engine hums"]
+    ensemble = CLAPRewardModel.from_pretrained(paths["ensemble"]).eval()
+    audio = torch.tensor(clips["audio_embedding"])
+    out = ensemble(audio_embedding=audio, text_embedding=torch.from_numpy(embedder.embed_text(captions)))
+    members = out.member_rewards
+    by_hand = members.mean(-1) - members.std(-1, unbiased=False)
+    ensemble_reward = trainer.reward_funcs[0]
+    assert ensemble_reward.__name__.startswith("reward_model_reward")
+    scored = ensemble_reward(completions=captions, audio_embedding=clips["audio_embedding"])
+    assert scored == pytest.approx(by_hand.tolist(), rel=1e-5)
+    assert not torch.allclose(by_hand, members.mean(-1))  # lambda matters on these captions
