@@ -329,6 +329,28 @@ def test_recipe_variant_under_every_engine(engine, recipe, variant_runs, variant
     check_recipe(engine, recipe, variant_runs(engine), variant_reference)
 
 
+def test_shard_separately_makes_only_the_named_modules_units():
+    # accelerate's FSDP2 wrap policy matches classes by name: an audio LLM's input embeddings are an `nn.Embedding` as
+    # its audio encoder's positions are, whose weight the encoder reads without calling it (it must stay in the
+    # encoder's unit).
+    from accelerate.utils.dataclasses import get_module_class_from_name
+
+    from hfpref.utils.distributed import shard_separately
+
+    model = torch.nn.Module()
+    model.encoder = torch.nn.Module()
+    model.encoder.embed_positions = torch.nn.Embedding(4, 2)
+    model.embed_tokens = torch.nn.Embedding(8, 2)
+    model.projector = torch.nn.Linear(2, 2)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    shard_separately(model, [model.embed_tokens, model.projector])
+    classes = tuple(get_module_class_from_name(model, name) for name in model._no_split_modules)
+    assert [m for m in model.modules() if isinstance(m, classes)] == [model.embed_tokens, model.projector]
+    assert type(model.encoder.embed_positions) is torch.nn.Embedding
+    assert isinstance(model.embed_tokens, torch.nn.Embedding) and type(model.projector) is torch.nn.Linear
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in state.items())
+
+
 def _completion_mask(ids: torch.Tensor, eos_ids: list[int]) -> torch.Tensor:
     is_eos = torch.isin(ids, torch.tensor(eos_ids)).int()
     return ((is_eos.cumsum(-1) - is_eos) == 0).float()  # up to and including the first eos
