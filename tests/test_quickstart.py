@@ -59,11 +59,14 @@ def test_shipped_stage_config_is_the_quickstarts_own(stage, captioner):
         assert model_args.tiny_architecture == {"whisper": "whisper", "audio-llm": "qwen2_audio"}[captioner]
 
 
+@pytest.mark.parametrize("captioner", CAPTIONERS)
 @pytest.mark.parametrize("size", sorted(SIZES))
-def test_every_size_parses_through_the_recipe_parsers(tmp_path, size):
-    for stage, config in stage_configs(tmp_path, size, seed=3).items():
-        script_args, training_args, _ = parse_stage_config(stage, config)
+def test_every_size_parses_through_the_recipe_parsers(tmp_path, size, captioner):
+    for stage, config in stage_configs(tmp_path, size, seed=3, captioner=captioner).items():
+        script_args, training_args, model_args = parse_stage_config(stage, config)
         assert training_args.seed == 3 and training_args.output_dir.startswith(str(tmp_path))
+        if stage in ("sft", "rl"):  # the audio-LLM captioner trains its audio encoder too (built from scratch)
+            assert model_args.freeze_audio_encoder is {"whisper": None, "audio-llm": False}[captioner]
 
 
 def test_write_configs_command(tmp_path, capsys):
@@ -200,7 +203,11 @@ def test_tiny_audio_llm_quickstart_trains_a_qwen2_audio_captioner_and_keeps_its_
     # The Whisper quickstart in this folder is refused (stages and results untouched) unless --force replaces it.
     kept = [*(out / "stages").glob("*.json"), out / "results.json", out / "sft" / "model.safetensors"]
     before = {path: path.read_bytes() for path in kept}
-    with pytest.raises(ValueError, match=re.escape(str(out)) + " holds the quickstart of another captioner .*--force"):
+    with pytest.raises(
+        ValueError,
+        match=re.escape(str(out))
+        + " holds the quickstart of another captioner \\(stages of 'audio-llm': .*sft.*--force",
+    ):
         main(["quickstart", "--size", "tiny", "--output-dir", str(out)])
     assert {path: path.read_bytes() for path in kept} == before
     from hfpref.quickstart.stages import check_captioner

@@ -34,8 +34,8 @@ def add_quickstart_parser(subparsers):
     p.add_argument(
         "--write-configs",
         metavar="DIR",
-        help="only write each training stage's recipe config under DIR (recipes/quickstart), with the audio-LLM "
-        "captioner's SFT and RL configs, and exit",
+        help="only write each training stage's recipe config under DIR (recipes/quickstart) and exit: "
+        "<recipe>/config_small.yaml, and <recipe>/config_small_audio_llm.yaml for --captioner audio-llm",
     )
     p.set_defaults(func=cmd_quickstart)
     return p
