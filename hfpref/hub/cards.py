@@ -336,7 +336,11 @@ def audio_llm_captioner_usage(repo_id: str, model_class: str, instruction: str, 
             f'model = PeftModel.from_pretrained(base, "{repo_id}").merge_and_unload()  # the LoRA adapter, merged\n'
         )
     return AUDIO_LLM_CAPTIONER_USAGE.format(
-        repo_id=repo_id, model_class=model_class, peft_import=peft_import, load_model=load_model, instruction=instruction
+        repo_id=repo_id,
+        model_class=model_class,
+        peft_import=peft_import,
+        load_model=load_model,
+        instruction=instruction,
     )
 
 

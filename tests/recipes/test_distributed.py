@@ -72,6 +72,7 @@ DEFAULT_ENGINE = {
     "audibility_classifier": "zero2",
     "aligncap_dpo": "zero2",
     "caption_grpo": "zero2",
+    "caption_dpo": "zero3",  # an audio LLM's tower read whole for its forward; a frozen reference copy
 }
 INEXACT = {"caption_grpo"}  # see the module docstring
 # Variants of a recipe, run by the `distributed` matrix only (and compared with their own 1-process run): name ->
@@ -113,6 +114,7 @@ OVERRIDES = {
     "caption_grpo": {"learning_rate": 0.05, "per_device_train_batch_size": 4},
     "aligncap_kd": {"learning_rate": 0.05, "per_device_train_batch_size": 2},
     "aligncap_dpo": {"learning_rate": 0.05, "per_device_train_batch_size": 2},
+    "caption_dpo": {"learning_rate": 10.0, "per_device_train_batch_size": 2},
     "reward_weighted_diffusion": {"learning_rate": 0.05, "per_device_train_batch_size": 2},
     "audibility_classifier": {
         "learning_rate": 0.5,

@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from datasets import concatenate_datasets
 from peft import LoraConfig
 
 from hfpref.data.synthetic.audio_world import make_world
@@ -245,3 +246,114 @@ def test_bad_pairs_are_refused(tmp_path, world, pairs):
         CaptionDPOTrainer(
             model, _args(tmp_path, chosen_column="preferred"), train_dataset=pairs, processing_class=processor
         )
+
+
+def test_recipe_with_lora_saves_the_adapter_on_the_saved_tiny_base(tmp_path):
+    # The tiny config trains the whole model; `--use_peft true` trains a LoRA adapter on the LLM against the
+    # adapter-disabled base, which the run saves to <output_dir>/tiny_llm (the adapter's base, named by the card).
+    from pathlib import Path
+
+    from hfpref.scripts import caption_dpo
+
+    config = Path(__file__).resolve().parents[2] / "recipes" / "caption_dpo" / "config_tiny.yaml"
+    argv = ["--config", str(config), "--use_peft", "true", "--max_steps", "1", "--output_dir", str(tmp_path)]
+    trainer, metrics = caption_dpo.main(*caption_dpo.make_parser().parse_args_and_config(argv))
+    assert trainer.is_peft and trainer.ref_model is None
+    assert (tmp_path / "adapter_model.safetensors").is_file() and not (tmp_path / "model.safetensors").exists()
+    assert (tmp_path / "tiny_llm" / "model.safetensors").is_file()
+    card = (tmp_path / "README.md").read_text()
+    assert f'from_pretrained("{tmp_path / "tiny_llm"}")' in card and "PeftModel" in card
+    assert 0.0 <= metrics["eval_rewards/accuracies"] <= 1.0 and np.isfinite(metrics["eval_loss"])
+
+
+def learning_run(
+    seed: int, condition: str, *, clips: int = 32, steps: int = 80, pairs_per_clip: int = 15
+) -> dict[str, float]:
+    """
+    DPO of a from-scratch tiny Qwen2-Audio captioner (audio tower frozen; projector and LLM trained, the reference a
+    frozen copy; lr 1e-3, beta 0.1, 8 pairs per step) on the oracle's pairs of a `clips`-clip synthetic world (1 s
+    clips of 1-3 events; up to `pairs_per_clip` pairs per clip, 15 being every pair of its candidate captions).
+    `condition="random"`, the control, hands the trainer the same pairs with each one's order drawn by a coin: the
+    labels no longer say which caption the oracle prefers. Returns the pair accuracy (the share of pairs whose
+    implicit-reward margin is > 0) on:
+
+    - `"fresh_pairs"`: new oracle pairs of the training clips (candidates and phrasings re-drawn with 3 other
+      seeds, ~650 pairs, none of them a training pair): the policy must have learnt which events each clip holds, not
+      the training strings;
+    - `"unseen_clips"`: oracle pairs of 32 clips it never saw (reported, not asserted: see the slow test).
+    """
+    rng = np.random.default_rng(seed)
+    world = make_world(clips + 32, seed=seed, clip_seconds=1.0)
+    train_clips, test_clips = world.select(range(clips)), world.select(range(clips, clips + 32))
+    train = make_oracle_preferences(train_clips, seed=seed, pairs_per_clip=pairs_per_clip)
+    seen = {frozenset(p) for p in zip(train["chosen"], train["rejected"])}
+    fresh = concatenate_datasets(
+        [make_oracle_preferences(train_clips, seed=seed + 100 + i, pairs_per_clip=8) for i in range(3)]
+    )
+    fresh = fresh.filter(lambda row: frozenset((row["chosen"], row["rejected"])) not in seen)
+    unseen = make_oracle_preferences(test_clips, seed=seed + 200, pairs_per_clip=8)
+    if condition == "random":
+        flip = rng.random(len(train)) < 0.5
+        chosen, rejected = train["chosen"], train["rejected"]
+        train = train.remove_columns(["chosen", "rejected"])
+        train = train.add_column("chosen", [r if f else c for c, r, f in zip(chosen, rejected, flip)])
+        train = train.add_column("rejected", [c if f else r for c, r, f in zip(chosen, rejected, flip)])
+    model, processor = tiny_audio_llm(list(train_clips["caption"]), seed=seed)
+    args = CaptionDPOConfig(
+        output_dir=f"/tmp/hfpref-caption-dpo-learn-{seed}",
+        per_device_train_batch_size=8,
+        per_device_eval_batch_size=32,
+        learning_rate=1e-3,
+        beta=0.1,
+        max_steps=steps,
+        logging_steps=steps,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        dataloader_pin_memory=False,
+        seed=seed,
+    )
+    trainer = CaptionDPOTrainer(model, args, train_dataset=train, processing_class=processor)
+    trainer.train()
+    return {
+        name: trainer.evaluate(data)["eval_rewards/accuracies"]
+        for name, data in (("fresh_pairs", fresh), ("unseen_clips", unseen))
+    }
+
+
+# The bar: a pair accuracy of 0.56 on the ~650 fresh pairs of the training clips. A policy whose margins say nothing
+# about the oracle's labels scores 0.5 +- 0.02 (binomial, 650 pairs), so 0.56 is 3 standard deviations above chance.
+# Seeds 0-3: the oracle pairs reach 0.60-0.63, the random-label control 0.44-0.49 (table in the slow test).
+ACCURACY_BAR = 0.56
+
+
+@pytest.mark.parametrize("condition", ["oracle", "random"], ids=["oracle-pairs", "random-labels-control"])
+def test_dpo_learns_the_oracle_preference_and_random_labels_do_not(condition):
+    accuracy = learning_run(0, condition)["fresh_pairs"]
+    assert (accuracy >= ACCURACY_BAR) == (condition == "oracle"), accuracy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_learning_claim_holds_on_other_seeds(seed):
+    """
+    Pair accuracy (implicit-reward margin > 0) after 80 DPO steps, on fresh oracle pairs of the 32 training clips and,
+    for the record, on pairs of 32 unseen clips:
+
+    | seed | training pairs | fresh pairs | oracle: fresh | random labels: fresh | oracle: unseen | random: unseen |
+    |---|---|---|---|---|---|---|
+    | 0 | 351 | 658 | 0.631 | 0.444 | 0.545 | 0.527 |
+    | 1 | 407 | 704 | 0.598 | 0.479 | 0.596 | 0.456 |
+    | 2 | 384 | 681 | 0.611 | 0.476 | 0.522 | 0.522 |
+    | 3 | 369 | 664 | 0.634 | 0.494 | 0.548 | 0.447 |
+
+    Fresh pairs: oracle 0.619 +- 0.017 (mean +- sd), control 0.473 +- 0.021; the bar is 0.56.
+
+    DPO learns the oracle's preference on the clips it trained on, beyond the training strings. On unseen clips the
+    from-scratch tiny captioner (no SFT, random audio tower) stays near chance (0.553 +- 0.03, the control 0.488):
+    that is not claimed.
+    """
+    for condition in ("oracle", "random"):
+        accuracy = learning_run(seed, condition)["fresh_pairs"]
+        assert (accuracy >= ACCURACY_BAR) == (condition == "oracle"), (seed, condition, accuracy)

@@ -17,7 +17,7 @@ from ...models.captioning import (
     rollout_logits,
     unwrap,
 )
-from ...utils.distributed import apply_peft, frozen_copy, shard_separately
+from ...utils.distributed import apply_peft, frozen_copy, gather_whole_for_forward, shard_separately
 from ..base_trainer import BaseTrainer
 from ..caption_rl.caption_rl_trainer import disable_dropout
 from .caption_dpo_config import CaptionDPOConfig
@@ -30,8 +30,8 @@ def preference_loss(
     Per-pair preference loss on the policy-to-reference log-ratios `log pi(c | a) - log ref(c | a)` of the chosen and
     rejected captions, with `margin = chosen_logratios - rejected_logratios`:
 
-    - `"sigmoid"`: DPO, `-log sigmoid(beta * margin)` ([Rafailov et al., 2023](https://huggingface.co/papers/2305.18290),
-      eq. 7);
+    - `"sigmoid"`: DPO, `-log sigmoid(beta * margin)`
+      ([Rafailov et al., 2023](https://huggingface.co/papers/2305.18290), eq. 7);
     - `"ipo"`: IPO, `(margin - 1 / (2 * beta))^2` ([Azar et al., 2023](https://huggingface.co/papers/2310.12036),
       eq. 17; TRL feeds it log-ratios averaged over each caption's tokens, and so does [`CaptionDPOTrainer`]).
 
@@ -97,7 +97,7 @@ def caption_log_probs(
 
 
 def check_caption_pairs(dataset: Dataset, chosen_column: str, rejected_column: str, *, name: str) -> None:
-    """Refuse a pair whose caption is missing, empty or not text, or whose two captions are the same, naming its row."""
+    """Refuse a pair whose caption is missing, empty or not text, or whose captions are the same, naming its row."""
     for column in (chosen_column, rejected_column):
         if column not in dataset.column_names:
             raise ValueError(f"{name} has no column {column!r}; it has {dataset.column_names}")
@@ -198,10 +198,17 @@ class CaptionDPOTrainer(BaseTrainer):
         )
         if self.ref_model is not None:
             self.ref_model.to(self.args.device)
-        # The audio encoder runs alone once per batch (see `encode_audio`): under FSDP2 it is a unit of its own.
+        # The audio encoder runs alone once per batch (see `encode_audio`); an audio LLM's projector and input
+        # embeddings too, outside the LLM's forward: under FSDP2 each is a unit of its own (as in CaptionRLTrainer).
         if self.is_fsdp_enabled:
-            encoder = unwrap(model).model.audio_tower if is_audio_llm(model) else unwrap(model).get_encoder()
-            shard_separately(model, [encoder], self.accelerator.state.fsdp_plugin)
+            base = unwrap(model)
+            if is_audio_llm(model):
+                alone = [base.model.audio_tower, base.model.multi_modal_projector, base.get_input_embeddings()]
+            else:
+                alone = [base.get_encoder()]
+            shard_separately(model, alone, self.accelerator.state.fsdp_plugin)
+        if is_audio_llm(model):  # its audio encoder reads its position embeddings' weight directly (ZeRO-3)
+            gather_whole_for_forward([unwrap(model).model.audio_tower])
         self._eos_ids = eos_token_ids(model)
 
     def _sequence_log_probs(self, model, inputs, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
