@@ -15,11 +15,10 @@ from ...models.captioning import (
     prepare_captioner,
     processed_log_probs,
     rollout_logits,
-    unwrap,
 )
-from ...utils.distributed import apply_peft, frozen_copy, gather_whole_for_forward, shard_separately
+from ...utils.distributed import apply_peft, frozen_copy
 from ..base_trainer import BaseTrainer
-from ..caption_rl.caption_rl_trainer import disable_dropout
+from ..caption_rl.caption_rl_trainer import check_audio_datasets, disable_dropout, place_audio_encoder
 from .caption_dpo_config import CaptionDPOConfig
 
 
@@ -156,14 +155,10 @@ class CaptionDPOTrainer(BaseTrainer):
             raise TypeError(f"args must be a CaptionDPOConfig, got {type(args).__name__}")
         if processing_class is None:
             raise ValueError("CaptionDPOTrainer needs processing_class= the captioner's processor")
+        check_audio_datasets(args.audio_column, train_dataset=train_dataset, eval_dataset=eval_dataset)
         for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            if ds is None:
-                continue
-            if len(ds) == 0:
-                raise ValueError(f"{name} is empty")
-            if args.audio_column not in ds.column_names:
-                raise ValueError(f"{name} has no audio column {args.audio_column!r}; it has {ds.column_names}")
-            check_caption_pairs(ds, args.chosen_column, args.rejected_column, name=name)
+            if ds is not None:
+                check_caption_pairs(ds, args.chosen_column, args.rejected_column, name=name)
         # One prompt for the whole run, fixed before the reference is copied (see `prepare_captioner`).
         prepare_captioner(model, processing_class.tokenizer)
         if peft_config is not None:
@@ -198,17 +193,7 @@ class CaptionDPOTrainer(BaseTrainer):
         )
         if self.ref_model is not None:
             self.ref_model.to(self.args.device)
-        # The audio encoder runs alone once per batch (see `encode_audio`); an audio LLM's projector and input
-        # embeddings too, outside the LLM's forward: under FSDP2 each is a unit of its own (as in CaptionRLTrainer).
-        if self.is_fsdp_enabled:
-            base = unwrap(model)
-            if is_audio_llm(model):
-                alone = [base.model.audio_tower, base.model.multi_modal_projector, base.get_input_embeddings()]
-            else:
-                alone = [base.get_encoder()]
-            shard_separately(model, alone, self.accelerator.state.fsdp_plugin)
-        if is_audio_llm(model):  # its audio encoder reads its position embeddings' weight directly (ZeRO-3)
-            gather_whole_for_forward([unwrap(model).model.audio_tower])
+        place_audio_encoder(self, model)
         self._eos_ids = eos_token_ids(model)
 
     def _sequence_log_probs(self, model, inputs, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:

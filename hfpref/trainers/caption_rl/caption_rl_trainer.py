@@ -203,6 +203,33 @@ def disable_dropout(model) -> None:
                 setattr(module, name, 0.0)
 
 
+def check_audio_datasets(audio_column: str, **datasets) -> None:
+    """Refuse an empty dataset, or one without the audio column, naming it (`datasets`: name -> dataset or None)."""
+    for name, ds in datasets.items():
+        if ds is not None and len(ds) == 0:
+            raise ValueError(f"{name} is empty")
+        if ds is not None and audio_column not in ds.column_names:
+            raise ValueError(f"{name} has no audio column {audio_column!r}; it has {ds.column_names}")
+
+
+def place_audio_encoder(trainer, model) -> None:
+    """
+    Where a captioning trainer's audio encoder runs alone once per batch ([`encode_audio`]), outside the model's
+    forward: under FSDP2 it is a unit of its own (an audio LLM's projector and input embeddings too, which
+    [`~hfpref.models.audio_llm.encode_prompt`] calls there); under ZeRO-3 an audio LLM's audio tower is gathered
+    whole for its forward (it reads its position embeddings' weight directly).
+    """
+    base = unwrap(model)
+    if trainer.is_fsdp_enabled:
+        if is_audio_llm(model):
+            alone = [base.model.audio_tower, base.model.multi_modal_projector, base.get_input_embeddings()]
+        else:
+            alone = [base.get_encoder()]
+        shard_separately(model, alone, trainer.accelerator.state.fsdp_plugin)
+    if is_audio_llm(model):
+        gather_whole_for_forward([base.model.audio_tower])
+
+
 def warmup_step_decay(steps_per_epoch: float, warmup_epochs: float, every_epochs: int | None, gamma: float):
     """LR multiplier: linear warm-up over `warmup_epochs`, then x`gamma` every `every_epochs` epochs."""
 
@@ -272,11 +299,7 @@ class CaptionRLTrainer(BaseTrainer):
                 )
         if args.reward_weights is not None and len(args.reward_weights) != len(reward_funcs):
             raise ValueError(f"{len(args.reward_weights)} reward_weights for {len(reward_funcs)} reward functions")
-        for name, ds in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
-            if ds is not None and len(ds) == 0:
-                raise ValueError(f"{name} is empty")
-            if ds is not None and args.audio_column not in ds.column_names:
-                raise ValueError(f"{name} has no audio column {args.audio_column!r}; it has {ds.column_names}")
+        check_audio_datasets(args.audio_column, train_dataset=train_dataset, eval_dataset=eval_dataset)
         # One decoder prompt for the whole run, fixed before the reference is copied: an SFT checkpoint's saved
         # prompt is kept; a Whisper nobody prepared gets English, transcribe, no timestamps (prepare_captioner).
         prepare_captioner(model, processing_class.tokenizer)
@@ -312,17 +335,7 @@ class CaptionRLTrainer(BaseTrainer):
         if self.ref_model is not None:
             self.ref_model.to(self.args.device)
         self.add_callback(_AdaptiveKLCallback(self))
-        # The audio encoder runs alone once per batch (see `encode_audio`); an audio LLM's projector and input
-        # embeddings too, outside the LLM's forward: under FSDP2 each is a unit of its own.
-        if self.is_fsdp_enabled:
-            base = unwrap(model)
-            if is_audio_llm(model):
-                alone = [base.model.audio_tower, base.model.multi_modal_projector, base.get_input_embeddings()]
-            else:
-                alone = [base.get_encoder()]
-            shard_separately(model, alone, self.accelerator.state.fsdp_plugin)
-        if is_audio_llm(model):  # its audio encoder reads its position embeddings' weight directly
-            gather_whole_for_forward([unwrap(model).model.audio_tower])
+        place_audio_encoder(self, model)
         check_generation_config(model)
         self._eos_ids = eos_token_ids(model)
 
