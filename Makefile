@@ -12,6 +12,8 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.hfpref-installed
 OUTPUT_DIR ?= outputs/quickstart
+# One seed by default; `make quickstart SEEDS="0 1 2 3 4"` runs each in $(OUTPUT_DIR)/seed-<k> and summarises them.
+SEEDS ?= 0
 
 .PHONY: setup quickstart test test-distributed test-slow bench mutation style quality clean system-deps
 
@@ -32,7 +34,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 setup: $(STAMP)
 
 quickstart: setup
-	$(VENV)/bin/hfpref quickstart --output-dir $(OUTPUT_DIR) --seeds 0 1 2
+	$(VENV)/bin/hfpref quickstart --output-dir $(OUTPUT_DIR) $(if $(word 2,$(SEEDS)),--seeds $(SEEDS),--seed $(SEEDS))
 
 # Debian tools the tests drive, installed for `make test` when absent: chromium and its driver (the annotation app's
 # browser test), espeak-ng (the speech world's espeak voices, streaming WAV headers) and ffmpeg (audio written

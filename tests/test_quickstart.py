@@ -130,12 +130,14 @@ def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path,
         assert section in report, section
     assert report.count("| synth-") == 5  # five caption examples
     for plot in results["plots"]:
-        assert Path(plot).stat().st_size > 0
+        assert (out / plot).stat().st_size > 0
+    assert str(out.parent) not in (out / "results.json").read_text()  # no machine-local path in the results
     for model_dir in ["clap", "sft", "reward-model", "rl"]:
         assert (out / model_dir / "model.safetensors").is_file(), model_dir
         assert (out / model_dir / "README.md").is_file(), model_dir
         assert any((out / model_dir / "runs").rglob("events.out.tfevents.*")), model_dir  # TensorBoard logs
-    assert f"tensorboard --logdir {out}" in report
+    assert "`tensorboard --logdir .` in this folder" in report and str(out.parent) not in report  # no local path
+    assert "reused" not in report.split("## Stages")[0]
     rows = [json.loads(line) for line in (out / "evaluation.jsonl").read_text().splitlines()]
     assert len(rows) == SIZES["tiny"].test_clips
 
@@ -143,7 +145,13 @@ def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path,
     assert main(["quickstart", "--size", "tiny", "--output-dir", str(out)]) == 0
     printed = capsys.readouterr().out
     assert all(f"{stage}: reused" in printed for stage in STAGES)
-    assert _seeded(json.loads((out / "results.json").read_text())) == _seeded(results)
+    rerun = json.loads((out / "results.json").read_text())
+    assert _seeded(rerun) == _seeded(results)
+    # The reused run reports what the stages took when they ran (and their memory), not this short invocation.
+    assert rerun["stage_seconds_total"] == pytest.approx(results["stage_seconds_total"])
+    assert rerun["peak_rss_mb"] >= results["peak_rss_mb"] and rerun["stages_reused"] == sorted(STAGES)
+    header = (out / "results.md").read_text().split("## Stages")[0]
+    assert f"{results['stage_seconds_total'] / 60:.1f} min of stages" in header and "reused from an earlier run" in header
 
     # A stage whose recorded config differs (as after editing it) runs again, and so does every stage reading it;
     # a stage whose outputs are gone runs again too.

@@ -109,7 +109,8 @@ def check_input_exists(name_or_path: str | Path, what: str) -> None:
 
     A path that looks local ([`~hfpref.utils.safe_loading.looks_local`]: `./x`, `/x`, `a/b/c`) must exist. When it is
     where a quickstart stage writes its output (`<output_dir>/clap`, `<output_dir>/reward-model`, ...), the error
-    names that stage and how to run it. Hub ids pass through.
+    names that stage and how to run it; when `<output_dir>` holds a multi-seed quickstart, it names the seeds'
+    `seed-<k>/<name>` folders. Hub ids pass through.
 
     Args:
         name_or_path (`str` or `Path`): The input.
@@ -130,6 +131,14 @@ def check_input_exists(name_or_path: str | Path, what: str) -> None:
     if Path(name).expanduser().exists() or not looks_local(name):
         return
     path = Path(name).expanduser()
+    seeded = sorted(path.parent.glob(f"seed-*/{path.name}")) if path.parent.is_dir() else []
+    if seeded:  # a multi-seed quickstart keeps each seed's run in <output_dir>/seed-<k>/
+        shown = ", ".join(str(p) for p in seeded[:5])
+        raise FileNotFoundError(
+            f"{what} {name} does not exist: {path.parent} holds a multi-seed quickstart, each seed in its own "
+            f"seed-<k>/ folder ({shown}). Point the stage at one seed's, e.g. {seeded[0]}, and its output_dir at that "
+            "seed's folder too."
+        )
     stage = _upstream_stage(path)
     hint = ""
     if stage is not None:

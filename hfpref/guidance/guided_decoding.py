@@ -21,6 +21,11 @@ taken with respect to the perturbation only).
 
 Deviation from ZeroCap, for cost: candidates and their classifier scores are computed once per token from the
 unguided distribution, not once per optimization step.
+
+That is the reference mode (`GuidanceConfig(mode="reference")`: k = 512, n = 5). The default fast mode runs the same
+steps with k = `fast_top_k` (8) candidates and n = `fast_num_optimization_steps` (2) steps of `5 / 2` times the step
+size (the same path length), and its step-1 forward is the unguided forward itself, run with gradients on a zero
+perturbation (`C_0 + 0 = C_0`, exact): 3 LM forwards and 8 classified candidates per token instead of 7 and 512.
 """
 
 from __future__ import annotations
@@ -75,6 +80,21 @@ def _self_attention_cache(cache: Cache) -> Cache:
 def _snapshot(cache: Cache) -> list:
     """Shallow copies of the self-attention layers: `update` concatenates into new tensors, so these keep `C_0`."""
     return [copy.copy(layer) for layer in _self_attention_cache(cache).layers]
+
+
+def _zero_deltas(layers: list) -> list[torch.Tensor]:
+    """The perturbation of every self-attention layer's keys and values, zero, as leaves to differentiate."""
+    return [
+        torch.zeros_like(t, dtype=torch.float32, requires_grad=True)
+        for layer in layers
+        for t in (layer.keys, layer.values)
+    ]
+
+
+def _detach_self_attention(cache: Cache) -> None:
+    """Cut the autograd graph out of a cache computed on `C_0 + 0`: what is left is the unguided cache."""
+    for layer in _self_attention_cache(cache).layers:
+        layer.keys, layer.values = layer.keys.detach(), layer.values.detach()
 
 
 def _perturbed_cache(template: Cache, layers: list, deltas: list[torch.Tensor]) -> Cache:
@@ -293,33 +313,44 @@ def guided_generate(
         last = prompt[:, -1:]
         for _ in range(config.max_new_tokens):
             context = _snapshot(cache) if _self_attention_cache(cache).get_seq_length() > 0 else None
-            with torch.no_grad():
-                logits0, cache = step(last, cache)
+            guide = guided and context is not None
+            # The fast mode's unguided forward runs on `C_0 + delta` at `delta = 0`, with gradients: it gives
+            # `p(. | C_0)` and the longer prefix's cache, and it is the first optimization step's forward as well.
+            reuse = guide and config.mode == "fast"
+            if reuse:
+                deltas = _zero_deltas(context)
+                with torch.enable_grad():
+                    logits_at_zero, cache = step(last, _perturbed_cache(cache, context, deltas))
+                _detach_self_attention(cache)
+                logits0 = logits_at_zero.detach()
+            else:
+                with torch.no_grad():
+                    logits0, cache = step(last, cache)
             log_p0 = F.log_softmax(logits0, dim=-1)
             zeros = torch.zeros(batch, device=device)
             kl, cls_before, cls_after = zeros, zeros, zeros
             ce = -(log_p0.exp() * log_p0).sum(-1)
-            if guided and context is not None:
-                k = min(config.top_k, logits0.shape[-1])
+            if guide:
+                k = min(config.candidates, logits0.shape[-1])
                 candidates = logits0.topk(k, dim=-1).indices
                 target = _classifier_target(classifier, tokenizer, prefixes, candidates, config.classifier_temperature)
                 active = (~finished).float()
-                deltas = [
-                    torch.zeros_like(t, dtype=torch.float32, requires_grad=True)
-                    for layer in context
-                    for t in (layer.keys, layer.values)
-                ]
-                for i in range(config.num_optimization_steps):
+                if not reuse:
+                    deltas = _zero_deltas(context)
+                step_size = config.optimization_step_size
+                for i in range(config.optimization_steps):
                     with torch.enable_grad():
-                        logits, _ = step(last, _perturbed_cache(cache, context, deltas))
+                        if reuse and i == 0:
+                            logits = logits_at_zero
+                        else:
+                            logits, _ = step(last, _perturbed_cache(cache, context, deltas))
                         kl_i, cls_i = guidance_losses(logits, log_p0, candidates, target)
                         loss = (guidance_objective(kl_i, cls_i, config) * active).sum()
                         grads = torch.autograd.grad(loss, deltas)
                     if i == 0:
                         cls_before = cls_i.detach()
                     deltas = [
-                        (d - config.step_size * g / _row_norm(g)).detach().requires_grad_(True)
-                        for d, g in zip(deltas, grads)
+                        (d - step_size * g / _row_norm(g)).detach().requires_grad_(True) for d, g in zip(deltas, grads)
                     ]
                 with torch.no_grad():
                     logits, _ = step(last, _perturbed_cache(cache, context, deltas))

@@ -4,7 +4,6 @@ The quickstart end to end: [`run_quickstart`] runs the seven stages in order (re
 """
 
 import json
-import resource
 import time
 from pathlib import Path
 from typing import Any
@@ -37,14 +36,9 @@ from .stages import (
     _Stages,
     _world,
     check_captioner,
+    peak_rss_mb,
     stage_configs,
 )
-
-
-def _peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, children) / 1024  # ru_maxrss is in KiB on Linux
 
 
 def run_quickstart(
@@ -114,9 +108,11 @@ def _run_quickstart(
     tables = evaluation["tables"]
     win = {split: tables[split]["win_rates"]["oracle"]["rl_win_rate"] for split in tables}
     lengths = {s: tables["all"][s]["mean_length"] for s in ("baseline", "rl")}
-    wall, peak = time.perf_counter() - start, _peak_rss_mb()
+    # A reused stage counts at the time and memory it took when it ran: what the results cost, not this invocation.
+    wall = time.perf_counter() - start
+    peak = max([peak_rss_mb(), *(r.get("peak_rss_mb", 0.0) for r in stages.records.values())])
     results: dict[str, Any] = {
-        "output_dir": str(output_dir),
+        "output_dir": output_dir.name,  # the folder's name only: a report holds no machine-local path
         "size": size_name,
         "seed": seed,
         "captioner": captioner,
@@ -137,12 +133,14 @@ def _run_quickstart(
         "evaluation": evaluation,
         "stages": {s: {"seconds": r["seconds"], "summary": r["summary"]} for s, r in stages.records.items()},
         "stage_seconds_total": sum(r["seconds"] for r in stages.records.values()),
+        "stages_reused": sorted(stages.reused),
         "wall_seconds": wall,
         "peak_rss_mb": peak,
     }
     results["targets"] = _targets(results)
     per_clip = [json.loads(line) for line in (output_dir / "evaluation.jsonl").read_text().splitlines()]
-    results["plots"] = _plot(output_dir) + [_reward_histogram(output_dir, per_clip)]
+    plots = _plot(output_dir) + [_reward_histogram(output_dir, per_clip)]
+    results["plots"] = [Path(plot).name for plot in plots]  # beside results.json: names, not machine-local paths
     atomic_write_json(output_dir / "results.json", _jsonable(results))
     (output_dir / "results.md").write_text(render_results_markdown(results))
     print(render_results_markdown(results).split("## Targets")[-1].strip())
@@ -195,7 +193,8 @@ def run_quickstart_seeds(
             "seeds": list(seeds),
             "captioner": captioner,
             "wall_seconds_all_seeds": time.perf_counter() - start,
-            "peak_rss_mb_all_seeds": _peak_rss_mb(),
+            "stage_seconds_all_seeds": sum(r["stage_seconds_total"] for r in per_seed.values()),
+            "peak_rss_mb_all_seeds": max(r["peak_rss_mb"] for r in per_seed.values()),
             "figures": figures,
             **{name: figures[name] for name in SEED_FIGURES if name in figures},
             "targets": targets,

@@ -20,6 +20,17 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
+def _reuse_note(results: dict) -> str:
+    """` (3 of them reused from an earlier run; this invocation 4 s)` when stages were reused, else `""`."""
+    reused = results.get("stages_reused") or []
+    if not reused:
+        return ""
+    return (
+        f" ({len(reused)} of them ({', '.join(reused)}) reused from an earlier run of this folder, counted at the "
+        f"time they took then; this invocation {results['wall_seconds']:.0f} s)"
+    )
+
+
 def render_results_markdown(results: dict) -> str:
     """The `results.md` report: stage times, the paper's Tables 1, 2 and 4 on the synthetic world, and the targets."""
     ev = results["evaluation"]
@@ -27,11 +38,11 @@ def render_results_markdown(results: dict) -> str:
     lines = [
         "# hfpref quickstart results",
         "",
-        f"Captioner {captioner}, size `{results['size']}`, seed {results['seed']}: {results['wall_seconds']:.0f} s "
-        f"wall, peak memory "
+        f"Captioner {captioner}, size `{results['size']}`, seed {results['seed']}: "
+        f"{results['stage_seconds_total'] / 60:.1f} min of stages{_reuse_note(results)}, peak memory "
         f"{results['peak_rss_mb']:.0f} MB. The world's oracle (which knows each clip's true events) stands in for "
         "the human annotators of the paper; captions are greedy. TensorBoard logs of the four training stages: "
-        f"`tensorboard --logdir {results.get('output_dir', '<output_dir>')}` (each stage's `runs/` folder).",
+        "`tensorboard --logdir .` in this folder (each stage's `runs/` folder).",
         "",
         "## Stages",
         "",
@@ -253,8 +264,9 @@ def render_seeds_markdown(results: dict) -> str:
     lines = [
         "# hfpref quickstart results over seeds",
         "",
-        f"Captioner {_captioner(results)}, size `{results['size']}`, seeds {', '.join(map(str, seeds))}: {results['wall_seconds_all_seeds'] / 60:.1f} "
-        f"min wall for all seeds, peak memory {results['peak_rss_mb_all_seeds']:.0f} MB. Each seed re-draws the world, the models and "
+        f"Captioner {_captioner(results)}, size `{results['size']}`, seeds {', '.join(map(str, seeds))}: {results['stage_seconds_all_seeds'] / 60:.1f} "
+        f"min of stages for all seeds (reused stages at the time they took when they ran; this invocation "
+        f"{results['wall_seconds_all_seeds'] / 60:.1f} min), peak memory {results['peak_rss_mb_all_seeds']:.0f} MB. Each seed re-draws the world, the models and "
         "RL; each seed's own report is `seed-<k>/results.md`. Spread is the sample standard deviation over seeds.",
         "",
         "| figure | mean +- std | min - max | " + " | ".join(f"seed {s}" for s in seeds) + " |",

@@ -447,6 +447,15 @@ def check_captioner(output_dir: Path, captioner: str, force: bool) -> None:
         )
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its finished children, in MB."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, children) / 1024  # ru_maxrss is in KiB on Linux
+
+
 class _Stages:
     """
     Runs stages in order, reusing a finished one whose configuration and inputs are unchanged and whose output files
@@ -457,6 +466,7 @@ class _Stages:
     def __init__(self, output_dir: Path, force: bool, captioner: str = DEFAULT_CAPTIONER):
         self.output_dir, self.force, self.captioner = output_dir, force, captioner
         self.records: dict[str, dict] = {}
+        self.reused: set[str] = set()
 
     def marker(self, stage: str) -> Path:
         return self.output_dir / QUICKSTART_RECORDS / f"{stage}.json"
@@ -481,6 +491,7 @@ class _Stages:
                 reuse = False
         if reuse:
             record = previous
+            self.reused.add(stage)
             print(
                 f"[{index}/{len(STAGES)}] {stage}: reused ({record['seconds']:.1f}s when it ran) - {record['summary']}"
             )
@@ -498,6 +509,7 @@ class _Stages:
                 "config": config,
                 "inputs": inputs,
                 "seconds": seconds,
+                "peak_rss_mb": peak_rss_mb(),  # this process's peak so far: at least the stage's own
                 "summary": outputs.pop("summary"),
                 "outputs": outputs,
                 "output_hashes": hash_outputs(self.output_dir, stage),

@@ -33,6 +33,18 @@ def test_config_validation_names_valid_values():
     with pytest.raises(ValueError, match="lambda_ce=-1"):
         GuidanceConfig(lambda_ce=-1)
     assert GuidanceConfig().top_k == 512 and (GuidanceConfig().lambda_ce, GuidanceConfig().lambda_cls) == (0.2, 0.6)
+    with pytest.raises(ValueError, match=r"mode='paper' is not one of \['fast', 'reference'\]"):
+        GuidanceConfig(mode="paper")
+    with pytest.raises(ValueError, match="fast_top_k=0 must be >= 1"):
+        GuidanceConfig(fast_top_k=0)
+    with pytest.raises(ValueError, match="fast_num_optimization_steps=0 must be >= 1"):
+        GuidanceConfig(fast_num_optimization_steps=0)
+    # The reference mode is the paper's procedure; the fast one walks the same path length in fewer, longer steps.
+    reference = GuidanceConfig(mode="reference")
+    assert (reference.candidates, reference.optimization_steps, reference.optimization_step_size) == (512, 5, 0.3)
+    fast = GuidanceConfig(fast_top_k=6, fast_num_optimization_steps=3)
+    assert GuidanceConfig().mode == "fast" and (fast.candidates, fast.optimization_steps) == (6, 3)
+    assert fast.optimization_step_size == pytest.approx(0.3 * 5 / 3)
 
 
 def test_unguided_decoding_is_greedy_generate(word_world, one_thread):
@@ -60,7 +72,9 @@ def test_learning_check_guidance_raises_audible_share_with_bounded_divergence(wo
     greedy = guided_generate(
         lm, tok, classifier, input_ids=ids, config=GuidanceConfig(num_optimization_steps=0, max_new_tokens=3)
     )
-    guided = guided_generate(lm, tok, classifier, input_ids=ids, config=GuidanceConfig(max_new_tokens=3))
+    guided = guided_generate(
+        lm, tok, classifier, input_ids=ids, config=GuidanceConfig(mode="reference", max_new_tokens=3)
+    )
     greedy_share = audibility_accuracy(_captions(word_world, greedy), classifier)
     guided_share = audibility_accuracy(_captions(word_world, guided), classifier)
     assert greedy_share == 0.0
@@ -82,12 +96,13 @@ def test_learning_check_guidance_raises_audible_share_with_bounded_divergence(wo
 
     # lambda_ce is the brake: weighting it 10x keeps the distribution closer to the unguided one.
     braked = guided_generate(
-        lm, tok, classifier, input_ids=ids, config=GuidanceConfig(max_new_tokens=1, lambda_ce=2.0)
+        lm, tok, classifier, input_ids=ids, config=GuidanceConfig(mode="reference", max_new_tokens=1, lambda_ce=2.0)
     )
     assert braked.kl_to_unguided[:, 0].mean() < guided.kl_to_unguided[:, 0].mean()
 
 
-def test_weights_never_change_and_get_no_grad(word_world, one_thread):
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_weights_never_change_and_get_no_grad(word_world, one_thread, mode):
     lm = word_world.lm
     lm.zero_grad(set_to_none=True)
     before = {k: v.clone() for k, v in lm.state_dict().items()}
@@ -97,7 +112,7 @@ def test_weights_never_change_and_get_no_grad(word_world, one_thread):
         word_world.lm_tokenizer,
         word_world.classifier,
         input_ids=_prompts(word_world),
-        config=GuidanceConfig(max_new_tokens=2),
+        config=GuidanceConfig(mode=mode, max_new_tokens=2),
     )
     assert lm.training  # mode restored
     lm.eval()
@@ -106,10 +121,11 @@ def test_weights_never_change_and_get_no_grad(word_world, one_thread):
     assert all(p.grad is None for p in lm.parameters())
 
 
-def test_batched_rows_decode_as_they_would_alone(word_world, one_thread):
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_batched_rows_decode_as_they_would_alone(word_world, one_thread, mode):
     """Each row's perturbation follows its own gradient: a batch decodes like its rows one at a time."""
     ids = _prompts(word_world)[:3]
-    config = GuidanceConfig(max_new_tokens=3)
+    config = GuidanceConfig(mode=mode, max_new_tokens=3)
     batched = guided_generate(
         word_world.lm, word_world.lm_tokenizer, word_world.classifier, input_ids=ids, config=config
     )
@@ -121,14 +137,15 @@ def test_batched_rows_decode_as_they_would_alone(word_world, one_thread):
         assert torch.equal(batched.sequences[row, :width], alone.sequences[0])
 
 
-def test_left_padded_prompts(word_world, one_thread):
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_left_padded_prompts(word_world, one_thread, mode):
     tok = word_world.lm_tokenizer
     short = [tok.bos_token_id, *tok("at the dog", add_special_tokens=False)["input_ids"]]
     long = [tok.bos_token_id, *tok("at the dog sparkles . at the car", add_special_tokens=False)["input_ids"]]
     width = len(long)
     ids = torch.tensor([[tok.pad_token_id] * (width - len(short)) + short, long])
     mask = (torch.arange(width)[None] >= torch.tensor([[width - len(short)], [0]])).long()
-    config = GuidanceConfig(max_new_tokens=2, top_k=8)
+    config = GuidanceConfig(mode=mode, max_new_tokens=2, top_k=8)
     batched = guided_generate(
         word_world.lm, tok, word_world.classifier, input_ids=ids, attention_mask=mask, config=config
     )
@@ -157,7 +174,8 @@ class _WordClassifier:
         return torch.tensor([4.0 if t.split()[-1:] and t.split()[-1] in self.words else -4.0 for t in texts])
 
 
-def test_encoder_decoder_captioner_guidance(tiny_captioner, one_thread):
+@pytest.mark.parametrize("mode", ["fast", "reference"])
+def test_encoder_decoder_captioner_guidance(tiny_captioner, one_thread, mode):
     from hfpref.models.captioning import decode, encode_audio
 
     model, processor, world = tiny_captioner
@@ -177,19 +195,27 @@ def test_encoder_decoder_captioner_guidance(tiny_captioner, one_thread):
 
     before = {k: v.clone() for k, v in model.state_dict().items()}
     classifier = _WordClassifier(["dog", "barks", "rain", "bird"])
+    # A short step: the fast mode's two steps are 2.5x longer, and at 0.3 they overshoot (the classifier loss rises on
+    # some steps) on this untrained captioner's near-flat distribution.
     guided = guided_generate(
         model,
         processor.tokenizer,
         classifier,
         encoder_outputs=encoded,
-        config=GuidanceConfig(max_new_tokens=6, top_k=64),
+        config=GuidanceConfig(mode=mode, max_new_tokens=6, top_k=64, step_size=0.1),
     )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     steps = (~guided.finished[:, 1:]) & (guided.classifier_loss_before[:, 1:] > 0)
     assert steps.any()  # the first step's self-attention cache is empty; later steps are guided
     assert (guided.classifier_loss_after[:, 1:][steps] < guided.classifier_loss_before[:, 1:][steps]).all()
     assert (guided.kl_to_unguided[:, 1:][steps] > 0).all()
-    captions = guided_captions(model, processor, arrays, classifier, config=GuidanceConfig(max_new_tokens=6, top_k=64))
+    captions = guided_captions(
+        model,
+        processor,
+        arrays,
+        classifier,
+        config=GuidanceConfig(mode=mode, max_new_tokens=6, top_k=64, step_size=0.1),
+    )
     assert captions == [
         t.strip() for t in processor.tokenizer.batch_decode(guided.sequences, skip_special_tokens=True)
     ]
@@ -257,7 +283,9 @@ def test_classifier_term_uses_the_configured_temperature_and_top_k(word_world, o
     lm, tok = word_world.lm, word_world.lm_tokenizer
     ids = _prompts(word_world)[:3]
     classifier = _LetterClassifier()
-    config = GuidanceConfig(max_new_tokens=1, top_k=4, num_optimization_steps=1, classifier_temperature=temperature)
+    config = GuidanceConfig(
+        mode="reference", max_new_tokens=1, top_k=4, num_optimization_steps=1, classifier_temperature=temperature
+    )
     out = guided_generate(lm, tok, classifier, input_ids=ids, config=config)
     with torch.no_grad():
         logits0 = lm(ids).logits[:, -1].double()
@@ -289,7 +317,9 @@ def test_heavier_classifier_weight_moves_further_towards_the_classifier(word_wor
             tok,
             classifier,
             input_ids=ids,
-            config=GuidanceConfig(max_new_tokens=1, num_optimization_steps=5, lambda_ce=0.2, lambda_cls=weight),
+            config=GuidanceConfig(
+                mode="reference", max_new_tokens=1, num_optimization_steps=5, lambda_ce=0.2, lambda_cls=weight
+            ),
         )
         for weight in (0.02, 0.6)
     )

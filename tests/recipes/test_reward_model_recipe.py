@@ -212,6 +212,14 @@ def test_a_stage_config_run_alone_names_the_stage_to_run_first(tmp_path, tiny_cl
     with pytest.raises(FileNotFoundError, match=r"the reward model .*elsewhere/rm does not exist \(a local path"):
         CLAPRewardModel.from_pretrained(str(tmp_path / "elsewhere" / "rm"))
 
+    # After a multi-seed quickstart (`--seeds 0 1`) each seed's outputs are under seed-<k>/: the error names them.
+    multi = tmp_path / "multi"
+    for seed in (0, 1):
+        (multi / f"seed-{seed}" / "clap").mkdir(parents=True)
+    path = _fixture_yaml(tmp_path, tiny_clap_dir, clap_model_name_or_path=str(multi / "clap"))
+    with pytest.raises(FileNotFoundError, match=r"multi-seed quickstart.*seed-0/clap, .*seed-1/clap"):
+        _recipe().main(*_parse(["--config", str(path)]))
+
 
 def _feature_pairs(path, n, dim, seed):
     """Pairs of precomputed 24-d features of a non-CLAP encoder: chosen lies near the audio vector."""
