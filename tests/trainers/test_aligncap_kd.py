@@ -249,6 +249,123 @@ def test_a_separate_teacher_gives_the_same_loss(speech_data, tmp_path):
     torch.testing.assert_close(shared.compute_loss(shared.model, inputs), separate.compute_loss(shared.model, inputs))
 
 
+def _full_response_logits(model, input_ids, attention_mask, positions):
+    """The computation before issue 26: logits at every position, then the response rows picked out."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    return logits.gather(1, positions[..., None].expand(-1, -1, logits.shape[-1]))
+
+
+def _previous_kd_loss(student_logits, teacher_logits, mask, temperature):
+    """`kd_loss` before issue 26 (the teacher logits as given)."""
+    teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    teacher_probs = teacher_log_probs.exp()
+    cross_entropy = -(teacher_probs * student_log_probs).sum(-1)
+    kl = (teacher_probs * (teacher_log_probs - student_log_probs)).sum(-1)
+    mask = mask.float()
+    tokens = mask.sum().clamp(min=1)
+    return temperature**2 * (cross_entropy * mask).sum() / tokens, (kl * mask).sum() / tokens
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["shared", "separate"])
+def test_teacher_outputs_and_kd_gradients_are_those_of_the_full_logit_computation(speech_data, tmp_path, separate):
+    """
+    The memory changes of issue 26 (the teacher first, the LM head on the response window only) change no number: the teacher's response logits, the KD loss, the KL and the gradient of every trainable
+    parameter equal the computation from the full logits, on rows whose prompts and responses differ in length.
+    """
+    train, _, _, _ = speech_data
+    model, tokenizer = _model(speech_data)
+    teacher = _model(speech_data)[0] if separate else None
+    args = _args(tmp_path, temperature=2.0, kd_weight=0.7, ce_weight=0.5)
+    trainer = AlignCapKDTrainer(model, args, train_dataset=train, processing_class=tokenizer, teacher_model=teacher)
+    torch.manual_seed(0)
+    trainable = [(n, p) for n, p in trainer.model.named_parameters() if p.requires_grad]
+    for _, p in trainable:  # a non-zero adapter: the student differs from the teacher
+        p.data.normal_(0, 0.3)
+    rows = [
+        train[0],
+        {**train[1], "prompt": "<st_3> " + train[1]["prompt"], "caption": "A sad voice."},
+        {**train[2], "prompt": "<st_1> <st_2> Say it.", "text_prompt": "Calm. Say it."},
+    ]
+    inputs = trainer._prepare_inputs(trainer.data_collator(rows))
+    for side in ("student", "teacher"):  # three different response offsets on each side
+        assert len(set(inputs[f"{side}_positions"][:, 0].tolist())) == 3
+
+    # The forwards the trainer makes: which side runs first, and how many positions reach the LM head.
+    calls = []
+    lm_heads = [trainer.model.get_base_model().lm_head] + ([teacher.lm_head] if separate else [])
+    handles = [head.register_forward_hook(lambda m, i, o: calls.append(tuple(o.shape))) for head in lm_heads]
+    try:
+        teacher_logits = trainer.teacher_logits(trainer.model, inputs)
+        losses = trainer._losses(trainer.model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    trainer.model.zero_grad()
+    losses["loss"].backward()
+    gradients = {n: p.grad.clone() for n, p in trainable}
+
+    trainer.model.zero_grad()
+    teacher_batch = (inputs["teacher_input_ids"], inputs["teacher_attention_mask"], inputs["teacher_positions"])
+    with torch.no_grad():
+        if separate:
+            expected_teacher = _full_response_logits(teacher, *teacher_batch)
+        else:
+            with trainer.model.disable_adapter():
+                expected_teacher = _full_response_logits(trainer.model, *teacher_batch)
+    student = _full_response_logits(
+        trainer.model, inputs["student_input_ids"], inputs["student_attention_mask"], inputs["student_positions"]
+    )
+    mask = inputs["response_mask"]
+    expected_kd, expected_kl = _previous_kd_loss(student, expected_teacher, mask, 2.0)
+    token_ce = F.cross_entropy(student.transpose(1, 2), inputs["response_ids"], reduction="none")
+    expected_loss = 0.7 * expected_kd + 0.5 * (token_ce * mask).sum() / mask.sum()
+    expected_loss.backward()
+
+    tight = dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(teacher_logits, expected_teacher, **tight)
+    torch.testing.assert_close(losses["kd_loss"], expected_kd, **tight)
+    torch.testing.assert_close(losses["kl"], expected_kl, **tight)
+    torch.testing.assert_close(losses["loss"], expected_loss, **tight)
+    assert expected_kl.item() > 1e-3
+    for name, p in trainable:
+        assert p.grad.abs().sum() > 0, name
+        torch.testing.assert_close(gradients[name], p.grad, **tight, msg=lambda m, n=name: f"{n}: {m}")
+
+    teacher_width, student_width = inputs["teacher_input_ids"].shape[1], inputs["student_input_ids"].shape[1]
+    # teacher_logits alone, then in the loss the teacher before the student; each LM head sees the response window
+    # (from the earliest response position to the last), not the whole sequence.
+    assert len(calls) == 3
+    for (_, kept, _), width, positions in zip(
+        calls,
+        (teacher_width, teacher_width, student_width),
+        (inputs["teacher_positions"], inputs["teacher_positions"], inputs["student_positions"]),
+    ):
+        assert kept == positions.max() - positions.min() + 1 < width
+    assert calls[1][1] != calls[2][1]  # the windows tell teacher from student here: the teacher ran first
+
+
+def test_response_logits_of_a_model_without_logits_to_keep(speech_data):
+    """A causal LM whose forward does not take `logits_to_keep` gets its full logits cut to the same rows."""
+    train, _, _, _ = speech_data
+    model, tokenizer = _model(speech_data)
+
+    class NoLogitsToKeep(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+    batch = AlignCapKDCollator(tokenizer, AlignCapKDConfig(output_dir="unused", **CPU))([train[0], train[1]])
+    args = (batch["student_input_ids"], batch["student_attention_mask"], batch["student_positions"])
+    with torch.no_grad():
+        expected = _full_response_logits(model, *args)
+        torch.testing.assert_close(response_logits(NoLogitsToKeep(model), *args), expected, rtol=0, atol=0)
+        torch.testing.assert_close(response_logits(model, *args), expected, rtol=1e-5, atol=1e-6)
+
+
 def test_response_log_likelihoods_by_hand_and_the_clue_choice(speech_data):
     train, _, _, _ = speech_data
     model, tokenizer = _model(speech_data)

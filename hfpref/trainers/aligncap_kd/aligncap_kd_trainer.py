@@ -13,6 +13,7 @@ masked. The teacher is the student's base model with the adapter disabled, so on
 
 from __future__ import annotations
 
+import inspect
 import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -137,9 +138,34 @@ class AlignCapKDCollator:
         return batch
 
 
+def _takes_logits_to_keep(model) -> bool:
+    """Whether the causal LM under `model` (a peft or DDP wrapper, or the model itself) takes `logits_to_keep`."""
+    while True:
+        inner = getattr(model, "module", None)  # DDP
+        if isinstance(model, PeftModel):
+            inner = model.get_base_model()
+        if inner is None:
+            break
+        model = inner
+    return "logits_to_keep" in inspect.signature(model.forward).parameters
+
+
 def response_logits(model, input_ids, attention_mask, positions) -> torch.Tensor:
-    """The logits (batch, response_length, vocab) that predict each response token."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    """
+    The logits (batch, response_length, vocab) that predict each response token.
+
+    Only the positions from the first to the last of `positions` go through the LM head (`logits_to_keep`, which
+    transformers' causal LMs take): the prompt's logits, `(batch, prompt_length, vocab)` and most of the sequence,
+    are never made. A model whose `forward` does not take `logits_to_keep` makes them all, and the same rows are
+    picked from them.
+    """
+    if _takes_logits_to_keep(model):
+        first = int(positions.min())
+        window = torch.arange(first, int(positions.max()) + 1, device=input_ids.device)
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=window).logits
+        positions = positions - first
+    else:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     index = positions[..., None].expand(-1, -1, logits.shape[-1])
     return logits.gather(1, index)
 
@@ -246,7 +272,8 @@ def kd_loss(
         temperature (`float`, *optional*, defaults to `1.0`): softmax temperature.
 
     Returns:
-        `tuple[torch.Tensor, torch.Tensor]`: the loss and the mean per-token KL (both scalars).
+        `tuple[torch.Tensor, torch.Tensor]`: the loss and the mean per-token KL (both scalars; no gradient reaches
+        the teacher's logits).
 
     Example:
     ```python
@@ -260,7 +287,7 @@ def kd_loss(
     ```
     """
     mask = mask.to(student_logits.dtype)
-    teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits.detach().float() / temperature, dim=-1)
     student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
     teacher_probs = teacher_log_probs.exp()
     cross_entropy = -(teacher_probs * student_log_probs).sum(-1)
@@ -349,16 +376,19 @@ class AlignCapKDTrainer(TrainedAdapterSaveMixin, BaseTrainer):
         `loss = kd_weight * kd_loss + ce_weight * ce` and its parts; the teacher runs unless `kd_weight` is 0 (or
         `with_teacher` says otherwise: evaluation always compares with it).
         """
+        if with_teacher is None:
+            with_teacher = self.args.kd_weight > 0
+        # The teacher runs first: its forward's transient tensors are freed before the student's activations (kept
+        # for backward) exist, so the two never add up; only its response logits are kept, until the loss.
+        teacher = self.teacher_logits(model, inputs) if with_teacher else None
         student = response_logits(
             model, inputs["student_input_ids"], inputs["student_attention_mask"], inputs["student_positions"]
         )
         mask = inputs["response_mask"]
         losses = {}
-        if with_teacher is None:
-            with_teacher = self.args.kd_weight > 0
         if with_teacher:
-            teacher = self.teacher_logits(model, inputs)
             losses["kd_loss"], losses["kl"] = kd_loss(student, teacher, mask, self.args.temperature)
+            del teacher
         if self.args.ce_weight > 0:
             token_ce = F.cross_entropy(student.transpose(1, 2).float(), inputs["response_ids"], reduction="none")
             losses["ce"] = (token_ce * mask).sum() / mask.sum().clamp(min=1)
