@@ -106,7 +106,13 @@ def _base(model):
 def is_audio_llm(model) -> bool:
     """Whether `model` (possibly wrapped: peft, DDP) is a causal LLM with an audio encoder in front (Qwen2-Audio)."""
     config = _base(model).config
-    return not getattr(config, "is_encoder_decoder", False) and hasattr(config, "audio_config")
+    # An audio token in the text stream is what makes it one (CLAP also has audio and text configs, and no such token).
+    audio_token = getattr(config, "audio_token_id", getattr(config, "audio_token_index", None))
+    return (
+        not getattr(config, "is_encoder_decoder", False)
+        and hasattr(config, "audio_config")
+        and audio_token is not None
+    )
 
 
 def check_audio_llm(model) -> None:

@@ -369,3 +369,14 @@ def test_prompt_only_tokens_are_never_sampled(shipped):
     finally:
         model.generation_config.suppress_tokens = before or None
         model.generation_config.repetition_penalty = 1.1
+
+
+def test_only_audio_llms_are_taken_for_one(shipped):
+    """CLAP also has audio and text configs and no encoder-decoder flag: no audio token in its text, not an audio LLM."""
+    from hfpref.encoders.clap import build_tiny_clap
+    from hfpref.models.audio_llm import is_audio_llm
+    from hfpref.models.captioning import build_tiny_whisper_captioner
+
+    clap, _ = build_tiny_clap(["a dog barks", "rain falls"] * 8, seed=0)
+    whisper, _ = build_tiny_whisper_captioner(["a dog barks", "rain falls"] * 8)
+    assert is_audio_llm(shipped[0]) and not is_audio_llm(clap) and not is_audio_llm(whisper)

@@ -24,6 +24,7 @@ NEEDS = {
     "caption_sft": [],
     "caption_rl": [],
     "caption_grpo": [],
+    "caption_dpo": [],
     "audibility_classifier": [],
     "aligncap_kd": ["speech"],
     "aligncap_dpo": ["speech"],
