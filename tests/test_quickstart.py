@@ -151,7 +151,9 @@ def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path,
     assert rerun["stage_seconds_total"] == pytest.approx(results["stage_seconds_total"])
     assert rerun["peak_rss_mb"] >= results["peak_rss_mb"] and rerun["stages_reused"] == sorted(STAGES)
     header = (out / "results.md").read_text().split("## Stages")[0]
-    assert f"{results['stage_seconds_total'] / 60:.1f} min of stages" in header and "reused from an earlier run" in header
+    assert (
+        f"{results['stage_seconds_total'] / 60:.1f} min of stages" in header and "reused from an earlier run" in header
+    )
 
     # A stage whose recorded config differs (as after editing it) runs again, and so does every stage reading it;
     # a stage whose outputs are gone runs again too.
@@ -324,3 +326,27 @@ def test_a_stage_whose_output_was_truncated_or_changed_runs_again_naming_the_fil
     del record["output_hashes"]
     (tmp_path / "stages" / "world.json").write_text(json.dumps(record))
     assert "holds no content hashes" in run() and len(runs) == 5
+
+
+def test_choices_are_made_on_validation_clips_and_the_test_clips_stay_those_of_the_world_without_them(tmp_path):
+    """
+    The world's validation clips are drawn after the test clips: train, preference and test hold exactly the clips a
+    world without validation had; the SFT and RL runs evaluate on validation, never on test.
+    """
+    from datasets import load_from_disk
+
+    from hfpref.data.synthetic.audio_world import make_world
+    from hfpref.quickstart.stages import _world
+
+    size = SIZES["tiny"]
+    _world(tmp_path, size, seed=3)
+    splits = load_from_disk(str(tmp_path / "world"))
+    assert {name: len(split) for name, split in splits.items()} == {
+        "train": 48, "preference": 32, "test": 24, "validation": 16,
+    }  # fmt: skip
+    without = make_world(48 + 32 + 24, seed=3, clip_seconds=float(size.clip_seconds))
+    assert splits["test"]["clip_id"] == without.select(range(80, 104))["clip_id"]
+    assert splits["test"]["caption"] == without.select(range(80, 104))["caption"]
+    assert not set(splits["validation"]["clip_id"]) & set(without["clip_id"])
+    configs = stage_configs(tmp_path, "small", 0)
+    assert configs["sft"]["dataset_test_split"] == configs["rl"]["dataset_test_split"] == "validation"

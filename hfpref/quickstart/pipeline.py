@@ -92,6 +92,7 @@ def _run_quickstart(
         "train_clips": size.train_clips,
         "preference_clips": size.preference_clips,
         "test_clips": size.test_clips,
+        "validation_clips": size.validation_clips,
         "clip_seconds": size.clip_seconds,
         "seed": seed,
     }

@@ -54,7 +54,9 @@ class QuickstartSize:
         train_clips (`int`): clips the CLAP is fitted on; RL samples captions for their audio (never their captions).
         sft_clips (`int`): the first `sft_clips` train clips, with their captions, train the baseline captioner.
         preference_clips (`int`): clips whose baseline captions the oracle judges (the preference dataset).
-        test_clips (`int`): held-out clips of the final evaluation.
+        test_clips (`int`): held-out clips of the final evaluation, scored once.
+        validation_clips (`int`): held-out clips every choice is made on (the SFT and RL runs' evaluation), drawn after
+            the test clips so that train, preference and test clips stay those of a world without them.
         clip_seconds (`int`): length of every clip (and the window of the CLAP and the captioner).
         clap_steps (`int`): contrastive steps of the tiny CLAP (batch 64).
         sft_epochs (`float`): SFT epochs, deliberately too few for the captioner to converge.
@@ -68,6 +70,7 @@ class QuickstartSize:
     sft_clips: int
     preference_clips: int
     test_clips: int
+    validation_clips: int = 256
     clip_seconds: int = 2
     clap_steps: int = 400
     sft_epochs: float = 30.0
@@ -79,7 +82,10 @@ class QuickstartSize:
     def __post_init__(self):
         if not 0 < self.sft_clips <= self.train_clips:
             raise ValueError(f"sft_clips={self.sft_clips} must be between 1 and train_clips={self.train_clips}")
-        for name in ("preference_clips", "test_clips", "clap_steps", "reward_epochs", "rl_steps", "rl_batch_size"):
+        for name in (
+            "preference_clips", "test_clips", "validation_clips", "clap_steps", "reward_epochs", "rl_steps",
+            "rl_batch_size",
+        ):  # fmt: skip
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be at least 1")
 
@@ -91,6 +97,7 @@ SIZES = {
         sft_clips=24,
         preference_clips=32,
         test_clips=24,
+        validation_clips=16,
         clap_steps=8,
         sft_epochs=1.0,
         reward_epochs=2,
@@ -202,7 +209,7 @@ def stage_configs(
     sft = dict(
         dataset_name=world,
         dataset_train_split="train",
-        dataset_test_split="test",
+        dataset_test_split="validation",  # its evaluation loss: validation clips, never the test clips
         max_train_samples=size.sft_clips,
         caption_column="caption",
         tiny_captioner=True,
@@ -245,7 +252,7 @@ def stage_configs(
     rl = dict(
         dataset_name=world,
         dataset_train_split="train",
-        dataset_test_split="test",
+        dataset_test_split="validation",  # its evaluation (greedy reward): validation clips, never the test clips
         model_name_or_path=f"{out}/sft",
         reward_funcs=["reward_model"],
         reward_model_name_or_path=f"{out}/reward-model",
@@ -529,15 +536,13 @@ def _world(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
 
     from ..data.synthetic.audio_world import make_world
 
-    n_total = size.train_clips + size.preference_clips + size.test_clips
-    world = make_world(n_total, seed=seed, clip_seconds=float(size.clip_seconds))
-    train = range(size.train_clips)
-    preference = range(size.train_clips, size.train_clips + size.preference_clips)
-    test = range(size.train_clips + size.preference_clips, n_total)
+    # The world's clips are drawn one after another from its seed: validation comes last, so the first three splits
+    # are the clips a world without it had.
+    ends = np.cumsum([size.train_clips, size.preference_clips, size.test_clips, size.validation_clips])
+    world = make_world(int(ends[-1]), seed=seed, clip_seconds=float(size.clip_seconds))
+    names = ("train", "preference", "test", "validation")
     splits = DatasetDict(
-        train=world.select(train),
-        preference=world.select(preference),
-        test=world.select(test),
+        {name: world.select(range(start, end)) for name, start, end in zip(names, [0, *ends[:-1]], ends)}
     )
     splits.save_to_disk(str(output_dir / "world"))
     counts = {name: len(split) for name, split in splits.items()}
@@ -585,9 +590,7 @@ def _clap(config: dict, world_dir: Path) -> dict:
 
 def _sft(config: dict) -> dict:
     _, metrics = _run_script("sft", config)
-    summary = (
-        f"train loss {_loss_trend(_log_history(Path(config['output_dir'])))}, test loss {metrics['eval_loss']:.2f}"
-    )
+    summary = f"train loss {_loss_trend(_log_history(Path(config['output_dir'])))}, validation loss {metrics['eval_loss']:.2f}"
     return {"summary": summary, "eval_loss": float(metrics["eval_loss"])}
 
 
