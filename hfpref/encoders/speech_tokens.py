@@ -801,7 +801,12 @@ def build_tiny_speech_llm(
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    with torch.random.fork_rng(devices=[]):
+    from ..utils.distributed import zero3_init_disabled  # noqa: PLC0415
+
+    # Built whole, as `LlamaForCausalLM(config)` always was: in a ZeRO-3 launch `from_config` would partition it at
+    # construction (zero.Init), and the trainers' first evaluation, before DeepSpeed prepares the model, would read
+    # empty weights; DeepSpeed partitions it when the trainer prepares it.
+    with torch.random.fork_rng(devices=[]), zero3_init_disabled():
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config)
         add_speech_tokens(tokenizer, model, codebook_size)
