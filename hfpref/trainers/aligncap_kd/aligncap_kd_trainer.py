@@ -140,14 +140,9 @@ class AlignCapKDCollator:
 
 def _takes_logits_to_keep(model) -> bool:
     """Whether the causal LM under `model` (a peft or DDP wrapper, or the model itself) takes `logits_to_keep`."""
-    while True:
-        inner = getattr(model, "module", None)  # DDP
-        if isinstance(model, PeftModel):
-            inner = model.get_base_model()
-        if inner is None:
-            break
-        model = inner
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    from ...models._common import unwrap
+
+    return "logits_to_keep" in inspect.signature(unwrap(model).forward).parameters
 
 
 def response_logits(model, input_ids, attention_mask, positions) -> torch.Tensor:

@@ -16,9 +16,8 @@ from ...models.captioning import (
     processed_log_probs,
     rollout_logits,
 )
-from ...utils.distributed import apply_peft, frozen_copy
 from ..base_trainer import BaseTrainer
-from ..caption_rl.caption_rl_trainer import check_audio_datasets, disable_dropout, place_audio_encoder
+from ..caption_rl.caption_rl_trainer import check_audio_datasets, place_audio_encoder, policy_and_reference
 from .caption_dpo_config import CaptionDPOConfig
 
 
@@ -161,18 +160,9 @@ class CaptionDPOTrainer(BaseTrainer):
                 check_caption_pairs(ds, args.chosen_column, args.rejected_column, name=name)
         # One prompt for the whole run, fixed before the reference is copied (see `prepare_captioner`).
         prepare_captioner(model, processing_class.tokenizer)
-        if peft_config is not None:
-            model = apply_peft(model, peft_config)
-        self.is_peft = hasattr(model, "disable_adapter")
-        if ref_model is None and not self.is_peft:
-            ref_model = frozen_copy(model)  # whole on every process, also when ZeRO-3 partitioned the policy at load
-        if ref_model is not None:
-            ref_model.eval().requires_grad_(False)
-        if args.disable_dropout:
-            disable_dropout(model)
-            if ref_model is not None:
-                disable_dropout(ref_model)
-        self.ref_model = ref_model
+        model, self.ref_model, self.is_peft = policy_and_reference(
+            model, peft_config, ref_model, needs_reference=True, no_dropout=args.disable_dropout
+        )
         self.tokenizer = processing_class.tokenizer
         collator = caption_collator(
             model,

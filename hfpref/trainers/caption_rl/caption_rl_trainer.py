@@ -203,6 +203,30 @@ def disable_dropout(model) -> None:
                 setattr(module, name, 0.0)
 
 
+def policy_and_reference(model, peft_config, ref_model, *, needs_reference: bool, no_dropout: bool):
+    """
+    The policy and its frozen reference, as a captioning trainer holds them: `model` wrapped with `peft_config`
+    (when given); the reference `ref_model`, else (when `needs_reference`) a frozen copy of the policy, whole on every
+    process also when ZeRO-3 partitioned it at load, except under peft, whose reference is the adapter-disabled base
+    (`None` here); every dropout of both turned off with `no_dropout`.
+
+    Returns:
+        `(model, ref_model, is_peft)`.
+    """
+    if peft_config is not None:
+        model = apply_peft(model, peft_config)
+    is_peft = hasattr(model, "disable_adapter")
+    if needs_reference and ref_model is None and not is_peft:
+        ref_model = frozen_copy(model)
+    if ref_model is not None:
+        ref_model.eval().requires_grad_(False)
+    if no_dropout:
+        disable_dropout(model)
+        if ref_model is not None:
+            disable_dropout(ref_model)
+    return model, ref_model, is_peft
+
+
 def check_audio_datasets(audio_column: str, **datasets) -> None:
     """Refuse an empty dataset, or one without the audio column, naming it (`datasets`: name -> dataset or None)."""
     for name, ds in datasets.items():
@@ -303,18 +327,10 @@ class CaptionRLTrainer(BaseTrainer):
         # One decoder prompt for the whole run, fixed before the reference is copied: an SFT checkpoint's saved
         # prompt is kept; a Whisper nobody prepared gets English, transcribe, no timestamps (prepare_captioner).
         prepare_captioner(model, processing_class.tokenizer)
-        if peft_config is not None:
-            model = apply_peft(model, peft_config)
-        self.is_peft = hasattr(model, "disable_adapter")
-        if args.kl_coef > 0 and ref_model is None and not self.is_peft:
-            ref_model = frozen_copy(model)  # whole on every process, also when ZeRO-3 partitioned the policy at load
-        if ref_model is not None:
-            ref_model.eval().requires_grad_(False)
-        if args.disable_dropout:  # score samples under the distribution they were drawn from (dropout off)
-            disable_dropout(model)
-            if ref_model is not None:
-                disable_dropout(ref_model)
-        self.ref_model = ref_model
+        # Samples are scored under the distribution they were drawn from: dropout off (`disable_dropout`).
+        model, self.ref_model, self.is_peft = policy_and_reference(
+            model, peft_config, ref_model, needs_reference=args.kl_coef > 0, no_dropout=args.disable_dropout
+        )
         self.kl_coef = args.kl_coef  # fixed, or adapted after every step (`kl_target`)
         self._step_kl = [0.0, 0.0]  # this process's sum of sampled-caption KLs and their count since the last step
         self.reward_funcs = reward_funcs
