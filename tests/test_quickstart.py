@@ -48,13 +48,14 @@ def test_shipped_stage_config_is_the_quickstarts_own(stage, captioner):
     (`hfpref quickstart --captioner audio-llm`) runs; regenerate with --write-configs.
     """
     out = DEFAULT_OUTPUT_DIRS[captioner]
-    path = QUICKSTART_CONFIGS / TRAINING_STAGES[stage] / stage_config_name(captioner)
+    path = QUICKSTART_CONFIGS / TRAINING_STAGES[stage] / stage_config_name(captioner, stage)
     assert yaml.safe_load(path.read_text()) == stage_configs(out, DEFAULT_SIZE, 0, captioner)[stage]
     from importlib import import_module
 
     parser = import_module(f"hfpref.scripts.{TRAINING_STAGES[stage]}").make_parser()
     _, training_args, model_args = parser.parse_args_and_config(["--config", str(path)])
-    assert training_args.output_dir == f"{out}/{ {'reward': 'reward-model'}.get(stage, stage) }"
+    folders = {"reward": "reward-model", "selection": "selection-reward-model"}
+    assert training_args.output_dir == f"{out}/{folders.get(stage, stage)}"
     if stage == "sft":
         assert model_args.tiny_architecture == {"whisper": "whisper", "audio-llm": "qwen2_audio"}[captioner]
 
@@ -62,9 +63,13 @@ def test_shipped_stage_config_is_the_quickstarts_own(stage, captioner):
 @pytest.mark.parametrize("captioner", CAPTIONERS)
 @pytest.mark.parametrize("size", sorted(SIZES))
 def test_every_size_parses_through_the_recipe_parsers(tmp_path, size, captioner):
+    from hfpref.quickstart.stages import SELECTION_SEED_OFFSET
+
     for stage, config in stage_configs(tmp_path, size, seed=3, captioner=captioner).items():
         script_args, training_args, model_args = parse_stage_config(stage, config)
-        assert training_args.seed == 3 and training_args.output_dir.startswith(str(tmp_path))
+        # The selection reward model is the reward recipe from another seed (not the RL reward's members).
+        assert training_args.seed == 3 + (SELECTION_SEED_OFFSET if stage == "selection" else 0)
+        assert training_args.output_dir.startswith(str(tmp_path))
         if stage in ("sft", "rl"):  # the audio-LLM captioner trains its audio encoder too (built from scratch)
             assert model_args.freeze_audio_encoder is {"whisper": None, "audio-llm": False}[captioner]
 
@@ -72,8 +77,13 @@ def test_every_size_parses_through_the_recipe_parsers(tmp_path, size, captioner)
 def test_write_configs_command(tmp_path, capsys):
     assert main(["quickstart", "--write-configs", str(tmp_path)]) == 0
     written = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*.yaml"))
-    names = ["config_small.yaml", "config_small_audio_llm.yaml"]
-    assert written == sorted(f"{recipe}/{name}" for recipe in TRAINING_STAGES.values() for name in names)
+    expected = [
+        f"{TRAINING_STAGES[stage]}/{stage_config_name(captioner, stage)}"
+        for stage in TRAINING_STAGES
+        for captioner in CAPTIONERS
+    ]
+    assert "reward_model/config_small_selection.yaml" in expected and len(set(expected)) == 2 * len(TRAINING_STAGES)
+    assert written == sorted(expected)
     for path in written:
         assert (tmp_path / path).read_text() == (QUICKSTART_CONFIGS / path).read_text()
 
@@ -126,13 +136,31 @@ def test_tiny_quickstart_end_to_end_reuses_stages_and_is_deterministic(tmp_path,
     assert "synthetic_negative" not in held_out and set(held_out) <= {"baseline", "correction"}
 
     report = (out / "results.md").read_text()
-    for section in ["## Stages", "Table 1", "Table 4", "Table 2", "## Targets"]:
+    for section in ["## Stages", "Table 1", "Table 4", "## Against reward over-optimisation", "Table 2", "## Targets"]:
         assert section in report, section
     assert report.count("| synth-") == 5  # five caption examples
     for plot in results["plots"]:
         assert (out / plot).stat().st_size > 0
     assert str(out.parent) not in (out / "results.json").read_text()  # no machine-local path in the results
-    for model_dir in ["clap", "sft", "reward-model", "rl"]:
+    # The RL reward is an ensemble (each member's held-out accuracy reported); the selection reward model is another.
+    import torch
+    from safetensors.torch import load_file
+
+    from hfpref.quickstart.stages import REWARD_MEMBERS
+    from hfpref.rewards import CLAPRewardModel
+
+    ensemble = CLAPRewardModel.from_pretrained(str(out / "reward-model"))
+    assert ensemble.config.num_members == REWARD_MEMBERS > 1 and ensemble.config.ensemble_lambda > 0
+    assert len(results["rm_heldout_accuracy_human_members"]) == REWARD_MEMBERS
+    assert CLAPRewardModel.from_pretrained(str(out / "selection-reward-model")).config.num_members == 1
+    # RL kept the checkpoint the selection reward model scored highest on the validation clips, and saved it.
+    scores = {int(step): value for step, value in results["rl_selection_rewards"].items()}
+    assert len(scores) == stage_configs(out, "tiny", 0)["rl"]["max_steps"]  # tiny: an evaluation every step
+    assert results["rl_selected_step"] == max(scores, key=lambda step: (scores[step], -step))
+    kept = load_file(out / "rl" / f"checkpoint-{results['rl_selected_step']}" / "model.safetensors")
+    assert all(torch.equal(kept[name], value) for name, value in load_file(out / "rl" / "model.safetensors").items())
+    assert set(results["evaluation"]["validation"]) == {"all", "challenging", "non_challenging"}
+    for model_dir in ["clap", "sft", "reward-model", "selection-reward-model", "rl"]:
         assert (out / model_dir / "model.safetensors").is_file(), model_dir
         assert (out / model_dir / "README.md").is_file(), model_dir
         assert any((out / model_dir / "runs").rglob("events.out.tfevents.*")), model_dir  # TensorBoard logs
@@ -177,7 +205,7 @@ def test_tiny_audio_llm_quickstart_trains_a_qwen2_audio_captioner_and_keeps_its_
     tmp_path, capsys, one_thread
 ):
     """
-    `hfpref quickstart --captioner audio-llm`: the same seven stages with a Qwen2-Audio-architecture captioner trained
+    `hfpref quickstart --captioner audio-llm`: the same eight stages with a Qwen2-Audio-architecture captioner trained
     from scratch (SFT, then RL with the reward model); every record names the captioner, and a Whisper run in the same
     folder is refused before it touches anything.
     """
@@ -247,6 +275,7 @@ def test_seeds_are_summarised_with_mean_spread_and_per_seed_values(tmp_path, mon
     def fake_run(output_dir, size, seed, force, captioner):
         # What one seed's run returns, with figures that differ by seed (the pipeline itself is tested above).
         results = {name: 0.5 + 0.1 * seed for name in quickstart.SEED_FIGURES}
+        results["rm_heldout_accuracy_human"] = 0.7 + 0.1 * seed
         results["evaluation"] = {"weighted_deviation": {"reward": 10.0 + seed}}
         results["targets"] = {
             name: {"description": name, "value": results[name], "met": results[name] >= bar}
@@ -259,13 +288,14 @@ def test_seeds_are_summarised_with_mean_spread_and_per_seed_values(tmp_path, mon
     assert main(["quickstart", "--size", "tiny", "--output-dir", str(tmp_path), "--seeds", "0", "1", "2"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["seeds"] == [0, 1, 2] and all((tmp_path / f"seed-{s}").is_dir() for s in (0, 1, 2))
-    for key in ("rm_heldout_accuracy_human", "rl_win_rate_challenging", "rl_win_rate_nonchallenging"):
+    for key in ("rl_win_rate_challenging", "rl_win_rate_nonchallenging"):
         figure = results[key]
         assert figure["per_seed"] == pytest.approx({"0": 0.5, "1": 0.6, "2": 0.7})
         assert figure["mean"] == pytest.approx(0.6) and figure["std"] == pytest.approx(0.1)
         assert (figure["min"], figure["max"]) == pytest.approx((0.5, 0.7))
     assert results["figures"]["weighted_deviation/reward"]["mean"] == pytest.approx(11.0)
-    # Non-challenging bar 0.45: met on the mean (0.6) and on every seed; the reward-model bar 0.70 on seed 2 only.
+    assert results["rm_heldout_accuracy_human"]["mean"] == pytest.approx(0.8)
+    # Non-challenging bar 0.45: met on the mean (0.6) and on every seed; the reward-model bar 0.82 on seed 2 only.
     target = results["targets"]["rl_win_rate_nonchallenging"]
     assert target["met_on_mean"] and target["met_on_every_seed"]
     rm_target = results["targets"]["rm_heldout_accuracy_human"]

@@ -81,12 +81,19 @@ QUICKSTART_STAGE_OUTPUTS = {
     "sft": ["sft/model.safetensors"],
     "preferences": ["preferences/dataset_dict.json", "preference-judgments"],
     "reward": ["reward-model/model.safetensors"],
+    "selection": ["selection-reward-model/model.safetensors"],
     "rl": ["rl/model.safetensors"],
     "evaluate": ["evaluation.jsonl"],
 }
 QUICKSTART_STAGES = list(QUICKSTART_STAGE_OUTPUTS)
 # The recipe (`hfpref.scripts.<recipe>`, `recipes/<recipe>.py`) that runs each training stage.
-QUICKSTART_RECIPES = {"clap": "clap_contrastive", "sft": "caption_sft", "reward": "reward_model", "rl": "caption_rl"}
+QUICKSTART_RECIPES = {
+    "clap": "clap_contrastive",
+    "sft": "caption_sft",
+    "reward": "reward_model",
+    "selection": "reward_model",  # the held-out reward model that picks the RL checkpoint: the reward recipe again
+    "rl": "caption_rl",
+}
 # Where the quickstart records its finished stages, under <dir>.
 QUICKSTART_RECORDS = "stages"
 

@@ -42,6 +42,40 @@ from .audio_llm import (
 
 logger = logging.getLogger(__name__)
 
+# What transformers' Whisper `generate` logs on every call of [`decode`], though the call is as documented: its own
+# generation config carries `max_length`, it passes the suppress-token settings beside that config, and it hands scores
+# back through its own loop. Each names a setting hfpref did not make; a quickstart printed ~150 of them between its
+# progress lines. Only these messages, and only during [`decode`]'s call, are dropped.
+_GENERATION_NOTICES = (
+    "`max_new_tokens` will take precedence",
+    "generation flags are not valid and may be ignored: ['output_scores']",
+    "Passing `generation_config` together with generation-related arguments=({'begin_suppress_tokens', "
+    "'suppress_tokens'})",
+    "Passing `generation_config` together with generation-related arguments=({'suppress_tokens', "
+    "'begin_suppress_tokens'})",
+)
+
+
+class _GenerationNoticeFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(notice in message for notice in _GENERATION_NOTICES)
+
+
+class _quiet_generation_notices:
+    """Drop [`_GENERATION_NOTICES`] from transformers' generation loggers while the block runs."""
+
+    loggers = ("transformers.generation.utils", "transformers.generation.configuration_utils")
+
+    def __enter__(self):
+        self.filter = _GenerationNoticeFilter()
+        for name in self.loggers:
+            logging.getLogger(name).addFilter(self.filter)
+
+    def __exit__(self, *exc):
+        for name in self.loggers:
+            logging.getLogger(name).removeFilter(self.filter)
+
 
 def decoder_special_ids(model) -> tuple[int, int, int]:
     """`(decoder_start, eos, pad)` ids of an encoder-decoder captioner, from its generation config or config."""
@@ -481,7 +515,8 @@ def decode(
         # Whisper: a caption is one segment, decoded in one call (its long-form loop would re-read the audio when a
         # random or early policy samples a timestamp token).
         kwargs["force_unique_generate_call"] = True
-    out = base.generate(**kwargs, return_dict_in_generate=True, output_scores=True)
+    with _quiet_generation_notices():
+        out = base.generate(**kwargs, return_dict_in_generate=True, output_scores=True)
     steps = len(out.scores)
     prompt_length = out.sequences.shape[1] - steps
     expected = torch.tensor(prefix, device=out.sequences.device)

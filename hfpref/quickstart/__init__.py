@@ -4,7 +4,7 @@ The main job, `make quickstart`: the RLHF audio-captioning pipeline end to end o
 The stages follow "Aligning Audio Captions with Human Preferences" (https://huggingface.co/papers/2509.14659), with
 the world's oracle (which knows every clip's true events) standing in for the human annotators:
 
-1. `world`: synthesize train / SFT / preference / test clips;
+1. `world`: synthesize train / preference / test / validation clips;
 2. `clap`: fit a tiny CLAP contrastively on the train clips;
 3. `sft`: train a small captioner from scratch on part of the train clips, short of convergence (the baseline): a
    2-layer Whisper, or with `captioner="audio-llm"` (`hfpref quickstart --captioner audio-llm`) Qwen2-Audio's
@@ -12,21 +12,25 @@ the world's oracle (which knows every clip's true events) standing in for the hu
 4. `preferences`: for each preference clip a greedy and a top-k caption from the baseline; the oracle picks one, ties
    and both-fail cases are recorded (both-fail clips are the "challenging" split and get the oracle's correction),
    plus synthetic negatives (a clip's true caption against another clip's);
-5. `reward`: a CLAP reward model trained with Bradley-Terry on those pairs, scored on held-out clips;
-6. `rl`: SCST fine-tuning of the baseline with the reward model and the length penalty;
-7. `evaluate`: baseline vs RL on the test clips, split into challenging and non-challenging.
+5. `reward`: an ensemble of CLAP reward models (each member on its own bootstrap resample of those pairs) trained with
+   Bradley-Terry, scored on held-out clips; RL's reward is its conservative `mean - lambda * std`;
+6. `selection`: one more reward model, from another seed, that RL never optimises: it picks the RL checkpoint;
+7. `rl`: SCST fine-tuning of the baseline with the ensemble's reward and the length penalty, evaluated on the
+   validation clips during training; the checkpoint the selection reward model scores highest is kept;
+8. `evaluate`: baseline vs RL on the test clips (scored once), split into challenging and non-challenging, and the
+   same win rates on the validation clips, where the quickstart's settings were chosen.
 
-Stages 2, 3, 5 and 6 run the same scripts as `recipes/{clap_contrastive,caption_sft,reward_model,caption_rl}.py` with
-the configs of `recipes/quickstart/` (written by [`write_stage_configs`]); a finished stage is reused on a re-run
+Stages 2, 3, 5, 6 and 7 run the same scripts as `recipes/{clap_contrastive,caption_sft,reward_model,caption_rl}.py`
+with the configs of `recipes/quickstart/` (written by [`write_stage_configs`]); a finished stage is reused on a re-run
 unless its configuration changed or `force=True`.
 
 The package, one module per part of the pipeline (each imports only the ones above it):
 
 - `stages.py`: sizes, the recipe config of each training stage, the runner that reuses finished stages, and the
-  stages `world`, `clap`, `sft`, `reward`, `rl`;
+  stages `world`, `clap`, `sft`, `reward` (and `selection`), `rl`;
 - `preferences.py`: stage 4, the oracle's judgments of the baseline's captions and the preference pairs;
 - `report.py`: the targets, `results.md` and its plots, and the summary over seeds;
-- `evaluation.py`: stage 7, baseline vs RL on the test clips;
+- `evaluation.py`: stage 8, baseline vs RL on the test clips (and the validation clips' win rates);
 - `pipeline.py`: [`run_quickstart`] and [`run_quickstart_seeds`].
 
 The oracle itself is a judge, [`~hfpref.judges.oracle.OracleJudge`].

@@ -1,5 +1,5 @@
 """
-Stage 7 of the quickstart, `evaluate`: the baseline and the RL captioner on the test clips, as the paper's Tables 1,
+Stage 8 of the quickstart, `evaluate`: the baseline and the RL captioner on the test clips, as the paper's Tables 1,
 2 and 4. Each caption is scored by the oracle ([`~hfpref.judges.oracle.OracleJudge`]), the reward model and the
 captioning metrics; RL's win rate over the baseline is split into challenging clips (both baseline captions fail)
 and the rest, and each metric's win rate is compared with the oracle's (weighted deviation).
@@ -106,6 +106,7 @@ def _evaluate(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
                 row.update({f"{system}_{name}": float(per_caption[system][name][i]) for name in names})
             f.write(json.dumps(row) + "\n")
 
+    validation = _validation_win_rates(output_dir, size, seed, (baseline, processor), (rl_model, rl_processor))
     order = np.argsort(-(per_caption["rl"]["oracle"] - per_caption["baseline"]["oracle"]), kind="stable")
     examples = [
         {
@@ -131,4 +132,37 @@ def _evaluate(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
         "corpus": {s: {k: v for k, v in c.items() if k != "skipped"} for s, c in corpus.items()},
         "weighted_deviation": deviation,
         "examples": examples,
+        "validation": validation,
     }
+
+
+def _validation_win_rates(output_dir: Path, size: QuickstartSize, seed: int, baseline, rl) -> dict:
+    """
+    The oracle win rates of RL over the baseline on the validation clips, challenging and not: what the quickstart's
+    settings were chosen on (README, "What we tried"), never the test clips. The pipeline itself never reads them.
+    """
+    from datasets import load_from_disk
+
+    from ..models.captioning import generate_captions
+
+    validation = load_from_disk(str(output_dir / "world"))["validation"]
+    judgments = _baseline_judgments(*baseline, validation, size.top_k, seed + 2)
+    challenging = np.array([j["both_fail"] for j in judgments])
+    oracle = OracleJudge()
+    rl_captions = generate_captions(*rl, list(validation["audio"]), batch_size=64, max_new_tokens=24)
+    scores = {
+        "baseline": np.array([j["greedy_score"] for j in judgments]),
+        "rl": np.array([oracle.score([c], events=e)[0] for c, e in zip(rl_captions, validation["events"])]),
+    }
+    masks = {"all": np.ones(len(validation), bool), "challenging": challenging, "non_challenging": ~challenging}
+    out = {}
+    for name, part in masks.items():
+        rate, non_ties = _win_rate(list(scores["rl"][part]), list(scores["baseline"][part]))
+        out[name] = {
+            "clips": int(part.sum()),
+            "rl_win_rate": rate,
+            "non_ties": non_ties,
+            "baseline_oracle_score": float(scores["baseline"][part].mean()) if part.any() else None,
+            "rl_oracle_score": float(scores["rl"][part].mean()) if part.any() else None,
+        }
+    return out

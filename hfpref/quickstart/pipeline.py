@@ -1,5 +1,5 @@
 """
-The quickstart end to end: [`run_quickstart`] runs the seven stages in order (reusing finished ones) and writes
+The quickstart end to end: [`run_quickstart`] runs the eight stages in order (reusing finished ones) and writes
 `results.json` and `results.md`; [`run_quickstart_seeds`] runs it once per seed and summarises the seeds.
 """
 
@@ -103,6 +103,7 @@ def _run_quickstart(
     stages.run("sft", configs["sft"], lambda: _sft(configs["sft"]))
     stages.run("preferences", judged, lambda: _preferences(output_dir, size, seed))
     stages.run("reward", configs["reward"], lambda: _reward(configs["reward"]))
+    stages.run("selection", configs["selection"], lambda: _reward(configs["selection"]))
     stages.run("rl", configs["rl"], lambda: _rl(configs["rl"]))
     evaluation = stages.run("evaluate", judged, lambda: _evaluate(output_dir, size, seed))
 
@@ -121,9 +122,26 @@ def _run_quickstart(
         "rm_heldout_accuracy_human": stages.records["reward"]["outputs"]["heldout_accuracy_human"],
         "rm_heldout_accuracy": stages.records["reward"]["outputs"]["heldout_accuracy"],
         "rm_heldout_accuracy_by_source": stages.records["reward"]["outputs"]["heldout_accuracy_by_source"],
+        # Each ensemble member's accuracy on the same held-out human pairs, and the selection reward model's.
+        "rm_heldout_accuracy_human_members": stages.records["reward"]["outputs"]["heldout_accuracy_human_members"],
+        "selection_rm_heldout_accuracy_human": stages.records["selection"]["outputs"]["heldout_accuracy_human"],
+        "rl_selected_step": stages.records["rl"]["outputs"]["selected_step"],
+        "rl_selection_rewards": stages.records["rl"]["outputs"]["selection_rewards"],
         "rl_win_rate": win["all"],
         "rl_win_rate_challenging": win["challenging"],
         "rl_win_rate_nonchallenging": win["non_challenging"],
+        # RL's oracle score minus the baseline's on the non-challenging test clips: what RL cost the good captions.
+        "rl_oracle_delta_nonchallenging": _difference(
+            tables["non_challenging"]["rl"]["oracle_score"], tables["non_challenging"]["baseline"]["oracle_score"]
+        ),
+        # The same win rates on the validation clips, where the settings were chosen (the test clips are scored once).
+        "validation_rl_win_rate_challenging": evaluation["validation"]["challenging"]["rl_win_rate"],
+        "validation_rl_win_rate_nonchallenging": evaluation["validation"]["non_challenging"]["rl_win_rate"],
+        "validation_rl_oracle_delta_nonchallenging": _difference(
+            evaluation["validation"]["non_challenging"]["rl_oracle_score"],
+            evaluation["validation"]["non_challenging"]["baseline_oracle_score"],
+        ),
+        # Circular (RL optimised this reward model), so reported apart from the oracle's independent figures.
         "rm_win_rate": tables["all"]["win_rates"]["reward"]["rl_win_rate"],
         "baseline_mean_length": lengths["baseline"],
         "rl_mean_length": lengths["rl"],
@@ -147,6 +165,11 @@ def _run_quickstart(
     print(render_results_markdown(results).split("## Targets")[-1].strip())
     print(f"results: {output_dir / 'results.md'} and {output_dir / 'results.json'}")
     return results
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    """`a - b`, `None` when either is (a split without clips)."""
+    return None if a is None or b is None else a - b
 
 
 def run_quickstart_seeds(

@@ -80,6 +80,7 @@ def render_results_markdown(results: dict) -> str:
         rates = [ev["tables"][h]["win_rates"][name]["rl_win_rate"] for h in ("non_challenging", "challenging")]
         dev = ev["weighted_deviation"].get(name) if name != "oracle" else None
         lines.append(f"| {name} | {_fmt(rates[0])} | {_fmt(rates[1])} | {'-' if name == 'oracle' else _fmt(dev, 2)} |")
+    lines += _guards_section(results)
     lines += [
         "",
         f"## Caption examples, {captioner} captioner (the paper's Table 2)",
@@ -97,6 +98,42 @@ def render_results_markdown(results: dict) -> str:
     for target in results["targets"].values():
         lines.append(f"| {target['description']} | {_fmt(target['value'])} | {'yes' if target['met'] else 'NO'} |")
     return "\n".join(lines) + "\n"
+
+
+def _guards_section(results: dict) -> list[str]:
+    """What guards RL against over-optimising the reward model, and the figures the settings were chosen on."""
+    members = results.get("rm_heldout_accuracy_human_members") or []
+    validation = results["evaluation"].get("validation")
+    if validation is None:  # a results.json written before the guards
+        return []
+    steps = results.get("rl_selection_rewards") or {}
+    lines = [
+        "",
+        "## Against reward over-optimisation",
+        "",
+        f"- Reward-model ensemble of {max(1, len(members))}: held-out accuracy on the oracle's pairs "
+        f"{_fmt(results['rm_heldout_accuracy_human'])} (members "
+        f"{', '.join(_fmt(m) for m in members) or 'n/a'}); RL's reward is its `mean - lambda * std`.",
+        f"- Selection reward model (another seed, never optimised by RL): held-out accuracy "
+        f"{_fmt(results.get('selection_rm_heldout_accuracy_human'))}; it scored RL's greedy validation captions at "
+        f"steps {', '.join(f'{k}: {_fmt(v)}' for k, v in steps.items()) or 'n/a'}; kept step "
+        f"{_fmt(results.get('rl_selected_step'))}.",
+        "- The reward model's own win rate of RL over the baseline is circular (RL optimised it), so it is not one of "
+        f"the independent figures: {_fmt(results.get('rm_win_rate'))}.",
+        "",
+        "Oracle win rates of RL on the validation clips, where the quickstart's settings were chosen (the test clips "
+        "above are scored once):",
+        "",
+        "| split | clips | oracle win rate of RL | non-ties | baseline oracle score | RL oracle score |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split in ("non_challenging", "challenging", "all"):
+        row = validation[split]
+        lines.append(
+            f"| {split} | {row['clips']} | {_fmt(row['rl_win_rate'])} | {row['non_ties']} "
+            f"| {_fmt(row['baseline_oracle_score'])} | {_fmt(row['rl_oracle_score'])} |"
+        )
+    return lines
 
 
 # How the reports name each captioner of the quickstart.
@@ -163,11 +200,15 @@ def _reward_histogram(output_dir: Path, per_clip: list[dict]) -> str:
 # train only); RL on the oracle win rate over the baseline, split as the paper's human evaluation is (challenging clips
 # are those where both baseline captions fail; the paper's human win rates: 74.89 % challenging, 47.97 % the rest).
 TARGETS = {
-    # Chance is 0.5; with ~90 held-out oracle pairs per seed the standard error is ~0.05, so 0.70 is 4 of them above.
-    "rm_heldout_accuracy_human": 0.70,
+    # Chance is 0.5; with ~90 held-out oracle pairs per seed the standard error is ~0.04 at 0.82.
+    "rm_heldout_accuracy_human": 0.82,
     "rl_win_rate_challenging": 0.60,
     "rl_win_rate_nonchallenging": 0.45,
+    # RL may not cost the captions the baseline already got right more than 0.01 of oracle score.
+    "rl_oracle_delta_nonchallenging": -0.01,
 }
+# A newcomer's main job: one seed's stages in at most 8 minutes on 2 idle CPU cores.
+STAGE_SECONDS_BUDGET = 480
 
 
 def _targets(results: dict) -> dict:
@@ -188,6 +229,9 @@ def _targets(results: dict) -> dict:
         "rl_win_rate_nonchallenging": at_least(
             "rl_win_rate_nonchallenging", "oracle win rate of RL on non-challenging clips"
         ),
+        "rl_oracle_delta_nonchallenging": at_least(
+            "rl_oracle_delta_nonchallenging", "RL's oracle score minus the baseline's on non-challenging clips"
+        ),
         "challenging_higher": target(
             "win rate higher on challenging than non-challenging clips",
             None if ch is None or nc is None else ch - nc,
@@ -196,10 +240,10 @@ def _targets(results: dict) -> dict:
         "length_within_20pct": target(
             "RL mean caption length within 20% of the baseline's", rl / base - 1, abs(rl / base - 1) <= 0.20
         ),
-        "wall_under_15_min": target(
-            "whole run at most 15 minutes (stage times, reused stages counted at their original time)",
+        "wall_under_8_min": target(
+            f"whole run at most {STAGE_SECONDS_BUDGET // 60} minutes (stage times, reused stages at their original time)",
             results["stage_seconds_total"],
-            results["stage_seconds_total"] <= 900,
+            results["stage_seconds_total"] <= STAGE_SECONDS_BUDGET,
         ),
         "peak_memory_under_4gb": target(
             "peak memory at most 4 GB (MB)", results["peak_rss_mb"], results["peak_rss_mb"] <= 4096
@@ -214,6 +258,12 @@ SEED_FIGURES = [
     "rl_win_rate",
     "rl_win_rate_challenging",
     "rl_win_rate_nonchallenging",
+    "rl_oracle_delta_nonchallenging",
+    "validation_rl_win_rate_challenging",
+    "validation_rl_win_rate_nonchallenging",
+    "validation_rl_oracle_delta_nonchallenging",
+    "selection_rm_heldout_accuracy_human",
+    "rl_selected_step",
     "rm_win_rate",
     "baseline_mean_length",
     "rl_mean_length",

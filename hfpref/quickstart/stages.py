@@ -124,6 +124,12 @@ DEFAULT_SIZE = "small"
 # The Whisper captioner's learning rate and epochs are kept: with them the audio-LLM baseline's greedy captions of the
 # preference clips (the quickstart's validation data, never the test clips) score 0.74 with the oracle on seed 0
 # (Whisper's 0.66), still short of convergence, so nothing was tuned for it; RL's settings are Whisper's too.
+# The RL reward's ensemble: members and lambda of its conservative reward (mean - lambda * std); the selection reward
+# model's seed is the run's seed plus this offset; how many times RL evaluates on the validation clips.
+REWARD_MEMBERS = 4
+ENSEMBLE_LAMBDA = 0.5
+SELECTION_SEED_OFFSET = 1000
+RL_EVALUATIONS = 5
 AUDIO_LLM_SFT = dict(tiny_architecture="qwen2_audio", freeze_audio_encoder=False)
 AUDIO_LLM_RL = dict(freeze_audio_encoder=False)
 
@@ -165,7 +171,8 @@ def stage_configs(
             2-layer Whisper) or `"audio-llm"` (Qwen2-Audio's architecture cut to 2 layers each side).
 
     Returns:
-        `dict[str, dict]`: `{"clap": {...}, "sft": {...}, "reward": {...}, "rl": {...}}`; each parses with
+        `dict[str, dict]`: `{"clap": {...}, "sft": {...}, "reward": {...}, "selection": {...}, "rl": {...}}`; each
+        parses with
         `hfpref.scripts.<script>.make_parser()` (see [`TRAINING_STAGES`]).
 
     Example:
@@ -249,6 +256,13 @@ def stage_configs(
         output_dir=f"{out}/reward-model",
         **common,
     )
+    # The reward model RL optimises is an ensemble (each member on its own bootstrap resample of the pairs) scored
+    # conservatively, mean - lambda * std of its members (Coste et al. 2023). The RL checkpoint is picked by another
+    # reward model, trained on the same pairs from another seed, that the policy never optimises against (Gao et al.
+    # 2022's proxy/gold split, with a held-out model in place of the gold one); the choices: README, "What we tried".
+    reward.update(num_members=REWARD_MEMBERS, ensemble_lambda=ENSEMBLE_LAMBDA)
+    selection = dict(reward, num_members=1, ensemble_lambda=0.0, seed=seed + SELECTION_SEED_OFFSET)
+    selection["output_dir"] = f"{out}/selection-reward-model"
     rl = dict(
         dataset_name=world,
         dataset_train_split="train",
@@ -273,28 +287,47 @@ def stage_configs(
         per_device_train_batch_size=size.rl_batch_size,
         learning_rate=1.0e-4,
         warmup_steps=10,
-        eval_strategy="no",
         logging_steps=max(1, min(5, size.rl_steps // 10)),
         output_dir=f"{out}/rl",
         **common,
     )
     if captioner == "audio-llm":
         rl.update(AUDIO_LLM_RL)
-    return {"clap": clap, "sft": sft, "reward": reward, "rl": rl}
+    # Checkpoint selection: RL evaluates its greedy captions of the validation clips `RL_EVALUATIONS` times and keeps
+    # the checkpoint the selection reward model scores highest (`eval_rewards/selection_reward`).
+    every = max(1, size.rl_steps // RL_EVALUATIONS)
+    rl.update(
+        selection_reward_model=selection["output_dir"],
+        eval_strategy="steps",
+        eval_steps=every,
+        save_strategy="steps",
+        save_steps=every,
+        save_total_limit=2,
+        load_best_model_at_end=True,
+        metric_for_best_model="rewards/selection_reward",
+        greater_is_better=True,
+        per_device_eval_batch_size=64,
+    )
+    return {"clap": clap, "sft": sft, "reward": reward, "selection": selection, "rl": rl}
 
 
 CONFIG_HEADERS = {
     "clap": "Quickstart stage 2: fit a tiny CLAP contrastively on the synthetic world's train clips.",
     "sft": "Quickstart stage 3: the baseline captioner, by SFT on part of the train clips, short of convergence.",
-    "reward": "Quickstart stage 5: the CLAP reward model (Bradley-Terry) on the oracle-judged baseline captions.",
-    "rl": "Quickstart stage 6: SCST fine-tuning of the baseline with the reward model and the length penalty.",
+    "reward": "Quickstart stage 5: the CLAP reward-model ensemble (Bradley-Terry) on the oracle-judged baseline captions.",
+    "selection": "Quickstart stage 6: the held-out reward model that picks the RL checkpoint (never optimised against).",
+    "rl": "Quickstart stage 7: SCST fine-tuning of the baseline on the ensemble reward, checkpoint kept by the selection model.",
 }
 
 
-def stage_config_name(captioner: str = DEFAULT_CAPTIONER) -> str:
-    """The file name of a stage's shipped config: `config_small.yaml`, `config_small_audio_llm.yaml`."""
+def stage_config_name(captioner: str = DEFAULT_CAPTIONER, stage: str | None = None) -> str:
+    """
+    The file name of a stage's shipped config: `config_small.yaml`, `config_small_audio_llm.yaml`; the `selection`
+    stage runs the reward recipe, its configs end in `_selection` (`reward_model/config_small_selection.yaml`).
+    """
     _check_captioner_name(captioner)
     suffix = "" if captioner == DEFAULT_CAPTIONER else "_" + captioner.replace("-", "_")
+    suffix += "_selection" if stage == "selection" else ""
     return f"config_{DEFAULT_SIZE}{suffix}.yaml"
 
 
@@ -318,7 +351,7 @@ def render_stage_config(stage: str, config: dict[str, Any], captioner: str = DEF
         f"# {CONFIG_HEADERS[stage]}",
         *written,
         f"#   accelerate launch --config_file recipes/accelerate_configs/cpu.yaml recipes/{script}.py \\",
-        f"#       --config recipes/quickstart/{script}/{stage_config_name(captioner)}",
+        f"#       --config recipes/quickstart/{script}/{stage_config_name(captioner, stage)}",
     ]
     return "\n".join(header) + "\n" + yaml.safe_dump(config, sort_keys=False)
 
@@ -333,7 +366,7 @@ def write_stage_configs(directory: str | Path, output_dir: str | Path | None = N
     for captioner in CAPTIONERS:
         out = output_dir if output_dir is not None else DEFAULT_OUTPUT_DIRS[captioner]
         for stage, config in stage_configs(out, DEFAULT_SIZE, seed, captioner).items():
-            path = Path(directory) / TRAINING_STAGES[stage] / stage_config_name(captioner)
+            path = Path(directory) / TRAINING_STAGES[stage] / stage_config_name(captioner, stage)
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(render_stage_config(stage, config, captioner))
             written.append(path)
@@ -370,7 +403,8 @@ DEPENDS_ON = {
     "sft": ["world"],
     "preferences": ["world", "sft"],
     "reward": ["clap", "preferences"],
-    "rl": ["world", "clap", "sft", "reward"],
+    "selection": ["clap", "preferences"],
+    "rl": ["world", "clap", "sft", "reward", "selection"],
     "evaluate": ["world", "clap", "sft", "reward", "rl"],
 }
 
@@ -600,24 +634,39 @@ HUMAN_SOURCES = ("baseline", "correction")
 
 
 def _reward(config: dict) -> dict:
+    """The reward recipe, and its accuracy on the held-out human pairs (an ensemble's, and each member's)."""
     from datasets import load_from_disk
 
     _, metrics = _run_script("reward", config)
-    by_source = {
-        k.removeprefix("eval_accuracy_"): float(v) for k, v in metrics.items() if k.startswith("eval_accuracy_")
-    }
     held_out = list(load_from_disk(config["dataset_name"])["test"]["source"])
     counts = {source: held_out.count(source) for source in set(held_out)}
     human = [source for source in HUMAN_SOURCES if counts.get(source)]
-    human_accuracy = sum(by_source[s] * counts[s] for s in human) / sum(counts[s] for s in human)
+
+    def human_accuracy(by_source: dict[str, float]) -> float:
+        return sum(by_source[s] * counts[s] for s in human) / sum(counts[s] for s in human)
+
+    by_source = {
+        k.removeprefix("eval_accuracy_"): float(v)
+        for k, v in metrics.items()
+        if k.startswith("eval_accuracy_") and "_member_" not in k and not k.startswith("eval_accuracy_member_")
+    }
+    # The trainer reports each member's accuracy per source as eval_accuracy_<source>_member_<k>.
+    members = [
+        human_accuracy({s: float(metrics[f"eval_accuracy_{s}_member_{k}"]) for s in human})
+        for k in range(config.get("num_members", 1))
+        if config.get("num_members", 1) > 1
+    ]
+    accuracy = human_accuracy(by_source)
     summary = (
-        f"held-out accuracy on the oracle's pairs {human_accuracy:.3f} ("
+        f"held-out accuracy on the oracle's pairs {accuracy:.3f} ("
         + ", ".join(f"{k} {v:.3f} of {counts.get(k, 0)}" for k, v in by_source.items())
         + ")"
+        + (f"; members {', '.join(f'{m:.3f}' for m in members)}" if members else "")
     )
     return {
         "summary": summary,
-        "heldout_accuracy_human": human_accuracy,
+        "heldout_accuracy_human": accuracy,
+        "heldout_accuracy_human_members": members,
         "heldout_accuracy": float(metrics["eval_accuracy"]),
         "heldout_accuracy_by_source": by_source,
         "heldout_pairs_by_source": counts,
@@ -629,8 +678,27 @@ def _rl(config: dict) -> dict:
     logs = [e for e in trainer.state.log_history if "reward" in e]
     first, last = logs[: max(1, len(logs) // 5)], logs[-max(1, len(logs) // 5) :]
     reward = [float(np.mean([e["reward"] for e in part])) for part in (first, last)]
+    # The selection reward of each evaluation on the validation clips, and the step load_best_model_at_end kept.
+    # (The recipe's evaluation after training logs the kept checkpoint again, at the last step: the first entry of a
+    # step is its own.)
+    selection: dict[int, float] = {}
+    for e in trainer.state.log_history:
+        if "eval_rewards/selection_reward" in e:
+            selection.setdefault(int(e["step"]), float(e["eval_rewards/selection_reward"]))
+    best = trainer.state.best_model_checkpoint
+    selected = int(Path(best).name.split("-")[-1]) if best else None
     summary = f"sampled reward {reward[0]:.3f} -> {reward[1]:.3f} over {len(logs)} logged steps"
-    return {"summary": summary, "reward_first": reward[0], "reward_last": reward[1]}
+    if selected is not None:
+        summary += (
+            f"; kept step {selected} of {sorted(selection)} (validation selection reward {selection[selected]:.3f})"
+        )
+    return {
+        "summary": summary,
+        "reward_first": reward[0],
+        "reward_last": reward[1],
+        "selected_step": selected,
+        "selection_rewards": {str(step): value for step, value in sorted(selection.items())},
+    }
 
 
 def _load_captioner(path: Path):

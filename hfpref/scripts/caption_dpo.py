@@ -107,7 +107,7 @@ def main(script_args: CaptionDPOScriptArguments, training_args: CaptionDPOConfig
     texts = None
     if model_args.tiny_captioner:
         texts = list(train[training_args.chosen_column]) + list(train[training_args.rejected_column])
-    model, processor = load_captioner(model_args, texts)
+    model, processor = load_captioner(model_args, texts, seed=training_args.seed)
     peft_config = captioner_peft_config(model_args, model)
     if model_args.tiny_captioner and peft_config is not None:
         save_tiny_llm(model, processor, training_args)  # the adapter's base must load from a folder

@@ -60,7 +60,7 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
         splits = type(splits)({k: add_embeddings(v, embedder, text_columns=[]) for k, v in splits.items()})
 
     texts = list(train[script_args.caption_column]) if model_args.tiny_captioner else None
-    model, processor = load_captioner(model_args, texts)
+    model, processor = load_captioner(model_args, texts, seed=training_args.seed)
     trainer = CaptionRLTrainer(
         model,
         reward_funcs,

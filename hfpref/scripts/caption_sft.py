@@ -37,7 +37,7 @@ def main(script_args: CaptionScriptArguments, training_args: CaptionSFTConfig, m
     texts = [c for c in splits["train"][script_args.caption_column]]
     if "references" in splits["train"].column_names:
         texts += [r for refs in splits["train"]["references"] for r in refs]
-    model, processor = load_captioner(model_args, texts)
+    model, processor = load_captioner(model_args, texts, seed=training_args.seed)
     # One decoder prompt for training and decoding, saved in the generation config (Whisper: language fixed, no
     # timestamps): the captions are trained after exactly the tokens every later decode forces.
     prefix = prepare_captioner(model, processor.tokenizer, language=training_args.caption_language)

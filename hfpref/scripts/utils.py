@@ -1044,11 +1044,12 @@ def write_card_and_push(trainer, training_args: TrainingArguments, **card) -> No
         trainer.accelerator.print(f"Pushed to https://huggingface.co/{trainer.hub_model_id}.")
 
 
-def load_captioner(args, texts: Iterable[str] | None = None):
+def load_captioner(args, texts: Iterable[str] | None = None, seed: int = 0):
     """
     The captioner of [`~hfpref.scripts.utils.CaptionerArguments`]: a checkpoint (safetensors only, no remote code;
     a seq2seq captioner through `AutoModelForSpeechSeq2Seq`, an audio LLM through its own class) or, with
-    `tiny_captioner`, a tiny one built from a config with a tokenizer trained on `texts`. The audio encoder is frozen
+    `tiny_captioner`, a tiny one built from a config with a tokenizer trained on `texts`, its random weights drawn
+    from `seed` (the run's seed). The audio encoder is frozen
     as `freeze_audio_encoder` says ([`~hfpref.scripts.utils.captioner_peft_config`] gives the LoRA config).
 
     Returns:
@@ -1063,10 +1064,10 @@ def load_captioner(args, texts: Iterable[str] | None = None):
             raise ValueError("tiny_captioner needs the training captions to train its tokenizer")
         if args.tiny_architecture == "qwen2_audio":
             model, processor = build_tiny_qwen2_audio_captioner(
-                texts, shipped_ids=False, clip_seconds=args.tiny_clip_seconds
+                texts, shipped_ids=False, clip_seconds=args.tiny_clip_seconds, seed=seed
             )
         else:
-            model, processor = build_tiny_whisper_captioner(texts, clip_seconds=args.tiny_clip_seconds)
+            model, processor = build_tiny_whisper_captioner(texts, clip_seconds=args.tiny_clip_seconds, seed=seed)
     else:
         from hfpref.utils.distributed import zero3_init_disabled
         from hfpref.utils.safe_loading import check_pretrained_path, load_pretrained

@@ -209,6 +209,43 @@ def test_decode_fixes_the_prompt_of_an_unprepared_whisper(built, caplog):
     assert model.generation_config.language == "en" and "prepare_captioner" in caplog.text
 
 
+def test_decode_drops_only_the_notices_whisper_generate_logs_on_every_call(built):
+    """decode() logs none of Whisper generate's per-call notices; the same generate call outside it does (control)."""
+    import logging
+
+    from hfpref.models.captioning import _GENERATION_NOTICES, _quiet_generation_notices
+
+    base, processor, clips = built
+    model = _copy(base).eval()
+    prepare_captioner(model, processor.tokenizer)
+    features = processor.feature_extractor(clips[:1], sampling_rate=16000, return_tensors="pt").input_features
+    records = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    root = logging.getLogger("transformers")
+    root.addHandler(handler)
+    try:
+        with torch.no_grad():
+            decode(model, encode_audio(model, {"input_features": features}), do_sample=False, max_new_tokens=3)
+        assert not [m for m in records if any(n in m for n in _GENERATION_NOTICES)], records
+        with torch.no_grad():  # the control: the call decode() makes, without the filter
+            model.generate(
+                input_features=features,
+                max_new_tokens=3,
+                force_unique_generate_call=True,
+                return_dict_in_generate=True,
+                output_scores=True,
+            )
+        assert any("`max_new_tokens` will take precedence" in m for m in records), records
+        records.clear()
+        with _quiet_generation_notices():  # any other message of those loggers still comes through
+            logging.getLogger("transformers.generation.utils").warning("another generation warning")
+        assert records == ["another generation warning"]
+    finally:
+        root.removeHandler(handler)
+    assert not logging.getLogger("transformers.generation.utils").filters  # removed after the call
+
+
 def test_whisper_tiny_sft_trains_and_decodes_after_one_prompt(built, tmp_path):
     """SFT (CaptionSFTTrainer) and decoding after save/reload share the prompt saved in the generation config."""
     from datasets import Dataset

@@ -198,12 +198,12 @@ def test_a_stage_config_run_alone_names_the_stage_to_run_first(tmp_path, tiny_cl
     out = tmp_path / "quickstart"  # nothing has run yet
     path = _fixture_yaml(tmp_path, tiny_clap_dir, clap_model_name_or_path=str(out / "clap"))
     with pytest.raises(
-        FileNotFoundError, match=r"quickstart/clap does not exist.*stage 'clap' \(2 of 7\).*config_small"
+        FileNotFoundError, match=r"quickstart/clap does not exist.*stage 'clap' \(2 of 8\).*config_small"
     ):
         _recipe().main(*_parse(["--config", str(path)]))
 
     path = _fixture_yaml(tmp_path, tiny_clap_dir, synthetic_clips=None, dataset_name=str(out / "preferences"))
-    with pytest.raises(FileNotFoundError, match=r"stage 'preferences' \(4 of 7\).*hfpref quickstart --output-dir"):
+    with pytest.raises(FileNotFoundError, match=r"stage 'preferences' \(4 of 8\).*hfpref quickstart --output-dir"):
         _recipe().main(*_parse(["--config", str(path)]))
 
     (out / "stages").mkdir(parents=True)  # a quickstart output folder whose reward stage has not run

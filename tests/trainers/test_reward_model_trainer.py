@@ -481,3 +481,17 @@ def test_ensemble_evaluation_reports_each_member_and_the_ensemble(tmp_path):
         chosen = model(audio_embedding=audio, text_embedding=torch.tensor(data["chosen_embedding"])).rewards
         rejected = model(audio_embedding=audio, text_embedding=torch.tensor(data["rejected_embedding"])).rewards
     assert metrics["eval_accuracy"] == pytest.approx((chosen > rejected).float().mean().item())
+    # Each member's accuracy per category (what the quickstart weighs into its human-pair accuracy), recomputed.
+    with torch.no_grad():
+        member_chosen = model(
+            audio_embedding=audio, text_embedding=torch.tensor(data["chosen_embedding"])
+        ).member_rewards
+        member_rejected = model(
+            audio_embedding=audio, text_embedding=torch.tensor(data["rejected_embedding"])
+        ).member_rewards
+    near = torch.tensor([c == "near" for c in data["category"]])
+    for k in range(3):
+        correct = member_chosen[:, k] > member_rejected[:, k]
+        assert metrics[f"eval_accuracy_member_{k}"] == pytest.approx(correct.float().mean().item())
+        assert metrics[f"eval_accuracy_near_member_{k}"] == pytest.approx(correct[near].float().mean().item())
+        assert metrics[f"eval_accuracy_far_member_{k}"] == pytest.approx(correct[~near].float().mean().item())

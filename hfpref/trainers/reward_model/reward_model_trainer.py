@@ -300,14 +300,16 @@ class RewardModelTrainer(BaseTrainer):
         metrics: dict[str, float] = {}
         lam = getattr(self.model.config, "ensemble_lambda", 0.0)
         rewards = ensemble_reward(torch.from_numpy(members), lam).numpy()
-        if members.shape[-1] > 1:  # each member's own accuracy beside the ensemble's
+        member_correct = []  # each member's own accuracy beside the ensemble's (overall and per category)
+        if members.shape[-1] > 1:
             for k in range(members.shape[-1]):
                 mine = members[..., k]
                 if self.args.pairwise:
-                    metrics[f"accuracy_member_{k}"] = float((mine[:, 0] > mine[:, 1]).mean())
+                    member_correct.append(mine[:, 0] > mine[:, 1])
                 else:
                     labels = dataset.tensors["label"].numpy()[rows]
-                    metrics[f"accuracy_member_{k}"] = float(((mine > 0.5) == (labels == 1)).mean())
+                    member_correct.append((mine > 0.5) == (labels == 1))
+                metrics[f"accuracy_member_{k}"] = float(member_correct[k].mean())
         if self.args.pairwise:
             correct = rewards[:, 0] > rewards[:, 1]  # a tie counts as wrong
             metrics["accuracy"] = float(correct.mean())
@@ -331,6 +333,8 @@ class RewardModelTrainer(BaseTrainer):
             categories = dataset.categories[rows]
             for value in sorted(set(categories.tolist()), key=str):
                 metrics[f"accuracy_{value}"] = float(groups[categories == value].mean())
+                for k, correct_k in enumerate(member_correct):
+                    metrics[f"accuracy_{value}_member_{k}"] = float(correct_k[categories == value].mean())
         if self.args.reward_histogram and self.is_world_process_zero():
             self._save_histogram(scored, labels_names)
         return metrics
