@@ -158,8 +158,8 @@ def _plot(output_dir: Path) -> list[str]:
         ("clap", "loss", "tiny CLAP contrastive loss"),
         ("sft", "loss", "baseline SFT loss"),
         ("reward-model", "loss", "reward model BT loss"),
-        ("rl", "reward", "SCST sampled reward"),
-        ("rl", "completion_length", "SCST caption length (tokens)"),
+        ("rl", "reward", "RL sampled reward"),
+        ("rl", "completion_length", "RL caption length (tokens)"),
         ("reward-model", "eval_accuracy", "reward model held-out accuracy"),
     ]
     fig, axes = plt.subplots(2, 3, figsize=(13, 7))
