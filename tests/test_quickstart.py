@@ -288,6 +288,8 @@ def test_seeds_are_summarised_with_mean_spread_and_per_seed_values(tmp_path, mon
     assert main(["quickstart", "--size", "tiny", "--output-dir", str(tmp_path), "--seeds", "0", "1", "2"]) == 0
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["seeds"] == [0, 1, 2] and all((tmp_path / f"seed-{s}").is_dir() for s in (0, 1, 2))
+    assert str(tmp_path) not in (tmp_path / "results.json").read_text()  # no machine-local path in the report
+    assert results["per_seed_results"]["1"] == "seed-1/results.json"
     for key in ("rl_win_rate_challenging", "rl_win_rate_nonchallenging"):
         figure = results[key]
         assert figure["per_seed"] == pytest.approx({"0": 0.5, "1": 0.6, "2": 0.7})

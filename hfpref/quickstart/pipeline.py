@@ -222,7 +222,8 @@ def run_quickstart_seeds(
             "figures": figures,
             **{name: figures[name] for name in SEED_FIGURES if name in figures},
             "targets": targets,
-            "per_seed_results": {str(seed): str(output_dir / f"seed-{seed}" / "results.json") for seed in seeds},
+            # Beside this results.json: relative, so the report names no machine-local path.
+            "per_seed_results": {str(seed): f"seed-{seed}/results.json" for seed in seeds},
         }
         atomic_write_json(output_dir / "results.json", _jsonable(results))
         report = render_seeds_markdown(results)
