@@ -174,8 +174,7 @@ def stage_configs(
 
     Returns:
         `dict[str, dict]`: `{"clap": {...}, "sft": {...}, "reward": {...}, "selection": {...}, "rl": {...}}`; each
-        parses with
-        `hfpref.scripts.<script>.make_parser()` (see [`TRAINING_STAGES`]).
+        parses with `hfpref.scripts.<script>.make_parser()` (see [`TRAINING_STAGES`]).
 
     Example:
 
@@ -318,9 +317,9 @@ def stage_configs(
 CONFIG_HEADERS = {
     "clap": "Quickstart stage 2: fit a tiny CLAP contrastively on the synthetic world's train clips.",
     "sft": "Quickstart stage 3: the baseline captioner, by SFT on part of the train clips, short of convergence.",
-    "reward": "Quickstart stage 5: the CLAP reward-model ensemble (Bradley-Terry) on the oracle-judged baseline captions.",
-    "selection": "Quickstart stage 6: the held-out reward model that picks the RL checkpoint (never optimised against).",
-    "rl": "Quickstart stage 7: RLOO fine-tuning of the baseline on the ensemble reward, checkpoint kept by the selection model.",
+    "reward": "Quickstart stage 5: a CLAP reward-model ensemble (Bradley-Terry) on the oracle-judged captions.",
+    "selection": "Quickstart stage 6: the held-out reward model that picks the RL checkpoint (never optimised).",
+    "rl": "Quickstart stage 7: RLOO of the baseline on the ensemble's reward; the selection model keeps a checkpoint.",
 }
 
 
