@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
 
 def train_and_evaluate(trainer, out: Path) -> None:
     from safetensors.torch import save_file
@@ -73,3 +75,7 @@ def main(root: Path):
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    # Tear the gloo group down before the interpreter exits: left to exit, a rank once aborted ("terminate called
+    # without an active exception") after all its work had passed.
+    if dist.is_initialized():
+        dist.destroy_process_group()
