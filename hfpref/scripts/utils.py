@@ -11,6 +11,7 @@ last one silently), a YAML alias (`*name`, the building block of a "billion laug
 are refused, naming the file, the key and its line, before any value is rendered or expanded.
 """
 
+import atexit
 import difflib
 import logging
 import os
@@ -165,6 +166,18 @@ def expanded_size(value, limit: int = MAX_CONFIG_VALUE_NODES) -> int:
     return size(value)
 
 
+def end_process_group() -> None:
+    """
+    Destroy the torch.distributed process group, if one is up, before the interpreter exits. A recipe parsed by
+    [`HfprefParser`] runs this at exit: a gloo rank left to exit with its group alive sometimes aborted ("terminate
+    called without an active exception", exit code -6) after its run had finished and saved, failing the launch.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 class HfprefParser(TrlParser):
     """
     `TrlParser` that runs a multi-process launch on the engine it asked for (see the module docstring).
@@ -208,6 +221,7 @@ class HfprefParser(TrlParser):
             check_engine_arguments(value, engine, needed)
             if self.method:
                 announce_launch(self.method, value)
+        atexit.register(end_process_group)
         return parsed
 
     def config_keys(self) -> set[str]:

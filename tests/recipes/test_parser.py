@@ -237,3 +237,25 @@ def test_a_bomb_read_by_trls_own_loader_is_refused_before_it_is_rendered(tmp_pat
     with pytest.raises(ValueError, match=r"the config key 'f' expands to more than 100000 values"):
         TrlParser.parse_args_and_config(make_parser(), argv, return_remaining_strings=True)
     assert time.perf_counter() - start < 1.0
+
+
+def test_a_parsed_recipe_ends_its_process_group_at_exit(monkeypatch):
+    """A recipe's parse registers `end_process_group`, which destroys a live gloo group (and is a no-op without one)."""
+    import atexit
+
+    import torch.distributed as dist
+
+    from hfpref.scripts.reward_model import make_parser
+    from hfpref.scripts.utils import end_process_group
+
+    registered = []
+    monkeypatch.setattr(atexit, "register", registered.append)
+    make_parser().parse_args_and_config(["--output_dir", "unused", "--synthetic_clips", "8"])
+    assert registered == [end_process_group]
+
+    end_process_group()  # nothing to end
+    store = dist.HashStore()
+    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_process_group()
+    assert not dist.is_initialized()
