@@ -25,6 +25,11 @@ def _win_rate(a: list[float], b: list[float]) -> tuple[float | None, int]:
     return (win_rate(a, b, tie_tolerance=1e-9) if non_ties else None), non_ties
 
 
+def _split_masks(challenging: np.ndarray) -> dict[str, np.ndarray]:
+    """The clips of each reported split: all, challenging (both baseline captions fail) and the rest."""
+    return {"all": np.ones(len(challenging), bool), "challenging": challenging, "non_challenging": ~challenging}
+
+
 def _evaluate(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
     from datasets import load_from_disk
 
@@ -65,7 +70,7 @@ def _evaluate(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
         per_caption[system]["length"] = np.array([len(c.split()) for c in cands], dtype=float)
         corpus[system] = evaluate_captions(cands, references, ["bleu_4", "cider_d"], tokenizer="simple")
 
-    splits = {"all": np.ones(len(test), bool), "challenging": challenging, "non_challenging": ~challenging}
+    splits = _split_masks(challenging)
     tables: dict[str, dict] = {}
     for split, mask in splits.items():
         table: dict[str, Any] = {"clips": int(mask.sum())}
@@ -154,9 +159,8 @@ def _validation_win_rates(output_dir: Path, size: QuickstartSize, seed: int, bas
         "baseline": np.array([j["greedy_score"] for j in judgments]),
         "rl": np.array([oracle.score([c], events=e)[0] for c, e in zip(rl_captions, validation["events"])]),
     }
-    masks = {"all": np.ones(len(validation), bool), "challenging": challenging, "non_challenging": ~challenging}
     out = {}
-    for name, part in masks.items():
+    for name, part in _split_masks(challenging).items():
         rate, non_ties = _win_rate(list(scores["rl"][part]), list(scores["baseline"][part]))
         out[name] = {
             "clips": int(part.sum()),

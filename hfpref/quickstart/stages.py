@@ -648,17 +648,17 @@ def _reward(config: dict) -> dict:
     def human_accuracy(by_source: dict[str, float]) -> float:
         return sum(by_source[s] * counts[s] for s in human) / sum(counts[s] for s in human)
 
-    by_source = {
+    by_source = {  # the ensemble's accuracy per source (each member's is eval_accuracy_<source>_member_<k>)
         k.removeprefix("eval_accuracy_"): float(v)
         for k, v in metrics.items()
-        if k.startswith("eval_accuracy_") and "_member_" not in k and not k.startswith("eval_accuracy_member_")
+        if k.startswith("eval_accuracy_") and "member_" not in k
     }
-    # The trainer reports each member's accuracy per source as eval_accuracy_<source>_member_<k>.
-    members = [
-        human_accuracy({s: float(metrics[f"eval_accuracy_{s}_member_{k}"]) for s in human})
-        for k in range(config.get("num_members", 1))
-        if config.get("num_members", 1) > 1
-    ]
+    size = config.get("num_members", 1)
+    members = (
+        [human_accuracy({s: float(metrics[f"eval_accuracy_{s}_member_{k}"]) for s in human}) for k in range(size)]
+        if size > 1
+        else []
+    )
     accuracy = human_accuracy(by_source)
     summary = (
         f"held-out accuracy on the oracle's pairs {accuracy:.3f} ("
