@@ -23,7 +23,7 @@ LAYERS = [
     {"hub"},
     {"trainers"},
     {"scripts"},
-    {"quickstart", "annotate", "cli"},
+    {"quickstart", "annotate", "loop", "cli"},
 ]
 RANK = {name: rank for rank, names in enumerate(LAYERS) for name in names}
 

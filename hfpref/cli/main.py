@@ -11,6 +11,7 @@ import sys
 from .annotate import add_annotate_parser
 from .audibility_data import add_audibility_data_parser
 from .data import add_embed_parser, add_synth_parser
+from .loop import add_loop_parser
 from .metrics import add_agreement_parser, add_eval_parser
 from .pairs import add_pairs_parser
 from .quickstart import add_quickstart_parser
@@ -23,6 +24,7 @@ COMMAND_PARSERS = [
     add_synth_parser,
     add_embed_parser,
     add_quickstart_parser,
+    add_loop_parser,
     add_train_parser,
     add_eval_parser,
     add_agreement_parser,

@@ -59,42 +59,60 @@ def _baseline_judgments(model, processor, split, top_k: int, seed: int) -> list[
     return _oracle_judgments(split, greedy, sampled, FAIL_BELOW)
 
 
-def _preferences(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
-    from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
-
-    from ..data.preference import add_synthetic_negatives, split_by_clip
-
-    world = load_from_disk(str(output_dir / "world"))["preference"]
-    model, processor = _load_captioner(output_dir / "sft")
-    judgments = _baseline_judgments(model, processor, world, size.top_k, seed)
-    Dataset.from_list(judgments).save_to_disk(str(output_dir / "preference-judgments"))
-
-    audio = dict(zip(world["clip_id"], world["audio"]))
+def judgment_pairs(judgments: list[dict]) -> list[dict]:
+    """
+    The preference pairs a clip's judgment gives: the preferred caption over the other (none for a tie), and, for a
+    clip where both fail, the annotator's correction (the row's `correction`, else the clip's first reference) over
+    the better attempt.
+    """
     rows = []
     for j in judgments:
         if j["verdict"] != "tie":
             better, worse = (j["greedy"], j["top_k"]) if j["verdict"] == "greedy" else (j["top_k"], j["greedy"])
             rows.append({"clip_id": j["clip_id"], "chosen": better, "rejected": worse, "source": "baseline"})
-        if j["both_fail"]:  # the annotator writes a correction: the clip's true caption beats the better attempt
-            best = j["greedy"] if j["greedy_score"] >= j["top_k_score"] else j["top_k"]
-            rows.append(
-                {"clip_id": j["clip_id"], "chosen": j["references"][0], "rejected": best, "source": "correction"}
-            )
+        if j["both_fail"]:  # the annotator writes a correction: it beats the better attempt
+            best = j["top_k"] if j["verdict"] == "top_k" else j["greedy"]
+            correction = j.get("correction") or j["references"][0]
+            if correction != best:
+                rows.append({"clip_id": j["clip_id"], "chosen": correction, "rejected": best, "source": "correction"})
+    return rows
+
+
+def preference_splits(rows: list[dict], clips, seed: int):
+    """
+    The pairs of `rows` with their clips' audio (from `clips`, a world split), split 80/20 by clip, and synthetic
+    negatives (a train clip's true caption against another clip's) added to the train split only: they are easy, and
+    in the held-out split they would carry the accuracy the reward model is judged by.
+    """
+    from datasets import Dataset, DatasetDict, concatenate_datasets
+
+    from ..data.preference import add_synthetic_negatives, split_by_clip
+
+    audio = dict(zip(clips["clip_id"], clips["audio"]))
+    audio_feature = clips.features["audio"]
     pairs = Dataset.from_list(rows)
-    audio_feature = world.features["audio"]
     pairs = pairs.add_column("audio", [audio[c] for c in pairs["clip_id"]]).cast_column("audio", audio_feature)
     splits = split_by_clip(pairs, test_size=0.2, seed=seed)
-    # Synthetic negatives (a train clip's true caption against another clip's) go to the training split only: they are
-    # easy, and in the held-out split they would carry the accuracy the reward model is judged by.
     train_clips = set(splits["train"]["clip_id"])
-    train_world = world.filter(lambda clip: clip in train_clips, input_columns="clip_id")
+    train_world = clips.filter(lambda clip: clip in train_clips, input_columns="clip_id")
     negatives = add_synthetic_negatives(train_world, seed=seed).select_columns(["clip_id", "chosen", "rejected"])
     negatives = negatives.add_column("source", ["synthetic_negative"] * len(negatives))
     negatives = negatives.add_column("audio", [audio[c] for c in negatives["clip_id"]]).cast_column(
         "audio", audio_feature
     )
     splits["train"] = concatenate_datasets([splits["train"], negatives.cast(splits["train"].features)])
-    DatasetDict(splits).save_to_disk(str(output_dir / "preferences"))
+    return DatasetDict(splits)
+
+
+def _preferences(output_dir: Path, size: QuickstartSize, seed: int) -> dict:
+    from datasets import Dataset, load_from_disk
+
+    world = load_from_disk(str(output_dir / "world"))["preference"]
+    model, processor = _load_captioner(output_dir / "sft")
+    judgments = _baseline_judgments(model, processor, world, size.top_k, seed)
+    Dataset.from_list(judgments).save_to_disk(str(output_dir / "preference-judgments"))
+    splits = preference_splits(judgment_pairs(judgments), world, seed)
+    splits.save_to_disk(str(output_dir / "preferences"))
 
     verdicts = [j["verdict"] for j in judgments]
     counts = {

@@ -421,13 +421,13 @@ def _is_artifact(relative: Path) -> bool:
     return relative.parts[0] != "runs" and not (relative.name.startswith("cache-") and relative.suffix == ".arrow")
 
 
-def stage_output_files(output_dir: Path, stage: str) -> list[Path]:
+def stage_output_files(output_dir: Path, stage: str, outputs: dict[str, list[str]] | None = None) -> list[Path]:
     """
     The files `stage` left: every artifact ([`_is_artifact`]) under the top-level folder (or the file) of each of its
-    `STAGE_OUTPUTS`, relative to `output_dir`, sorted.
+    outputs (`outputs[stage]`, by default the quickstart's `STAGE_OUTPUTS`), relative to `output_dir`, sorted.
     """
     files = []
-    for top in dict.fromkeys(path.split("/")[0] for path in STAGE_OUTPUTS[stage]):
+    for top in dict.fromkeys(path.split("/")[0] for path in (outputs or STAGE_OUTPUTS)[stage]):
         root = output_dir / top
         if root.is_file():
             files.append(Path(top))
@@ -448,9 +448,9 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def hash_outputs(output_dir: Path, stage: str) -> dict[str, str]:
+def hash_outputs(output_dir: Path, stage: str, outputs: dict[str, list[str]] | None = None) -> dict[str, str]:
     """`{path relative to output_dir: sha256}` of every file `stage` left ([`stage_output_files`])."""
-    return {path.as_posix(): _sha256(output_dir / path) for path in stage_output_files(output_dir, stage)}
+    return {path.as_posix(): _sha256(output_dir / path) for path in stage_output_files(output_dir, stage, outputs)}
 
 
 def changed_output(output_dir: Path, recorded: dict[str, str] | None) -> str | None:
@@ -505,28 +505,47 @@ class _Stages:
     Runs stages in order, reusing a finished one whose configuration and inputs are unchanged and whose output files
     still hold what it wrote (their recorded sha256); any other finished stage runs again. Every record names the
     run's captioner ([`check_captioner`] refuses a folder holding the other's).
+
+    The stage list, what each stage reads and leaves default to the quickstart's (`STAGE_OUTPUTS`, `DEPENDS_ON`);
+    another pipeline (`hfpref loop`'s rounds) passes its own, and `upstream` fingerprints of stages in other folders.
     """
 
-    def __init__(self, output_dir: Path, force: bool, captioner: str = DEFAULT_CAPTIONER):
+    def __init__(
+        self,
+        output_dir: Path,
+        force: bool,
+        captioner: str = DEFAULT_CAPTIONER,
+        *,
+        outputs: dict[str, list[str]] | None = None,
+        depends_on: dict[str, list[str]] | None = None,
+    ):
         self.output_dir, self.force, self.captioner = output_dir, force, captioner
+        self.outputs = outputs or STAGE_OUTPUTS
+        self.depends_on = depends_on or DEPENDS_ON
+        self.stages = list(self.outputs)
         self.records: dict[str, dict] = {}
         self.reused: set[str] = set()
 
     def marker(self, stage: str) -> Path:
         return self.output_dir / QUICKSTART_RECORDS / f"{stage}.json"
 
-    def run(self, stage: str, config: dict, fn) -> dict:
-        index = STAGES.index(stage) + 1
+    def run(self, stage: str, config: dict, fn, upstream: dict[str, str] | None = None) -> dict:
+        """
+        Run `fn` for `stage` (or reuse its finished run) and return its outputs. `upstream` maps names of stages in
+        other folders to their fingerprints: the stage runs again when one changed, as for its own inputs.
+        """
+        index = self.stages.index(stage) + 1
         marker = self.marker(stage)
         config = _jsonable(config)
-        inputs = {name: self.records[name]["fingerprint"] for name in DEPENDS_ON[stage]}
+        inputs = {name: self.records[name]["fingerprint"] for name in self.depends_on[stage]}
+        inputs.update(upstream or {})
         previous = read_json_record(marker)  # an unreadable record warns, naming it, and the stage runs again
         reuse = (
             not self.force
             and previous is not None
             and previous.get("config") == config
             and previous.get("inputs") == inputs
-            and all((self.output_dir / path).exists() for path in STAGE_OUTPUTS[stage])
+            and all((self.output_dir / path).exists() for path in self.outputs[stage])
         )
         if reuse:
             changed = changed_output(self.output_dir, previous.get("output_hashes"))
@@ -537,7 +556,7 @@ class _Stages:
             record = previous
             self.reused.add(stage)
             print(
-                f"[{index}/{len(STAGES)}] {stage}: reused ({record['seconds']:.1f}s when it ran) - {record['summary']}"
+                f"[{index}/{len(self.stages)}] {stage}: reused ({record['seconds']:.1f}s when it ran) - {record['summary']}"
             )
         else:
             if marker.exists():
@@ -556,11 +575,11 @@ class _Stages:
                 "peak_rss_mb": peak_rss_mb(),  # this process's peak so far: at least the stage's own
                 "summary": outputs.pop("summary"),
                 "outputs": outputs,
-                "output_hashes": hash_outputs(self.output_dir, stage),
+                "output_hashes": hash_outputs(self.output_dir, stage, self.outputs),
             }
             atomic_write_json(marker, _jsonable(record))
             record = read_json_record(marker)
-            print(f"[{index}/{len(STAGES)}] {stage}: {seconds:.1f}s - {record['summary']}")
+            print(f"[{index}/{len(self.stages)}] {stage}: {seconds:.1f}s - {record['summary']}")
         self.records[stage] = record
         return record["outputs"]
 

@@ -61,6 +61,7 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
 
     texts = list(train[script_args.caption_column]) if model_args.tiny_captioner else None
     model, processor = load_captioner(model_args, texts, seed=training_args.seed)
+    ref_model = load_reference(script_args.ref_model_name_or_path, training_args, processor)
     trainer = CaptionRLTrainer(
         model,
         reward_funcs,
@@ -69,6 +70,7 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
         eval_dataset=splits["test"],
         processing_class=processor,
         peft_config=captioner_peft_config(model_args, model),
+        ref_model=ref_model,
     )
     trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
     metrics = trainer.evaluate()
@@ -78,6 +80,24 @@ def main(script_args: CaptionRLScriptArguments, training_args: CaptionRLConfig, 
     dataset = script_args.dataset_name or f"synthetic world ({script_args.synthetic_clips} clips)"
     write_card_and_push(trainer, training_args, dataset_name=dataset, reward_model=reward_model)
     return trainer, metrics
+
+
+def load_reference(path: str | None, training_args: CaptionRLConfig, processor):
+    """
+    The KL term's frozen reference from `path` (`None`: the trainer's frozen copy of the policy). It must read and
+    write the policy's tokens: a tokenizer with another vocabulary is refused, naming the checkpoint.
+    """
+    if path is None:
+        return None
+    if training_args.kl_coef <= 0:
+        raise ValueError(f"ref_model_name_or_path={path!r} is the KL term's reference: it needs kl_coef > 0")
+    reference, reference_processor = load_captioner(CaptionerArguments(model_name_or_path=path))
+    if reference_processor.tokenizer.get_vocab() != processor.tokenizer.get_vocab():
+        raise ValueError(
+            f"ref_model_name_or_path={path!r} has another tokenizer than the policy (vocabularies differ): the KL "
+            "term compares log-probabilities of the same tokens"
+        )
+    return reference
 
 
 def add_selection_reward(reward_funcs: list, training_args: CaptionRLConfig, embedder, path: str) -> None:

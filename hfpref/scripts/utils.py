@@ -406,6 +406,9 @@ class CaptionRLScriptArguments(CaptionScriptArguments):
             weight-0 reward named `selection_reward`): evaluation logs `eval_rewards/selection_reward`, the mean
             reward of the greedy captions of the held-out clips, so `metric_for_best_model: rewards/selection_reward`
             with `load_best_model_at_end: true` keeps the checkpoint it scores best.
+        ref_model_name_or_path (`str`, *optional*): the frozen reference of the KL term (`kl_coef > 0`), a captioner
+            with the policy's tokenizer; by default a frozen copy of the policy as loaded. Iterated rounds (`hfpref
+            loop`) start each round's policy from the previous round's and keep the KL to round 0's captioner.
     """
 
     reward_funcs: list[str] = field(default_factory=lambda: ["reward_model"])
@@ -418,6 +421,7 @@ class CaptionRLScriptArguments(CaptionScriptArguments):
     repetition_penalty: float | None = None
     reward_ensemble_lambda: float | None = None
     selection_reward_model: str | None = None
+    ref_model_name_or_path: str | None = None
 
     def __post_init__(self):
         super().__post_init__()

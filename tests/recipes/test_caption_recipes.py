@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -190,3 +191,54 @@ def test_rl_with_an_ensemble_reward_and_checkpoint_selection_by_a_held_out_rewar
     scored = ensemble_reward(completions=captions, audio_embedding=clips["audio_embedding"])
     assert scored == pytest.approx(by_hand.tolist(), rel=1e-5)
     assert not torch.allclose(by_hand, members.mean(-1))  # lambda matters on these captions
+
+
+def test_rl_kl_reference_is_the_checkpoint_given_not_the_policy(tmp_path):
+    """
+    `ref_model_name_or_path` makes another checkpoint the KL term's frozen reference (`hfpref loop` keeps round 0's
+    captioner while the policy starts from the previous round's). Control: on the first step the policy's samples
+    have zero KL to a frozen copy of the policy, so a KL above zero shows the given reference is the one used.
+    """
+    from safetensors.torch import load_file
+
+    from hfpref.models.captioning import build_tiny_whisper_captioner
+
+    sft_out = tmp_path / "sft"
+    argv = _yaml(
+        tmp_path / "sft.yaml", synthetic_clips=16, tiny_captioner=True, max_steps=2, per_device_train_batch_size=4,
+        per_device_eval_batch_size=4, output_dir=str(sft_out), **COMMON,
+    )  # fmt: skip
+    _recipe("caption_sft").main(*TrlParser(SFT_TYPES).parse_args_and_config(argv))
+    reference = AutoModelForSpeechSeq2Seq.from_pretrained(sft_out)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in reference.model.decoder.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    shutil.copytree(sft_out, tmp_path / "ref")  # the processor files; the weights are replaced
+    reference.save_pretrained(tmp_path / "ref")
+
+    def rl(ref: str | None, out: str, **extra):
+        argv = _yaml(
+            tmp_path / f"{out}.yaml", synthetic_clips=16, model_name_or_path=str(sft_out), tiny_reward_model=True,
+            loss_type="scst", max_steps=1, max_new_tokens=6, per_device_train_batch_size=4,
+            per_device_eval_batch_size=4, logging_steps=1, output_dir=str(tmp_path / out),
+            **({"ref_model_name_or_path": ref} if ref else {}), **{"kl_coef": 0.1, **extra}, **COMMON,
+        )  # fmt: skip
+        trainer, _ = _recipe("caption_rl").main(*TrlParser(RL_TYPES).parse_args_and_config(argv))
+        return trainer, next(e["kl"] for e in trainer.state.log_history if "kl" in e)
+
+    trainer, kl = rl(str(tmp_path / "ref"), "rl-ref")
+    saved = load_file(str(tmp_path / "ref" / "model.safetensors"))
+    state = trainer.ref_model.state_dict()
+    assert all(torch.equal(state[name], tensor) for name, tensor in saved.items() if name in state)
+    assert kl > 1e-4
+    _, kl_self = rl(None, "rl-self")
+    assert abs(kl_self) < 1e-6
+
+    with pytest.raises(ValueError, match="needs kl_coef > 0"):
+        rl(str(tmp_path / "ref"), "rl-nokl", kl_coef=0.0)
+    _, other = build_tiny_whisper_captioner(["zebra quartz", "violet xylophone"], clip_seconds=4.0)
+    from hfpref.scripts.caption_rl import load_reference
+
+    with pytest.raises(ValueError, match="another tokenizer than the policy"):
+        load_reference(str(tmp_path / "ref"), CaptionRLConfig(output_dir=str(tmp_path / "x"), kl_coef=0.1), other)
