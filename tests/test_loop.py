@@ -324,3 +324,36 @@ def test_annotate_round_through_the_http_api_resumes_after_the_server_is_killed(
     assert written == corrections
     results = json.loads((work / "loop" / "results.json").read_text())
     assert results["rounds"][0]["pairs"]["judged"]["answers"] == total
+
+
+@pytest.mark.parametrize("name", ["config_oracle.yaml", "config_annotate.yaml"])
+def test_shipped_loop_configs_load(name):
+    from hfpref.loop import LoopConfig
+
+    config = LoopConfig.from_yaml(Path(__file__).resolve().parents[1] / "recipes" / "loop" / name)
+    assert config.rounds == 2 and config.judge in name
+
+
+def test_llm_judge_picks_the_caption_the_endpoint_scores_higher(loop_run):
+    """Round 1's candidates judged by an OpenAI-compatible endpoint (a local fake that scores crc32(caption) % 10 + 1)."""
+    import importlib.util
+    import zlib
+
+    from hfpref.loop.judging import llm_judgments
+
+    spec = importlib.util.spec_from_file_location("chat_server", Path(__file__).parent / "judges" / "chat_server.py")
+    chat_server = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chat_server)
+    _, out, _ = loop_run
+    candidates = load_from_disk(str(out / "round-1" / "candidates")).select(range(8))
+    server = chat_server.FakeChatServer()
+    with server:
+        rows = llm_judgments(candidates, server.base_url, "judge-7b", None, 10.0)
+    score = lambda caption: zlib.crc32(caption.encode()) % 10 + 1  # noqa: E731
+    for row, candidate in zip(rows, candidates):
+        g, s = score(candidate["greedy"]), score(candidate["top_k"])
+        assert row["verdict"] == ("tie" if g == s else "greedy" if g > s else "top_k")
+        assert not row["both_fail"]
+    prompt = server.requests[0]["messages"][0]["content"]
+    assert len(server.requests) == 16 and "expert annotator of audio captions" in prompt
+    assert candidates[0]["references"][0] in prompt

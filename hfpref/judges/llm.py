@@ -35,6 +35,21 @@ emotional clue the references support; penalise clues that contradict them (a wr
 more than missing ones; ignore wording and grammar unless they make the caption unclear.
 Answer with a JSON object only, for example {{"score": 7}}."""
 
+# The same rating for audio captions (what happens in the clip, in order), e.g. for `hfpref loop --judge llm`.
+AUDIO_CAPTION_PROMPT = """You are an expert annotator of audio captions. A caption should describe what can be heard \
+in the clip: the sound events and their sources, in the order they happen.
+
+Reference captions, written by people who listened to the clip:
+{references}
+
+Candidate caption:
+{candidate}
+
+Rate the candidate from 1 (wrong or unrelated) to 10 (as accurate and complete as the references). Penalise sounds \
+the references do not support (a hallucinated or wrong event) more than missing ones, and a wrong order of events; \
+ignore wording and grammar unless they make the caption unclear.
+Answer with a JSON object only, for example {{"score": 7}}."""
+
 _FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 

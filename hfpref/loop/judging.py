@@ -73,10 +73,13 @@ def reward_model_judgments(candidates, reward_model_path: str, clap_path: str, c
 
 
 def llm_judgments(candidates, base_url: str, model: str, api_key: str | None, timeout: float) -> list[dict]:
-    """An LLM behind an OpenAI-compatible endpoint, scoring each caption against the clip's references."""
-    from ..judges.registry import get_judge
+    """
+    An LLM behind an OpenAI-compatible endpoint, rating each caption against the clip's references with the audio
+    caption prompt ([`~hfpref.judges.llm.AUDIO_CAPTION_PROMPT`]).
+    """
+    from ..judges.llm import AUDIO_CAPTION_PROMPT, OpenAIJudge
 
-    judge = get_judge("llm", llm_base_url=base_url, llm_model=model, llm_api_key=api_key, llm_timeout=timeout)
+    judge = OpenAIJudge(base_url, model, api_key=api_key, timeout=timeout, prompt=AUDIO_CAPTION_PROMPT)
     scores = [tuple(judge.score([row["greedy"], row["top_k"]], references=row["references"])) for row in candidates]
     return scored_judgments(candidates, scores, fail_below=None)
 

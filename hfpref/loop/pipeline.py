@@ -185,9 +185,7 @@ def _judge(folder: Path, output_dir: Path, config: LoopConfig, k: int) -> dict:
             with_audio, judge_model, str(round_dir(output_dir, 0) / "clap"), str(output_dir / "embedding-cache")
         )
     elif config.judge == "llm":
-        rows = llm_judgments(
-            candidates, config.llm_base_url, config.llm_model, config.llm_api_key, config.llm_timeout
-        )
+        rows = llm_judgments(candidates, config.llm_base_url, config.llm_model, config.llm_api_key, config.llm_timeout)
     else:
         rows, stats = annotation_judgments(
             candidates,
