@@ -140,7 +140,10 @@ def test_win_rates_are_recounted_from_the_per_clip_scores(loop_run, monkeypatch)
     assert [r["current"] for r in rows] == truth
     assert all(r["current_oracle"] == 1.0 for r in rows[::2])
     for opponent in ("previous", "round_0"):
-        for split, keep in (("all", lambda r: True), ("challenging", lambda r: r["challenging"])):
+        for split, keep in (
+            ("all", lambda r, o=opponent: True),
+            ("challenging", lambda r, o=opponent: r[f"challenging_{o}"]),
+        ):
             chosen = [r for r in rows if keep(r)]
             wins = losses = 0
             for r, events in zip(rows, test["events"]):

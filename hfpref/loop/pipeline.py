@@ -269,8 +269,9 @@ def _push(preferences: Path, config: LoopConfig, k: int) -> None:
 def _evaluate(folder: Path, output_dir: Path, config: LoopConfig, k: int, current: Path) -> dict:
     """
     This round's captioner against round `k - 1`'s and round 0's on the world's test clips: oracle and frozen reward
-    model (round `k - 1`'s, fixed before this round) win rates and oracle scores, per split (challenging: both of
-    round 0's captions fail, as in the quickstart).
+    model (round `k - 1`'s, fixed before this round) win rates and oracle scores, per split. Challenging clips are
+    those the opponent gets wrong, as in the quickstart: both its greedy and its top-k caption fail (against round 0:
+    round 0's captions; against round `k - 1`: round `k - 1`'s).
     """
     from datasets import load_from_disk
 
@@ -283,16 +284,16 @@ def _evaluate(folder: Path, output_dir: Path, config: LoopConfig, k: int, curren
     size, seed = SIZES[config.size], config.seed
     round0 = round_dir(output_dir, 0)
     test = load_from_disk(str(round0 / "world"))["test"]
-    baseline = _load_captioner(round0 / "sft")
-    judged = _baseline_judgments(*baseline, test, size.top_k, seed + 1)
-    challenging = np.array([j["both_fail"] for j in judged])
+    judged = {"round_0": _baseline_judgments(*_load_captioner(round0 / "sft"), test, size.top_k, seed + 1)}
+    judged["previous"] = (
+        judged["round_0"]
+        if k == 1
+        else _baseline_judgments(*_load_captioner(captioner_dir(output_dir, k - 1)), test, size.top_k, seed + 1)
+    )
+    challenging = {name: np.array([j["both_fail"] for j in rows]) for name, rows in judged.items()}
     audio, events = list(test["audio"]), list(test["events"])
-    systems = {"round_0": [j["greedy"] for j in judged]}
-    for name, path in (("previous", captioner_dir(output_dir, k - 1)), ("current", current)):
-        if name == "previous" and k == 1:
-            systems[name] = systems["round_0"]
-            continue
-        systems[name] = generate_captions(*_load_captioner(path), audio, batch_size=64, max_new_tokens=24)
+    systems = {name: [j["greedy"] for j in judged[name]] for name in OPPONENTS}
+    systems["current"] = generate_captions(*_load_captioner(current), audio, batch_size=64, max_new_tokens=24)
 
     frozen = round_dir(output_dir, k - 1) / "reward-model"
     embedder = ClapEmbedder.from_pretrained(str(round0 / "clap"), cache_dir=str(output_dir / "embedding-cache"))
@@ -306,11 +307,12 @@ def _evaluate(folder: Path, output_dir: Path, config: LoopConfig, k: int, curren
         }
     win_rates: dict[str, dict] = {}
     oracle_scores: dict[str, dict] = {}
-    for split, mask in _split_masks(challenging).items():
-        oracle_scores[split] = {
-            name: float(scores[name]["oracle"][mask].mean()) if mask.any() else None for name in systems
-        }
-        for opponent in OPPONENTS:
+    for opponent in OPPONENTS:
+        for split, mask in _split_masks(challenging[opponent]).items():
+            oracle_scores.setdefault(opponent, {})[split] = {
+                name: float(scores[name]["oracle"][mask].mean()) if mask.any() else None
+                for name in (opponent, "current")
+            }
             for judge in ("oracle", "reward"):
                 rate, non_ties = _win_rate(list(scores["current"][judge][mask]), list(scores[opponent][judge][mask]))
                 win_rates.setdefault(opponent, {}).setdefault(judge, {})[split] = {
@@ -319,7 +321,7 @@ def _evaluate(folder: Path, output_dir: Path, config: LoopConfig, k: int, curren
                 }
     with open(folder / "evaluation.jsonl", "w") as f:
         for i, clip_id in enumerate(test["clip_id"]):
-            row = {"clip_id": clip_id, "challenging": bool(challenging[i])}
+            row = {"clip_id": clip_id, **{f"challenging_{name}": bool(challenging[name][i]) for name in OPPONENTS}}
             for name in systems:
                 row[name] = systems[name][i]
                 row.update({f"{name}_{judge}": float(scores[name][judge][i]) for judge in ("oracle", "reward")})
@@ -336,7 +338,7 @@ def _evaluate(folder: Path, output_dir: Path, config: LoopConfig, k: int, curren
         "oracle_scores": oracle_scores,
         "frozen_reward_model": f"round-{k - 1}/reward-model",
         "test_clips": len(test),
-        "challenging_test_clips": int(challenging.sum()),
+        "challenging_test_clips": {name: int(mask.sum()) for name, mask in challenging.items()},
     }
 
 
@@ -365,7 +367,7 @@ def _round_results(stages: _Stages, config: LoopConfig, k: int, control: bool) -
         "frozen_rm_win_rate_vs_previous": evaluation["win_rates"]["previous"]["reward"]["all"]["win_rate"],
         # This round's oracle score minus the previous round's on the clips round 0 got right: what it cost them.
         "oracle_delta_vs_previous_nonchallenging": _delta(
-            evaluation["oracle_scores"], "non_challenging", "current", "previous"
+            evaluation["oracle_scores"]["previous"], "non_challenging", "current", "previous"
         ),
         "oracle_scores": evaluation["oracle_scores"],
         "evaluation": {key: value for key, value in evaluation.items()},
@@ -462,7 +464,7 @@ def _round(config: LoopConfig, output_dir: Path, k: int, previous: dict[str, str
         return outputs
 
     stages.run("rl", rl, run_rl, upstream=rl_upstream)
-    evaluate = {"seed": seed, "top_k": size.top_k, "round": k}
+    evaluate = {"seed": seed, "top_k": size.top_k, "round": k, "challenging": "both of the opponent's captions fail"}
     stages.run(
         "evaluate",
         evaluate,
@@ -588,8 +590,9 @@ def render_loop_markdown(results: dict) -> str:
         f"{results['size']}",
         "",
         f"Round 0: the SFT captioner, its reward model (held-out accuracy {_rate(results['rm_heldout_accuracy_human_round_0'])}).",
-        "Win rates are the oracle's on the world's test clips (challenging: both of round 0's captions fail); the frozen "
-        "reward model is the previous round's, fixed before the round.",
+        "Win rates are the oracle's on the world's test clips (challenging: clips where both the greedy and the top-k "
+        "caption of the opponent, the previous round or round 0, fail); the frozen reward model is the previous "
+        "round's, fixed before the round.",
         "",
         "| round | new train pairs | reward-model accuracy | over previous: challenging | non-challenging | all | "
         "oracle delta non-challenging | frozen RM over previous | over round 0 |",
