@@ -41,6 +41,9 @@ def load_model(model_args: ClapModelArguments, training_args: ClapContrastiveCon
     references = training_args.references_column
     if references is not None and references in train.column_names:
         texts += [text for row in train[references] for text in row or []]
+    negatives = training_args.hard_negatives_column
+    if negatives is not None and negatives in train.column_names:
+        texts += [text for row in train[negatives] for text in row or []]
     return build_tiny_clap(
         texts,
         seed=training_args.seed,

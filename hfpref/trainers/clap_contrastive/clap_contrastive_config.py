@@ -54,6 +54,16 @@ class ClapContrastiveConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments
             Evaluation column whose equal values count as interchangeable in the retrieval metrics (a sound-class
             label, or `"events"` in the synthetic world), so that retrieving another clip of the same group is a hit.
             `None`: only a clip's own caption is a hit.
+        hard_negatives_column (`str` or `None`, *optional*, defaults to `None`):
+            Training column holding, per clip, a list of captions that describe it wrongly (an event hallucinated,
+            omitted, swapped in order, substituted). Each clip then picks its caption among the batch's captions and its
+            own hard negatives, as in T-CLAP (https://huggingface.co/papers/2404.17806); the text-to-audio term is
+            unchanged, and evaluation never uses them. `None`: in-batch negatives only.
+        synthetic_hard_negatives (`int`, *optional*, defaults to `0`):
+            When positive, each training step gives each clip this many hard negatives of distinct kinds (fewer when
+            its events admit fewer), drawn afresh with
+            [`~hfpref.data.synthetic.audio_world.make_caption_variants`] from the clip's `"events"` column (the
+            synthetic world's event names in temporal order). Exclusive with `hard_negatives_column`.
 
     Defaults that differ from `TrainingArguments`: `learning_rate=1e-3`, for a randomly initialised tiny CLAP (on the
     synthetic world it learns from 1e-3 to 3e-3, faster at 3e-3; adapting a pretrained checkpoint wants about `1e-5`);
@@ -79,6 +89,14 @@ class ClapContrastiveConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments
     retrieval_group_column: str | None = field(
         default=None, metadata={"help": "Evaluation column whose equal values count as the same item in retrieval."}
     )
+    hard_negatives_column: str | None = field(
+        default=None,
+        metadata={"help": "Training column of wrong captions per clip, added to its audio-to-text softmax (T-CLAP)."},
+    )
+    synthetic_hard_negatives: int = field(
+        default=0,
+        metadata={"help": "Hard negatives per clip and step, drawn from the synthetic world's 'events' column."},
+    )
 
     # TrainingArguments defaults that suit a tiny CLAP trained from scratch.
     learning_rate: float = field(default=1e-3, metadata={"help": "Initial learning rate."})
@@ -98,20 +116,37 @@ class ClapContrastiveConfig(CardConfigMixin, AudioConfigMixin, TrainingArguments
             if not isinstance(value, str) or not value:
                 raise ValueError(f"{name}={value!r} must be a non-empty column name")
         columns = {"audio_column": self.audio_column, "text_column": self.text_column}
-        for name in ("references_column", "retrieval_group_column"):
+        for name in ("references_column", "retrieval_group_column", "hard_negatives_column"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value):
                 raise ValueError(f"{name}={value!r} must be a non-empty column name or None")
-        if self.references_column is not None:
-            columns["references_column"] = self.references_column
+        for name in ("references_column", "hard_negatives_column"):
+            if getattr(self, name) is not None:
+                columns[name] = getattr(self, name)
         names = list(columns.values())
         if len(set(names)) != len(names):
-            raise ValueError(f"audio_column, text_column and references_column must differ, got {columns}")
+            raise ValueError(
+                f"audio_column, text_column, references_column and hard_negatives_column must differ, got {columns}"
+            )
+        if isinstance(self.synthetic_hard_negatives, bool) or not isinstance(self.synthetic_hard_negatives, int):
+            raise ValueError(f"synthetic_hard_negatives={self.synthetic_hard_negatives!r} must be an integer")
+        if self.synthetic_hard_negatives < 0:
+            raise ValueError(f"synthetic_hard_negatives={self.synthetic_hard_negatives} must be 0 (off) or positive")
+        if self.synthetic_hard_negatives and self.hard_negatives_column is not None:
+            raise ValueError(
+                f"synthetic_hard_negatives={self.synthetic_hard_negatives} draws the hard negatives from 'events'; "
+                f"set it to 0 to use hard_negatives_column={self.hard_negatives_column!r}, or unset the column"
+            )
         if self.max_audio_seconds is not None and not self.max_audio_seconds > 0:
             raise ValueError(
                 f"max_audio_seconds={self.max_audio_seconds} must be positive, or None to keep whole clips"
             )
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type={self.loss_type!r} is not one of {LOSS_TYPES}")
+        if self.loss_type != "symmetric" and (self.hard_negatives_column is not None or self.synthetic_hard_negatives):
+            raise ValueError(
+                f"Hard negatives need loss_type='symmetric' (the model's own loss has no place for them), got "
+                f"loss_type={self.loss_type!r}"
+            )
         check_training_arguments(self)
         super().__post_init__()

@@ -2,7 +2,9 @@
 
 The objective is LAION-CLAP's (https://huggingface.co/papers/2211.06687, equation 3): within a batch of N pairs, each
 clip must pick its caption among the N captions and each caption its clip among the N clips, both as a cross-entropy
-over temperature-scaled cosine similarities. Offline this fits the tiny CLAP that the quickstart then uses as a
+over temperature-scaled cosine similarities. With hard negatives (T-CLAP, https://huggingface.co/papers/2404.17806),
+each clip also meets wrong captions of its own (an event swapped in order, omitted, hallucinated) in its softmax.
+Offline this fits the tiny CLAP that the quickstart then uses as a
 reward; online it adapts a pretrained checkpoint such as `laion/clap-htsat-unfused` to a domain.
 """
 
@@ -20,6 +22,7 @@ from datasets import Sequence as SequenceFeature
 from transformers import ClapModel, ClapProcessor, EvalPrediction
 
 from ...data.audio import decode_audio, ensure_audio_column
+from ...data.synthetic.audio_world import make_caption_variants
 from ...encoders.cache import EmbeddingCache
 from ...encoders.clap import _seeded_numpy, _text_max_length, _truncation_for, load_clap
 from ...utils.checks import check_finite_training
@@ -32,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 ROW_INDEX = "row_index"
 RETRIEVAL_GROUP = "retrieval_group"
+HARD_NEGATIVE_MASK = "hard_negative_mask"
+EVENTS_COLUMN = "events"
 RECALL_AT = (1, 5, 10)
 
 
@@ -137,6 +142,74 @@ def _factorize(values: Sequence) -> list[int]:
     return [ids.setdefault(_hashable(value), len(ids)) for value in values]
 
 
+def _own_hard_negative_logits(logits_per_audio: torch.Tensor, hard_negative_mask: torch.Tensor) -> torch.Tensor:
+    """`(N, K)` logits of each clip against its own hard negatives, `-inf` where the mask has no negative."""
+    n_clips, n_negatives = hard_negative_mask.shape[0], int(hard_negative_mask.sum())
+    if logits_per_audio.shape != (n_clips, n_clips + n_negatives):
+        raise ValueError(
+            f"logits_per_audio has shape {tuple(logits_per_audio.shape)}; with {n_clips} clips and {n_negatives} hard "
+            f"negatives it must be ({n_clips}, {n_clips + n_negatives}): the batch's captions, then the negatives"
+        )
+    owner = hard_negative_mask.nonzero(as_tuple=True)[0]
+    own = logits_per_audio[owner, n_clips + torch.arange(n_negatives, device=logits_per_audio.device)]
+    padded = logits_per_audio.new_full(hard_negative_mask.shape, float("-inf"))
+    return padded.masked_scatter(hard_negative_mask, own)
+
+
+def clap_contrastive_loss(
+    logits_per_audio: torch.Tensor,
+    logits_per_text: torch.Tensor,
+    hard_negative_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""
+    LAION-CLAP's symmetric contrastive loss (https://huggingface.co/papers/2211.06687, equation 3), optionally with
+    per-clip hard negative captions in the audio-to-text term, as in T-CLAP (https://huggingface.co/papers/2404.17806).
+
+    Without hard negatives: the mean of the cross-entropy of each clip over the N captions of the batch and of each
+    caption over the N clips, the matching pair being the target. With them: `logits_per_audio` scores the N clips
+    against the N captions followed by every clip's hard negatives (row-major in `hard_negative_mask`), and clip `i`'s
+    softmax covers the N captions and its own negatives only; the text-to-audio term reads the first N rows of
+    `logits_per_text` (negatives are not queries).
+
+    Args:
+        logits_per_audio (`torch.Tensor`):
+            `(N, N)` temperature-scaled similarities of the clips (rows) to the captions, or `(N, N + M)` with `M`
+            hard negatives after the captions.
+        logits_per_text (`torch.Tensor`):
+            `(N, N)` similarities of the captions to the clips, or `(N + M, N)`.
+        hard_negative_mask (`torch.Tensor`, *optional*):
+            `(N, K)` booleans, `M` of them true: row `i` marks which of its `K` slots holds a negative of clip `i`;
+            the negatives' columns in `logits_per_audio` follow the order of the true entries, row by row.
+
+    Returns:
+        `torch.Tensor`: the scalar loss.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> logits = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    >>> round(clap_contrastive_loss(logits, logits.t()).item(), 4)
+    0.1269
+    >>> with_negative = torch.tensor([[2.0, 0.0, 2.0], [0.0, 2.0, -9.0]])  # clip 0 can't tell its negative apart
+    >>> mask = torch.tensor([[True], [False]])
+    >>> round(clap_contrastive_loss(with_negative, with_negative.t(), mask).item(), 4)
+    0.2849
+
+    ```
+    """
+    labels = torch.arange(logits_per_audio.shape[0], device=logits_per_audio.device)
+    if hard_negative_mask is None:
+        audio_to_text = F.cross_entropy(logits_per_audio, labels)
+        text_to_audio = F.cross_entropy(logits_per_text, labels)
+        return (audio_to_text + text_to_audio) / 2
+    n_clips = len(labels)
+    own = _own_hard_negative_logits(logits_per_audio, hard_negative_mask)
+    audio_to_text = F.cross_entropy(torch.cat([logits_per_audio[:, :n_clips], own], dim=1), labels)
+    text_to_audio = F.cross_entropy(logits_per_text[:n_clips], labels)
+    return (audio_to_text + text_to_audio) / 2
+
+
 @dataclass
 class ClapContrastiveCollator:
     r"""
@@ -146,7 +219,9 @@ class ClapContrastiveCollator:
     In training (`training=True`) a clip longer than `max_audio_seconds` is cut at a random offset, the feature
     extractor crops long clips at random (`"rand_trunc"`), fusion models see a random clip marked as longer when no
     clip of the batch is (the feature extractor's own training trick), and each caption is drawn at random from the
-    row's references when there are any. In evaluation everything is deterministic and matches
+    row's references when there are any. Training batches may also carry hard negative captions: they follow the
+    batch's captions in `input_ids`, and `hard_negative_mask` (`(N, K)` booleans) says which clip each belongs to. In
+    evaluation everything is deterministic and matches
     [`~hfpref.encoders.ClapEmbedder`]: the first window, the text column, crops seeded by the clip's content and
     `is_longer` only for clips that are longer.
 
@@ -165,6 +240,11 @@ class ClapContrastiveCollator:
             Longest tokenized caption; defaults to the tokenizer's `model_max_length`.
         cache_audio_features (`bool`, *optional*, defaults to `False`):
             Keep the spectrogram of every clip whose features involve no random crop, keyed by the clip's content.
+        hard_negatives_column (`str`, *optional*):
+            Column of wrong captions per clip, added to the batch in training.
+        synthetic_hard_negatives (`int`, *optional*, defaults to `0`):
+            In training, this many wrong captions per clip (of distinct kinds, fewer when its events admit fewer),
+            drawn afresh from its `"events"` with [`~hfpref.data.synthetic.audio_world.make_caption_variants`].
         training (`bool`, *optional*, defaults to `True`):
             Training or evaluation behaviour.
     """
@@ -176,6 +256,8 @@ class ClapContrastiveCollator:
     max_audio_seconds: float | None = None
     text_max_length: int | None = None
     cache_audio_features: bool = False
+    hard_negatives_column: str | None = None
+    synthetic_hard_negatives: int = 0
     training: bool = True
     _cache: dict[str, np.ndarray] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -208,6 +290,22 @@ class ClapContrastiveCollator:
                 f"column {self.text_column!r} row {row.get(ROW_INDEX)} is {caption!r}; captions must be strings"
             )
         return caption
+
+    def _hard_negatives(self, row: dict) -> list[str]:
+        if self.hard_negatives_column is not None:
+            negatives = row.get(self.hard_negatives_column) or []
+            if not all(isinstance(negative, str) for negative in negatives):
+                raise ValueError(
+                    f"column {self.hard_negatives_column!r} row {row.get(ROW_INDEX)} is {negatives!r}; hard negatives "
+                    "must be lists of strings"
+                )
+            return [negative for negative in negatives if negative]
+        # torch's RNG, like the references: a fresh draw every step, reproducible from the Trainer's seed.
+        rng = np.random.default_rng(int(torch.randint(2**31, ()).item()))
+        variants = make_caption_variants(row[EVENTS_COLUMN], rng)
+        del variants["correct"]
+        kinds = sorted(variants)
+        return [variants[kinds[i]] for i in rng.permutation(len(kinds))[: self.synthetic_hard_negatives]]
 
     def _audio_features(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         feature_extractor = self.processor.feature_extractor
@@ -245,8 +343,16 @@ class ClapContrastiveCollator:
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         batch = self._audio_features(rows)
         max_length = self.text_max_length or self.processor.tokenizer.model_max_length
+        captions = [self._caption(row) for row in rows]
+        if self.training and (self.hard_negatives_column is not None or self.synthetic_hard_negatives):
+            negatives = [self._hard_negatives(row) for row in rows]
+            slots = max(len(row_negatives) for row_negatives in negatives)
+            batch[HARD_NEGATIVE_MASK] = torch.tensor(
+                [[k < len(row_negatives) for k in range(slots)] for row_negatives in negatives], dtype=torch.bool
+            ).reshape(len(rows), slots)
+            captions += [negative for row_negatives in negatives for negative in row_negatives]
         text = self.processor.tokenizer(
-            [self._caption(row) for row in rows],
+            captions,
             padding=True,
             truncation=True,
             max_length=max_length,
@@ -268,10 +374,15 @@ class ClapContrastiveTrainer(BaseTrainer):
     r"""
     Fits or adapts a `ClapModel` contrastively on (audio, caption) pairs, thin on [`~transformers.Trainer`].
 
-    The loss is LAION-CLAP's symmetric in-batch cross-entropy (`loss_type="symmetric"`), or the model's own
-    `return_loss=True` loss (`loss_type="model"`). Negatives are the other pairs of the same device batch; they are not
-    gathered across processes. Training logs the loss, the learned logit scales (inverse temperatures) and the in-batch
-    audio-to-text accuracy (chance: one over the batch size), which stays at chance when the embeddings collapse.
+    The loss is LAION-CLAP's symmetric in-batch cross-entropy (`loss_type="symmetric"`, [`clap_contrastive_loss`]), or
+    the model's own `return_loss=True` loss (`loss_type="model"`). Negatives are the other pairs of the same device
+    batch; they are not gathered across processes. Training logs the loss, the learned logit scales (inverse
+    temperatures) and the in-batch audio-to-text accuracy (chance: one over the batch size), which stays at chance when
+    the embeddings collapse.
+
+    With `args.hard_negatives_column` or `args.synthetic_hard_negatives`, each clip's audio-to-text softmax also holds
+    its own hard negative captions (T-CLAP), and training logs `batch_hard_negative_accuracy`: the share of clips that
+    score their caption above all of their hard negatives.
 
     Evaluation embeds every clip and caption of the evaluation set with the model's normalised embeddings and reports
     `audio_to_text_r{1,5,10}` and `text_to_audio_r{1,5,10}` through the normal metrics path ([`retrieval_metrics`];
@@ -289,7 +400,8 @@ class ClapContrastiveTrainer(BaseTrainer):
         data_collator (`Callable`, *optional*):
             Replaces the [`ClapContrastiveCollator`] (then used for training and evaluation alike).
         train_dataset (`datasets.Dataset`, *optional*):
-            Rows with `args.audio_column` and `args.text_column` (and optionally `args.references_column`).
+            Rows with `args.audio_column` and `args.text_column` (and optionally `args.references_column`), plus
+            `args.hard_negatives_column` when set, or `"events"` when `args.synthetic_hard_negatives` is positive.
         eval_dataset (`datasets.Dataset` or `dict[str, Dataset]`, *optional*):
             Same columns (references are not used), plus `args.retrieval_group_column` when set.
         processing_class (`ClapProcessor`, *optional*):
@@ -367,6 +479,8 @@ class ClapContrastiveTrainer(BaseTrainer):
                 max_audio_seconds=args.max_audio_seconds,
                 cache_audio_features=args.cache_audio_features,
                 text_max_length=_text_max_length(model, processing_class.tokenizer),
+                hard_negatives_column=args.hard_negatives_column,
+                synthetic_hard_negatives=args.synthetic_hard_negatives,
             )
             self._eval_collator = replace(data_collator, training=False)
         super().__init__(
@@ -416,6 +530,34 @@ class ClapContrastiveTrainer(BaseTrainer):
                     f"{dataset.features[references]}; set references_column=None to train on {args.text_column!r} only"
                 )
             keep.append(references)
+        if training and args.hard_negatives_column is not None:
+            negatives = args.hard_negatives_column
+            if negatives not in columns:
+                raise ValueError(
+                    f"{name} lacks the column {negatives!r} (hard_negatives_column); it has {columns}. Set "
+                    "hard_negatives_column=None to train on in-batch negatives only."
+                )
+            if not _is_string_list(dataset.features[negatives]):
+                raise ValueError(
+                    f"{name} column {negatives!r} (hard_negatives_column) must hold lists of strings, it has feature "
+                    f"{dataset.features[negatives]}"
+                )
+            keep.append(negatives)
+        if training and args.synthetic_hard_negatives:
+            if EVENTS_COLUMN not in columns:
+                raise ValueError(
+                    f"synthetic_hard_negatives={args.synthetic_hard_negatives} draws hard negatives from the column "
+                    f"{EVENTS_COLUMN!r} (event names in temporal order, as hfpref.data.make_world writes it), which "
+                    f"{name} lacks; it has {columns}. Set synthetic_hard_negatives=0, or give the negatives in "
+                    "hard_negatives_column."
+                )
+            if not _is_string_list(dataset.features[EVENTS_COLUMN]):
+                raise ValueError(
+                    f"{name} column {EVENTS_COLUMN!r} must hold lists of event names for synthetic_hard_negatives, it "
+                    f"has feature {dataset.features[EVENTS_COLUMN]}"
+                )
+            if EVENTS_COLUMN not in keep:
+                keep.append(EVENTS_COLUMN)
         dataset = ensure_audio_column(dataset, args.audio_column)
         if not training:
             if args.retrieval_group_column is None:
@@ -434,6 +576,8 @@ class ClapContrastiveTrainer(BaseTrainer):
                 self.args.audio_column,
                 self.args.text_column,
                 self.args.references_column,
+                self.args.hard_negatives_column,
+                EVENTS_COLUMN,
                 RETRIEVAL_GROUP,
                 ROW_INDEX,
             ]
@@ -468,29 +612,34 @@ class ClapContrastiveTrainer(BaseTrainer):
         if self.args.freeze_audio_encoder:
             unwrapped.audio_model.eval()
 
-    def _contrastive_loss(self, outputs) -> torch.Tensor:
+    def _contrastive_loss(self, outputs, hard_negative_mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.args.loss_type == "model":
             return outputs.loss
-        labels = torch.arange(outputs.logits_per_audio.shape[0], device=outputs.logits_per_audio.device)
-        audio_to_text = F.cross_entropy(outputs.logits_per_audio, labels)
-        text_to_audio = F.cross_entropy(outputs.logits_per_text, labels)
-        return (audio_to_text + text_to_audio) / 2
+        return clap_contrastive_loss(outputs.logits_per_audio, outputs.logits_per_text, hard_negative_mask)
 
     @staticmethod
     def _model_inputs(inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {key: value for key, value in inputs.items() if key not in (RETRIEVAL_GROUP, ROW_INDEX)}
+        return {
+            key: value for key, value in inputs.items() if key not in (RETRIEVAL_GROUP, ROW_INDEX, HARD_NEGATIVE_MASK)
+        }
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
             self._keep_frozen_encoders_in_eval_mode(model)
         outputs = model(**self._model_inputs(inputs), return_loss=self.args.loss_type == "model")
-        loss = self._contrastive_loss(outputs)
+        hard_negative_mask = inputs.get(HARD_NEGATIVE_MASK)
+        loss = self._contrastive_loss(outputs, hard_negative_mask)
         if model.training:
             with torch.no_grad():
                 unwrapped = self.accelerator.unwrap_model(model)
-                logits = outputs.logits_per_audio
+                logits = outputs.logits_per_audio[:, : len(outputs.logits_per_audio)]
                 hits = logits.argmax(dim=1) == torch.arange(len(logits), device=logits.device)
                 self._record_metric("batch_audio_to_text_accuracy", hits.float().mean().item(), len(hits))
+                if hard_negative_mask is not None and hard_negative_mask.any():
+                    own = _own_hard_negative_logits(outputs.logits_per_audio, hard_negative_mask)
+                    has_negatives = hard_negative_mask.any(dim=1)
+                    beats = (logits.diagonal() > own.max(dim=1).values)[has_negatives]
+                    self._record_metric("batch_hard_negative_accuracy", beats.float().mean().item(), len(beats))
                 scales = [unwrapped.logit_scale_a, unwrapped.logit_scale_t]
                 with gathered_parameters(scales):  # ZeRO-3 partitions them: read them whole
                     self._record_metric("logit_scale_audio", scales[0].exp().item())
@@ -502,7 +651,7 @@ class ClapContrastiveTrainer(BaseTrainer):
         groups = inputs.get(RETRIEVAL_GROUP)
         with torch.no_grad():
             outputs = model(**self._model_inputs(inputs), return_loss=self.args.loss_type == "model")
-            loss = self._contrastive_loss(outputs).detach()
+            loss = self._contrastive_loss(outputs, inputs.get(HARD_NEGATIVE_MASK)).detach()
         if prediction_loss_only:
             return loss, None, None
         if groups is None:  # a user collator: every pair is its own group
