@@ -28,28 +28,34 @@ def _verdict(greedy_score: float, top_k_score: float) -> str:
     return "tie" if abs(greedy_score - top_k_score) <= 1e-9 else ("greedy" if greedy_score > top_k_score else "top_k")
 
 
+def judgment_row(
+    candidate: dict, verdict: str, both_fail: bool, scores=(None, None), correction: str | None = None
+) -> dict:
+    """One clip's judgment: its candidates, the verdict, whether both fail, the scores (when the judge scores) and
+    the correction (when an annotator wrote one)."""
+    return {
+        "clip_id": candidate["clip_id"],
+        "events": list(candidate["events"]),
+        "references": list(candidate["references"]),
+        "greedy": candidate["greedy"],
+        "top_k": candidate["top_k"],
+        "greedy_score": None if scores[0] is None else float(scores[0]),
+        "top_k_score": None if scores[1] is None else float(scores[1]),
+        "verdict": verdict,
+        "both_fail": both_fail,
+        "correction": correction,
+    }
+
+
 def scored_judgments(candidates, scores: list[tuple[float, float]], fail_below: float | None) -> list[dict]:
     """
     Judgment rows from a score of each clip's greedy and top-k caption; `fail_below`: both fail when the better score
     is below it (`None`: a judge that cannot tell, never both fail).
     """
-    rows = []
-    for row, (g_score, s_score) in zip(candidates, scores):
-        rows.append(
-            {
-                "clip_id": row["clip_id"],
-                "events": list(row["events"]),
-                "references": list(row["references"]),
-                "greedy": row["greedy"],
-                "top_k": row["top_k"],
-                "greedy_score": float(g_score),
-                "top_k_score": float(s_score),
-                "verdict": _verdict(g_score, s_score),
-                "both_fail": fail_below is not None and max(g_score, s_score) < fail_below,
-                "correction": None,
-            }
-        )
-    return rows
+    return [
+        judgment_row(row, _verdict(g, s), fail_below is not None and max(g, s) < fail_below, (g, s))
+        for row, (g, s) in zip(candidates, scores)
+    ]
 
 
 def oracle_judgments(candidates) -> list[dict]:
@@ -178,22 +184,9 @@ def annotation_judgments(
             both_fail = bool(judged["challenging"])
             corrections = [text for _, text in judged["corrections"] if text and text.strip()]
             correction = corrections[0].strip() if corrections else None
-        rows.append(
-            {
-                "clip_id": row["clip_id"],
-                "events": list(row["events"]),
-                "references": list(row["references"]),
-                "greedy": row["greedy"],
-                "top_k": row["top_k"],
-                "greedy_score": None,
-                "top_k_score": None,
-                "verdict": verdict,
-                # Without a written correction a both-wrong clip gives no pair: the loop never reads the world's
-                # references on a person's behalf.
-                "both_fail": both_fail and correction is not None,
-                "correction": correction,
-            }
-        )
+        # Without a written correction a both-wrong clip gives no pair: the loop never reads the world's references on
+        # a person's behalf.
+        rows.append(judgment_row(row, verdict, both_fail and correction is not None, correction=correction))
     stats = {
         "items": len(session.items),
         "answered_items": len(answered),

@@ -39,6 +39,7 @@ from ..quickstart.stages import (
     _Stages,
     _world,
     stage_configs,
+    world_settings,
 )
 from ..utils.records import OutputLock, atomic_write_json
 from .config import LoopConfig
@@ -115,14 +116,7 @@ def _round0(config: LoopConfig, output_dir: Path) -> _Stages:
     configs = stage_configs(folder, size, seed, config.captioner)
     configs["reward"]["embedding_cache_dir"] = (output_dir / "embedding-cache").as_posix()
     stages = _Stages(folder, config.force, config.captioner, outputs=ROUND0_OUTPUTS, depends_on=ROUND0_DEPENDS_ON)
-    world = {
-        "train_clips": size.train_clips,
-        "preference_clips": size.preference_clips,
-        "test_clips": size.test_clips,
-        "validation_clips": size.validation_clips,
-        "clip_seconds": size.clip_seconds,
-        "seed": seed,
-    }
+    world = world_settings(size, seed)
     from ..quickstart.preferences import FAIL_BELOW, _preferences
 
     print(f"== round 0 -> {folder}")

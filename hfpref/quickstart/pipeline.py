@@ -38,6 +38,7 @@ from .stages import (
     check_captioner,
     peak_rss_mb,
     stage_configs,
+    world_settings,
 )
 
 
@@ -88,14 +89,7 @@ def _run_quickstart(
 ):
     configs = stage_configs(output_dir, size, seed, captioner)
     stages = _Stages(output_dir, force, captioner)
-    world = {
-        "train_clips": size.train_clips,
-        "preference_clips": size.preference_clips,
-        "test_clips": size.test_clips,
-        "validation_clips": size.validation_clips,
-        "clip_seconds": size.clip_seconds,
-        "seed": seed,
-    }
+    world = world_settings(size, seed)
     judged = {"top_k": size.top_k, "fail_below": FAIL_BELOW, "seed": seed}
 
     stages.run("world", world, lambda: _world(output_dir, size, seed))
