@@ -26,9 +26,13 @@ pytestmark = pytest.mark.xdist_group("loop")  # one worker runs the tiny loop on
 LOOP_ARGS = ["loop", "--size", "tiny", "--rounds", "2", "--judge", "oracle", "--seed", "0", "--output-dir", "loop"]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def loop_run(tmp_path_factory):
-    """The Done-when command, with a control round and the Hub push recorded; run from its folder (relative paths)."""
+    """
+    The Done-when command, with a control round and the Hub push recorded; run from its folder (relative paths).
+    Session-scoped: a module-scoped fixture is torn down and made again when the worker runs another module's tests
+    between two of these.
+    """
     from hfpref.cli.main import main
 
     root = tmp_path_factory.mktemp("loop")
