@@ -364,3 +364,24 @@ def test_llm_judge_picks_the_caption_the_endpoint_scores_higher(loop_run):
     prompt = server.requests[0]["messages"][0]["content"]
     assert len(server.requests) == 16 and "expert annotator of audio captions" in prompt
     assert candidates[0]["references"][0] in prompt
+
+
+def test_round_configs_start_rl_from_the_previous_round_and_can_warm_start_the_reward_models():
+    from hfpref.loop import LoopConfig
+    from hfpref.loop.pipeline import round_configs
+
+    out = Path("out")
+    cold = round_configs(LoopConfig(size="tiny"), out, 2)
+    assert "init_from" not in cold["reward"] and "init_from" not in cold["selection"]
+    assert (
+        cold["rl"]["model_name_or_path"] == "out/round-1/rl"
+        and cold["rl"]["ref_model_name_or_path"] == "out/round-0/sft"
+    )
+    assert cold["reward"]["seed"] == 2 and cold["reward"]["dataset_name"] == "out/round-2/preferences"
+    warm = {k: round_configs(LoopConfig(size="tiny", reward_warm_start=True), out, k) for k in (1, 2)}
+    assert warm[1]["reward"]["init_from"] == "out/round-0/reward-model" and "init_from" not in warm[1]["selection"]
+    assert warm[2]["reward"]["init_from"] == "out/round-1/reward-model"
+    assert warm[2]["selection"]["init_from"] == "out/round-1/selection-reward-model"
+    control = round_configs(LoopConfig(size="tiny", reward_warm_start=True), out, 2, control=True)
+    assert control["rl"]["reward_model_name_or_path"] == "out/round-1/reward-model"
+    assert control["rl"]["output_dir"] == "out/round-2-control/rl" and "init_from" not in control["reward"]

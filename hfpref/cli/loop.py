@@ -44,6 +44,12 @@ def add_loop_parser(subparsers):
         help="also run the last round again without new pairs (round-<k>-control/)",
     )
     p.add_argument("--force", action="store_true", default=None, help="re-run every stage, even finished ones")
+    p.add_argument(
+        "--reward-warm-start",
+        action="store_true",
+        default=None,
+        help="each round's reward models continue from the previous round's instead of new heads",
+    )
     p.add_argument("--judge-reward-model", help="the reward_model judge (default: the previous round's reward model)")
     p.add_argument("--llm-base-url", help="the llm judge's OpenAI-compatible endpoint, e.g. http://localhost:8000/v1")
     p.add_argument("--llm-model", help="the llm judge's model name")
@@ -66,7 +72,7 @@ def cmd_loop(args) -> int:
     from ..loop import LoopConfig, run_loop
 
     overrides = {name: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
-    for flag in ("control", "force", "hub_private"):
+    for flag in ("control", "force", "hub_private", "reward_warm_start"):
         if getattr(args, flag):
             overrides[flag] = True
     if args.annotate_allowed_host:

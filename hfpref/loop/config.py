@@ -47,6 +47,9 @@ class LoopConfig:
             `k - 1`'s reward model): what more RL alone gives, against what new preference data gives.
         force (`bool`, *optional*, defaults to `False`):
             Run every stage again, even finished ones.
+        reward_warm_start (`bool`, *optional*, defaults to `False`):
+            Each round's reward ensemble (and, from round 2, its selection model) continues training from the previous
+            round's (`init_from`) on every round's pairs, instead of starting from new heads.
         judge_reward_model (`str`, *optional*):
             The `"reward_model"` judge's model (it reads the round-0 CLAP's embeddings); by default each round's
             judge is the previous round's reward model.
@@ -75,6 +78,7 @@ class LoopConfig:
     pool_clips: int | None = None
     control: bool = False
     force: bool = False
+    reward_warm_start: bool = False
     judge_reward_model: str | None = None
     llm_base_url: str | None = None
     llm_model: str | None = None

@@ -378,10 +378,11 @@ def _round_results(stages: _Stages, config: LoopConfig, k: int, control: bool) -
     return results
 
 
-def _round(config: LoopConfig, output_dir: Path, k: int, previous: dict[str, str], control: bool = False) -> dict:
+def round_configs(config: LoopConfig, output_dir: Path, k: int, control: bool = False) -> dict[str, dict]:
     """
-    Round `k` (or its control) in its folder; `previous` holds the fingerprints of what it reads from earlier rounds.
-    Returns the round's results (also in `<folder>/results.json`) and its fingerprints for the next round.
+    The recipe configs of round `k`'s `reward`, `selection` and `rl` stages (of its control: `rl` reads round
+    `k - 1`'s reward models): the quickstart's, seeded `seed + k`, reading round 0's world and CLAP, RL starting from
+    round `k - 1`'s captioner with the KL term to round 0's SFT captioner.
     """
     size, seed = SIZES[config.size], config.seed
     folder = round_dir(output_dir, k, control)
@@ -391,8 +392,11 @@ def _round(config: LoopConfig, output_dir: Path, k: int, previous: dict[str, str
     for name in ("reward", "selection"):
         configs[name]["embedding_cache_dir"] = (output_dir / "embedding-cache").as_posix()
         configs[name]["clap_model_name_or_path"] = (round0 / "clap").as_posix()
-    rl = configs["rl"]
-    rl.update(
+    if config.reward_warm_start and not control:
+        configs["reward"]["init_from"] = (round_dir(output_dir, k - 1) / "reward-model").as_posix()
+        if k >= 2:  # round 0 trains no selection model
+            configs["selection"]["init_from"] = (round_dir(output_dir, k - 1) / "selection-reward-model").as_posix()
+    configs["rl"].update(
         dataset_name=(round0 / "world").as_posix(),
         model_name_or_path=captioner_dir(output_dir, k - 1).as_posix(),
         ref_model_name_or_path=(round0 / "sft").as_posix(),
@@ -400,6 +404,20 @@ def _round(config: LoopConfig, output_dir: Path, k: int, previous: dict[str, str
         embedding_cache_dir=(output_dir / "embedding-cache").as_posix(),
         output_dir=(folder / "rl").as_posix(),
     )
+    return configs
+
+
+def _round(config: LoopConfig, output_dir: Path, k: int, previous: dict[str, str], control: bool = False) -> dict:
+    """
+    Round `k` (or its control) in its folder; `previous` holds the fingerprints of what it reads from earlier rounds.
+    Returns the round's results (also in `<folder>/results.json`) and its fingerprints for the next round.
+    """
+    size, seed = SIZES[config.size], config.seed
+    folder = round_dir(output_dir, k, control)
+    configs = round_configs(config, output_dir, k, control)
+    rl = configs["rl"]
+    # A warm-started reward model reads the previous round's: it runs again when that one changed.
+    warm = {name: previous[name] for name in ("reward", "selection") if "init_from" in configs[name]}
     outputs, depends = (CONTROL_OUTPUTS, CONTROL_DEPENDS_ON) if control else (ROUND_OUTPUTS, ROUND_DEPENDS_ON)
     stages = _Stages(folder, config.force, config.captioner, outputs=outputs, depends_on=depends)
     print(f"== round {k}{' (control: no new pairs)' if control else ''} -> {folder}")
@@ -436,9 +454,15 @@ def _round(config: LoopConfig, output_dir: Path, k: int, previous: dict[str, str
             return outputs
 
         clap = {"clap": previous["clap"]}
-        stages.run("reward", configs["reward"], lambda: reward("reward", "reward model"), upstream=clap)
+        upstream = {
+            name: {**clap, **({"start": warm[name]} if name in warm else {})} for name in ("reward", "selection")
+        }
+        stages.run("reward", configs["reward"], lambda: reward("reward", "reward model"), upstream=upstream["reward"])
         stages.run(
-            "selection", configs["selection"], lambda: reward("selection", "selection reward model"), upstream=clap
+            "selection",
+            configs["selection"],
+            lambda: reward("selection", "selection reward model"),
+            upstream=upstream["selection"],
         )
         rl_upstream = {"world": world_fp, "captioner": captioner_fp, "reference": previous["sft"], **clap}
     else:
