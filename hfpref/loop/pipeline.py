@@ -117,7 +117,8 @@ def _round0(config: LoopConfig, output_dir: Path) -> _Stages:
     configs["reward"]["embedding_cache_dir"] = (output_dir / "embedding-cache").as_posix()
     stages = _Stages(folder, config.force, config.captioner, outputs=ROUND0_OUTPUTS, depends_on=ROUND0_DEPENDS_ON)
     world = world_settings(size, seed)
-    from ..quickstart.preferences import FAIL_BELOW, _preferences
+    from ..quickstart.preferences import FAIL_BELOW
+    from ..quickstart.preferences import _preferences as quickstart_preferences
 
     print(f"== round 0 -> {folder}")
     stages.run("world", world, lambda: _world(folder, size, seed))
@@ -126,7 +127,7 @@ def _round0(config: LoopConfig, output_dir: Path) -> _Stages:
     stages.run(
         "preferences",
         {"top_k": size.top_k, "fail_below": FAIL_BELOW, "seed": seed},
-        lambda: _preferences(folder, size, seed),
+        lambda: quickstart_preferences(folder, size, seed),
     )
 
     def reward() -> dict:
