@@ -28,6 +28,7 @@ import numpy as np
 from ..quickstart.evaluation import _split_masks, _win_rate
 from ..quickstart.preferences import _baseline_judgments, judgment_pairs, preference_splits
 from ..quickstart.stages import (
+    DEPENDS_ON,
     SIZES,
     STAGE_OUTPUTS,
     _clap,
@@ -48,13 +49,7 @@ from .config import LoopConfig
 # Round 0: the quickstart's first five stages, as the quickstart runs them.
 ROUND0_STAGES = ("world", "clap", "sft", "preferences", "reward")
 ROUND0_OUTPUTS = {stage: STAGE_OUTPUTS[stage] for stage in ROUND0_STAGES}
-ROUND0_DEPENDS_ON = {
-    "world": [],
-    "clap": ["world"],
-    "sft": ["world"],
-    "preferences": ["world", "sft"],
-    "reward": ["clap", "preferences"],
-}
+ROUND0_DEPENDS_ON = {stage: DEPENDS_ON[stage] for stage in ROUND0_STAGES}
 # A round: what each stage leaves (relative to the round's folder) and reads within the round; what it reads from
 # other rounds' folders goes in as `upstream` fingerprints.
 ROUND_OUTPUTS = {
@@ -201,7 +196,7 @@ def _judge(folder: Path, output_dir: Path, config: LoopConfig, k: int) -> dict:
             "pairs to split by clip"
         )
     splits = preference_splits(pairs, pool, config.seed + k)
-    splits = type(splits)({name: split.add_column("round", [k] * len(split)) for name, split in splits.items()})
+    splits = _with_round(splits, k)
     splits.save_to_disk(str(folder / "pairs"))
     verdicts = [r["verdict"] for r in rows]
     counts = {
@@ -224,6 +219,7 @@ def _judge(folder: Path, output_dir: Path, config: LoopConfig, k: int) -> dict:
 
 
 def _with_round(splits, k: int):
+    """The pairs with a `round` column of `k` (pairs that have one keep it: round 0's quickstart pairs have none)."""
     if "round" in splits["train"].column_names:
         return splits
     return type(splits)({name: split.add_column("round", [k] * len(split)) for name, split in splits.items()})
@@ -365,7 +361,7 @@ def _round_results(stages: _Stages, config: LoopConfig, k: int, control: bool) -
             evaluation["oracle_scores"]["previous"], "non_challenging", "current", "previous"
         ),
         "oracle_scores": evaluation["oracle_scores"],
-        "evaluation": {key: value for key, value in evaluation.items()},
+        "evaluation": dict(evaluation),
         "rl_selected_step": stages.records["rl"]["outputs"]["selected_step"],
         "stages": {s: {"seconds": r["seconds"], "summary": r["summary"]} for s, r in stages.records.items()},
         "stage_seconds_total": sum(r["seconds"] for r in stages.records.values()),
@@ -373,7 +369,7 @@ def _round_results(stages: _Stages, config: LoopConfig, k: int, control: bool) -
     if not control:
         results["rm_heldout_accuracy_human"] = stages.records["reward"]["outputs"]["heldout_accuracy_human"]
         results["pairs"] = {
-            "judged": {key: v for key, v in stages.records["judge"]["outputs"].items()},
+            "judged": dict(stages.records["judge"]["outputs"]),
             "by_round": stages.records["preferences"]["outputs"]["pairs_by_round"],
         }
     return results
