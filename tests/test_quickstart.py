@@ -380,11 +380,15 @@ def test_choices_are_made_on_validation_clips_and_the_test_clips_stay_those_of_t
     _world(tmp_path, size, seed=3)
     splits = load_from_disk(str(tmp_path / "world"))
     assert {name: len(split) for name, split in splits.items()} == {
-        "train": 48, "preference": 32, "test": 24, "validation": 16,
+        "train": 48, "preference": 32, "test": 24, "validation": 16, "clap": 16,
     }  # fmt: skip
     without = make_world(48 + 32 + 24, seed=3, clip_seconds=float(size.clip_seconds))
     assert splits["test"]["clip_id"] == without.select(range(80, 104))["clip_id"]
     assert splits["test"]["caption"] == without.select(range(80, 104))["caption"]
     assert not set(splits["validation"]["clip_id"]) & set(without["clip_id"])
+    # The CLAP's own clips come after validation: new clips, that nothing but the CLAP reads.
+    assert not set(splits["clap"]["clip_id"]) & (set(without["clip_id"]) | set(splits["validation"]["clip_id"]))
     configs = stage_configs(tmp_path, "small", 0)
     assert configs["sft"]["dataset_test_split"] == configs["rl"]["dataset_test_split"] == "validation"
+    assert configs["clap"]["dataset_train_split"] == "train+clap"
+    assert "clap" not in (configs["sft"]["dataset_train_split"], configs["rl"]["dataset_train_split"])

@@ -209,6 +209,39 @@ def load_any_dataset(name_or_path: str | Path, *, split: str | None = None) -> D
     return _without_decoding(ds)
 
 
+def get_split(data: DatasetDict, split: str, *, name: str) -> Dataset:
+    """
+    The split `split` of `data`; `"a+b"` joins splits `a` and `b` in that order, as `datasets`' split strings do.
+
+    Args:
+        data (`DatasetDict`): what [`load_any_dataset`] returned.
+        split (`str`): a split name, or names joined by `+`.
+        name (`str`): the dataset's name, for error messages.
+
+    Raises:
+        `ValueError`: naming the dataset, the missing split and the splits it has.
+
+    Example:
+
+    ```python
+    >>> from datasets import Dataset, DatasetDict
+    >>> data = DatasetDict(train=Dataset.from_dict({"x": [1, 2]}), extra=Dataset.from_dict({"x": [3]}))
+    >>> get_split(data, "train+extra", name="clips")["x"]
+    [1, 2, 3]
+
+    ```
+    """
+    parts = [part.strip() for part in split.split("+")]
+    for part in parts:
+        if part not in data:
+            raise ValueError(f"{name} has no split {part!r}; it has {list(data)}")
+    if len(parts) == 1:
+        return data[parts[0]]
+    from datasets import concatenate_datasets
+
+    return concatenate_datasets([data[part] for part in parts])
+
+
 def select_splits(
     data: Dataset | DatasetDict,
     *,
@@ -226,19 +259,17 @@ def select_splits(
     Args:
         data (`Dataset` or `DatasetDict`): what [`load_any_dataset`] returned.
         name (`str`): the dataset's name, for error messages.
-        train_split (`str`, *optional*, defaults to `"train"`): split to train on.
+        train_split (`str`, *optional*, defaults to `"train"`): split to train on (`"a+b"` joins two splits).
         test_split (`str`, *optional*): split to evaluate on; without one, `test_size` of the rows are held out.
         test_size (`float`, *optional*, defaults to `0.1`): share held out when there is no test split.
         seed (`int`, *optional*, defaults to `0`): seed of the hold-out.
         stratify_by_column (`str`, *optional*): a `ClassLabel` column the hold-out keeps balanced.
     """
     if isinstance(data, DatasetDict):
-        for split in (train_split, test_split):
-            if split is not None and split not in data:
-                raise ValueError(f"{name} has no split {split!r}; it has {list(data)}")
+        train = get_split(data, train_split, name=name)
         if test_split:
-            return DatasetDict(train=data[train_split], test=data[test_split])
-        data = data[train_split]
+            return DatasetDict(train=train, test=get_split(data, test_split, name=name))
+        data = train
     return data.train_test_split(test_size=test_size, seed=seed, stratify_by_column=stratify_by_column)
 
 

@@ -5,7 +5,7 @@ The stages follow "Aligning Audio Captions with Human Preferences" (https://hugg
 the world's oracle (which knows every clip's true events) standing in for the human annotators:
 
 1. `world`: synthesize train / preference / test / validation clips;
-2. `clap`: fit a tiny CLAP contrastively on the train clips;
+2. `clap`: fit a tiny CLAP contrastively on the train clips and the clips only it sees (the world's `clap` split);
 3. `sft`: train a small captioner from scratch on part of the train clips, short of convergence (the baseline): a
    2-layer Whisper, or with `captioner="audio-llm"` (`hfpref quickstart --captioner audio-llm`) Qwen2-Audio's
    architecture (audio encoder, projector, decoder-only LLM) cut to 2 layers each side;

@@ -9,6 +9,7 @@ Offline, this fits the tiny CLAP that the quickstart then uses as a reward; onli
 from datasets import Dataset, DatasetDict
 
 from hfpref.data import load_any_dataset, make_world
+from hfpref.data.loading import get_split
 from hfpref.data.preference import drop_uninformative_rows
 from hfpref.encoders import build_tiny_clap, load_clap
 from hfpref.scripts.utils import ClapContrastiveScriptArguments, ClapModelArguments, HfprefParser, write_card_and_push
@@ -28,10 +29,9 @@ def load_data(script_args: ClapContrastiveScriptArguments) -> tuple[Dataset, Dat
     if not isinstance(dataset, DatasetDict):
         dataset = DatasetDict({"train": dataset})
     train_split, test_split = script_args.dataset_train_split, script_args.dataset_test_split
-    for split in (train_split, test_split):
-        if split is not None and split not in dataset:
-            raise ValueError(f"{script_args.dataset_name} has no split {split!r}; its splits are {list(dataset)}.")
-    return dataset[train_split], dataset[test_split] if test_split is not None else None
+    name = script_args.dataset_name
+    train = get_split(dataset, train_split, name=name)
+    return train, get_split(dataset, test_split, name=name) if test_split is not None else None
 
 
 def load_model(model_args: ClapModelArguments, training_args: ClapContrastiveConfig, train: Dataset):

@@ -306,3 +306,18 @@ def test_invalid_utf8_names_the_file_and_line(feedback_dir, tmp_path):
     broken.write_text('{"caption": "a dog"}\n["a cat"]\n')
     with pytest.raises(ValueError, match=r"broken.jsonl: line 2 holds a JSON list, not an object"):
         load_any_dataset(broken)
+
+
+def test_a_plus_split_joins_splits_in_order_and_a_missing_one_is_named():
+    from hfpref.data.loading import get_split, select_splits
+
+    data = DatasetDict(
+        train=Dataset.from_dict({"x": [1, 2]}), clap=Dataset.from_dict({"x": [3]}), test=Dataset.from_dict({"x": [4]})
+    )
+    assert get_split(data, "train+clap", name="world")["x"] == [1, 2, 3]
+    assert get_split(data, "clap+train", name="world")["x"] == [3, 1, 2]
+    assert get_split(data, "test", name="world")["x"] == [4]
+    splits = select_splits(data, name="world", train_split="train+clap", test_split="test")
+    assert splits["train"]["x"] == [1, 2, 3] and splits["test"]["x"] == [4]
+    with pytest.raises(ValueError, match=r"world has no split 'extra'; it has \['train', 'clap', 'test'\]"):
+        get_split(data, "train+extra", name="world")
