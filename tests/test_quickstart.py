@@ -264,9 +264,10 @@ def test_default_quickstart_meets_its_targets(tmp_path):
 
     results = run_quickstart(tmp_path, size=DEFAULT_SIZE, seed=0)
     missed = {name: t["value"] for name, t in results["targets"].items() if not t["met"]}
-    # Issue 25 left the reward model's held-out accuracy under its 0.82 bar (0.798 on seed 0, README); every other
-    # target is met and must stay met.
-    assert set(missed) <= {"rm_heldout_accuracy_human"}, missed
+    # The non-challenging bar of 0.45 is one on the mean over seeds: seed 0 alone gives 0.397 (README), above the floor
+    # every seed must clear (0.35). Every other target, the reward model's 0.82 among them, is met and must stay met.
+    assert set(missed) <= {"rl_win_rate_nonchallenging"}, missed
+    assert results["targets"]["rl_win_rate_nonchallenging_floor"]["met"]
 
 
 def test_seeds_are_summarised_with_mean_spread_and_per_seed_values(tmp_path, monkeypatch):

@@ -16,8 +16,8 @@ the world's oracle (which knows every clip's true events) standing in for the hu
    Bradley-Terry, scored on held-out clips; RL's reward is its conservative `mean - lambda * std`;
 6. `selection`: one more reward model, from another seed, that RL never optimises: it picks the RL checkpoint;
 7. `rl`: RL fine-tuning of the baseline (RLOO, 4 samples a clip; the paper's SCST is `loss_type: scst`) with the
-   ensemble's reward and the length penalty, evaluated on the validation clips during training; the checkpoint the
-   selection reward model scores highest is kept;
+   ensemble's reward (without the paper's length penalty, see `stage_configs`), evaluated on the validation clips
+   during training; the checkpoint the selection reward model scores highest is kept;
 8. `evaluate`: baseline vs RL on the test clips (scored once), split into challenging and non-challenging, and the
    same win rates on the validation clips, where the quickstart's settings were chosen.
 

@@ -588,7 +588,7 @@ class ClapContrastiveScriptArguments:
             Hub dataset id, `save_to_disk` folder, folder of data files or `.json`/`.jsonl`/`.csv`/`.parquet` file,
             loaded with [`~hfpref.data.load_any_dataset`]. Exclusive with `synthetic_clips`.
         dataset_train_split (`str`, *optional*, defaults to `"train"`):
-            Split to train on.
+            Split to train on; `"a+b"` joins splits (the quickstart's CLAP trains on `train+clap`).
         dataset_test_split (`str` or `None`, *optional*, defaults to `"test"`):
             Split to evaluate on; `None` for no evaluation set.
         synthetic_clips (`int`, *optional*, defaults to `0`):
