@@ -226,7 +226,7 @@ def get_split(data: DatasetDict, split: str, *, name: str) -> Dataset:
     ```python
     >>> from datasets import Dataset, DatasetDict
     >>> data = DatasetDict(train=Dataset.from_dict({"x": [1, 2]}), extra=Dataset.from_dict({"x": [3]}))
-    >>> get_split(data, "train+extra", name="clips")["x"]
+    >>> list(get_split(data, "train+extra", name="clips")["x"])
     [1, 2, 3]
 
     ```
