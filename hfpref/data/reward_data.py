@@ -7,7 +7,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from .fense import attach_audio, load_fense
-from .loading import load_any_dataset
+from .loading import get_split, load_any_dataset
 from .preference import (
     add_synthetic_negatives,
     drop_uninformative_rows,
@@ -110,24 +110,17 @@ def load_reward_splits(args, *, pairwise: bool, synthetic_data: SyntheticData | 
     if named_eval:
         # Named evaluation sets: the whole training source is trained on, each set evaluated on its own.
         if isinstance(data, DatasetDict):
-            if args.dataset_train_split not in data:
-                raise ValueError(
-                    f"{args.dataset_name} has no split {args.dataset_train_split!r}; it has {list(data)}."
-                )
-            data = data[args.dataset_train_split]
+            data = get_split(data, args.dataset_train_split, name=args.dataset_name)
         splits = DatasetDict(train=data)
         for name, eval_source in named_eval.items():
             splits[name] = informative(_load_eval_set(eval_source, name), None, f"eval set {name!r} ({eval_source})")
         return _checked(splits, args, pairwise)
     if isinstance(data, DatasetDict):
-        if args.dataset_train_split not in data:
-            raise ValueError(f"{args.dataset_name} has no split {args.dataset_train_split!r}; it has {list(data)}.")
-        if args.dataset_test_split and args.dataset_test_split in data:
-            splits = DatasetDict(train=data[args.dataset_train_split], test=data[args.dataset_test_split])
+        train = get_split(data, args.dataset_train_split, name=args.dataset_name)
+        if args.dataset_test_split:
+            splits = DatasetDict(train=train, test=get_split(data, args.dataset_test_split, name=args.dataset_name))
         else:
-            if args.dataset_test_split:
-                raise ValueError(f"{args.dataset_name} has no split {args.dataset_test_split!r}; it has {list(data)}.")
-            data = data[args.dataset_train_split]
+            data = train
     if isinstance(data, Dataset):
         if args.group_column not in data.column_names:
             raise ValueError(
